@@ -1,0 +1,199 @@
+"""Building blocks shared by every API model: the strict base model, Kubernetes quantities and names."""
+
+from __future__ import annotations
+
+import difflib
+import re
+from decimal import Decimal, InvalidOperation
+from typing import Annotated, Any, ClassVar
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSchema, model_validator
+from pydantic.alias_generators import to_camel
+from pydantic_core import PydanticCustomError
+
+# Fields marked with this key in json_schema_extra are plan-time settings of llmkube: they shape what we
+# render but are not part of the LLMKube CRD, so they never appear in its schema or in a custom resource.
+LLMKUBE_ONLY = "x-llmkube-only"
+
+
+def llmkube_only() -> dict[str, Any]:
+    return {LLMKUBE_ONLY: True}
+
+
+# What each pattern means, in words: a pattern mismatch is reported with this instead of the regex.
+PATTERN_HINTS: dict[str, str] = {}
+
+
+def pattern(regex: str, hint: str) -> str:
+    """Register the words for a pattern and return the pattern, for use as ``Field(pattern=...)``."""
+    PATTERN_HINTS[regex] = hint
+    return regex
+
+
+def suggest(unknown: str, known: list[str]) -> list[str]:
+    """Known names a typo most likely meant: a case-insensitive match first, then close spellings."""
+    folded = {k.lower(): k for k in known}
+    if unknown.lower() in folded:
+        return [folded[unknown.lower()]]
+    close = difflib.get_close_matches(unknown.lower(), list(folded), n=3, cutoff=0.6)
+    return [folded[c] for c in close]
+
+
+class ApiModel(BaseModel):
+    """Strict, immutable, camelCase on the wire (the LLMKube JSON names), documented field by field."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        frozen=True,
+        alias_generator=to_camel,
+        populate_by_name=False,
+        use_attribute_docstrings=False,
+        str_strip_whitespace=False,
+    )
+
+    # Cross-field rules of a model, as (CEL rule for the CRD, message). The Python side of each rule is a
+    # model validator on the class; the CEL twin lets the API server enforce the same rule for custom
+    # resources that do not come from us.
+    cel_rules: ClassVar[tuple[tuple[str, str], ...]] = ()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _reject_unknown_fields(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        known = [f.alias or name for name, f in cls.model_fields.items()]
+        for key in data:
+            if key not in known:
+                hints = suggest(str(key), known)
+                # Name the likely intended field when there is one; the whole list only when there is not.
+                hint = f"did you mean {' or '.join(hints)}?" if hints else f"known fields: {', '.join(sorted(known))}"
+                raise PydanticCustomError(
+                    "llmkube_unknown_field", "unknown field {field}; {hint}", {"field": str(key), "hint": hint}
+                )
+        return data
+
+    def wire(self) -> dict[str, Any]:
+        """The JSON form with LLMKube names, unset fields left out, llmkube-only fields removed."""
+        return _strip_llmkube_only(self, self.model_dump(by_alias=True, exclude_none=True, mode="json"))
+
+
+def _strip_llmkube_only(model: BaseModel, data: dict[str, Any]) -> dict[str, Any]:
+    for name, field in type(model).model_fields.items():
+        key = field.alias or name
+        extra = field.json_schema_extra if isinstance(field.json_schema_extra, dict) else {}
+        if extra.get(LLMKUBE_ONLY):
+            data.pop(key, None)
+            continue
+        value = getattr(model, name)
+        if isinstance(value, BaseModel) and key in data:
+            data[key] = _strip_llmkube_only(value, data[key])
+    return data
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Kubernetes quantities
+# ---------------------------------------------------------------------------------------------------------
+
+QUANTITY_PATTERN = r"^[+]?([0-9]+(\.[0-9]*)?|\.[0-9]+)(Ki|Mi|Gi|Ti|Pi|Ei|n|u|m|k|M|G|T|P|E|[eE][+-]?[0-9]+)?$"
+_QUANTITY_RE = re.compile(QUANTITY_PATTERN)
+_SUFFIX = {
+    "": Decimal(1),
+    "n": Decimal("1e-9"),
+    "u": Decimal("1e-6"),
+    "m": Decimal("1e-3"),
+    "k": Decimal(10) ** 3,
+    "M": Decimal(10) ** 6,
+    "G": Decimal(10) ** 9,
+    "T": Decimal(10) ** 12,
+    "P": Decimal(10) ** 15,
+    "E": Decimal(10) ** 18,
+    "Ki": Decimal(2) ** 10,
+    "Mi": Decimal(2) ** 20,
+    "Gi": Decimal(2) ** 30,
+    "Ti": Decimal(2) ** 40,
+    "Pi": Decimal(2) ** 50,
+    "Ei": Decimal(2) ** 60,
+}
+
+
+def parse_quantity(text: str | int | float) -> Decimal:
+    """The value of a Kubernetes quantity ("48Gi", "500m", "8", "1e3") as an exact decimal."""
+    s = str(text).strip()
+    match = _QUANTITY_RE.match(s)
+    if not match:
+        raise ValueError(f"{text!r} is not a Kubernetes quantity")
+    number, suffix = match.group(1), match.group(3) or ""
+    try:
+        value = Decimal(number)
+    except InvalidOperation as exc:  # pragma: no cover - the pattern admits only decimals
+        raise ValueError(f"{text!r} is not a Kubernetes quantity") from exc
+    if suffix[:1] in ("e", "E"):
+        return value * (Decimal(10) ** int(suffix[1:]))
+    return value * _SUFFIX[suffix]
+
+
+def _check_quantity(value: Any) -> str:
+    if isinstance(value, bool) or not isinstance(value, str | int | float):
+        raise PydanticCustomError("llmkube_quantity", "{value!r} is not a Kubernetes quantity", {"value": value})
+    try:
+        parse_quantity(value)
+    except ValueError:
+        raise PydanticCustomError(
+            "llmkube_quantity",
+            "{value} is not a Kubernetes quantity; write a number with an optional suffix such as 48Gi, 512Mi, 8, 500m",
+            {"value": repr(value)},
+        ) from None
+    return str(value).strip()
+
+
+Quantity = Annotated[
+    str,
+    BeforeValidator(_check_quantity),
+    WithJsonSchema({"type": "string", "pattern": QUANTITY_PATTERN}),
+    Field(description="A Kubernetes quantity such as 48Gi, 512Mi, 8 or 500m."),
+]
+
+
+def format_bytes(value: Decimal | int | float) -> str:
+    """Bytes as a short binary figure for messages: 48.0 GiB."""
+    v = float(value)
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(v) < 1024 or unit == "TiB":
+            return f"{v:.0f} {unit}" if unit == "B" else f"{v:.1f} {unit}"
+        v /= 1024
+    raise AssertionError("unreachable")
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Names
+# ---------------------------------------------------------------------------------------------------------
+
+# Object names become Deployment, Service and PVC names with suffixes such as "-model-cache", and Service
+# names must be DNS-1035 labels (start with a letter): keep room for the longest suffix inside 63.
+NAME_MAX = 50
+NAME_PATTERN = pattern(r"^[a-z]([-a-z0-9]*[a-z0-9])?$", "lower-case letters, digits and '-', starting with a letter")
+_NAME_RE = re.compile(NAME_PATTERN)
+
+
+def normalize_name(key: str) -> str:
+    """The Kubernetes name a config key becomes: lower case, ``_`` and ``.`` as ``-``."""
+    return re.sub(r"[_.]", "-", key.strip().lower())
+
+
+def name_problem(key: str) -> str | None:
+    """Why a config key cannot become an object name, or None when it can."""
+    name = normalize_name(key)
+    if len(name) > NAME_MAX:
+        return f"{key!r} is longer than {NAME_MAX} characters"
+    if not _NAME_RE.match(name):
+        return (
+            f"{key!r} does not make a Kubernetes name: use lower-case letters, digits and '-', "
+            "starting with a letter and ending with a letter or digit"
+        )
+    return None
+
+
+DNS_LABEL_PATTERN = pattern(
+    r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$", "a DNS label: lower-case letters, digits and '-', at most 63 characters"
+)
+DnsLabel = Annotated[str, Field(pattern=DNS_LABEL_PATTERN, max_length=63)]

@@ -1,0 +1,89 @@
+"""Model: a model file and the hardware it wants (LLMKube ``inference.llmkube.dev/v1alpha1`` Model spec)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+from .base import ApiModel, Quantity, pattern
+
+SOURCE_PATTERN = pattern(
+    r"^(https?|file|pvc|hf)://.+$|^/[^\s]+$", "an http(s)://, hf://, pvc:// or file:// URL, or an absolute path"
+)
+SHA256_PATTERN = pattern(r"^[a-fA-F0-9]{64}$", "64 hexadecimal digits")
+RESOURCE_NAME_PATTERN = pattern(r"^[a-z0-9.\-]+/[a-z0-9._\-]+$", "an extended resource name such as nvidia.com/gpu")
+
+ModelFormat = Literal["gguf", "mlx", "safetensors", "pytorch", "custom"]
+Accelerator = Literal["cpu", "metal", "cuda", "rocm", "intel", "vulkan"]
+GpuVendor = Literal["nvidia", "amd", "intel"]
+ShardingStrategy = Literal["layer", "tensor", "row", "pipeline", "none"]
+
+
+class GPUShardingSpec(ApiModel):
+    """How a model is spread over several GPUs."""
+
+    strategy: ShardingStrategy | None = Field(
+        None,
+        description="Split strategy across GPUs: layer (llama.cpp --split-mode layer, default), row, "
+        "tensor, pipeline or none.",
+    )
+    layer_split: list[str] | None = Field(
+        None, description="Share of the model per GPU, e.g. ['3', '2'] for --tensor-split 3,2; even when unset."
+    )
+
+
+class GPUSpec(ApiModel):
+    """The GPUs a model is served on."""
+
+    enabled: bool | None = Field(None, description="Serve this model on GPUs.")
+    count: int | None = Field(None, ge=0, le=8, description="Number of GPUs (0-8).")
+    memory: Quantity | None = Field(None, description="GPU memory the model needs, e.g. 16Gi.")
+    vendor: GpuVendor | None = Field(None, description="GPU vendor; picks the device-plugin resource name.")
+    resource_name: str | None = Field(
+        None,
+        pattern=RESOURCE_NAME_PATTERN,
+        description="Extended resource to request instead of the vendor default, e.g. nvidia.com/mig-1g.10gb.",
+    )
+    layers: int | None = Field(
+        None, ge=-1, description="Layers to offload to the GPUs (--n-gpu-layers); -1 or unset offloads all."
+    )
+    sharding: GPUShardingSpec | None = Field(None, description="Multi-GPU split.")
+
+
+class HardwareSpec(ApiModel):
+    """Hardware the model runs on."""
+
+    accelerator: Accelerator | None = Field(
+        None, description="Compute backend: cpu, metal, cuda, rocm, intel or vulkan."
+    )
+    gpu: GPUSpec | None = Field(None, description="GPU requirements.")
+
+
+class ModelResources(ApiModel):
+    """Resources the model needs."""
+
+    cpu: Quantity | None = Field(None, description="CPU the model needs, e.g. 8 or 500m.")
+    memory: Quantity | None = Field(None, description="Memory the model needs, e.g. 48Gi.")
+
+
+class ModelSpec(ApiModel):
+    """A model file to serve: where it comes from, what it is, and what hardware it wants."""
+
+    source: str = Field(
+        ...,
+        pattern=SOURCE_PATTERN,
+        description="Where the model comes from: an http(s)://, hf://, pvc:// or file:// URL, or an absolute path.",
+    )
+    sha256: str | None = Field(
+        None, pattern=SHA256_PATTERN, description="SHA-256 of the model file (64 hex digits); checked after download."
+    )
+    format: ModelFormat | None = Field(
+        None, description="File format: gguf (default), mlx, safetensors, pytorch, custom."
+    )
+    quantization: str | None = Field(None, description="Quantization of the weights, e.g. Q4_K_M (informational).")
+    hardware: HardwareSpec | None = Field(None, description="Hardware the model wants.")
+    resources: ModelResources | None = Field(None, description="CPU and memory the model needs.")
+    files: list[str] | None = Field(
+        None, description="Further files of a multi-file model (e.g. GGUF splits), downloaded beside the first."
+    )

@@ -1,0 +1,227 @@
+"""InferenceService: one llama.cpp server for a Model (LLMKube ``inference.llmkube.dev/v1alpha1`` spec)."""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar, Literal
+
+from pydantic import Field, model_validator
+from pydantic_core import PydanticCustomError
+
+from .base import ApiModel, Quantity, llmkube_only
+from .core import Toleration
+
+ServiceMode = Literal["chat", "embedding", "rerank"]
+EndpointType = Literal["ClusterIP", "NodePort", "LoadBalancer"]
+CacheType = Literal["f16", "f32", "q8_0", "q4_0", "q4_1", "q5_0", "q5_1", "iq4_nl"]
+CachePersistence = Literal["Cached", "Ephemeral"]
+MetricType = Literal["Pods", "Resource"]
+
+# Cache types that are not plain floats: llama.cpp needs flash attention to quantize the V cache.
+QUANTIZED_CACHE_TYPES = frozenset({"q8_0", "q4_0", "q4_1", "q5_0", "q5_1", "iq4_nl"})
+
+
+class EndpointSpec(ApiModel):
+    """How the server is exposed."""
+
+    port: int | None = Field(None, ge=1, le=65535, description="Service and container port (default 8080).")
+    path: str | None = Field(None, description="API path clients call (default /v1/chat/completions).")
+    type: EndpointType | None = Field(None, description="Service type: ClusterIP (default), NodePort, LoadBalancer.")
+    node_port: int | None = Field(
+        None, ge=30000, le=32767, description="Fixed node port (30000-32767) for type NodePort or LoadBalancer."
+    )
+
+    cel_rules: ClassVar[tuple[tuple[str, str], ...]] = (
+        (
+            "!has(self.nodePort) || (has(self.type) && self.type != 'ClusterIP')",
+            "nodePort needs type NodePort or LoadBalancer",
+        ),
+    )
+
+    @model_validator(mode="after")
+    def _node_port_needs_type(self) -> EndpointSpec:
+        if self.node_port is not None and self.type in (None, "ClusterIP"):
+            raise PydanticCustomError(
+                "llmkube_rule",
+                "nodePort {port} needs type NodePort or LoadBalancer, not {type}",
+                {"port": self.node_port, "type": self.type or "ClusterIP (the default)"},
+            )
+        return self
+
+
+class InferenceResources(ApiModel):
+    """Compute the server asks the scheduler for."""
+
+    gpu: int | None = Field(None, ge=0, le=8, description="GPUs (0-8); default: all GPUs of the hardware profile.")
+    cpu: Quantity | None = Field(None, description="CPU request and limit, e.g. 8.")
+    memory: Quantity | None = Field(None, description="Memory limit (and request unless hostMemory is set).")
+    host_memory: Quantity | None = Field(
+        None,
+        description="System RAM the server needs for offloaded experts and KV cache; becomes the memory "
+        "request and wins over memory for it.",
+    )
+    ephemeral_storage: Quantity | None = Field(None, description="Ephemeral storage request and limit.")
+
+
+class MetricSpec(ApiModel):
+    """A metric the autoscaler follows."""
+
+    type: MetricType = Field(..., description="Pods (a per-pod custom metric) or Resource (cpu, memory).")
+    name: str = Field(..., min_length=1, description="Metric name, e.g. llamacpp:requests_processing or cpu.")
+    target_average_value: Quantity | None = Field(None, description="Target average value per pod.")
+    target_average_utilization: int | None = Field(
+        None, ge=1, le=100, description="Target average utilization in percent (Resource metrics)."
+    )
+
+    cel_rules: ClassVar[tuple[tuple[str, str], ...]] = (
+        (
+            "has(self.targetAverageValue) != has(self.targetAverageUtilization)",
+            "set exactly one of targetAverageValue and targetAverageUtilization",
+        ),
+    )
+
+    @model_validator(mode="after")
+    def _one_target(self) -> MetricSpec:
+        if (self.target_average_value is None) == (self.target_average_utilization is None):
+            raise PydanticCustomError(
+                "llmkube_rule", "set exactly one of targetAverageValue and targetAverageUtilization", {}
+            )
+        if self.target_average_utilization is not None and self.type != "Resource":
+            raise PydanticCustomError(
+                "llmkube_rule", "targetAverageUtilization needs type Resource, not {type}", {"type": self.type}
+            )
+        return self
+
+
+class AutoscalingSpec(ApiModel):
+    """Horizontal pod autoscaling."""
+
+    min_replicas: int | None = Field(None, ge=1, le=10, description="Fewest replicas (1-10, default 1).")
+    max_replicas: int = Field(..., ge=1, le=100, description="Most replicas (1-100).")
+    metrics: list[MetricSpec] | None = Field(
+        None, description="Metrics to follow; default: llamacpp:requests_processing averaging 2 per pod."
+    )
+
+    cel_rules: ClassVar[tuple[tuple[str, str], ...]] = (
+        ("!has(self.minReplicas) || self.minReplicas <= self.maxReplicas", "minReplicas must not exceed maxReplicas"),
+    )
+
+    @model_validator(mode="after")
+    def _min_le_max(self) -> AutoscalingSpec:
+        if self.min_replicas is not None and self.min_replicas > self.max_replicas:
+            raise PydanticCustomError(
+                "llmkube_rule",
+                "minReplicas {min} is above maxReplicas {max}",
+                {"min": self.min_replicas, "max": self.max_replicas},
+            )
+        return self
+
+
+class ModelCacheSpec(ApiModel):
+    """Where the model file is kept between pod restarts."""
+
+    persistence: CachePersistence | None = Field(
+        None,
+        description="Cached (default): a persistent volume shared by the namespace's services; "
+        "Ephemeral: an emptyDir, downloaded again on every start.",
+    )
+    claim_name: str | None = Field(
+        None, min_length=1, max_length=253, description="Use this existing PersistentVolumeClaim as the cache."
+    )
+
+    cel_rules: ClassVar[tuple[tuple[str, str], ...]] = (
+        (
+            "!(has(self.persistence) && self.persistence == 'Ephemeral' && has(self.claimName))",
+            "claimName cannot be set when persistence is Ephemeral",
+        ),
+    )
+
+    @model_validator(mode="after")
+    def _claim_needs_cache(self) -> ModelCacheSpec:
+        if self.persistence == "Ephemeral" and self.claim_name is not None:
+            raise PydanticCustomError(
+                "llmkube_rule",
+                "claimName {claim!r} cannot be set when persistence is Ephemeral",
+                {"claim": self.claim_name},
+            )
+        return self
+
+
+class InferenceServiceSpec(ApiModel):
+    """One llama.cpp server (Deployment + Service) serving a Model."""
+
+    model_ref: str = Field(..., min_length=1, description="Name of the Model (a key of llmkube:models) to serve.")
+    mode: ServiceMode | None = Field(None, description="chat (default), embedding or rerank.")
+    replicas: int | None = Field(None, ge=0, le=10, description="Pod replicas (0-10, default 1).")
+    image: str | None = Field(
+        None, min_length=1, description="llama.cpp server image; default: the hardware profile's."
+    )
+    endpoint: EndpointSpec | None = Field(None, description="How the server is exposed.")
+    resources: InferenceResources | None = Field(None, description="GPUs, CPU and memory for the server.")
+    node_selector: dict[str, str] | None = Field(
+        None, description="Node labels the pod must match; adds to the profile's."
+    )
+    tolerations: list[Toleration] | None = Field(None, description="Pod tolerations; add to the profile's.")
+    affinity: dict[str, Any] | None = Field(None, description="Pod affinity (core/v1 Affinity), passed through.")
+    pod_annotations: dict[str, str] | None = Field(None, description="Annotations added to the pod template.")
+    pod_labels: dict[str, str] | None = Field(None, description="Labels added to the pod template.")
+    runtime_class_name: str | None = Field(None, description="RuntimeClass of the pod, e.g. nvidia.")
+    priority_class_name: str | None = Field(None, description="PriorityClass of the pod.")
+    context_size: int | None = Field(
+        None, ge=128, le=2097152, description="Context window in tokens (--ctx-size), shared by the parallel slots."
+    )
+    parallel_slots: int | None = Field(None, ge=1, le=64, description="Concurrent sequences (--parallel).")
+    flash_attention: bool | None = Field(
+        None, description="Flash attention (--flash-attn on|off); unset: llama.cpp's auto."
+    )
+    jinja: bool | None = Field(
+        None, description="Use the model's Jinja chat template (--jinja); tool calling needs it."
+    )
+    cache_type_k: CacheType | None = Field(None, description="K cache type (--cache-type-k).")
+    cache_type_v: CacheType | None = Field(
+        None, description="V cache type (--cache-type-v); quantized types need flash attention."
+    )
+    cache_type_custom_k: str | None = Field(
+        None, min_length=1, description="Any K cache type llama.cpp knows; wins over cacheTypeK."
+    )
+    cache_type_custom_v: str | None = Field(
+        None, min_length=1, description="Any V cache type llama.cpp knows; wins over cacheTypeV."
+    )
+    moe_cpu_offload: bool | None = Field(
+        None, alias="moeCPUOffload", description="Keep all routed MoE expert weights in system RAM (--cpu-moe)."
+    )
+    moe_cpu_layers: int | None = Field(
+        None,
+        ge=0,
+        alias="moeCPULayers",
+        description="Keep the routed experts of the first N layers in system RAM (--n-cpu-moe N).",
+    )
+    no_kv_offload: bool | None = Field(None, description="Keep the KV cache in system RAM (--no-kv-offload).")
+    no_warmup: bool | None = Field(None, description="Skip the warm-up run at start (--no-warmup).")
+    tensor_overrides: list[str] | None = Field(
+        None, description="Tensor placement rules, each passed as --override-tensor, e.g. 'exps=CPU'."
+    )
+    batch_size: int | None = Field(None, ge=1, le=16384, description="Logical batch size (--batch-size).")
+    u_batch_size: int | None = Field(None, ge=1, description="Physical batch size (--ubatch-size).")
+    extra_args: list[str] | None = Field(
+        None, description="Further llama-server arguments; a flag given here is not emitted a second time."
+    )
+    autoscaling: AutoscalingSpec | None = Field(None, description="Horizontal pod autoscaling.")
+    model_cache: ModelCacheSpec | None = Field(None, description="Where the model file is kept.")
+    hardware_profile: str | dict[str, Any] | None = Field(
+        None,
+        json_schema_extra=llmkube_only(),
+        description="llmkube only: a hardware profile for this service (a name, or {extends: name, ...}); "
+        "default: the stack's llmkube:hardware.",
+    )
+
+    @model_validator(mode="after")
+    def _quantized_v_needs_flash_attention(self) -> InferenceServiceSpec:
+        v_type = self.cache_type_custom_v or self.cache_type_v
+        if self.flash_attention is False and v_type in QUANTIZED_CACHE_TYPES:
+            raise PydanticCustomError(
+                "llmkube_rule",
+                "cacheTypeV {v} with flashAttention false: llama.cpp refuses a quantized V cache without "
+                "flash attention; set flashAttention true (or leave it unset) or use cacheTypeV f16",
+                {"v": v_type},
+            )
+        return self

@@ -1,0 +1,68 @@
+"""The stack config contract: everything under the ``llmkube:`` namespace of a Pulumi stack file."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import Field
+
+from .base import ApiModel, DnsLabel, Quantity
+from .model import ModelSpec
+from .service import InferenceServiceSpec
+
+Delivery = Literal["direct", "operator"]
+
+OPERATOR_VERSION = "0.9.19"
+OPERATOR_IMAGE_REPOSITORY = "ghcr.io/defilantech/llmkube-controller"
+
+
+class OperatorResources(ApiModel):
+    """Requests and limits of the controller container."""
+
+    cpu_request: Quantity | None = Field(None, description="CPU request (default 10m).")
+    memory_request: Quantity | None = Field(None, description="Memory request (default 64Mi).")
+    cpu_limit: Quantity | None = Field(None, description="CPU limit (default 500m).")
+    memory_limit: Quantity | None = Field(None, description="Memory limit (default 256Mi).")
+
+
+class OperatorSettings(ApiModel):
+    """How the LLMKube operator is installed (delivery operator)."""
+
+    version: str = Field(
+        OPERATOR_VERSION,
+        pattern=r"^v?[0-9]+\.[0-9]+\.[0-9]+([-+][0-9A-Za-z.-]+)?$",
+        description="LLMKube controller version; picks the image tag.",
+    )
+    namespace: DnsLabel = Field("llmkube-system", description="Namespace of the controller.")
+    image: str | None = Field(
+        None, min_length=1, description=f"Controller image; default {OPERATOR_IMAGE_REPOSITORY}:<version>."
+    )
+    install: bool = Field(
+        True, description="Install the controller and CRDs; false when the cluster already runs LLMKube."
+    )
+    resources: OperatorResources | None = Field(None, description="Controller requests and limits.")
+
+    @property
+    def image_ref(self) -> str:
+        return self.image or f"{OPERATOR_IMAGE_REPOSITORY}:v{self.version.removeprefix('v')}"
+
+
+class StackConfig(ApiModel):
+    """Everything a stack file sets under llmkube:."""
+
+    delivery: Delivery = Field(
+        "direct",
+        description="direct: Pulumi renders the llama.cpp workloads; operator: CRDs, the LLMKube "
+        "operator and Model/InferenceService custom resources.",
+    )
+    namespace: DnsLabel = Field("llmkube", description="Namespace of the models and services.")
+    create_namespace: bool = Field(True, description="Create the namespace (false when it exists already).")
+    hardware: str | dict[str, Any] = Field(
+        "cpu-only",
+        description="Hardware profile: a built-in name, or {extends: name, ...overrides}, or a whole profile.",
+    )
+    operator: OperatorSettings = Field(
+        default_factory=OperatorSettings, description="Operator install settings (delivery operator)."
+    )
+    models: dict[str, ModelSpec] = Field(default_factory=dict, description="Models by name.")
+    services: dict[str, InferenceServiceSpec] = Field(default_factory=dict, description="Inference services by name.")
