@@ -16,6 +16,16 @@ CacheType = Literal["f16", "f32", "q8_0", "q4_0", "q4_1", "q5_0", "q5_1", "iq4_n
 CachePersistence = Literal["Cached", "Ephemeral"]
 MetricType = Literal["Pods", "Resource"]
 
+# Defaults the operator applies to unset fields; the builders apply the same ones.
+DEFAULT_PORT = 8080
+DEFAULT_PATH = "/v1/chat/completions"
+DEFAULT_ENDPOINT_TYPE = "ClusterIP"
+DEFAULT_REPLICAS = 1
+DEFAULT_MIN_REPLICAS = 1
+# The operator's autoscaling default: scale on llama.cpp's in-flight requests, two per pod.
+DEFAULT_AUTOSCALING_METRIC = "llamacpp:requests_processing"
+DEFAULT_AUTOSCALING_TARGET = "2"
+
 # Cache types that are not plain floats: llama.cpp needs flash attention to quantize the V cache.
 QUANTIZED_CACHE_TYPES = frozenset({"q8_0", "q4_0", "q4_1", "q5_0", "q5_1", "iq4_nl"})
 
@@ -23,8 +33,8 @@ QUANTIZED_CACHE_TYPES = frozenset({"q8_0", "q4_0", "q4_1", "q5_0", "q5_1", "iq4_
 class EndpointSpec(ApiModel):
     """How the server is exposed."""
 
-    port: int | None = Field(None, ge=1, le=65535, description="Service and container port (default 8080).")
-    path: str | None = Field(None, description="API path clients call (default /v1/chat/completions).")
+    port: int | None = Field(None, ge=1, le=65535, description=f"Service and container port (default {DEFAULT_PORT}).")
+    path: str | None = Field(None, description=f"API path clients call (default {DEFAULT_PATH}).")
     type: EndpointType | None = Field(None, description="Service type: ClusterIP (default), NodePort, LoadBalancer.")
     node_port: int | None = Field(
         None, ge=30000, le=32767, description="Fixed node port (30000-32767) for type NodePort or LoadBalancer."
@@ -95,10 +105,14 @@ class MetricSpec(ApiModel):
 class AutoscalingSpec(ApiModel):
     """Horizontal pod autoscaling."""
 
-    min_replicas: int | None = Field(None, ge=1, le=10, description="Fewest replicas (1-10, default 1).")
+    min_replicas: int | None = Field(
+        None, ge=1, le=10, description=f"Fewest replicas (1-10, default {DEFAULT_MIN_REPLICAS})."
+    )
     max_replicas: int = Field(..., ge=1, le=100, description="Most replicas (1-100).")
     metrics: list[MetricSpec] | None = Field(
-        None, description="Metrics to follow; default: llamacpp:requests_processing averaging 2 per pod."
+        None,
+        description=f"Metrics to follow; default: {DEFAULT_AUTOSCALING_METRIC} averaging "
+        f"{DEFAULT_AUTOSCALING_TARGET} per pod.",
     )
 
     cel_rules: ClassVar[tuple[tuple[str, str], ...]] = (
@@ -140,8 +154,8 @@ class ModelCacheSpec(ApiModel):
         if self.persistence == "Ephemeral" and self.claim_name is not None:
             raise PydanticCustomError(
                 "llmkube_rule",
-                "claimName {claim!r} cannot be set when persistence is Ephemeral",
-                {"claim": self.claim_name},
+                "claimName {claim} cannot be set when persistence is Ephemeral",
+                {"claim": repr(self.claim_name)},
             )
         return self
 
@@ -151,7 +165,7 @@ class InferenceServiceSpec(ApiModel):
 
     model_ref: str = Field(..., min_length=1, description="Name of the Model (a key of llmkube:models) to serve.")
     mode: ServiceMode | None = Field(None, description="chat (default), embedding or rerank.")
-    replicas: int | None = Field(None, ge=0, le=10, description="Pod replicas (0-10, default 1).")
+    replicas: int | None = Field(None, ge=0, le=10, description=f"Pod replicas (0-10, default {DEFAULT_REPLICAS}).")
     image: str | None = Field(
         None, min_length=1, description="llama.cpp server image; default: the hardware profile's."
     )

@@ -1,0 +1,72 @@
+"""Plain manifest dicts -> pulumi_kubernetes resources: the one place that maps a kind to its SDK class.
+
+Builders return Kubernetes objects as plain dicts (camelCase, as kubectl would take them). The SDK's typed
+classes take the top-level fields as snake_case keyword arguments and pass nested camelCase dicts through
+unchanged, so registering an object needs only its kind and its top-level keys.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import pulumi
+import pulumi_kubernetes as k8s
+
+_CLASSES: dict[tuple[str, str], type[pulumi.CustomResource]] = {
+    ("v1", "Namespace"): k8s.core.v1.Namespace,
+    ("v1", "ServiceAccount"): k8s.core.v1.ServiceAccount,
+    ("v1", "Service"): k8s.core.v1.Service,
+    ("v1", "ConfigMap"): k8s.core.v1.ConfigMap,
+    ("v1", "PersistentVolumeClaim"): k8s.core.v1.PersistentVolumeClaim,
+    ("apps/v1", "Deployment"): k8s.apps.v1.Deployment,
+    ("autoscaling/v2", "HorizontalPodAutoscaler"): k8s.autoscaling.v2.HorizontalPodAutoscaler,
+    ("rbac.authorization.k8s.io/v1", "ClusterRole"): k8s.rbac.v1.ClusterRole,
+    ("rbac.authorization.k8s.io/v1", "ClusterRoleBinding"): k8s.rbac.v1.ClusterRoleBinding,
+    ("rbac.authorization.k8s.io/v1", "Role"): k8s.rbac.v1.Role,
+    ("rbac.authorization.k8s.io/v1", "RoleBinding"): k8s.rbac.v1.RoleBinding,
+    ("apiextensions.k8s.io/v1", "CustomResourceDefinition"): k8s.apiextensions.v1.CustomResourceDefinition,
+}
+
+
+def _snake(key: str) -> str:
+    return re.sub(r"(?<!^)([A-Z])", r"_\1", key).lower()
+
+
+def register(resource_name: str, manifest: dict[str, Any], opts: pulumi.ResourceOptions) -> pulumi.CustomResource:
+    """Register one Kubernetes object; kinds without an SDK class here become CustomResources."""
+    api_version, kind = manifest["apiVersion"], manifest["kind"]
+    body = {key: value for key, value in manifest.items() if key not in ("apiVersion", "kind")}
+    cls = _CLASSES.get((api_version, kind))
+    if cls is None:
+        extra = {_snake(key): value for key, value in body.items() if key not in ("metadata", "spec")}
+        return k8s.apiextensions.CustomResource(
+            resource_name,
+            api_version=api_version,
+            kind=kind,
+            metadata=body.get("metadata"),
+            spec=body.get("spec"),
+            opts=opts,
+            **extra,
+        )
+    return cls(resource_name, opts=opts, **{_snake(key): value for key, value in body.items()})
+
+
+def resource_names(prefix: str, manifests: list[dict[str, Any]]) -> list[str]:
+    """Pulumi names for a component's objects: ``<prefix>-<kind>``, plus the object name where a kind repeats.
+
+    Kubernetes names come from the manifests themselves (no Pulumi auto-naming), so the same config always
+    gives the same objects; the Pulumi names only need to be unique and stable within the component.
+    """
+    kinds = [_kebab(m["kind"]) for m in manifests]
+    names = []
+    for kind, manifest in zip(kinds, manifests, strict=True):
+        if kinds.count(kind) > 1:
+            names.append(f"{prefix}-{kind}-{manifest['metadata']['name']}")
+        else:
+            names.append(f"{prefix}-{kind}")
+    return names
+
+
+def _kebab(kind: str) -> str:
+    return re.sub(r"(?<!^)([A-Z])", r"-\1", kind).lower()

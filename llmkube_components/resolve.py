@@ -1,0 +1,338 @@
+"""Stack config -> what each service really gets: names, its hardware profile, and the profile's defaults.
+
+This is the one place where a service meets its hardware. Everything after it (argument builder, workload
+builders, custom resources) reads the *effective* specs made here, so the profile's GPU count, image, node
+selector and tolerations reach both deliveries the same way, and explicit service fields always win.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any
+
+from pydantic import ValidationError
+
+from .api import InferenceServiceSpec, ModelSpec, StackConfig, Toleration
+from .api.base import format_bytes, name_problem, normalize_name, parse_quantity, suggest
+from .api.model import GPUSpec, HardwareSpec
+from .api.service import InferenceResources
+from .api.validation import problems_from_validation_error
+from .errors import ConfigError, Problem, config_path
+from .hardware import HardwareProfile, resolve_profile
+
+# A memory figure below this is almost surely a missing suffix ("48" is 48 bytes, not 48Gi).
+_SMALLEST_SENSIBLE_MEMORY = Decimal(2**20)
+
+# The accelerator a Model runs on, by GPU vendor, when the profile and not the Model decides.
+_ACCELERATOR_BY_VENDOR = {"nvidia": "cuda", "amd": "rocm", "intel": "intel"}
+
+
+@dataclass(frozen=True)
+class ResolvedModel:
+    key: str  # the key under llmkube:models
+    name: str  # the Kubernetes name
+    spec: ModelSpec  # with hardware filled in from the profile of the services that use it
+
+    @property
+    def path(self) -> str:
+        return config_path("models", self.key)
+
+
+@dataclass(frozen=True)
+class ResolvedService:
+    key: str  # the key under llmkube:services
+    name: str  # the Kubernetes name
+    namespace: str
+    spec: InferenceServiceSpec  # effective: modelRef normalised, profile defaults applied
+    model: ResolvedModel
+    profile: HardwareProfile
+
+    @property
+    def path(self) -> str:
+        return config_path("services", self.key)
+
+    @property
+    def gpu_count(self) -> int:
+        return (self.spec.resources.gpu if self.spec.resources else None) or 0
+
+
+@dataclass(frozen=True)
+class ResolvedStack:
+    config: StackConfig
+    profile: HardwareProfile
+    models: dict[str, ResolvedModel]  # by Kubernetes name
+    services: dict[str, ResolvedService]  # by Kubernetes name
+    warnings: tuple[Problem, ...] = field(default=())
+
+    @property
+    def namespace(self) -> str:
+        return self.config.namespace
+
+    @property
+    def delivery(self) -> str:
+        return self.config.delivery
+
+
+def load_stack(raw: Mapping[str, Any]) -> ResolvedStack:
+    """Validate the ``llmkube:`` config of a stack and resolve it; raise ConfigError naming every problem."""
+    try:
+        config = StackConfig.model_validate(dict(raw))
+    except ValidationError as exc:
+        raise ConfigError(problems_from_validation_error(exc, "")) from None
+    return resolve_stack(config)
+
+
+def resolve_stack(config: StackConfig) -> ResolvedStack:
+    problems: list[Problem] = []
+    warnings: list[Problem] = []
+    model_names = _names(config.models, "models", problems)
+    service_names = _names(config.services, "services", problems)
+    stack_profile = _collect(problems, lambda: resolve_profile(config.hardware, "hardware"))
+
+    by_model_name = {name: key for key, name in model_names.items()}
+    services: dict[str, ResolvedService] = {}
+    model_hardware: dict[str, list[tuple[str, HardwareSpec]]] = {}
+    for key, spec in config.services.items():
+        path = config_path("services", key)
+        model_key = by_model_name.get(normalize_name(spec.model_ref))
+        if model_key is None:
+            known = sorted(config.models)
+            hints = suggest(spec.model_ref, known)
+            hint = f"did you mean {' or '.join(hints)}?" if hints else f"models are: {', '.join(known) or 'none'}"
+            problems.append(Problem(f"{path}.modelRef", f"{spec.model_ref!r} names no model; {hint}"))
+            continue
+        if spec.hardware_profile is not None:
+            profile = _collect(
+                problems, lambda s=spec, p=path: resolve_profile(s.hardware_profile, f"{p}.hardwareProfile")
+            )
+        else:
+            profile = stack_profile
+        if profile is None:
+            continue
+        model_spec = config.models[model_key]
+        effective, gpus = _apply_profile(spec, model_spec, profile, model_names[model_key], path, problems)
+        warnings.extend(_offload_warnings(effective, path))
+        if (
+            gpus
+            and profile.gpu
+            and gpus <= profile.gpu.count
+            and (model_spec.hardware is None or model_spec.hardware.gpu is None)
+        ):
+            model_hardware.setdefault(model_key, []).append((key, _model_hardware_for(profile, gpus)))
+        services[service_names.get(key, key)] = ResolvedService(
+            key=key,
+            name=service_names.get(key, key),
+            namespace=config.namespace,
+            spec=effective,
+            model=ResolvedModel(model_key, model_names.get(model_key, model_key), model_spec),
+            profile=profile,
+        )
+
+    models = {
+        name: ResolvedModel(key, name, _model_with_hardware(key, config.models[key], model_hardware, problems))
+        for key, name in model_names.items()
+    }
+    if problems or stack_profile is None:
+        raise ConfigError(problems)
+    # Services point at the final models (with the hardware the profiles filled in).
+    services = {
+        name: ResolvedService(s.key, s.name, s.namespace, s.spec, models[s.model.name], s.profile)
+        for name, s in services.items()
+    }
+    return ResolvedStack(config, stack_profile, models, services, tuple(warnings))
+
+
+def _collect(problems: list[Problem], thunk: Any) -> Any:
+    try:
+        return thunk()
+    except ConfigError as exc:
+        problems.extend(exc.problems)
+        return None
+
+
+def _names(entries: Mapping[str, Any], section: str, problems: list[Problem]) -> dict[str, str]:
+    """Config key -> Kubernetes name, with a problem for each key that cannot be one or collides."""
+    names: dict[str, str] = {}
+    seen: dict[str, str] = {}
+    for key in entries:
+        why = name_problem(key)
+        if why:
+            problems.append(Problem(config_path(section, key), why))
+            continue
+        name = normalize_name(key)
+        if name in seen:
+            problems.append(
+                Problem(
+                    config_path(section, key),
+                    f"{key!r} and {seen[name]!r} both become the Kubernetes name {name!r}; rename one",
+                )
+            )
+            continue
+        seen[name] = key
+        names[key] = name
+    return names
+
+
+def _apply_profile(
+    spec: InferenceServiceSpec,
+    model: ModelSpec,
+    profile: HardwareProfile,
+    model_name: str,
+    path: str,
+    problems: list[Problem],
+) -> tuple[InferenceServiceSpec, int]:
+    resources = spec.resources or InferenceResources()
+    gpus = _gpu_count(spec, model, profile)
+    available = profile.gpu.count if profile.gpu else 0
+    if gpus > available:
+        has = f"{available} GPU{'s' if available != 1 else ''}" if available else "no GPUs"
+        problems.append(
+            Problem(
+                f"{path}.resources.gpu",
+                f"{gpus} GPUs requested, but the hardware profile {profile.name} has {has}; "
+                f"ask for at most {available} or pick a profile with more",
+            )
+        )
+    _check_memory(resources, profile, path, problems)
+
+    update: dict[str, Any] = {"model_ref": model_name}
+    if gpus and resources.gpu is None:
+        update["resources"] = resources.model_copy(update={"gpu": gpus})
+    if spec.image is None:
+        update["image"] = profile.image
+    node_selector = {**profile.node_selector, **(spec.node_selector or {})}
+    if node_selector:
+        update["node_selector"] = dict(sorted(node_selector.items()))
+    tolerations = _merge_tolerations(profile.tolerations if gpus else [], spec.tolerations or [])
+    if tolerations:
+        update["tolerations"] = tolerations
+    return spec.model_copy(update=update), gpus
+
+
+def _gpu_count(spec: InferenceServiceSpec, model: ModelSpec, profile: HardwareProfile) -> int:
+    """Explicit service GPUs, else the Model's GPU count, else every GPU of the profile."""
+    if spec.resources is not None and spec.resources.gpu is not None:
+        return spec.resources.gpu
+    gpu = model.hardware.gpu if model.hardware else None
+    if gpu is not None and gpu.enabled is False:
+        return 0
+    if gpu is not None and gpu.count:
+        return gpu.count
+    return profile.gpu.count if profile.gpu else 0
+
+
+def _check_memory(resources: InferenceResources, profile: HardwareProfile, path: str, problems: list[Problem]) -> None:
+    for field_name, alias in (("memory", "memory"), ("host_memory", "hostMemory")):
+        text = getattr(resources, field_name)
+        if text is None:
+            continue
+        value = parse_quantity(text)
+        if value < _SMALLEST_SENSIBLE_MEMORY:
+            problems.append(
+                Problem(
+                    f"{path}.resources.{alias}",
+                    f"{text!r} is {value} bytes; memory needs a suffix, e.g. {text}Gi",
+                )
+            )
+            continue
+        usable = profile.usable_host_memory
+        if value > usable:
+            problems.append(
+                Problem(
+                    f"{path}.resources.{alias}",
+                    f"{text} ({format_bytes(value)}) is more than the hardware profile {profile.name} has: "
+                    f"{format_bytes(usable)} usable of {format_bytes(parse_quantity(profile.host_memory))} RAM "
+                    "after its reserve; lower it or pick a profile with more RAM",
+                )
+            )
+
+
+def _merge_tolerations(first: list[Toleration], second: list[Toleration]) -> list[Toleration]:
+    merged: list[Toleration] = []
+    for t in [*first, *second]:
+        if t not in merged:
+            merged.append(t)
+    return merged
+
+
+def _offload_warnings(spec: InferenceServiceSpec, path: str) -> list[Problem]:
+    warnings: list[Problem] = []
+    resources = spec.resources or InferenceResources()
+    offloads = [
+        alias
+        for alias, on in (
+            ("moeCPUOffload", spec.moe_cpu_offload),
+            ("moeCPULayers", bool(spec.moe_cpu_layers)),
+            ("noKvOffload", spec.no_kv_offload),
+        )
+        if on
+    ]
+    if offloads and resources.memory is None and resources.host_memory is None:
+        warnings.append(
+            Problem(
+                path,
+                f"{', '.join(offloads)} moves weights or KV cache into system RAM, but neither "
+                "resources.hostMemory nor resources.memory is set: the pod may be scheduled where that RAM "
+                "is missing and be OOM-killed; set resources.hostMemory",
+            )
+        )
+    if spec.moe_cpu_offload and spec.moe_cpu_layers:
+        warnings.append(
+            Problem(
+                f"{path}.moeCPULayers",
+                f"{spec.moe_cpu_layers} has no effect: moeCPUOffload already keeps the experts of every layer "
+                "in system RAM; drop one of the two",
+            )
+        )
+    return warnings
+
+
+def _model_hardware_for(profile: HardwareProfile, gpus: int) -> HardwareSpec:
+    assert profile.gpu is not None  # gpus > 0 was checked against the profile
+    return HardwareSpec(
+        accelerator=_ACCELERATOR_BY_VENDOR[profile.gpu.vendor],
+        gpu=GPUSpec(
+            enabled=True,
+            count=gpus,
+            vendor=profile.gpu.vendor,
+            resource_name=profile.gpu.resource_name,
+        ),
+    )
+
+
+def _model_with_hardware(
+    key: str,
+    model: ModelSpec,
+    filled: dict[str, list[tuple[str, HardwareSpec]]],
+    problems: list[Problem],
+) -> ModelSpec:
+    """A Model used on GPUs without its own gpu section gets one from its services' profile.
+
+    The operator reads the GPU vendor, resource name, layers and sharding from the Model, so a Model shared
+    by services on different kinds of GPU cannot be filled in unambiguously: that is a config error.
+    """
+    uses = filled.get(key)
+    if not uses:
+        return model
+    first_service, hardware = uses[0]
+    for other_service, other in uses[1:]:
+        if (other.accelerator, other.gpu and other.gpu.vendor) != (
+            hardware.accelerator,
+            hardware.gpu and hardware.gpu.vendor,
+        ):
+            problems.append(
+                Problem(
+                    config_path("models", key, "hardware"),
+                    f"services {first_service} and {other_service} use this model on different GPU kinds; "
+                    "set models." + key + ".hardware explicitly or give each service its own model",
+                )
+            )
+            return model
+    gpu = hardware.gpu
+    if model.hardware is not None:
+        hardware = model.hardware.model_copy(
+            update={"gpu": gpu, "accelerator": model.hardware.accelerator or hardware.accelerator}
+        )
+    return model.model_copy(update={"hardware": hardware})
