@@ -21,12 +21,10 @@ from .api.service import InferenceResources
 from .api.validation import problems_from_validation_error
 from .errors import ConfigError, Problem, config_path
 from .hardware import HardwareProfile, resolve_profile
+from .hardware.profile import VENDOR_DEFAULTS
 
 # A memory figure below this is almost surely a missing suffix ("48" is 48 bytes, not 48Gi).
 _SMALLEST_SENSIBLE_MEMORY = Decimal(2**20)
-
-# The accelerator a Model runs on, by GPU vendor, when the profile and not the Model decides.
-_ACCELERATOR_BY_VENDOR = {"nvidia": "cuda", "amd": "rocm", "intel": "intel"}
 
 
 @dataclass(frozen=True)
@@ -292,7 +290,7 @@ def _offload_warnings(spec: InferenceServiceSpec, path: str) -> list[Problem]:
 def _model_hardware_for(profile: HardwareProfile, gpus: int) -> HardwareSpec:
     assert profile.gpu is not None  # gpus > 0 was checked against the profile
     return HardwareSpec(
-        accelerator=_ACCELERATOR_BY_VENDOR[profile.gpu.vendor],
+        accelerator=VENDOR_DEFAULTS[profile.gpu.vendor].accelerator,
         gpu=GPUSpec(
             enabled=True,
             count=gpus,

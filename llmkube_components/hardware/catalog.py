@@ -1,0 +1,96 @@
+"""The built-in hardware profiles (YAML files shipped in ``profiles/``) and how a config selects one."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Mapping
+from importlib import resources
+from typing import Any
+
+import yaml
+from pydantic import ValidationError
+
+from ..api.base import suggest
+from ..api.validation import problems_from_validation_error
+from ..errors import ConfigError, config_path
+from .profile import HardwareProfile
+
+PROFILE_DIR = "profiles"
+
+
+@functools.cache
+def _load_builtin_profiles() -> dict[str, HardwareProfile]:
+    profiles: dict[str, HardwareProfile] = {}
+    folder = resources.files(__package__).joinpath(PROFILE_DIR)
+    for entry in sorted(folder.iterdir(), key=lambda e: e.name):
+        if not entry.name.endswith(".yaml"):
+            continue
+        profile = HardwareProfile.model_validate(yaml.safe_load(entry.read_text(encoding="utf-8")))
+        # The file name is the profile name, so that listing the folder lists what users can write.
+        if profile.name != entry.name.removesuffix(".yaml"):
+            raise ValueError(f"{PROFILE_DIR}/{entry.name} holds profile {profile.name!r}; the names must match")
+        profiles[profile.name] = profile
+    return profiles
+
+
+def builtin_profiles() -> dict[str, HardwareProfile]:
+    """The built-in profiles by name (read once; a fresh dict each call, so callers cannot edit the cache)."""
+    return dict(_load_builtin_profiles())
+
+
+def resolve_profile(selection: str | Mapping[str, Any] | HardwareProfile, path: str) -> HardwareProfile:
+    """The profile a config selects, or ConfigError naming ``path`` (e.g. ``hardware``).
+
+    ``selection`` is a built-in name; or ``{extends: <name>, ...overrides}``, the overrides applied to the
+    built-in's JSON form as a JSON merge patch (RFC 7386: mappings merge, lists and scalars replace, null
+    removes a key); or a whole profile as a mapping without ``extends``.
+    """
+    if isinstance(selection, HardwareProfile):
+        return selection
+    if isinstance(selection, str):
+        return _builtin(selection, path)
+    if not isinstance(selection, Mapping):
+        raise ConfigError.at(
+            path,
+            f"{selection!r} is not a hardware profile: write a built-in name ({', '.join(builtin_profiles())}), "
+            "{extends: <name>, ...overrides}, or a whole profile",
+        )
+    data = dict(selection)
+    if "extends" in data:
+        base = _builtin(data.pop("extends"), config_path(path, "extends"))
+        # Only what the base file states is merged onto; derived defaults (image, productLabel, resource
+        # name) are derived again from the merged result, so overriding gpu.vendor or gpu.product carries.
+        # A composed profile is not the built-in any more: it gets its own name, and its description says
+        # what changed, unless the overrides give them.
+        own = {
+            "name": f"{base.name}+custom",
+            "description": f"{base.description} Overridden: {', '.join(sorted(data))}.".strip(),
+        }
+        data = merge_patch(base.model_dump(by_alias=True, exclude_unset=True, mode="json"), {**own, **data})
+    try:
+        return HardwareProfile.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(problems_from_validation_error(exc, path)) from None
+
+
+def merge_patch(target: Mapping[str, Any], patch: Mapping[str, Any]) -> dict[str, Any]:
+    """``patch`` applied to ``target`` as a JSON merge patch (RFC 7386), without changing either."""
+    merged = dict(target)
+    for key, value in patch.items():
+        if value is None:
+            merged.pop(key, None)
+        elif isinstance(value, Mapping) and isinstance(merged.get(key), Mapping):
+            merged[key] = merge_patch(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def _builtin(name: object, path: str) -> HardwareProfile:
+    profiles = builtin_profiles()
+    if isinstance(name, str) and name in profiles:
+        return profiles[name]
+    known = list(profiles)
+    hints = suggest(name, known) if isinstance(name, str) else []
+    hint = f"did you mean {' or '.join(hints)}? " if hints else ""
+    raise ConfigError.at(path, f"{name!r} is not a built-in hardware profile; {hint}known: {', '.join(known)}")
