@@ -30,7 +30,7 @@ def stack_config() -> dict[str, Any]:
 
 def _decode(value: Any) -> Any:
     # Pulumi hands structured config over as JSON text and plain values as strings.
-    if isinstance(value, str) and value[:1] in ("{", "[") or value in ("true", "false"):
+    if (isinstance(value, str) and value[:1] in ("{", "[")) or value in ("true", "false"):
         try:
             return json.loads(value)
         except ValueError:

@@ -15,14 +15,24 @@ Delivery = Literal["direct", "operator"]
 OPERATOR_VERSION = "0.9.19"
 OPERATOR_IMAGE_REPOSITORY = "ghcr.io/defilantech/llmkube-controller"
 
+# Controller requests and limits when the stack sets none: upstream's own (config/manager/manager.yaml).
+# Upstream raised memory to 512Mi/2Gi in v0.3.1 after the controller was OOM-killed during model downloads
+# (it copies, hashes and parses GGUF files in process), so smaller defaults are not safe.
+DEFAULT_OPERATOR_CPU_REQUEST = "10m"
+DEFAULT_OPERATOR_MEMORY_REQUEST = "512Mi"
+DEFAULT_OPERATOR_CPU_LIMIT = "500m"
+DEFAULT_OPERATOR_MEMORY_LIMIT = "2Gi"
+
 
 class OperatorResources(ApiModel):
     """Requests and limits of the controller container."""
 
-    cpu_request: Quantity | None = Field(None, description="CPU request (default 10m).")
-    memory_request: Quantity | None = Field(None, description="Memory request (default 64Mi).")
-    cpu_limit: Quantity | None = Field(None, description="CPU limit (default 500m).")
-    memory_limit: Quantity | None = Field(None, description="Memory limit (default 256Mi).")
+    cpu_request: Quantity | None = Field(None, description=f"CPU request (default {DEFAULT_OPERATOR_CPU_REQUEST}).")
+    memory_request: Quantity | None = Field(
+        None, description=f"Memory request (default {DEFAULT_OPERATOR_MEMORY_REQUEST})."
+    )
+    cpu_limit: Quantity | None = Field(None, description=f"CPU limit (default {DEFAULT_OPERATOR_CPU_LIMIT}).")
+    memory_limit: Quantity | None = Field(None, description=f"Memory limit (default {DEFAULT_OPERATOR_MEMORY_LIMIT}).")
 
 
 class OperatorSettings(ApiModel):
@@ -30,7 +40,7 @@ class OperatorSettings(ApiModel):
 
     version: str = Field(
         OPERATOR_VERSION,
-        pattern=r"^v?[0-9]+\.[0-9]+\.[0-9]+([-+][0-9A-Za-z.-]+)?$",
+        pattern=r"^v?[0-9]+\.[0-9]+\.[0-9]+(-[0-9A-Za-z.-]+)?$",
         description="LLMKube controller version; picks the image tag.",
     )
     namespace: DnsLabel = Field("llmkube-system", description="Namespace of the controller.")
@@ -44,7 +54,8 @@ class OperatorSettings(ApiModel):
 
     @property
     def image_ref(self) -> str:
-        return self.image or f"{OPERATOR_IMAGE_REPOSITORY}:v{self.version.removeprefix('v')}"
+        # Released images are tagged with the bare version (0.9.19), not the git tag (v0.9.19).
+        return self.image or f"{OPERATOR_IMAGE_REPOSITORY}:{self.version.removeprefix('v')}"
 
 
 class StackConfig(ApiModel):
