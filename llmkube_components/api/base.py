@@ -20,6 +20,15 @@ def llmkube_only() -> dict[str, Any]:
     return {LLMKUBE_ONLY: True}
 
 
+def crd_default(value: Any) -> dict[str, Any]:
+    """The default the API server fills in for an unset field, as the operator's own CRD does.
+
+    The Python field stays None (unset is kept apart from "set to the default", so a custom resource carries
+    only what the user wrote); the CRD's schema carries the default, so the controller finds it set.
+    """
+    return {"default": value}
+
+
 # What each pattern means, in words: a pattern mismatch is reported with this instead of the regex.
 PATTERN_HINTS: dict[str, str] = {}
 

@@ -19,5 +19,7 @@ class Toleration(ApiModel):
         None, description="Taint effect to match; empty matches all effects."
     )
     toleration_seconds: int | None = Field(
-        None, description="How long a NoExecute toleration keeps the pod bound after the taint appears."
+        None,
+        json_schema_extra={"format": "int64"},
+        description="How long a NoExecute toleration keeps the pod bound after the taint appears.",
     )

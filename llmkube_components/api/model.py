@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from .base import ApiModel, Quantity, pattern
+from .base import ApiModel, Quantity, crd_default, pattern
 
 SOURCE_PATTERN = pattern(
     r"^(https?|file|pvc|hf)://.+$|^/[^\s]+$", "an http(s)://, hf://, pvc:// or file:// URL, or an absolute path"
@@ -19,14 +19,24 @@ Accelerator = Literal["cpu", "metal", "cuda", "rocm", "intel", "vulkan"]
 GpuVendor = Literal["nvidia", "amd", "intel"]
 ShardingStrategy = Literal["layer", "tensor", "row", "pipeline", "none"]
 
+# What the operator's CRD fills in for unset fields (its kubebuilder defaults); ours carries the same.
+DEFAULT_FORMAT: ModelFormat = "gguf"
+DEFAULT_ACCELERATOR: Accelerator = "cpu"
+DEFAULT_GPU_VENDOR: GpuVendor = "nvidia"
+DEFAULT_SHARDING: ShardingStrategy = "layer"
+# Layers are counted per model and the largest models have a few hundred; a bound keeps values inside
+# the operator's int32 and catches a pasted byte count.
+MAX_LAYERS = 4096
+
 
 class GPUShardingSpec(ApiModel):
     """How a model is spread over several GPUs."""
 
     strategy: ShardingStrategy | None = Field(
         None,
-        description="Split strategy across GPUs: layer (llama.cpp --split-mode layer, default), row, "
-        "tensor, pipeline or none.",
+        json_schema_extra=crd_default(DEFAULT_SHARDING),
+        description=f"Split strategy across GPUs (default {DEFAULT_SHARDING}): layer (llama.cpp --split-mode "
+        "layer), row, tensor, pipeline or none.",
     )
     layer_split: list[str] | None = Field(
         None, description="Share of the model per GPU, e.g. ['3', '2'] for --tensor-split 3,2; even when unset."
@@ -39,14 +49,21 @@ class GPUSpec(ApiModel):
     enabled: bool | None = Field(None, description="Serve this model on GPUs.")
     count: int | None = Field(None, ge=0, le=8, description="Number of GPUs (0-8).")
     memory: Quantity | None = Field(None, description="GPU memory the model needs, e.g. 16Gi.")
-    vendor: GpuVendor | None = Field(None, description="GPU vendor; picks the device-plugin resource name.")
+    vendor: GpuVendor | None = Field(
+        None,
+        json_schema_extra=crd_default(DEFAULT_GPU_VENDOR),
+        description=f"GPU vendor (default {DEFAULT_GPU_VENDOR}); picks the device-plugin resource name.",
+    )
     resource_name: str | None = Field(
         None,
         pattern=RESOURCE_NAME_PATTERN,
         description="Extended resource to request instead of the vendor default, e.g. nvidia.com/mig-1g.10gb.",
     )
     layers: int | None = Field(
-        None, ge=-1, description="Layers to offload to the GPUs (--n-gpu-layers); -1 or unset offloads all."
+        None,
+        ge=-1,
+        le=MAX_LAYERS,
+        description="Layers to offload to the GPUs (--n-gpu-layers); -1 or unset offloads all.",
     )
     sharding: GPUShardingSpec | None = Field(None, description="Multi-GPU split.")
 
@@ -55,7 +72,9 @@ class HardwareSpec(ApiModel):
     """Hardware the model runs on."""
 
     accelerator: Accelerator | None = Field(
-        None, description="Compute backend: cpu, metal, cuda, rocm, intel or vulkan."
+        None,
+        json_schema_extra=crd_default(DEFAULT_ACCELERATOR),
+        description=f"Compute backend (default {DEFAULT_ACCELERATOR}): cpu, metal, cuda, rocm, intel or vulkan.",
     )
     gpu: GPUSpec | None = Field(None, description="GPU requirements.")
 
@@ -79,7 +98,9 @@ class ModelSpec(ApiModel):
         None, pattern=SHA256_PATTERN, description="SHA-256 of the model file (64 hex digits); checked after download."
     )
     format: ModelFormat | None = Field(
-        None, description="File format: gguf (default), mlx, safetensors, pytorch, custom."
+        None,
+        json_schema_extra=crd_default(DEFAULT_FORMAT),
+        description=f"File format (default {DEFAULT_FORMAT}): gguf, mlx, safetensors, pytorch, custom.",
     )
     quantization: str | None = Field(None, description="Quantization of the weights, e.g. Q4_K_M (informational).")
     hardware: HardwareSpec | None = Field(None, description="Hardware the model wants.")

@@ -7,8 +7,9 @@ from typing import Any, ClassVar, Literal
 from pydantic import Field, model_validator
 from pydantic_core import PydanticCustomError
 
-from .base import ApiModel, Quantity, llmkube_only
+from .base import ApiModel, Quantity, crd_default, llmkube_only
 from .core import Toleration
+from .model import MAX_LAYERS
 
 ServiceMode = Literal["chat", "embedding", "rerank"]
 EndpointType = Literal["ClusterIP", "NodePort", "LoadBalancer"]
@@ -19,7 +20,7 @@ MetricType = Literal["Pods", "Resource"]
 # Defaults the operator applies to unset fields; the builders apply the same ones.
 DEFAULT_PORT = 8080
 DEFAULT_PATH = "/v1/chat/completions"
-DEFAULT_ENDPOINT_TYPE = "ClusterIP"
+DEFAULT_ENDPOINT_TYPE: EndpointType = "ClusterIP"
 DEFAULT_REPLICAS = 1
 DEFAULT_MIN_REPLICAS = 1
 # The operator's autoscaling default: scale on llama.cpp's in-flight requests, two per pod.
@@ -33,9 +34,23 @@ QUANTIZED_CACHE_TYPES = frozenset({"q8_0", "q4_0", "q4_1", "q5_0", "q5_1", "iq4_
 class EndpointSpec(ApiModel):
     """How the server is exposed."""
 
-    port: int | None = Field(None, ge=1, le=65535, description=f"Service and container port (default {DEFAULT_PORT}).")
-    path: str | None = Field(None, description=f"API path clients call (default {DEFAULT_PATH}).")
-    type: EndpointType | None = Field(None, description="Service type: ClusterIP (default), NodePort, LoadBalancer.")
+    port: int | None = Field(
+        None,
+        ge=1,
+        le=65535,
+        json_schema_extra=crd_default(DEFAULT_PORT),
+        description=f"Service and container port (default {DEFAULT_PORT}).",
+    )
+    path: str | None = Field(
+        None,
+        json_schema_extra=crd_default(DEFAULT_PATH),
+        description=f"API path clients call (default {DEFAULT_PATH}).",
+    )
+    type: EndpointType | None = Field(
+        None,
+        json_schema_extra=crd_default(DEFAULT_ENDPOINT_TYPE),
+        description=f"Service type: {DEFAULT_ENDPOINT_TYPE} (default), NodePort, LoadBalancer.",
+    )
     node_port: int | None = Field(
         None, ge=30000, le=32767, description="Fixed node port (30000-32767) for type NodePort or LoadBalancer."
     )
@@ -165,7 +180,13 @@ class InferenceServiceSpec(ApiModel):
 
     model_ref: str = Field(..., min_length=1, description="Name of the Model (a key of llmkube:models) to serve.")
     mode: ServiceMode | None = Field(None, description="chat (default), embedding or rerank.")
-    replicas: int | None = Field(None, ge=0, le=10, description=f"Pod replicas (0-10, default {DEFAULT_REPLICAS}).")
+    replicas: int | None = Field(
+        None,
+        ge=0,
+        le=10,
+        json_schema_extra=crd_default(DEFAULT_REPLICAS),
+        description=f"Pod replicas (0-10, default {DEFAULT_REPLICAS}).",
+    )
     image: str | None = Field(
         None, min_length=1, description="llama.cpp server image; default: the hardware profile's."
     )
@@ -206,6 +227,7 @@ class InferenceServiceSpec(ApiModel):
     moe_cpu_layers: int | None = Field(
         None,
         ge=0,
+        le=MAX_LAYERS,
         alias="moeCPULayers",
         description="Keep the routed experts of the first N layers in system RAM (--n-cpu-moe N).",
     )
@@ -215,7 +237,7 @@ class InferenceServiceSpec(ApiModel):
         None, description="Tensor placement rules, each passed as --override-tensor, e.g. 'exps=CPU'."
     )
     batch_size: int | None = Field(None, ge=1, le=16384, description="Logical batch size (--batch-size).")
-    u_batch_size: int | None = Field(None, ge=1, description="Physical batch size (--ubatch-size).")
+    u_batch_size: int | None = Field(None, ge=1, le=16384, description="Physical batch size (--ubatch-size).")
     extra_args: list[str] | None = Field(
         None, description="Further llama-server arguments; a flag given here is not emitted a second time."
     )
