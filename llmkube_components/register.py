@@ -53,18 +53,18 @@ def register(resource_name: str, manifest: dict[str, Any], opts: pulumi.Resource
 
 
 def resource_names(prefix: str, manifests: list[dict[str, Any]]) -> list[str]:
-    """Pulumi names for a component's objects: ``<prefix>-<kind>``, plus the object name where a kind repeats.
+    """Pulumi names for a component's objects: ``<prefix>-<kind>``, or ``<prefix>-<object name>`` where a kind repeats.
 
     Kubernetes names come from the manifests themselves (no Pulumi auto-naming), so the same config always
     gives the same objects; the Pulumi names only need to be unique and stable within the component.
     """
     kinds = [_kebab(m["kind"]) for m in manifests]
-    names = []
-    for kind, manifest in zip(kinds, manifests, strict=True):
-        if kinds.count(kind) > 1:
-            names.append(f"{prefix}-{kind}-{manifest['metadata']['name']}")
-        else:
-            names.append(f"{prefix}-{kind}")
+    names = [
+        f"{prefix}-{kind}" if kinds.count(kind) == 1 else f"{prefix}-{manifest['metadata']['name']}"
+        for kind, manifest in zip(kinds, manifests, strict=True)
+    ]
+    if len(set(names)) != len(names):  # an object name that equals another's kind: fall back to both
+        names = [f"{prefix}-{kind}-{m['metadata']['name']}" for kind, m in zip(kinds, manifests, strict=True)]
     return names
 
 

@@ -16,7 +16,7 @@ from pydantic import ValidationError
 
 from .api import InferenceServiceSpec, ModelSpec, StackConfig, Toleration
 from .api.base import format_bytes, name_problem, normalize_name, parse_quantity, suggest
-from .api.model import GPUSpec, HardwareSpec
+from .api.model import HardwareSpec
 from .api.service import InferenceResources
 from .api.validation import problems_from_validation_error
 from .errors import ConfigError, Problem, config_path
@@ -289,14 +289,12 @@ def _offload_warnings(spec: InferenceServiceSpec, path: str) -> list[Problem]:
 
 def _model_hardware_for(profile: HardwareProfile, gpus: int) -> HardwareSpec:
     assert profile.gpu is not None  # gpus > 0 was checked against the profile
-    return HardwareSpec(
-        accelerator=VENDOR_DEFAULTS[profile.gpu.vendor].accelerator,
-        gpu=GPUSpec(
-            enabled=True,
-            count=gpus,
-            vendor=profile.gpu.vendor,
-            resource_name=profile.gpu.resource_name,
-        ),
+    gpu = {"enabled": True, "count": gpus, "vendor": profile.gpu.vendor, "resourceName": profile.gpu.resource_name}
+    return HardwareSpec.model_validate(
+        {
+            "accelerator": VENDOR_DEFAULTS[profile.gpu.vendor].accelerator,
+            "gpu": {key: value for key, value in gpu.items() if value is not None},
+        }
     )
 
 

@@ -1,0 +1,239 @@
+"""The real Pulumi program (__main__.py) under Pulumi mocks, with each stack file's config.
+
+Each test returns the Output it checks: under mocks, an assertion inside an apply that is not returned
+would never run, and the test would pass whatever the program did.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import kubernetes_validate
+import pulumi
+import pytest
+import yaml
+
+from llmkube_components import crds
+from llmkube_components.errors import ConfigError
+from tests.pulumi_program import (
+    RecordingMocks,
+    Registered,
+    install_mocks,
+    run_main,
+    stack_config,
+    stack_files,
+    stack_name,
+)
+
+STACKS = [stack_name(p) for p in stack_files()]
+SNAPSHOTS = Path(__file__).parent / "snapshots"
+K8S_VERSION = kubernetes_validate.latest_version()
+
+
+def manifests(mocks: RecordingMocks) -> list[dict[str, Any]]:
+    """What the program would send to the cluster: every Kubernetes object, as the provider receives it."""
+    return [_integral(r.inputs) for r in mocks.resources if r.type.startswith("kubernetes:")]
+
+
+def _integral(value: Any) -> Any:
+    # The mocks receive inputs through protobuf Structs, where every number is a float; the provider gets
+    # the integers the program wrote. Undo that, so that validation and snapshots see what the cluster would.
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, dict):
+        return {k: _integral(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_integral(v) for v in value]
+    return value
+
+
+def by_kind(mocks: RecordingMocks) -> Counter[str]:
+    return Counter(r.kind for r in mocks.resources if r.type.startswith("kubernetes:"))
+
+
+def components(mocks: RecordingMocks) -> list[Registered]:
+    return [r for r in mocks.resources if r.type.startswith("llmkube:index:")]
+
+
+def with_delivery(stack: str, delivery: str) -> dict[str, Any]:
+    return {**stack_config(stack), "llmkube:delivery": delivery}
+
+
+def run(config: dict[str, Any], check: Any, body: Any = run_main) -> Any:
+    """Run ``body`` (default: __main__.py) under mocks; return ``check(result, mocks)`` once all is registered."""
+    mocks = install_mocks(config)
+    created: list[pulumi.Resource] = []
+
+    def collect(args: pulumi.ResourceTransformationArgs) -> None:
+        created.append(args.resource)
+
+    @pulumi.runtime.test
+    def program() -> pulumi.Output[Any]:
+        pulumi.runtime.register_stack_transformation(collect)
+        result = body()
+        # Resolves once the engine (here the mocks) has registered every resource the program created.
+        everything = pulumi.Output.all(*[r.urn for r in created])
+        return everything.apply(lambda _: check(result, mocks))
+
+    return program()
+
+
+@pytest.mark.parametrize("stack", STACKS)
+@pytest.mark.parametrize("delivery", ["direct", "operator"])
+def test_every_manifest_validates_against_kubernetes_and_our_crds(stack: str, delivery: str) -> None:
+    def check(platform: Any, mocks: RecordingMocks) -> None:
+        objects = manifests(mocks)
+        assert objects, "the program registered no Kubernetes objects"
+        for obj in objects:
+            if obj["apiVersion"].startswith(crds.GROUP):
+                assert crds.validate_custom_resource(obj["kind"], obj) == [], obj["metadata"]["name"]
+            else:
+                kubernetes_validate.validate(obj, K8S_VERSION, strict=True)
+
+    run(with_delivery(stack, delivery), check)
+
+
+@pytest.mark.parametrize("stack", STACKS)
+def test_direct_delivery_registers_the_llamacpp_workloads(stack: str) -> None:
+    config = with_delivery(stack, "direct")
+    services = config["llmkube:services"]
+
+    def check(platform: Any, mocks: RecordingMocks) -> None:
+        kinds = by_kind(mocks)
+        assert kinds["Deployment"] == kinds["Service"] == len(services)
+        assert kinds["CustomResourceDefinition"] == 0 and kinds["InferenceService"] == 0
+        assert kinds["PersistentVolumeClaim"] == 1  # the namespace's shared model cache
+        deployments = {r.object_name: r for r in mocks.resources if r.kind == "Deployment"}
+        assert set(deployments) == set(services)
+        for name, dep in deployments.items():
+            container = dep.inputs["spec"]["template"]["spec"]["containers"][0]
+            assert container["name"] == "llama-server"
+            assert container["args"] == platform.services[name]["serverArgs"]
+            assert dep.name == f"llmkube-{name}-deployment"
+        comps = Counter(r.type for r in components(mocks))
+        assert comps == Counter(
+            {
+                "llmkube:index:Platform": 1,
+                "llmkube:index:Model": len(config["llmkube:models"]),
+                "llmkube:index:InferenceService": len(services),
+            }
+        )
+
+    run(config, check)
+
+
+@pytest.mark.parametrize("stack", STACKS)
+def test_operator_delivery_registers_crds_operator_and_custom_resources(stack: str) -> None:
+    config = with_delivery(stack, "operator")
+
+    def check(platform: Any, mocks: RecordingMocks) -> None:
+        kinds = by_kind(mocks)
+        assert kinds["Model"] == len(config["llmkube:models"])
+        assert kinds["InferenceService"] == len(config["llmkube:services"])
+        assert kinds["Deployment"] == 1  # the controller; the operator renders the llama.cpp workloads
+        crd_names = {r.object_name for r in mocks.resources if r.kind == "CustomResourceDefinition"}
+        assert {"models.inference.llmkube.dev", "inferenceservices.inference.llmkube.dev"} <= crd_names
+        isvc = next(r for r in mocks.resources if r.kind == "InferenceService")
+        assert isvc.inputs["apiVersion"] == "inference.llmkube.dev/v1alpha1"
+        assert "hardwareProfile" not in isvc.inputs["spec"]
+
+    run(config, check)
+
+
+def test_reference_home_lab_renders_the_hybrid_offload_flags() -> None:
+    def check(platform: Any, mocks: RecordingMocks) -> None:
+        isvc = next(r for r in mocks.resources if r.kind == "InferenceService")
+        spec = isvc.inputs["spec"]
+        assert spec["contextSize"] == 90112
+        assert (spec["cacheTypeK"], spec["cacheTypeV"]) == ("q8_0", "q8_0")
+        assert spec["moeCPUOffload"] and spec["noKvOffload"] and spec["flashAttention"] and spec["jinja"]
+        assert spec["resources"] == {"gpu": 2, "cpu": "8", "hostMemory": "48Gi"}
+        assert spec["image"] == "ghcr.io/ggml-org/llama.cpp:server-cuda13"
+        args = platform.services["qwen36-hybrid"]["serverArgs"]
+        for flag in ("--cpu-moe", "--no-kv-offload", "--jinja"):
+            assert flag in args
+        assert args[args.index("--flash-attn") + 1] == "on"
+        assert args[args.index("--tensor-split") + 1] == "1,1"
+
+    run(stack_config("dual-5060ti"), check)
+
+
+def test_stack_outputs_give_endpoint_base_url_and_client_config() -> None:
+    def check(platform: Any, mocks: RecordingMocks) -> None:
+        out = platform.services["qwen25-05b"]
+        assert out["endpoint"] == "http://qwen25-05b.llmkube.svc.cluster.local:8080"
+        assert out["baseUrl"] == "http://qwen25-05b.llmkube.svc.cluster.local:8080/v1"
+        (provider,) = out["clientConfig"]["modelProviders"]["openai"]
+        assert provider["baseUrl"] == out["baseUrl"] and provider["id"] == "qwen25-05b"
+
+    run(stack_config("dev"), check)
+
+
+@pytest.mark.parametrize("delivery", ["direct", "operator"])
+def test_snapshot_of_the_reference_home_lab(delivery: str) -> None:
+    # Catches unintended change in the large manifests; the behaviour itself is asserted by the tests above.
+    path = SNAPSHOTS / f"dual-5060ti-{delivery}.yaml"
+
+    def check(platform: Any, mocks: RecordingMocks) -> None:
+        text = yaml.safe_dump_all(manifests(mocks), sort_keys=True)
+        if os.environ.get("UPDATE_SNAPSHOTS") == "1":
+            path.parent.mkdir(exist_ok=True)
+            path.write_text(text)
+        assert path.exists(), f"no snapshot at {path}; run with UPDATE_SNAPSHOTS=1 once and review it"
+        assert text == path.read_text(), f"{path.name} changed; review the diff, then UPDATE_SNAPSHOTS=1"
+
+    run(with_delivery("dual-5060ti", delivery), check)
+
+
+@pytest.mark.parametrize(
+    ("override", "expected"),
+    [
+        ({"llmkube:servics": {}}, "llmkube:servics: unknown field servics; did you mean services?"),
+        (
+            {"llmkube:services": {"q": {"modelRef": "qwen25-05b", "contextSize": 50}}},
+            "llmkube:services.q.contextSize: 50: input should be greater than or equal to 128",
+        ),
+        (
+            {"llmkube:services": {"q": {"modelRef": "qwen25-05b", "resources": {"gpu": 2}}}},
+            "llmkube:services.q.resources.gpu: 2 GPUs requested, but the hardware profile cpu-only has no GPUs",
+        ),
+    ],
+)
+def test_bad_config_fails_the_program_with_its_path_and_no_resources(override: dict[str, Any], expected: str) -> None:
+    config = {**stack_config("dev"), **override}
+    mocks = install_mocks(config)
+
+    @pulumi.runtime.test
+    def program() -> None:
+        run_main()
+
+    with pytest.raises(ConfigError) as info:
+        program()
+    assert str(info.value).startswith(expected)
+    assert isinstance(info.value, pulumi.RunError)  # printed by Pulumi without a stack trace
+    assert [r for r in mocks.resources if r.type.startswith("kubernetes:")] == []
+
+
+def test_components_can_be_used_from_another_program() -> None:
+    from llmkube_components import InferenceService, Model
+
+    def user_program() -> InferenceService:
+        model = Model("tiny", {"spec": {"source": "hf://Qwen/Qwen2.5-0.5B-Instruct-GGUF/q.gguf"}, "namespace": "ai"})
+        return InferenceService(
+            "chat",
+            {"spec": {"modelRef": "tiny", "contextSize": 4096}, "model": model, "hardware": "rtx4090"},
+        )
+
+    def check(svc: Any, mocks: RecordingMocks) -> None:
+        dep = next(r for r in mocks.resources if r.kind == "Deployment")
+        assert (dep.object_name, dep.inputs["metadata"]["namespace"]) == ("chat", "ai")
+        limits = dep.inputs["spec"]["template"]["spec"]["containers"][0]["resources"]["limits"]
+        assert limits["nvidia.com/gpu"] == "1"
+        assert svc.endpoint == "http://chat.ai.svc.cluster.local:8080"
+        types = {r.type for r in mocks.resources}
+        assert {"llmkube:index:Model", "llmkube:index:InferenceService"} <= types
+
+    run({}, check, user_program)

@@ -1,0 +1,855 @@
+"""The llama.cpp workload builders: cache layout, download scripts (run for real), Deployment, Service, HPA."""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import http.server
+import json
+import os
+import shutil
+import subprocess
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import kubernetes_validate
+import pytest
+
+from llmkube_components import workloads
+from llmkube_components.api import InferenceServiceSpec, ModelSpec, StackConfig
+from llmkube_components.errors import ConfigError
+from llmkube_components.hardware import HardwareProfile, builtin_profiles
+from llmkube_components.resolve import ResolvedModel, ResolvedService, ResolvedStack
+from llmkube_components.workloads import Download
+
+# The newest Kubernetes whose schemas kubernetes-validate ships; strict: unknown fields fail too.
+K8S_VERSION = kubernetes_validate.latest_version()
+GiB = 2**30
+HTTP_SOURCE = "https://example.com/models/m.gguf"
+HF_SOURCE = "hf://unsloth/Qwen3-GGUF/Qwen3-Q4_K_M.gguf"
+NVIDIA_TOLERATION = {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}
+
+
+def _profile(vendor: str | None = None, resource_name: str | None = None) -> HardwareProfile:
+    if vendor is None:
+        return builtin_profiles()["cpu-only"]
+    gpu: dict[str, Any] = {"vendor": vendor, "product": "GPU", "count": 2, "memory": "16Gi", "memoryBandwidth": "448G"}
+    if resource_name:
+        gpu["resourceName"] = resource_name
+    return HardwareProfile.model_validate(
+        {
+            "name": f"{vendor}-box",
+            "gpu": gpu,
+            "hostMemory": "64Gi",
+            "hostMemoryBandwidth": "89.6G",
+            "cpuCores": 16,
+        }
+    )
+
+
+def make_service(
+    spec: dict[str, Any] | None = None,
+    model: dict[str, Any] | None = None,
+    profile: HardwareProfile | None = None,
+    name: str = "qwen",
+) -> ResolvedService:
+    """A ResolvedService as resolve would make it: the effective spec carries the image (and GPUs if given)."""
+    profile = profile or _profile()
+    service_spec = InferenceServiceSpec.model_validate({"modelRef": "m", "image": profile.image, **(spec or {})})
+    model_spec = ModelSpec.model_validate({"source": HTTP_SOURCE, **(model or {})})
+    return ResolvedService(name, name, "llmkube", service_spec, ResolvedModel("m", "m", model_spec), profile)
+
+
+def gpu_service(**spec: Any) -> ResolvedService:
+    profile = builtin_profiles()["dual-rtx5060ti"]
+    return make_service(
+        {"resources": {"gpu": 2}, "tolerations": [t.wire() for t in profile.tolerations], **spec},
+        {"hardware": {"gpu": {"vendor": "nvidia", "count": 2}}},
+        profile,
+    )
+
+
+def of_kind(manifests: list[dict[str, Any]], kind: str) -> dict[str, Any]:
+    (found,) = [m for m in manifests if m["kind"] == kind]
+    return found
+
+
+def pod_of(service: ResolvedService, **options: Any) -> dict[str, Any]:
+    return workloads.deployment(service, **options)["spec"]["template"]["spec"]
+
+
+def server(service: ResolvedService) -> dict[str, Any]:
+    (container,) = pod_of(service)["containers"]
+    return container
+
+
+def config_error(thunk: Any) -> str:
+    with pytest.raises(ConfigError) as info:
+        thunk()
+    return str(info.value)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Cache layout: key, file name, URL
+# ---------------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("source", "key"),
+    [
+        # Literal digests (sha256 of the source string, first 16 hex), as the operator's cachekey.Compute.
+        (HTTP_SOURCE, "9b68393bb9acd948"),
+        (HF_SOURCE, "5b7a21444e99912f"),
+        ("file:///data/models/m.gguf", "cc4e0ef8e9f446c6"),
+        ("/data/models/m.gguf", "35a982cea5e10a0f"),
+    ],
+)
+def test_cache_key_is_the_sha256_prefix_of_the_source(source: str, key: str) -> None:
+    assert workloads.cache_key(source) == key
+
+
+@pytest.mark.parametrize(
+    ("source", "path"),
+    [
+        (HTTP_SOURCE, "/models/9b68393bb9acd948/m.gguf"),
+        (HF_SOURCE, "/models/5b7a21444e99912f/Qwen3-Q4_K_M.gguf"),
+        ("file:///data/models/m.gguf", "/models/cc4e0ef8e9f446c6/m.gguf"),
+        ("/data/models/m.gguf", "/models/35a982cea5e10a0f/m.gguf"),
+        ("pvc://weights/qwen/q4.gguf", "/model-source/qwen/q4.gguf"),
+        ("https://example.com/get/Model%20Q4.gguf?download=true", None),
+        ("https://example.com/models/", None),
+    ],
+)
+def test_model_path(source: str, path: str | None) -> None:
+    model = ModelSpec.model_validate({"source": source})
+    if path is None:  # the key is the source's; the name comes from the URL path, or the operator's fallback
+        name = "Model Q4.gguf" if "Q4" in source else "model.gguf"
+        path = f"/models/{workloads.cache_key(source)}/{name}"
+    assert workloads.model_path(model) == path
+
+
+@pytest.mark.parametrize(
+    ("source", "url"),
+    [
+        (HTTP_SOURCE, HTTP_SOURCE),
+        ("http://10.0.0.5:8000/m.gguf", "http://10.0.0.5:8000/m.gguf"),
+        (HF_SOURCE, "https://huggingface.co/unsloth/Qwen3-GGUF/resolve/main/Qwen3-Q4_K_M.gguf"),
+        ("hf://org/repo@v2/sub/f.gguf", "https://huggingface.co/org/repo/resolve/v2/sub/f.gguf"),
+    ],
+)
+def test_source_url(source: str, url: str) -> None:
+    assert workloads.source_url(source) == url
+
+
+@pytest.mark.parametrize("source", ["hf://org/repo", "pvc://claim/m.gguf", "file:///m.gguf", "/m.gguf"])
+def test_source_url_refuses_what_is_not_downloaded(source: str) -> None:
+    with pytest.raises(ValueError):
+        workloads.source_url(source)
+
+
+def test_hf_source_without_a_file_is_a_config_error() -> None:
+    service = make_service(model={"source": "hf://org/repo"})
+    message = config_error(lambda: workloads.service_workloads(service))
+    assert message.startswith("llmkube:models.m.source: 'hf://org/repo' names no file")
+
+
+def test_multi_file_model_downloads_beside_the_main_file() -> None:
+    source = "https://example.com/q/Qwen-00001-of-00002.gguf?download=true"
+    model = ModelSpec.model_validate({"source": source, "files": ["Qwen-00002-of-00002.gguf", "mmproj/p.gguf"]})
+    key = workloads.cache_key(source)
+    assert workloads.downloads(model) == [
+        Download(source, f"/models/{key}/Qwen-00001-of-00002.gguf"),
+        Download("https://example.com/q/Qwen-00002-of-00002.gguf", f"/models/{key}/Qwen-00002-of-00002.gguf"),
+        Download("https://example.com/q/mmproj/p.gguf", f"/models/{key}/mmproj/p.gguf"),
+    ]
+
+
+@pytest.mark.parametrize("bad", ["../x.gguf", "/etc/passwd", "a/../../x", ""])
+def test_further_files_must_stay_in_the_model_directory(bad: str) -> None:
+    service = make_service(model={"files": ["ok.gguf", bad]})
+    message = config_error(lambda: workloads.service_workloads(service))
+    assert message.startswith("llmkube:models.m.files[1]: ")
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Where the cache lives
+# ---------------------------------------------------------------------------------------------------------
+
+
+def _claim(name: str) -> dict[str, Any]:
+    return {"persistentVolumeClaim": {"claimName": name}}
+
+
+@pytest.mark.parametrize(
+    ("model_cache", "cache_mode", "kind", "volume", "pvcs"),
+    [
+        (None, "shared", "shared", _claim("llmkube-model-cache"), []),
+        ({"persistence": "Cached"}, "shared", "shared", _claim("llmkube-model-cache"), []),
+        (None, "perService", "perService", _claim("qwen-model-cache"), ["qwen-model-cache"]),
+        ({"claimName": "mine"}, "perService", "claim", _claim("mine"), []),  # the user's claim wins
+        ({"persistence": "Ephemeral"}, "shared", "ephemeral", {"emptyDir": {}}, []),
+    ],
+)  # fmt: skip
+def test_cache_volume(
+    model_cache: dict[str, Any] | None, cache_mode: str, kind: str, volume: dict[str, Any], pvcs: list[str]
+) -> None:
+    service = make_service({"modelCache": model_cache} if model_cache else {})
+    manifests = workloads.service_workloads(service, cache_mode=cache_mode)  # type: ignore[arg-type]
+    assert workloads.cache_kind(service, cache_mode) == kind  # type: ignore[arg-type]
+    assert [m["metadata"]["name"] for m in manifests if m["kind"] == "PersistentVolumeClaim"] == pvcs
+    pod = of_kind(manifests, "Deployment")["spec"]["template"]["spec"]
+    (cache,) = pod["volumes"]
+    assert {k: v for k, v in cache.items() if k != "name"} == volume
+    # The server reads the cache read-only; the init containers write it.
+    assert pod["containers"][0]["volumeMounts"] == [{"name": cache["name"], "mountPath": "/models", "readOnly": True}]
+    assert [c["name"] for c in pod["initContainers"]] == ["model-cache-prep", "model-downloader"]
+    assert all(not m.get("readOnly") for c in pod["initContainers"] for m in c["volumeMounts"])
+
+
+def test_ephemeral_cache_is_bounded_by_ephemeral_storage() -> None:
+    service = make_service({"modelCache": {"persistence": "Ephemeral"}, "resources": {"ephemeralStorage": "30Gi"}})
+    assert pod_of(service)["volumes"] == [{"name": "model-storage", "emptyDir": {"sizeLimit": "30Gi"}}]
+
+
+def test_pvc_source_is_mounted_read_only_without_download() -> None:
+    service = make_service(model={"source": "pvc://weights/qwen/q4.gguf"})
+    manifests = workloads.service_workloads(service, cache_mode="perService")
+    assert [m["kind"] for m in manifests] == ["Deployment", "Service"]  # no cache PVC: nothing is cached
+    pod = pod_of(service)
+    assert "initContainers" not in pod
+    assert pod["volumes"] == [
+        {"name": "model-source", "persistentVolumeClaim": {"claimName": "weights", "readOnly": True}}
+    ]
+    assert pod["containers"][0]["volumeMounts"] == [
+        {"name": "model-source", "mountPath": "/model-source", "readOnly": True}
+    ]
+    assert pod["containers"][0]["args"][:2] == ["--model", "/model-source/qwen/q4.gguf"]
+
+
+@pytest.mark.parametrize(
+    ("source", "files", "host_path", "mount_path", "url"),
+    [
+        ("file:///data/m.gguf", None, {"path": "/data/m.gguf", "type": "File"}, "/host-model/m.gguf",
+         "file:///host-model/m.gguf"),
+        ("/data/m.gguf", ["m2.gguf"], {"path": "/data", "type": "Directory"}, "/host-model",
+         "file:///host-model/m.gguf"),
+    ],
+)  # fmt: skip
+def test_local_source_is_copied_from_a_host_path(
+    source: str, files: list[str] | None, host_path: dict[str, str], mount_path: str, url: str
+) -> None:
+    service = make_service(model={"source": source, **({"files": files} if files else {})})
+    pod = pod_of(service)
+    assert {"name": "host-model", "hostPath": host_path} in pod["volumes"]
+    downloader = pod["initContainers"][1]
+    assert {"name": "host-model", "mountPath": mount_path, "readOnly": True} in downloader["volumeMounts"]
+    key = workloads.cache_key(source)
+    assert f"fetch {url} /models/{key}/m.gguf\n" in downloader["command"][2]
+    # hostPath is beyond even the baseline standard: the namespace can only enforce privileged.
+    assert workloads.pod_security_level(pod) == "privileged"
+
+
+def test_shared_cache_is_marked_and_per_service_cache_is_not() -> None:
+    shared = workloads.shared_cache_pvc("llmkube")
+    per_service = workloads.service_workloads(make_service(), cache_mode="perService")
+    assert workloads.is_shared_cache(shared)
+    assert not any(workloads.is_shared_cache(m) for m in per_service)
+    assert shared["metadata"]["name"] == "llmkube-model-cache"
+    assert shared["spec"] == {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "100Gi"}}}
+
+
+def test_cache_pvc_size_class_and_access_mode_are_arguments() -> None:
+    shared = workloads.shared_cache_pvc("ns", size="500Gi", storage_class="nfs", access_mode="ReadWriteMany")
+    assert shared["spec"] == {
+        "accessModes": ["ReadWriteMany"],
+        "resources": {"requests": {"storage": "500Gi"}},
+        "storageClassName": "nfs",
+    }
+    (pvc, *_) = workloads.service_workloads(
+        make_service(), cache_mode="perService", cache_size="40Gi", storage_class="ssd"
+    )
+    assert pvc["spec"] == {
+        "accessModes": ["ReadWriteOnce"],
+        "resources": {"requests": {"storage": "40Gi"}},
+        "storageClassName": "ssd",
+    }
+
+
+def test_cache_must_hold_the_models() -> None:
+    # 21 GiB of model needs 21 x 1.06 = 22.3 GiB: the root reserve of ext4 is not ours to use.
+    assert workloads.minimum_cache_bytes([21 * GiB]) == 21 * GiB * 106 // 100 + 1  # rounded up
+    assert workloads.minimum_cache_bytes([100, 50]) == 159
+    workloads.shared_cache_pvc("ns", size="23Gi", needed_bytes=21 * GiB)
+    message = config_error(lambda: workloads.shared_cache_pvc("ns", size="22Gi", needed_bytes=21 * GiB))
+    assert "22Gi is too small for the 21.0 GiB of model files" in message
+    assert "at least 22.3 GiB" in message
+    message = config_error(
+        lambda: workloads.service_workloads(
+            make_service(), cache_mode="perService", cache_size="10Gi", model_bytes=21 * GiB
+        )
+    )
+    assert message.startswith("llmkube:services.qwen.modelCache: the model cache qwen-model-cache of 10Gi")
+
+
+def _stack(*services: ResolvedService) -> ResolvedStack:
+    config = StackConfig.model_validate({})
+    return ResolvedStack(config, _profile(), {s.model.name: s.model for s in services}, {s.name: s for s in services})
+
+
+def test_shared_cache_manifests_only_when_a_service_uses_it() -> None:
+    ephemeral = make_service({"modelCache": {"persistence": "Ephemeral"}}, name="a")
+    claimed = make_service({"modelCache": {"claimName": "mine"}}, name="b")
+    on_pvc = make_service(model={"source": "pvc://w/m.gguf"}, name="c")
+    assert workloads.shared_cache_manifests(_stack(ephemeral, claimed, on_pvc)) == []
+    assert workloads.shared_cache_manifests(_stack(ephemeral, make_service(name="d")), cache_mode="perService") == []
+    (pvc,) = workloads.shared_cache_manifests(_stack(ephemeral, make_service(name="d")))
+    assert workloads.is_shared_cache(pvc)
+    message = config_error(
+        lambda: workloads.shared_cache_manifests(_stack(make_service(name="d")), size="1Gi", model_bytes={"m": 2 * GiB})
+    )
+    assert "1Gi is too small for the 2.0 GiB" in message
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The scripts, run for real with /bin/sh, curl and sha256sum against a local HTTP server
+# ---------------------------------------------------------------------------------------------------------
+
+needs_tools = pytest.mark.skipif(
+    not all(shutil.which(tool) for tool in ("sh", "curl", "sha256sum")), reason="needs sh, curl and sha256sum"
+)
+PAYLOAD = b"GGUF" + bytes(range(256)) * 64
+
+
+class _QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+@pytest.fixture
+def http_root(tmp_path: Path) -> Iterator[tuple[str, Path]]:
+    """A directory served over HTTP on a free port: (base URL, directory)."""
+    root = tmp_path / "upstream"
+    root.mkdir()
+    (root / "m.gguf").write_bytes(PAYLOAD)
+    (root / "part-2.gguf").write_bytes(PAYLOAD[::-1])
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(_QuietHandler, directory=str(root)))
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{httpd.server_address[1]}", root
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+
+
+def run(script: str, path: str | None = None) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "PATH": f"{path}:{os.environ['PATH']}" if path else os.environ["PATH"]}
+    return subprocess.run(["/bin/sh", "-c", script], capture_output=True, text=True, env=env, timeout=60, check=False)
+
+
+SHA = hashlib.sha256(PAYLOAD).hexdigest()
+
+
+@needs_tools
+def test_download_fetches_to_a_temporary_name_then_renames(http_root: tuple[str, Path], tmp_path: Path) -> None:
+    url, _ = http_root
+    dest = tmp_path / "cache" / "m.gguf"
+    dest.parent.mkdir()
+    (dest.parent / "m.gguf.tmp").write_bytes(b"left over by an evicted pod")
+    result = run(workloads.download_script([Download(f"{url}/m.gguf", str(dest), SHA)]))
+    assert result.returncode == 0, result.stderr
+    assert dest.read_bytes() == PAYLOAD
+    assert sorted(p.name for p in dest.parent.iterdir()) == ["m.gguf"]
+    assert "sha256 of" in result.stdout and "verified" in result.stdout
+
+
+@needs_tools
+def test_an_interrupted_download_is_never_published(tmp_path: Path) -> None:
+    # A curl that writes half the file and dies, as on an OOM kill or eviction mid-download.
+    fake = tmp_path / "bin"
+    fake.mkdir()
+    (fake / "curl").write_text('#!/bin/sh\nwhile [ "$1" != --output ]; do shift; done\nprintf half > "$2"\nexit 56\n')
+    (fake / "curl").chmod(0o755)
+    dest = tmp_path / "m.gguf"
+    result = run(workloads.download_script([Download("http://example.invalid/m.gguf", str(dest))]), path=str(fake))
+    assert result.returncode == 1
+    assert "llmkube: ERROR: could not download http://example.invalid/m.gguf" in result.stderr
+    assert list(tmp_path.glob("m.gguf*")) == []
+
+
+@needs_tools
+def test_download_skips_a_cached_file(http_root: tuple[str, Path], tmp_path: Path) -> None:
+    url, root = http_root
+    dest = tmp_path / "m.gguf"
+    dest.write_bytes(b"cached")
+    (root / "m.gguf").unlink()  # the server has nothing: a cached file must not be fetched again
+    result = run(workloads.download_script([Download(f"{url}/m.gguf", str(dest), SHA)]))
+    assert result.returncode == 0, result.stderr
+    assert dest.read_bytes() == b"cached"
+    assert f"llmkube: {dest} is cached; skipping download" in result.stdout
+
+
+@needs_tools
+def test_sha256_mismatch_fails_loudly_and_keeps_nothing(http_root: tuple[str, Path], tmp_path: Path) -> None:
+    url, _ = http_root
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    result = run(workloads.download_script([Download(f"{url}/m.gguf", str(cache / "m.gguf"), "0" * 64)]))
+    assert result.returncode == 1
+    assert f"llmkube: ERROR: sha256 mismatch for {url}/m.gguf: expected {'0' * 64}, got {SHA}" in result.stderr
+    assert list(cache.iterdir()) == []
+
+
+@needs_tools
+def test_a_missing_file_fails(http_root: tuple[str, Path], tmp_path: Path) -> None:
+    url, _ = http_root
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    result = run(workloads.download_script([Download(f"{url}/nope.gguf", str(cache / "m.gguf"))]))
+    assert result.returncode == 1
+    assert f"could not download {url}/nope.gguf" in result.stderr
+    assert list(cache.iterdir()) == []
+
+
+@needs_tools
+def test_values_are_quoted_for_the_shell(tmp_path: Path) -> None:
+    odd = tmp_path / "it's;$HOME`x`"
+    odd.mkdir()
+    (odd / "m.gguf").write_bytes(PAYLOAD)
+    dest = odd / "a copy of it's $HOME.gguf"
+    result = run(workloads.download_script([Download(f"file://{odd}/m.gguf", str(dest))]))
+    assert result.returncode == 0, result.stderr
+    assert dest.read_bytes() == PAYLOAD
+
+
+@needs_tools
+def test_prepare_creates_directories_and_explains_an_unwritable_volume(tmp_path: Path) -> None:
+    cache = tmp_path / "models"
+    result = run(workloads.prepare_script([str(cache / "k1"), str(cache / "k1" / "sub")]))
+    assert result.returncode == 0, result.stderr
+    assert (cache / "k1" / "sub").is_dir()
+    assert list((cache / "k1").iterdir()) == [cache / "k1" / "sub"]  # the write check leaves nothing behind
+    # A path under a plain file cannot be created, whoever runs the test (root ignores permissions).
+    (tmp_path / "file").write_text("")
+    result = run(workloads.prepare_script([str(tmp_path / "file" / "k")]))
+    assert result.returncode == 1
+    assert "llmkube: ERROR: cannot write to" in result.stderr
+    assert "fsGroup" in result.stderr
+
+
+@needs_tools
+def test_rendered_init_containers_fill_the_cache(http_root: tuple[str, Path], tmp_path: Path) -> None:
+    """The exact scripts of a Deployment, with /models pointed at a temporary directory."""
+    url, _ = http_root
+    service = make_service(model={"source": f"{url}/m.gguf", "sha256": SHA.upper(), "files": ["part-2.gguf"]})
+    cache = tmp_path / "models"
+    for container in pod_of(service)["initContainers"]:
+        result = run(container["command"][2].replace("/models/", f"{cache}/"))
+        assert result.returncode == 0, (container["name"], result.stderr)
+    key = workloads.cache_key(f"{url}/m.gguf")
+    assert (cache / key / "m.gguf").read_bytes() == PAYLOAD
+    assert (cache / key / "part-2.gguf").read_bytes() == PAYLOAD[::-1]
+    assert workloads.model_path(service.model.spec) == f"/models/{key}/m.gguf"
+
+
+def test_init_containers_are_pinned_and_restricted() -> None:
+    for container in pod_of(make_service())["initContainers"]:
+        assert container["image"] == "docker.io/curlimages/curl:8.18.0"
+        assert container["command"][:2] == ["sh", "-c"]
+        assert container["securityContext"] == {
+            "allowPrivilegeEscalation": False,
+            "capabilities": {"drop": ["ALL"]},
+            "readOnlyRootFilesystem": True,
+            "runAsNonRoot": True,
+            "seccompProfile": {"type": "RuntimeDefault"},
+        }
+    pinned = pod_of(make_service(), downloader_image="registry.local/curl:8.18.0")["initContainers"]
+    assert {c["image"] for c in pinned} == {"registry.local/curl:8.18.0"}
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The Deployment
+# ---------------------------------------------------------------------------------------------------------
+
+
+def test_labels_and_selector() -> None:
+    service = make_service({"podLabels": {"app": "mine", "inference.llmkube.dev/service": "x", "team": "ml"}})
+    deployment = workloads.deployment(service)
+    selector = {"app": "qwen", "inference.llmkube.dev/service": "qwen"}
+    # The model label changes with modelRef, and a selector cannot change: it stays out.
+    assert deployment["spec"]["selector"] == {"matchLabels": selector}
+    labels = deployment["metadata"]["labels"]
+    assert labels["inference.llmkube.dev/model"] == "m"
+    assert labels["inference.llmkube.dev/runtime"] == "llamacpp"
+    assert labels["app.kubernetes.io/instance"] == "qwen"
+    template = deployment["spec"]["template"]["metadata"]["labels"]
+    assert template == {**labels, "team": "ml"}  # user labels merge; ours win on app and service
+    assert list(template) == sorted(template)
+    assert workloads.service_manifest(service)["spec"]["selector"] == selector
+
+
+def test_container_port_probes_and_args() -> None:
+    container = server(make_service({"endpoint": {"port": 9000}}))
+    assert container["name"] == "llama-server"
+    assert container["ports"] == [{"name": "http", "containerPort": 9000, "protocol": "TCP"}]
+    for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
+        assert container[probe]["httpGet"] == {"path": "/health", "port": "http"}
+    startup = container["startupProbe"]
+    assert startup["periodSeconds"] * startup["failureThreshold"] == 30 * 60  # minutes of model loading
+    key = workloads.cache_key(HTTP_SOURCE)
+    assert container["args"][:4] == ["--model", f"/models/{key}/m.gguf", "--port", "9000"]
+    assert workloads.server_args_for(make_service({"endpoint": {"port": 9000}})) == container["args"]
+
+
+@pytest.mark.parametrize(
+    ("service", "strategy"),
+    [
+        (make_service(), {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": "25%", "maxUnavailable": "25%"}}),
+        (gpu_service(), {"type": "Recreate"}),
+    ],
+)
+def test_strategy_is_recreate_with_gpus(service: ResolvedService, strategy: dict[str, Any]) -> None:
+    assert workloads.deployment(service)["spec"]["strategy"] == strategy
+
+
+@pytest.mark.parametrize(
+    ("model_gpu", "profile", "resource"),
+    [
+        ({"vendor": "nvidia"}, _profile("nvidia"), "nvidia.com/gpu"),
+        ({"vendor": "amd"}, _profile("amd"), "amd.com/gpu"),
+        ({"vendor": "intel"}, _profile("intel"), "gpu.intel.com/i915"),
+        ({"vendor": "nvidia", "resourceName": "nvidia.com/mig-1g.10gb"}, _profile("nvidia"), "nvidia.com/mig-1g.10gb"),
+        ({}, _profile("amd"), "amd.com/gpu"),  # the profile fills the vendor in
+        ({}, _profile("nvidia", "nvidia.com/gpu.shared"), "nvidia.com/gpu.shared"),
+        ({"vendor": "nvidia"}, _profile("nvidia", "nvidia.com/gpu.shared"), "nvidia.com/gpu.shared"),
+        ({"vendor": "amd"}, _profile("nvidia", "nvidia.com/gpu.shared"), "amd.com/gpu"),  # not the other vendor's
+        ({}, _profile(), "nvidia.com/gpu"),  # unset vendor means NVIDIA, as in the operator
+    ],
+)
+def test_gpu_resource_name(model_gpu: dict[str, Any], profile: HardwareProfile, resource: str) -> None:
+    service = make_service({"resources": {"gpu": 2}}, {"hardware": {"gpu": model_gpu}}, profile)
+    assert workloads.gpu_resource(service) == resource
+    container = server(service)
+    assert container["resources"]["limits"] == {resource: "2"}
+    assert "requests" not in container["resources"]  # an extended resource's request defaults to its limit
+    assert pod_of(service)["tolerations"] == [{"key": resource, "operator": "Exists", "effect": "NoSchedule"}]
+
+
+@pytest.mark.parametrize(
+    ("tolerations", "expected"),
+    [
+        ([], [NVIDIA_TOLERATION]),
+        ([NVIDIA_TOLERATION], [NVIDIA_TOLERATION]),  # the profile's: not added twice
+        ([{"key": "nvidia.com/gpu", "operator": "Exists"}], [{"key": "nvidia.com/gpu", "operator": "Exists"}]),
+        ([{"operator": "Exists"}], [{"operator": "Exists"}]),  # tolerates every taint
+        (
+            [{"key": "nvidia.com/gpu", "operator": "Equal", "value": "present", "effect": "NoSchedule"}],
+            [
+                NVIDIA_TOLERATION,
+                {"key": "nvidia.com/gpu", "operator": "Equal", "value": "present", "effect": "NoSchedule"},
+            ],
+        ),
+        (
+            [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoExecute"}],
+            [NVIDIA_TOLERATION, {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoExecute"}],
+        ),
+        (
+            [{"key": "dedicated", "operator": "Equal", "value": "llm", "effect": "NoSchedule"}],
+            [NVIDIA_TOLERATION, {"key": "dedicated", "operator": "Equal", "value": "llm", "effect": "NoSchedule"}],
+        ),
+    ],
+)
+def test_gpu_toleration_is_added_once(tolerations: list[dict[str, Any]], expected: list[dict[str, Any]]) -> None:
+    service = make_service({"resources": {"gpu": 1}, "tolerations": tolerations}, profile=_profile("nvidia"))
+    assert pod_of(service)["tolerations"] == expected
+
+
+def test_cpu_pods_get_no_gpu_toleration() -> None:
+    assert "tolerations" not in pod_of(make_service())
+    dedicated = {"key": "dedicated", "operator": "Equal", "value": "llm", "effect": "NoSchedule"}
+    assert pod_of(make_service({"tolerations": [dedicated]}))["tolerations"] == [dedicated]
+
+
+@pytest.mark.parametrize(
+    ("resources", "expected"),
+    [
+        ({}, None),
+        ({"memory": "48Gi"}, {"limits": {"memory": "48Gi"}, "requests": {"memory": "48Gi"}}),
+        ({"hostMemory": "40Gi"}, {"requests": {"memory": "40Gi"}}),
+        ({"memory": "56Gi", "hostMemory": "40Gi"}, {"limits": {"memory": "56Gi"}, "requests": {"memory": "40Gi"}}),
+        (
+            {"cpu": "8", "ephemeralStorage": "30Gi"},
+            {
+                "limits": {"cpu": "8", "ephemeral-storage": "30Gi"},
+                "requests": {"cpu": "8", "ephemeral-storage": "30Gi"},
+            },
+        ),
+    ],
+)
+def test_resources_host_memory_is_the_request(resources: dict[str, Any], expected: dict[str, Any] | None) -> None:
+    container = server(make_service({"resources": resources}))
+    assert container.get("resources") == expected
+
+
+def test_host_memory_above_the_memory_limit_is_a_config_error() -> None:
+    service = make_service({"resources": {"memory": "32Gi", "hostMemory": "40Gi"}})
+    message = config_error(lambda: workloads.service_workloads(service))
+    assert message.startswith("llmkube:services.qwen.resources.hostMemory: 40Gi is more than resources.memory 32Gi")
+
+
+def test_pod_scheduling_passthrough() -> None:
+    affinity = {
+        "nodeAffinity": {
+            "requiredDuringSchedulingIgnoredDuringExecution": {
+                "nodeSelectorTerms": [
+                    {"matchExpressions": [{"key": "kubernetes.io/hostname", "operator": "In", "values": ["desk"]}]}
+                ]
+            }
+        }
+    }
+    service = make_service(
+        {
+            "nodeSelector": {"zone": "home", "disk": "nvme"},
+            "affinity": affinity,
+            "podAnnotations": {"b": "2", "a": "1"},
+            "runtimeClassName": "nvidia",
+            "priorityClassName": "llm",
+        }
+    )  # fmt: skip
+    deployment = workloads.deployment(service)
+    pod = deployment["spec"]["template"]["spec"]
+    assert list(pod["nodeSelector"].items()) == [("disk", "nvme"), ("zone", "home")]
+    assert pod["affinity"] == affinity
+    assert pod["runtimeClassName"] == "nvidia"
+    assert pod["priorityClassName"] == "llm"
+    assert list(deployment["spec"]["template"]["metadata"]["annotations"]) == ["a", "b"]
+
+
+def test_pod_runs_restricted_as_a_fixed_non_root_user() -> None:
+    pod = pod_of(gpu_service())
+    assert pod["securityContext"] == {
+        "fsGroup": 65532,
+        "fsGroupChangePolicy": "OnRootMismatch",
+        "runAsGroup": 65532,
+        "runAsNonRoot": True,
+        "runAsUser": 65532,
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+    assert pod["containers"][0]["securityContext"] == {
+        "allowPrivilegeEscalation": False,
+        "capabilities": {"drop": ["ALL"]},
+        "runAsNonRoot": True,
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+    assert pod["automountServiceAccountToken"] is False
+    assert workloads.pod_security_level(pod) == "restricted"
+
+
+@pytest.mark.parametrize(
+    ("spec", "replicas"),
+    [({}, 1), ({"replicas": 3}, 3), ({"replicas": 0}, 0), ({"replicas": 3, "autoscaling": {"maxReplicas": 4}}, None)],
+)
+def test_replicas_are_left_to_the_autoscaler(spec: dict[str, Any], replicas: int | None) -> None:
+    assert workloads.deployment(make_service(spec))["spec"].get("replicas") == replicas
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Service, HPA, endpoints
+# ---------------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("endpoint", "service_type", "port"),
+    [
+        (None, "ClusterIP", {"name": "http", "port": 8080, "targetPort": "http", "protocol": "TCP"}),
+        ({"port": 9000}, "ClusterIP", {"name": "http", "port": 9000, "targetPort": "http", "protocol": "TCP"}),
+        ({"type": "NodePort"}, "NodePort", {"name": "http", "port": 8080, "targetPort": "http", "protocol": "TCP"}),
+        ({"type": "NodePort", "nodePort": 30080}, "NodePort",
+         {"name": "http", "port": 8080, "targetPort": "http", "protocol": "TCP", "nodePort": 30080}),
+        ({"type": "LoadBalancer", "nodePort": 30081}, "LoadBalancer",
+         {"name": "http", "port": 8080, "targetPort": "http", "protocol": "TCP", "nodePort": 30081}),
+    ],
+)  # fmt: skip
+def test_service_type_and_node_port(endpoint: dict[str, Any] | None, service_type: str, port: dict[str, Any]) -> None:
+    service = workloads.service_manifest(make_service({"endpoint": endpoint} if endpoint else {}))
+    assert service["metadata"]["name"] == "qwen"
+    assert service["spec"]["type"] == service_type
+    assert service["spec"]["ports"] == [port]
+
+
+def test_endpoint_urls() -> None:
+    service = make_service({"endpoint": {"port": 9000}})
+    assert workloads.endpoint_url(service) == "http://qwen.llmkube.svc.cluster.local:9000"
+    assert workloads.openai_base_url(service) == "http://qwen.llmkube.svc.cluster.local:9000/v1"
+    assert workloads.endpoint_url(make_service()) == "http://qwen.llmkube.svc.cluster.local:8080"
+
+
+def test_hpa_defaults() -> None:
+    assert workloads.hpa(make_service()) is None
+    hpa = workloads.hpa(make_service({"autoscaling": {"maxReplicas": 3}}))
+    assert hpa is not None
+    assert hpa["spec"] == {
+        "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "qwen"},
+        "minReplicas": 1,
+        "maxReplicas": 3,
+        "metrics": [
+            {
+                "type": "Pods",
+                "pods": {
+                    "metric": {"name": "llamacpp:requests_processing"},
+                    "target": {"type": "AverageValue", "averageValue": "2"},
+                },
+            }
+        ],
+    }
+
+
+def test_hpa_metrics_from_the_spec() -> None:
+    metrics = [
+        {"type": "Resource", "name": "cpu", "targetAverageUtilization": 70},
+        {"type": "Resource", "name": "memory", "targetAverageValue": "40Gi"},
+        {"type": "Pods", "name": "llamacpp:requests_deferred", "targetAverageValue": "1"},
+    ]
+    hpa = workloads.hpa(make_service({"autoscaling": {"minReplicas": 2, "maxReplicas": 5, "metrics": metrics}}))
+    assert hpa is not None
+    assert hpa["spec"]["minReplicas"] == 2
+    assert hpa["spec"]["metrics"] == [
+        {"type": "Resource", "resource": {"name": "cpu", "target": {"type": "Utilization", "averageUtilization": 70}}},
+        {
+            "type": "Resource",
+            "resource": {"name": "memory", "target": {"type": "AverageValue", "averageValue": "40Gi"}},
+        },
+        {
+            "type": "Pods",
+            "pods": {
+                "metric": {"name": "llamacpp:requests_deferred"},
+                "target": {"type": "AverageValue", "averageValue": "1"},
+            },
+        },
+    ]
+
+
+def test_service_workloads_order() -> None:
+    service = make_service({"autoscaling": {"maxReplicas": 2}})
+    assert [m["kind"] for m in workloads.service_workloads(service)] == [
+        "Deployment",
+        "Service",
+        "HorizontalPodAutoscaler",
+    ]
+    kinds = [m["kind"] for m in workloads.service_workloads(service, cache_mode="perService")]
+    assert kinds == ["PersistentVolumeClaim", "Deployment", "Service", "HorizontalPodAutoscaler"]
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Namespace and Pod Security
+# ---------------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("services", "delivery", "level"),
+    [
+        ([], "direct", "restricted"),
+        ([make_service(), gpu_service()], "direct", "restricted"),
+        ([make_service(), make_service(model={"source": "/data/m.gguf"}, name="local")], "direct", "privileged"),
+        ([make_service()], "operator", "baseline"),  # the operator's cache prep runs as root with CHOWN
+        ([make_service(model={"source": "/data/m.gguf"})], "operator", "privileged"),
+    ],
+)
+def test_namespace_enforces_what_its_pods_meet(services: list[ResolvedService], delivery: str, level: str) -> None:
+    (namespace,) = workloads.namespace_manifests("llmkube", services, delivery=delivery)  # type: ignore[arg-type]
+    labels = namespace["metadata"]["labels"]
+    assert namespace["metadata"]["name"] == "llmkube"
+    assert labels["pod-security.kubernetes.io/enforce"] == level
+    assert labels["pod-security.kubernetes.io/warn"] == "restricted"
+    assert labels["pod-security.kubernetes.io/audit"] == "restricted"
+
+
+@pytest.mark.parametrize(
+    ("change", "level"),
+    [
+        (lambda pod: None, "restricted"),
+        (lambda pod: pod["containers"][0]["securityContext"].update(allowPrivilegeEscalation=True), "baseline"),
+        (lambda pod: pod["containers"][0]["securityContext"]["capabilities"].update(add=["CHOWN"]), "baseline"),
+        (lambda pod: pod["securityContext"].update(runAsUser=0), "baseline"),
+        (lambda pod: pod["volumes"].append({"name": "n", "nfs": {"server": "s", "path": "/"}}), "baseline"),
+        (lambda pod: pod.update(hostNetwork=True), "privileged"),
+        (lambda pod: pod["containers"][0]["securityContext"].update(privileged=True), "privileged"),
+    ],
+)
+def test_pod_security_level(change: Any, level: str) -> None:
+    pod = pod_of(make_service())
+    change(pod)
+    assert workloads.pod_security_level(pod) == level
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Every manifest is valid Kubernetes, and the same input gives the same bytes
+# ---------------------------------------------------------------------------------------------------------
+
+SCENARIOS = {
+    "cpu": lambda: workloads.service_workloads(make_service()),
+    "gpu-autoscaled": lambda: workloads.service_workloads(
+        gpu_service(
+            autoscaling={
+                "maxReplicas": 3,
+                "metrics": [{"type": "Resource", "name": "cpu", "targetAverageUtilization": 60}],
+            },
+            endpoint={"type": "LoadBalancer", "nodePort": 30100},
+            resources={"gpu": 2, "cpu": "8", "memory": "60Gi", "hostMemory": "48Gi", "ephemeralStorage": "2Gi"},
+            podLabels={"team": "ml"},
+            podAnnotations={"a": "b"},
+            runtimeClassName="nvidia",
+            priorityClassName="llm",
+        )
+    ),
+    "per-service": lambda: workloads.service_workloads(
+        make_service(model={"sha256": "A" * 64}), cache_mode="perService"
+    ),
+    "claim": lambda: workloads.service_workloads(make_service({"modelCache": {"claimName": "mine"}})),
+    "ephemeral": lambda: workloads.service_workloads(
+        make_service({"modelCache": {"persistence": "Ephemeral"}, "resources": {"ephemeralStorage": "30Gi"}})
+    ),
+    "pvc-source": lambda: workloads.service_workloads(make_service(model={"source": "pvc://w/m.gguf"})),
+    "local-multi-file": lambda: workloads.service_workloads(
+        make_service(model={"source": "file:///data/m-00001-of-00002.gguf", "files": ["m-00002-of-00002.gguf"]})
+    ),
+    "hf-node-port": lambda: workloads.service_workloads(
+        make_service({"endpoint": {"type": "NodePort", "nodePort": 30080}}, {"source": HF_SOURCE})
+    ),
+    "namespace-level": lambda: [
+        *workloads.namespace_manifests("llmkube", [make_service()]),
+        workloads.shared_cache_pvc("llmkube", storage_class="local-path"),
+    ],
+}
+
+
+@pytest.mark.parametrize("scenario", sorted(SCENARIOS))
+def test_every_manifest_is_valid_kubernetes(scenario: str) -> None:
+    for manifest in SCENARIOS[scenario]():
+        kubernetes_validate.validate(manifest, K8S_VERSION, strict=True)
+
+
+@pytest.mark.parametrize("scenario", sorted(SCENARIOS))
+def test_output_is_deterministic(scenario: str) -> None:
+    first, second = SCENARIOS[scenario](), SCENARIOS[scenario]()
+    assert json.dumps(first) == json.dumps(second)
+
+
+def test_map_order_in_the_spec_does_not_change_the_output() -> None:
+    a = make_service(
+        {
+            "nodeSelector": {"a": "1", "b": "2"},
+            "podLabels": {"x": "1", "y": "2"},
+            "podAnnotations": {"p": "1", "q": "2"},
+        }
+    )
+    b = make_service(
+        {
+            "nodeSelector": {"b": "2", "a": "1"},
+            "podLabels": {"y": "2", "x": "1"},
+            "podAnnotations": {"q": "2", "p": "1"},
+        }
+    )
+    assert json.dumps(workloads.service_workloads(a)) == json.dumps(workloads.service_workloads(b))
