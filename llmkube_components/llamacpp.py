@@ -322,8 +322,8 @@ FLAG_TABLE: tuple[Flag, ...] = (
     Flag("--cpu-moe",         SWITCH,   field("moeCPUOffload"),                   "-cmoe"),
     Flag("--n-cpu-moe",       VALUED,   field("moeCPULayers"),                    "-ncmoe"),
     Flag("--no-kv-offload",   SWITCH,   field("noKvOffload"),                     "-nkvo", "--kv-offload", "-kvo"),
-    # One flag per entry, not one comma-joined value: a regex such as blk\.\d{1,2}\. holds a comma. Each -ot
-    # adds to the list (llama.cpp warns about the repeat but keeps every one), so extraArgs add, not replace.
+    # One flag per entry, as in the operator. Every -ot adds rules (llama.cpp warns that the flag repeats, but
+    # its handler appends each one), so extraArgs add to these instead of replacing them.
     Flag("--override-tensor", REPEATED, field("tensorOverrides"),                 "-ot"),
     Flag("--batch-size",      VALUED,   field("batchSize"),                       "-b"),
     Flag("--ubatch-size",     VALUED,   field("uBatchSize"),                      "-ub"),

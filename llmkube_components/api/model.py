@@ -39,7 +39,9 @@ class GPUShardingSpec(ApiModel):
         "layer), row, tensor, pipeline or none.",
     )
     layer_split: list[str] | None = Field(
-        None, description="Share of the model per GPU, e.g. ['3', '2'] for --tensor-split 3,2; even when unset."
+        None,
+        description="One entry per GPU: the layer range it holds, as the operator writes it (['0-24', '25-39']), "
+        "or its share (['3', '2']); becomes --tensor-split. Even split when unset.",
     )
 
 

@@ -1,0 +1,488 @@
+"""llama-server arguments: every spec field's flag (set, unset, zero), GPU flags, order, extraArgs precedence."""
+
+from __future__ import annotations
+
+import types
+import typing
+from typing import Any
+
+import pytest
+from pydantic import BaseModel, ValidationError
+
+from llmkube_components.api import InferenceServiceSpec, ModelSpec
+from llmkube_components.errors import ConfigError
+from llmkube_components.llamacpp import FIELD_FLAGS, FLAG_TABLE, REPEATED, build_args, server_args
+from llmkube_components.resolve import load_stack
+
+MODEL_FILE = "/models/model.gguf"
+HEAD = ["--model", MODEL_FILE, "--port", "8080", "--host", "0.0.0.0"]
+
+
+def service(**fields: Any) -> InferenceServiceSpec:
+    return InferenceServiceSpec.model_validate({"modelRef": "m", **fields})
+
+
+def model(**fields: Any) -> ModelSpec:
+    return ModelSpec.model_validate({"source": "https://example.com/model.gguf", **fields})
+
+
+def args(spec: InferenceServiceSpec | None = None, mdl: ModelSpec | None = None, gpus: int = 0) -> list[str]:
+    return build_args(spec or service(), mdl or model(), MODEL_FILE, gpus, service_key="svc", model_key="mdl")
+
+
+def middle(out: list[str]) -> list[str]:
+    """What a spec adds between the fixed head and the trailing --metrics."""
+    assert out[: len(HEAD)] == HEAD
+    assert out[-1] == "--metrics"
+    return out[len(HEAD) : -1]
+
+
+def config_error(thunk: Any) -> str:
+    with pytest.raises(ConfigError) as info:
+        thunk()
+    return str(info.value)
+
+
+# --- one spec field at a time: set, unset (None), zero or false ----------------------------------------------
+
+FIELD_ROWS: list[tuple[dict[str, Any], list[str]]] = [
+    ({"contextSize": 90112}, ["--ctx-size", "90112"]),
+    ({"contextSize": None}, []),
+    ({"parallelSlots": 4}, ["--parallel", "4"]),
+    ({"parallelSlots": None}, []),
+    ({"flashAttention": True}, ["--flash-attn", "on"]),
+    ({"flashAttention": False}, ["--flash-attn", "off"]),
+    ({"flashAttention": None}, []),
+    ({"jinja": True}, ["--jinja"]),
+    ({"jinja": False}, []),
+    ({"jinja": None}, []),
+    ({"cacheTypeK": "q8_0"}, ["--cache-type-k", "q8_0"]),
+    ({"cacheTypeK": None}, []),
+    ({"cacheTypeV": "q4_0"}, ["--cache-type-v", "q4_0"]),
+    ({"cacheTypeV": None}, []),
+    ({"cacheTypeCustomK": "turbo3"}, ["--cache-type-k", "turbo3"]),
+    ({"cacheTypeCustomK": "turbo3", "cacheTypeK": "q8_0"}, ["--cache-type-k", "turbo3"]),
+    ({"cacheTypeCustomK": None, "cacheTypeK": "q8_0"}, ["--cache-type-k", "q8_0"]),
+    ({"cacheTypeCustomV": "turbo4"}, ["--cache-type-v", "turbo4"]),
+    ({"cacheTypeCustomV": "turbo4", "cacheTypeV": "q8_0"}, ["--cache-type-v", "turbo4"]),
+    ({"cacheTypeCustomV": None, "cacheTypeV": "f16"}, ["--cache-type-v", "f16"]),
+    ({"moeCPUOffload": True}, ["--cpu-moe"]),
+    ({"moeCPUOffload": False}, []),
+    ({"moeCPUOffload": None}, []),
+    ({"moeCPULayers": 20}, ["--n-cpu-moe", "20"]),
+    ({"moeCPULayers": 0}, []),
+    ({"moeCPULayers": None}, []),
+    ({"noKvOffload": True}, ["--no-kv-offload"]),
+    ({"noKvOffload": False}, []),
+    ({"noKvOffload": None}, []),
+    ({"tensorOverrides": ["exps=CPU"]}, ["--override-tensor", "exps=CPU"]),
+    (
+        {"tensorOverrides": [r"blk\.(0|1)\.ffn_.*_exps=CPU", r"blk\.[0-9]+\.attn_.*=CUDA0"]},
+        ["--override-tensor", r"blk\.(0|1)\.ffn_.*_exps=CPU", "--override-tensor", r"blk\.[0-9]+\.attn_.*=CUDA0"],
+    ),
+    ({"tensorOverrides": []}, []),
+    ({"tensorOverrides": None}, []),
+    ({"batchSize": 2048}, ["--batch-size", "2048"]),
+    ({"batchSize": None}, []),
+    ({"uBatchSize": 512}, ["--ubatch-size", "512"]),
+    ({"uBatchSize": None}, []),
+    ({"noWarmup": True}, ["--no-warmup"]),
+    ({"noWarmup": False}, []),
+    ({"noWarmup": None}, []),
+    ({"mode": "embedding"}, ["--embedding", "--pooling", "last", "--cache-ram", "0"]),
+    ({"mode": "rerank"}, ["--reranking", "--embedding", "--pooling", "rank", "--cache-ram", "0"]),
+    ({"mode": "chat"}, []),
+    ({"mode": None}, []),
+]
+
+
+@pytest.mark.parametrize(("fields", "expected"), FIELD_ROWS, ids=lambda v: str(v))
+def test_field_flag(fields: dict[str, Any], expected: list[str]) -> None:
+    assert middle(args(service(**fields))) == expected
+
+
+# Fields whose zero the API already refuses: the builder guards them anyway, as the operator's helpers do.
+@pytest.mark.parametrize(
+    ("alias", "attribute"),
+    [
+        ("contextSize", "context_size"),
+        ("parallelSlots", "parallel_slots"),
+        ("batchSize", "batch_size"),
+        ("uBatchSize", "u_batch_size"),
+    ],
+)
+def test_zero_is_refused_by_the_api_and_guarded_by_the_builder(alias: str, attribute: str) -> None:
+    with pytest.raises(ValidationError):
+        service(**{alias: 0})
+    unchecked = service().model_copy(update={attribute: 0})
+    assert middle(args(unchecked)) == []
+
+
+def test_every_row_of_the_table_has_a_test_row() -> None:
+    expected_lists = [expected for _, expected in FIELD_ROWS] + [expected for _, _, expected in GPU_ROWS]
+    tested = {arg for expected in expected_lists for arg in expected} | set(HEAD)
+    assert [row.flag for row in FLAG_TABLE if row.flag not in tested] == []
+
+
+def test_endpoint_port() -> None:
+    out = args(service(endpoint={"port": 9000}))
+    assert out[:6] == ["--model", MODEL_FILE, "--port", "9000", "--host", "0.0.0.0"]
+    assert args(service(endpoint={"path": "/v1/embeddings"}))[:6] == HEAD
+
+
+# --- GPU flags -----------------------------------------------------------------------------------------------
+
+GPU_ROWS: list[tuple[dict[str, Any], int, list[str]]] = [
+    # CPU only: no GPU flags, whatever the Model says.
+    ({}, 0, []),
+    ({"gpu": {"count": 2, "layers": 20, "sharding": {"strategy": "row", "layerSplit": ["3", "1"]}}}, 0, []),
+    # One GPU: layers, no split.
+    ({}, 1, ["--n-gpu-layers", "99"]),
+    ({"gpu": {"layers": 20}}, 1, ["--n-gpu-layers", "20"]),
+    ({"gpu": {"layers": -1}}, 1, ["--n-gpu-layers", "99"]),  # -1 is "all"; llama.cpp would read it as auto
+    ({"gpu": {"layers": 0}}, 1, ["--n-gpu-layers", "99"]),  # the operator cannot tell 0 from unset
+    ({"gpu": {"layers": None}}, 1, ["--n-gpu-layers", "99"]),
+    ({"gpu": {"sharding": {"strategy": "row"}}}, 1, ["--n-gpu-layers", "99"]),
+    # Several GPUs: split mode and an even tensor split unless layerSplit says otherwise.
+    ({}, 2, ["--n-gpu-layers", "99", "--split-mode", "layer", "--tensor-split", "1,1"]),
+    ({}, 3, ["--n-gpu-layers", "99", "--split-mode", "layer", "--tensor-split", "1,1,1"]),
+    ({"gpu": {"sharding": {}}}, 2, ["--n-gpu-layers", "99", "--split-mode", "layer", "--tensor-split", "1,1"]),
+    (
+        {"gpu": {"sharding": {"strategy": "layer"}}},
+        2,
+        ["--n-gpu-layers", "99", "--split-mode", "layer", "--tensor-split", "1,1"],
+    ),
+    (
+        {"gpu": {"sharding": {"strategy": "row"}}},
+        2,
+        ["--n-gpu-layers", "99", "--split-mode", "row", "--tensor-split", "1,1"],
+    ),
+    (
+        {"gpu": {"sharding": {"strategy": "tensor"}}},
+        2,
+        ["--n-gpu-layers", "99", "--split-mode", "row", "--tensor-split", "1,1"],
+    ),
+    (
+        {"gpu": {"sharding": {"strategy": "pipeline"}}},
+        2,
+        ["--n-gpu-layers", "99", "--split-mode", "layer", "--tensor-split", "1,1"],
+    ),
+    ({"gpu": {"sharding": {"strategy": "none"}}}, 2, ["--n-gpu-layers", "99", "--split-mode", "none"]),
+    (
+        {"gpu": {"sharding": {"strategy": "none", "layerSplit": ["0-9", "10-99", "x"]}}},
+        2,
+        ["--n-gpu-layers", "99", "--split-mode", "none"],
+    ),
+    # layerSplit: the operator's layer ranges (25 and 15 layers -> 5,3), or llama.cpp proportions.
+    (
+        {"gpu": {"layers": 40, "sharding": {"layerSplit": ["0-24", "25-39"]}}},
+        2,
+        ["--n-gpu-layers", "40", "--split-mode", "layer", "--tensor-split", "5,3"],
+    ),
+    (
+        {"gpu": {"sharding": {"strategy": "row", "layerSplit": ["0-15", "16-31", "32-47"]}}},
+        3,
+        ["--n-gpu-layers", "99", "--split-mode", "row", "--tensor-split", "1,1,1"],
+    ),
+    (
+        {"gpu": {"sharding": {"layerSplit": ["3", "2"]}}},
+        2,
+        ["--n-gpu-layers", "99", "--split-mode", "layer", "--tensor-split", "3,2"],
+    ),
+    (
+        {"gpu": {"sharding": {"layerSplit": ["0.6", "0.4"]}}},
+        2,
+        ["--n-gpu-layers", "99", "--split-mode", "layer", "--tensor-split", "0.6,0.4"],
+    ),
+    (
+        {"gpu": {"sharding": {"layerSplit": []}}},
+        2,
+        ["--n-gpu-layers", "99", "--split-mode", "layer", "--tensor-split", "1,1"],
+    ),
+]
+
+
+@pytest.mark.parametrize(("hardware", "gpus", "expected"), GPU_ROWS, ids=lambda v: str(v))
+def test_gpu_flags(hardware: dict[str, Any], gpus: int, expected: list[str]) -> None:
+    mdl = model(hardware=hardware) if hardware else model()
+    assert middle(args(service(), mdl, gpus)) == expected
+
+
+LAYER_SPLIT = "llmkube:models.mdl.hardware.gpu.sharding.layerSplit"
+
+
+@pytest.mark.parametrize(
+    ("layer_split", "gpus", "message"),
+    [
+        (
+            ["0-24", "25-39", "40-47"],
+            2,
+            f"{LAYER_SPLIT}: ['0-24', '25-39', '40-47'] has 3 entries, but the service runs on 2 GPUs; give one "
+            "entry per GPU (a layer range such as '0-23' or a proportion such as '3'), or leave layerSplit unset "
+            "for an even split",
+        ),
+        (
+            ["0-47"],
+            2,
+            f"{LAYER_SPLIT}: ['0-47'] has 1 entry, but the service runs on 2 GPUs; give one entry per GPU (a layer "
+            "range such as '0-23' or a proportion such as '3'), or leave layerSplit unset for an even split",
+        ),
+        (
+            ["0-24", "first half"],
+            2,
+            f"{LAYER_SPLIT}: 'first half' is neither a layer range such as '0-23' nor a proportion such as '3'",
+        ),
+        (["30-20", "21-40"], 2, f"{LAYER_SPLIT}: '30-20' starts after it ends; write a layer range as start-end"),
+        (
+            ["0-24", "3"],
+            2,
+            f"{LAYER_SPLIT}: ['0-24', '3'] mixes layer ranges and proportions; use one form for every GPU",
+        ),
+    ],
+)
+def test_layer_split_errors(layer_split: list[str], gpus: int, message: str) -> None:
+    mdl = model(hardware={"gpu": {"sharding": {"layerSplit": layer_split}}})
+    assert config_error(lambda: args(service(), mdl, gpus)) == message
+
+
+def test_layer_split_error_is_reported_even_when_extra_args_set_the_split() -> None:
+    mdl = model(hardware={"gpu": {"sharding": {"layerSplit": ["0-47"]}}})
+    spec = service(extraArgs=["--tensor-split", "1,1"])
+    assert config_error(lambda: args(spec, mdl, 2)).startswith(f"{LAYER_SPLIT}: ['0-47'] has 1 entry")
+
+
+# --- the reference service: dual RTX 5060 Ti, Qwen3.6-35B-A3B at 90K context -----------------------------
+
+REFERENCE_SERVICE = {
+    "modelRef": "qwen36-35b-a3b",
+    "contextSize": 90112,
+    "cacheTypeK": "q8_0",
+    "cacheTypeV": "q8_0",
+    "moeCPUOffload": True,
+    "noKvOffload": True,
+    "flashAttention": True,
+    "jinja": True,
+    "resources": {"gpu": 2, "cpu": "8", "hostMemory": "48Gi"},
+}
+REFERENCE_MODEL = {
+    "source": "https://huggingface.co/ggml-org/Qwen3.6-35B-A3B-GGUF/resolve/main/Qwen3.6-35B-A3B-Q4_K_M.gguf",
+    "format": "gguf",
+    "quantization": "Q4_K_M",
+    "hardware": {
+        "accelerator": "cuda",
+        "gpu": {"enabled": True, "count": 2, "vendor": "nvidia", "sharding": {"strategy": "layer"}},
+    },
+}
+REFERENCE_FILE = "/models/Qwen3.6-35B-A3B-Q4_K_M.gguf"
+REFERENCE_ARGS = [
+    "--model", REFERENCE_FILE,
+    "--port", "8080",
+    "--host", "0.0.0.0",
+    "--n-gpu-layers", "99",
+    "--split-mode", "layer",
+    "--tensor-split", "1,1",
+    "--ctx-size", "90112",
+    "--flash-attn", "on",
+    "--jinja",
+    "--cache-type-k", "q8_0",
+    "--cache-type-v", "q8_0",
+    "--cpu-moe",
+    "--no-kv-offload",
+    "--metrics",
+]  # fmt: skip
+
+
+def test_reference_service_full_order() -> None:
+    spec = InferenceServiceSpec.model_validate(REFERENCE_SERVICE)
+    mdl = ModelSpec.model_validate(REFERENCE_MODEL)
+    assert build_args(spec, mdl, REFERENCE_FILE, 2) == REFERENCE_ARGS
+
+
+def test_reference_stack_through_resolve() -> None:
+    stack = load_stack(
+        {
+            "hardware": "dual-rtx5060ti",
+            "models": {"qwen36-35b-a3b": REFERENCE_MODEL},
+            "services": {"qwen36-hybrid": REFERENCE_SERVICE},
+        }
+    )
+    assert server_args(stack.services["qwen36-hybrid"], REFERENCE_FILE) == REFERENCE_ARGS
+
+
+def test_gpu_count_comes_from_the_profile_when_the_service_does_not_say() -> None:
+    stack = load_stack(
+        {
+            "hardware": "dual-rtx5060ti",
+            "models": {"qwen": {"source": REFERENCE_MODEL["source"]}},
+            "services": {"chat": {"modelRef": "qwen"}},
+        }
+    )
+    assert middle(server_args(stack.services["chat"], MODEL_FILE)) == [
+        "--n-gpu-layers", "99", "--split-mode", "layer", "--tensor-split", "1,1",
+    ]  # fmt: skip
+
+
+def test_server_args_names_the_model_key_in_errors() -> None:
+    model_with_bad_split = {**REFERENCE_MODEL, "hardware": {"gpu": {"sharding": {"layerSplit": ["0-47"]}}}}
+    stack = load_stack(
+        {
+            "hardware": "dual-rtx5060ti",
+            "models": {"Qwen36": model_with_bad_split},
+            "services": {"qwen36-hybrid": {**REFERENCE_SERVICE, "modelRef": "qwen36"}},
+        }
+    )
+    message = config_error(lambda: server_args(stack.services["qwen36-hybrid"], REFERENCE_FILE))
+    assert message.startswith("llmkube:models.Qwen36.hardware.gpu.sharding.layerSplit: ['0-47'] has 1 entry")
+
+
+def test_cpu_only_service_has_no_gpu_flags() -> None:
+    spec = InferenceServiceSpec.model_validate({**REFERENCE_SERVICE, "resources": {"gpu": 0}})
+    out = build_args(spec, ModelSpec.model_validate(REFERENCE_MODEL), REFERENCE_FILE, 0)
+    gpu_flags = {"--n-gpu-layers", "--split-mode", "--tensor-split"}
+    assert gpu_flags.isdisjoint(out)
+    assert out == [arg for arg in REFERENCE_ARGS if arg not in gpu_flags | {"99", "layer", "1,1"}]
+
+
+# --- extraArgs: the user's value wins, under any spelling; --metrics once --------------------------------------
+
+PRECEDENCE_ROWS: list[tuple[dict[str, Any], int, list[str], list[str]]] = [
+    # spec fields, GPUs, extraArgs, what the table still emits (extraArgs follow it, then --metrics)
+    ({"contextSize": 90112}, 0, ["--ctx-size", "4096"], []),
+    ({"contextSize": 90112}, 0, ["--ctx-size=4096"], []),
+    ({"contextSize": 90112}, 0, ["-c", "4096"], []),
+    ({"contextSize": 90112}, 0, ["-c=4096"], []),
+    ({"contextSize": 90112}, 0, ["--ctx_size", "4096"], []),  # llama.cpp reads '_' in long flags as '-'
+    ({"parallelSlots": 4}, 0, ["-np", "2"], []),
+    ({"parallelSlots": 4}, 0, ["--parallel=2"], []),
+    ({"flashAttention": True}, 0, ["-fa", "auto"], []),
+    ({"flashAttention": True}, 0, ["--flash-attn=off"], []),
+    ({"jinja": True}, 0, ["--no-jinja"], []),
+    ({"cacheTypeK": "q8_0", "cacheTypeV": "q8_0"}, 0, ["-ctk", "f16"], ["--cache-type-v", "q8_0"]),
+    ({"cacheTypeK": "q8_0", "cacheTypeV": "q8_0"}, 0, ["-ctv", "f16"], ["--cache-type-k", "q8_0"]),
+    ({"moeCPUOffload": True}, 0, ["-cmoe"], []),
+    ({"moeCPULayers": 10}, 0, ["-ncmoe", "12"], []),
+    ({"noKvOffload": True}, 0, ["-kvo"], []),
+    ({"noKvOffload": True}, 0, ["-nkvo"], []),
+    ({"batchSize": 2048, "uBatchSize": 512}, 0, ["-b", "4096"], ["--ubatch-size", "512"]),
+    ({"batchSize": 2048, "uBatchSize": 512}, 0, ["-ub", "1024"], ["--batch-size", "2048"]),
+    ({"noWarmup": True}, 0, ["--warmup"], []),
+    ({}, 1, ["-ngl", "30"], []),
+    ({}, 1, ["--n-gpu-layers=30"], []),
+    ({}, 1, ["--gpu-layers", "30"], []),
+    ({}, 2, ["-sm", "row"], ["--n-gpu-layers", "99", "--tensor-split", "1,1"]),
+    ({}, 2, ["-ts", "3,1"], ["--n-gpu-layers", "99", "--split-mode", "layer"]),
+    ({"mode": "embedding"}, 0, ["--pooling", "mean"], ["--embedding", "--cache-ram", "0"]),
+    ({"mode": "embedding"}, 0, ["--embeddings"], ["--pooling", "last", "--cache-ram", "0"]),
+    ({"mode": "rerank"}, 0, ["--rerank"], ["--embedding", "--pooling", "rank", "--cache-ram", "0"]),
+    ({"mode": "rerank"}, 0, ["-cram", "512"], ["--reranking", "--embedding", "--pooling", "rank"]),
+    # Repeatable: the user's overrides add to the spec's.
+    ({"tensorOverrides": ["exps=CPU"]}, 0, ["-ot", "attn=CUDA0"], ["--override-tensor", "exps=CPU"]),
+    ({"tensorOverrides": ["exps=CPU"]}, 0, ["--override-tensor=attn=CUDA0"], ["--override-tensor", "exps=CPU"]),
+    # A value that looks like a flag name does not count; only flags do.
+    ({"contextSize": 4096}, 0, ["--alias", "ctx-size"], ["--ctx-size", "4096"]),
+]
+
+
+@pytest.mark.parametrize(("fields", "gpus", "extra", "from_table"), PRECEDENCE_ROWS, ids=lambda v: str(v))
+def test_extra_args_win(fields: dict[str, Any], gpus: int, extra: list[str], from_table: list[str]) -> None:
+    out = middle(args(service(**fields, extraArgs=extra), gpus=gpus))
+    split_extra = [part for arg in extra for part in (arg.split("=", 1) if arg.startswith("-") else [arg])]
+    assert out == [*from_table, *split_extra]
+
+
+@pytest.mark.parametrize(
+    ("extra", "head"),
+    [
+        (["-m", "/models/other.gguf"], ["--port", "8080", "--host", "0.0.0.0"]),
+        (["--model=/models/other.gguf"], ["--port", "8080", "--host", "0.0.0.0"]),
+        (["--host", "::"], ["--model", MODEL_FILE, "--port", "8080"]),
+    ],
+)
+def test_extra_args_win_for_model_and_host(extra: list[str], head: list[str]) -> None:
+    out = args(service(extraArgs=extra))
+    assert out[: len(head)] == head
+    assert out.count("--model") + out.count("-m") == 1
+    assert out.count("--host") == 1
+
+
+def test_extra_args_follow_the_table_and_precede_metrics() -> None:
+    out = args(service(jinja=True, extraArgs=["--reasoning-format", "deepseek", "--n-predict", "-1"]))
+    assert middle(out) == ["--jinja", "--reasoning-format", "deepseek", "--n-predict", "-1"]
+
+
+@pytest.mark.parametrize("extra", [[], ["--metrics"], ["--metrics", "--jinja"], ["--slots", "--metrics"]])
+def test_metrics_exactly_once(extra: list[str]) -> None:
+    out = args(service(extraArgs=extra))
+    assert out.count("--metrics") == 1
+    assert out[len(HEAD) :] == [*extra, *([] if "--metrics" in extra else ["--metrics"])]
+
+
+@pytest.mark.parametrize(("extra", "index"), [(["--port", "9000"], 0), (["--jinja", "--port=9000"], 1)])
+def test_port_in_extra_args_is_a_config_error(extra: list[str], index: int) -> None:
+    message = config_error(lambda: args(service(extraArgs=extra)))
+    assert message == (
+        f"llmkube:services.svc.extraArgs[{index}]: {extra[index]!r} would move the server off port 8080, where "
+        "the Service and the probes connect; set endpoint.port instead"
+    )
+
+
+def test_flash_attention_is_never_a_bare_flag() -> None:
+    for value in (True, False):
+        out = args(service(flashAttention=value, jinja=True))
+        assert out[out.index("--flash-attn") + 1] in ("on", "off")
+
+
+def test_only_override_tensor_is_repeatable() -> None:
+    assert [row.flag for row in FLAG_TABLE if row.kind is REPEATED] == ["--override-tensor"]
+
+
+def test_deterministic() -> None:
+    spec = InferenceServiceSpec.model_validate(REFERENCE_SERVICE)
+    mdl = ModelSpec.model_validate(REFERENCE_MODEL)
+    assert build_args(spec, mdl, REFERENCE_FILE, 2) == build_args(spec, mdl, REFERENCE_FILE, 2)
+
+
+# --- FIELD_FLAGS: derived from the table, names real API fields ----------------------------------------------
+
+# InferenceService fields that are not llama-server flags (or, like extraArgs, pass through as they are).
+NOT_FLAGS = {
+    "modelRef", "replicas", "image", "endpoint", "resources", "nodeSelector", "tolerations", "affinity",
+    "podAnnotations", "podLabels", "runtimeClassName", "priorityClassName", "extraArgs", "autoscaling",
+    "modelCache", "hardwareProfile",
+}  # fmt: skip
+
+
+def _model_class(annotation: Any) -> type[BaseModel] | None:
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    if isinstance(annotation, types.UnionType) or typing.get_origin(annotation) is typing.Union:
+        for arg in typing.get_args(annotation):
+            found = _model_class(arg)
+            if found:
+                return found
+    return None
+
+
+def _has_field(cls: type[BaseModel], dotted: str) -> bool:
+    head, _, rest = dotted.partition(".")
+    for name, info in cls.model_fields.items():
+        if (info.alias or name) == head:
+            if not rest:
+                return True
+            nested = _model_class(info.annotation)
+            return nested is not None and _has_field(nested, rest)
+    return False
+
+
+def test_field_flags_name_real_fields() -> None:
+    assert [name for name in FIELD_FLAGS if not _has_field(InferenceServiceSpec, name)] == []
+    assert FIELD_FLAGS["contextSize"] == ("--ctx-size",)
+    assert FIELD_FLAGS["cacheTypeCustomK"] == FIELD_FLAGS["cacheTypeK"] == ("--cache-type-k",)
+    assert FIELD_FLAGS["mode"] == ("--reranking", "--embedding", "--pooling", "--cache-ram")
+
+
+def test_every_service_field_is_a_flag_or_known_not_to_be() -> None:
+    # A new InferenceService field either gets a row in FLAG_TABLE or is listed in NOT_FLAGS.
+    aliases = {info.alias or name for name, info in InferenceServiceSpec.model_fields.items()}
+    mapped = {name.partition(".")[0] for name in FIELD_FLAGS}
+    assert sorted(aliases - mapped - NOT_FLAGS) == []
