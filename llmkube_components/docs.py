@@ -9,6 +9,7 @@ from typing import Any, Literal, get_args, get_origin
 from annotated_types import Ge, Le, MaxLen, MinLen
 from pydantic import BaseModel
 from pydantic.fields import FieldInfo
+from pydantic_core import PydanticUndefined
 
 from .api import InferenceServiceSpec, ModelSpec, OperatorSettings, StackConfig
 from .api.base import LLMKUBE_ONLY, PATTERN_HINTS
@@ -63,6 +64,17 @@ def _bounds(field: FieldInfo) -> str:
     return ", ".join(parts)
 
 
+def _default(field: FieldInfo) -> str:
+    extra = field.json_schema_extra if isinstance(field.json_schema_extra, dict) else {}
+    if "default" in extra:
+        value = extra["default"]
+    elif field.default is PydanticUndefined or field.default is None or field.default_factory is not None:
+        return ""
+    else:
+        value = field.default
+    return f"`{str(value).lower() if isinstance(value, bool) else value}`"
+
+
 def _nested_models(annotation: Any) -> list[type[BaseModel]]:
     if isinstance(annotation, type) and issubclass(annotation, BaseModel):
         return [annotation]
@@ -71,7 +83,7 @@ def _nested_models(annotation: Any) -> list[type[BaseModel]]:
 
 def _table(model: type[BaseModel], seen: set[type[BaseModel]]) -> list[str]:
     lines = [f"**{model.__name__}**: {(model.__doc__ or '').strip().splitlines()[0]}", ""]
-    lines += ["| field | type | allowed | description |", "|---|---|---|---|"]
+    lines += ["| field | type | default | allowed | description |", "|---|---|---|---|---|"]
     nested: list[type[BaseModel]] = []
     for name, field in model.model_fields.items():
         extra = field.json_schema_extra if isinstance(field.json_schema_extra, dict) else {}
@@ -79,7 +91,8 @@ def _table(model: type[BaseModel], seen: set[type[BaseModel]]) -> list[str]:
         note = " *(llmkube only, not sent to the operator)*" if extra.get(LLMKUBE_ONLY) else ""
         description = (field.description or "").replace("|", "\\|")
         lines.append(
-            f"| `{field.alias or name}`{required} | {_type_name(field.annotation)} | {_bounds(field)} | "
+            f"| `{field.alias or name}`{required} | {_type_name(field.annotation)} | {_default(field)} | "
+            f"{_bounds(field)} | "
             f"{description}{note} |"
         )
         nested += [m for m in _nested_models(field.annotation) if m not in seen]
