@@ -1,6 +1,6 @@
 """llmkube: Pulumi components for local LLM inference on Kubernetes (llama.cpp, hybrid GPU/CPU offload).
 
-    from llmkube_components import Platform, Model, InferenceService, Operator
+from llmkube_components import Platform, Model, InferenceService, Operator
 """
 
 from .components import (
