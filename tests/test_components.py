@@ -237,3 +237,21 @@ def test_components_can_be_used_from_another_program() -> None:
         assert {"llmkube:index:Model", "llmkube:index:InferenceService"} <= types
 
     run({}, check, user_program)
+
+
+def test_offload_warnings_reach_the_preview_log(caplog: pytest.LogCaptureFixture) -> None:
+    config = {
+        **stack_config("dev"),
+        "llmkube:services": {"q": {"modelRef": "qwen25-05b", "moeCPUOffload": True, "moeCPULayers": 4}},
+    }
+
+    def check(platform: Any, mocks: RecordingMocks) -> None:
+        assert by_kind(mocks)["Deployment"] == 1  # a warning, not an error: the service still deploys
+
+    with caplog.at_level("WARNING"):
+        run(config, check)
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert any(w.startswith("llmkube:services.q: moeCPUOffload, moeCPULayers moves weights") for w in warnings), (
+        warnings
+    )
+    assert any(w.startswith("llmkube:services.q.moeCPULayers: 4 has no effect") for w in warnings), warnings
