@@ -1,0 +1,397 @@
+// Command pulumi-language-python is a minimal Pulumi language host for Python
+// programs, built only from the github.com/pulumi/pulumi/sdk/v3 Go module.
+//
+// Why this exists instead of upstream's host: upstream's host lives in its own
+// Go module (github.com/pulumi/pulumi/sdk/python/cmd/pulumi-language-python/v3)
+// and the Go module proxy reachable from this project's machines refuses every
+// version of it ("403 This module version is not available"), while pulumi's
+// release downloads are unreachable too. Everything the host needs besides the
+// gRPC glue is in sdk/v3 at the CLI's own version: the protocol
+// (sdk/v3/proto/go), the Python toolchain/virtualenv handling
+// (sdk/v3/python/toolchain) and the Python-side shim that actually runs the
+// program (sdk/v3/python/cmd/pulumi-language-python-exec, which
+// tools/setup-pulumi copies next to this binary). So this host implements only
+// what `pulumi preview/up/destroy/install/about` use and leaves the rest
+// (codegen, `pulumi new` templating, packing, python-based providers)
+// Unimplemented, which the engine treats as "not supported".
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+
+	"github.com/pulumi/pulumi/sdk/v3/go/common/util/cmdutil"
+	"github.com/pulumi/pulumi/sdk/v3/go/common/util/logging"
+	"github.com/pulumi/pulumi/sdk/v3/go/common/util/rpcutil"
+	"github.com/pulumi/pulumi/sdk/v3/go/common/version"
+	pulumirpc "github.com/pulumi/pulumi/sdk/v3/proto/go"
+	"github.com/pulumi/pulumi/sdk/v3/python/toolchain"
+	"google.golang.org/grpc"
+	"google.golang.org/protobuf/types/known/emptypb"
+)
+
+// The Python shim exits with this code after it has already reported the
+// error to the engine; the host must then not report it a second time.
+const userActionableExitCode = 32
+
+func main() {
+	// Flags the engine may pass to language hosts; accepted for compatibility.
+	flag.String("tracing", "", "Emit tracing to a Zipkin-compatible tracing endpoint")
+	flag.String("root", "", "Project root path (unused: the engine sends it in each request)")
+	executor := flag.String("use-executor", "",
+		"Path of pulumi-language-python-exec (default: next to this binary, then $PATH)")
+	flag.Parse()
+	logging.InitLogging(false, 0, false)
+
+	shim, err := findShim(*executor)
+	if err != nil {
+		cmdutil.Exit(err)
+	}
+
+	var engineAddress string
+	if args := flag.Args(); len(args) > 0 {
+		engineAddress = args[0]
+	}
+
+	host := &pythonHost{shim: shim, engineAddress: engineAddress}
+	handle, err := rpcutil.ServeWithOptions(rpcutil.ServeOptions{
+		Init: func(srv *grpc.Server) error {
+			pulumirpc.RegisterLanguageRuntimeServer(srv, host)
+			return nil
+		},
+	})
+	if err != nil {
+		cmdutil.Exit(fmt.Errorf("could not start language host RPC server: %w", err))
+	}
+
+	// The engine reads the port from our first line of stdout.
+	fmt.Printf("%d\n", handle.Port)
+
+	if err := <-handle.Done; err != nil {
+		cmdutil.Exit(fmt.Errorf("language host RPC stopped serving: %w", err))
+	}
+}
+
+// findShim locates pulumi-language-python-exec. Looking next to our own
+// executable first means a plugin-cache or bin-dir install works even when
+// that directory is not on $PATH.
+func findShim(given string) (string, error) {
+	if given != "" {
+		return given, nil
+	}
+	const name = "pulumi-language-python-exec"
+	if exe, err := os.Executable(); err == nil {
+		if real, err := filepath.EvalSymlinks(exe); err == nil {
+			candidate := filepath.Join(filepath.Dir(real), name)
+			if _, err := os.Stat(candidate); err == nil {
+				return candidate, nil
+			}
+		}
+	}
+	path, err := exec.LookPath(name)
+	if err != nil {
+		return "", fmt.Errorf("could not find %s next to this binary or on $PATH: %w", name, err)
+	}
+	return path, nil
+}
+
+type pythonHost struct {
+	pulumirpc.UnimplementedLanguageRuntimeServer
+
+	shim string
+
+	mu            sync.Mutex
+	engineAddress string
+}
+
+func (h *pythonHost) Handshake(
+	_ context.Context, req *pulumirpc.LanguageHandshakeRequest,
+) (*pulumirpc.LanguageHandshakeResponse, error) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.engineAddress = req.GetEngineAddress()
+	return &pulumirpc.LanguageHandshakeResponse{}, nil
+}
+
+func (h *pythonHost) GetPluginInfo(context.Context, *emptypb.Empty) (*pulumirpc.PluginInfo, error) {
+	return &pulumirpc.PluginInfo{Version: version.Version}, nil
+}
+
+// resolveToolchain maps the project's `runtime.options` (virtualenv, toolchain)
+// onto sdk/v3's toolchain package, the same component upstream's host uses,
+// so virtualenv paths are interpreted exactly as upstream does (relative to
+// the project root).
+func resolveToolchain(info *pulumirpc.ProgramInfo) (toolchain.Toolchain, error) {
+	opts := toolchain.PythonOptions{
+		Root:       info.GetRootDirectory(),
+		ProgramDir: info.GetProgramDirectory(),
+		Toolchain:  toolchain.Pip,
+	}
+	fields := info.GetOptions().GetFields()
+	if v, ok := fields["virtualenv"]; ok {
+		opts.Virtualenv = v.GetStringValue()
+	}
+	if v, ok := fields["toolchain"]; ok {
+		switch name := v.GetStringValue(); name {
+		case "pip", "":
+			opts.Toolchain = toolchain.Pip
+		case "poetry":
+			opts.Toolchain = toolchain.Poetry
+		case "uv":
+			opts.Toolchain = toolchain.Uv
+		default:
+			return nil, fmt.Errorf("unsupported python toolchain %q", name)
+		}
+	}
+	if v, ok := fields["typechecker"]; ok && v.GetStringValue() != "" {
+		// Running mypy/pyright before the program is not implemented here;
+		// fail loudly rather than silently skip a check the project asked for.
+		return nil, fmt.Errorf("runtime option typechecker=%q is not supported by this language host",
+			v.GetStringValue())
+	}
+	return toolchain.ResolveToolchain(opts)
+}
+
+// pluginScan prints, as JSON, the pulumi-plugin.json of every installed
+// distribution: that file is how Pulumi Python packages declare the resource
+// plugin (and version) they need.
+const pluginScan = `
+import json, importlib.metadata as md
+out = []
+for dist in md.distributions():
+    for f in dist.files or []:
+        if f.name == "pulumi-plugin.json":
+            try:
+                data = json.loads(f.read_text())
+            except Exception:
+                continue
+            if data.get("resource"):
+                out.append(data)
+print(json.dumps(out))
+`
+
+func (h *pythonHost) GetRequiredPackages(
+	ctx context.Context, req *pulumirpc.GetRequiredPackagesRequest,
+) (*pulumirpc.GetRequiredPackagesResponse, error) {
+	tc, err := resolveToolchain(req.GetInfo())
+	if err != nil {
+		return nil, err
+	}
+	cmd, err := tc.Command(ctx, "-c", pluginScan)
+	if err != nil {
+		return nil, err
+	}
+	cmd.Dir = req.GetInfo().GetProgramDirectory()
+	out, err := cmd.Output()
+	if err != nil {
+		return nil, fmt.Errorf("listing pulumi plugins of installed python packages: %w", err)
+	}
+	var found []struct {
+		Name    string `json:"name"`
+		Version string `json:"version"`
+		Server  string `json:"server"`
+	}
+	if err := json.Unmarshal(out, &found); err != nil {
+		return nil, fmt.Errorf("parsing python plugin list: %w", err)
+	}
+	resp := &pulumirpc.GetRequiredPackagesResponse{}
+	seen := map[string]bool{}
+	for _, p := range found {
+		if p.Name == "" || seen[p.Name+"@"+p.Version] {
+			continue
+		}
+		seen[p.Name+"@"+p.Version] = true
+		v := p.Version
+		if v != "" && !strings.HasPrefix(v, "v") {
+			v = "v" + v
+		}
+		resp.Packages = append(resp.Packages, &pulumirpc.PackageDependency{
+			Name: p.Name, Kind: "resource", Version: v, Server: p.Server,
+		})
+	}
+	return resp, nil
+}
+
+func (h *pythonHost) Run(ctx context.Context, req *pulumirpc.RunRequest) (*pulumirpc.RunResponse, error) {
+	tc, err := resolveToolchain(req.GetInfo())
+	if err != nil {
+		return nil, err
+	}
+	if err := tc.ValidateVenv(ctx); err != nil {
+		return nil, err
+	}
+
+	h.mu.Lock()
+	engine := h.engineAddress
+	h.mu.Unlock()
+
+	args := []string{"-u", h.shim}
+	add := func(k, v string) {
+		if v != "" {
+			args = append(args, "--"+k, v)
+		}
+	}
+	add("monitor", req.GetMonitorAddress())
+	add("engine", engine)
+	add("project", req.GetProject())
+	add("stack", req.GetStack())
+	add("pwd", req.GetPwd())
+	add("dry_run", strconv.FormatBool(req.GetDryRun()))
+	add("parallel", strconv.Itoa(int(req.GetParallel())))
+	add("organization", req.GetOrganization())
+	add("root_directory", req.GetInfo().GetRootDirectory())
+	program := req.GetInfo().GetEntryPoint()
+	if program == "" {
+		program = req.GetProgram()
+	}
+	if program == "" {
+		program = "."
+	}
+	args = append(args, program)
+	args = append(args, req.GetArgs()...)
+
+	cmd, err := tc.Command(ctx, args...)
+	if err != nil {
+		return nil, err
+	}
+	if dir := req.GetInfo().GetProgramDirectory(); dir != "" {
+		cmd.Dir = dir
+	}
+	cmd.Stdout, cmd.Stderr = os.Stdout, os.Stderr
+
+	// The Python SDK reads stack config and the names of secret keys from
+	// these two variables (pulumi.runtime.config); it expects a JSON object
+	// and a JSON list, never null, so nil (empty) values are sent as {} / [].
+	configMap, keys := req.GetConfig(), req.GetConfigSecretKeys()
+	if configMap == nil {
+		configMap = map[string]string{}
+	}
+	if keys == nil {
+		keys = []string{}
+	}
+	config, err := json.Marshal(configMap)
+	if err != nil {
+		return nil, fmt.Errorf("serializing config: %w", err)
+	}
+	secretKeys, err := json.Marshal(keys)
+	if err != nil {
+		return nil, fmt.Errorf("serializing config secret keys: %w", err)
+	}
+	if cmd.Env == nil {
+		// Without a virtualenv the toolchain leaves Env unset (inherit);
+		// appending to nil would instead start Python with only our two vars.
+		cmd.Env = os.Environ()
+	}
+	cmd.Env = append(cmd.Env,
+		"PULUMI_CONFIG="+string(config),
+		"PULUMI_CONFIG_SECRET_KEYS="+string(secretKeys))
+
+	if err := cmd.Run(); err != nil {
+		var exitErr *exec.ExitError
+		if errors.As(err, &exitErr) {
+			if exitErr.ExitCode() == userActionableExitCode {
+				return &pulumirpc.RunResponse{Bail: true}, nil
+			}
+			return &pulumirpc.RunResponse{
+				Error: fmt.Sprintf("Program exited with non-zero exit code: %d", exitErr.ExitCode()),
+			}, nil
+		}
+		return &pulumirpc.RunResponse{
+			Error: fmt.Sprintf("Problem executing program (could not run language executor): %v", err),
+		}, nil
+	}
+	return &pulumirpc.RunResponse{}, nil
+}
+
+// streamWriter forwards dependency-installation output to the CLI, which shows
+// it live during `pulumi install` / `pulumi up`.
+type streamWriter struct {
+	stream grpc.ServerStreamingServer[pulumirpc.InstallDependenciesResponse]
+	stderr bool
+}
+
+func (w streamWriter) Write(p []byte) (int, error) {
+	data := append([]byte(nil), p...)
+	resp := &pulumirpc.InstallDependenciesResponse{Stdout: data}
+	if w.stderr {
+		resp = &pulumirpc.InstallDependenciesResponse{Stderr: data}
+	}
+	if err := w.stream.Send(resp); err != nil {
+		return 0, err
+	}
+	return len(p), nil
+}
+
+// InstallDependencies backs `pulumi install`. It is sdk/v3's toolchain code,
+// the same as upstream's host, so it also creates a missing virtualenv and, as
+// upstream does, upgrades pip, setuptools and wheel inside it before
+// installing requirements.txt.
+func (h *pythonHost) InstallDependencies(
+	req *pulumirpc.InstallDependenciesRequest,
+	stream grpc.ServerStreamingServer[pulumirpc.InstallDependenciesResponse],
+) error {
+	tc, err := resolveToolchain(req.GetInfo())
+	if err != nil {
+		return err
+	}
+	dir := req.GetInfo().GetProgramDirectory()
+	if dir == "" {
+		dir = req.GetDirectory()
+	}
+	out, errOut := streamWriter{stream: stream}, streamWriter{stream: stream, stderr: true}
+	return tc.InstallDependencies(stream.Context(), dir, req.GetUseLanguageVersionTools(),
+		true /*showOutput*/, out, errOut)
+}
+
+func (h *pythonHost) About(ctx context.Context, req *pulumirpc.AboutRequest) (*pulumirpc.AboutResponse, error) {
+	tc, err := resolveToolchain(req.GetInfo())
+	if err != nil {
+		return nil, err
+	}
+	info, err := tc.About(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return &pulumirpc.AboutResponse{
+		Executable: info.PythonExecutable,
+		Version:    info.PythonVersion.String(),
+	}, nil
+}
+
+func (h *pythonHost) GetProgramDependencies(
+	ctx context.Context, req *pulumirpc.GetProgramDependenciesRequest,
+) (*pulumirpc.GetProgramDependenciesResponse, error) {
+	tc, err := resolveToolchain(req.GetInfo())
+	if err != nil {
+		return nil, err
+	}
+	deps, err := tc.ListPackages(ctx, req.GetTransitiveDependencies())
+	if err != nil {
+		return nil, err
+	}
+	resp := &pulumirpc.GetProgramDependenciesResponse{}
+	for _, d := range deps {
+		resp.Dependencies = append(resp.Dependencies, &pulumirpc.DependencyInfo{Name: d.Name, Version: d.Version})
+	}
+	return resp, nil
+}
+
+// RuntimeOptionsPrompts: no extra questions during `pulumi new`.
+func (h *pythonHost) RuntimeOptionsPrompts(
+	context.Context, *pulumirpc.RuntimeOptionsRequest,
+) (*pulumirpc.RuntimeOptionsResponse, error) {
+	return &pulumirpc.RuntimeOptionsResponse{}, nil
+}
+
+// streamWriter must satisfy io.Writer for the toolchain's install functions.
+var _ io.Writer = streamWriter{}
