@@ -223,13 +223,16 @@ class Platform(pulumi.ComponentResource):
             )
             foundation.append(self.operator)
         if stack.delivery == "direct":
-            cache = workloads.shared_cache_manifests(stack)
+            settings = stack.config.model_cache
+            cache = workloads.shared_cache_manifests(
+                stack, size=settings.size, storage_class=settings.storage_class, access_mode=settings.access_mode
+            )
             # The shared model cache outlives every service and the stack itself: re-downloading tens of
             # gigabytes because a service was renamed is the failure this prevents.
             keep = pulumi.ResourceOptions.merge(
                 child, pulumi.ResourceOptions(retain_on_delete=True, depends_on=foundation)
             )
-            foundation += _register_all(f"{name}-cache", cache, keep)
+            foundation += [register(f"{name}-model-cache", m, keep) for m in cache]
 
         after = pulumi.ResourceOptions.merge(child, pulumi.ResourceOptions(depends_on=foundation))
         self.models = {m.name: Model._from_resolved(f"{name}-{m.name}", m, stack, after) for m in stack.models.values()}

@@ -36,6 +36,7 @@ from .api.service import (
     InferenceResources,
     MetricSpec,
 )
+from .api.stack import DEFAULT_CACHE_ACCESS_MODE, DEFAULT_CACHE_SIZE
 from .errors import ConfigError, config_path
 from .hardware import gpu_resource_name
 from .llamacpp import server_args
@@ -57,12 +58,6 @@ PodSecurityLevel = Literal["restricted", "baseline", "privileged"]
 
 SHARED_CACHE_PVC_NAME: Final = "llmkube-model-cache"  # model_storage.go ModelCachePVCName
 PER_SERVICE_CACHE_SUFFIX: Final = "-model-cache"  # model_storage.go modelCachePVCName, perService mode
-# The operator's --model-cache-size default. A PVC can grow (where the storage class allows expansion) but
-# never shrink, so the size is an explicit choice, checked against the models, never derived and resized.
-DEFAULT_CACHE_SIZE: Final = "100Gi"
-# The operator's --model-cache-access-mode default: RWO is what every storage class offers. Several pods on
-# one node share an RWO volume; services on several nodes need an RWX class (or the perService mode).
-DEFAULT_CACHE_ACCESS_MODE: Final = "ReadWriteOnce"
 MODELS_DIR: Final = "/models"
 PVC_SOURCE_DIR: Final = "/model-source"  # where a pvc:// source is mounted (buildPVCStorageConfig)
 HOST_MODEL_DIR: Final = "/host-model"  # where a local source is mounted for the copy (buildCachedStorageConfig)

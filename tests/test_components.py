@@ -255,3 +255,15 @@ def test_offload_warnings_reach_the_preview_log(caplog: pytest.LogCaptureFixture
         warnings
     )
     assert any(w.startswith("llmkube:services.q.moeCPULayers: 4 has no effect") for w in warnings), warnings
+
+
+def test_stack_sizes_the_shared_model_cache() -> None:
+    config = {**stack_config("dev"), "llmkube:modelCache": {"size": "500Gi", "storageClass": "fast-nvme"}}
+
+    def check(platform: Any, mocks: RecordingMocks) -> None:
+        (pvc,) = [r for r in mocks.resources if r.kind == "PersistentVolumeClaim"]
+        assert pvc.name == "llmkube-model-cache"
+        assert pvc.inputs["spec"]["storageClassName"] == "fast-nvme"
+        assert pvc.inputs["spec"]["resources"]["requests"]["storage"] == "500Gi"
+
+    run(config, check)

@@ -58,6 +58,27 @@ class OperatorSettings(ApiModel):
         return self.image or f"{OPERATOR_IMAGE_REPOSITORY}:{self.version.removeprefix('v')}"
 
 
+# The operator's defaults for its shared cache volume (cmd/main.go --model-cache-size and
+# --model-cache-access-mode). A PVC can grow (where the class allows expansion) but never shrink, so the
+# size is an explicit choice, never derived. RWO is what every storage class offers: pods on one node share
+# it; services on several nodes need an RWX class.
+DEFAULT_CACHE_SIZE = "100Gi"
+DEFAULT_CACHE_ACCESS_MODE = "ReadWriteOnce"
+
+
+class CacheSettings(ApiModel):
+    """The namespace's shared model cache volume (delivery direct; the operator manages its own)."""
+
+    size: Quantity = Field(
+        DEFAULT_CACHE_SIZE, description="Requested size; a PVC cannot shrink later, so leave room for new models."
+    )
+    storage_class: str | None = Field(None, min_length=1, description="StorageClass; default: the cluster's.")
+    access_mode: Literal["ReadWriteOnce", "ReadWriteMany", "ReadWriteOncePod"] = Field(
+        DEFAULT_CACHE_ACCESS_MODE,
+        description="ReadWriteMany lets services on several nodes share one cache (needs such storage).",
+    )
+
+
 class StackConfig(ApiModel):
     """Everything a stack file sets under llmkube:."""
 
@@ -74,6 +95,9 @@ class StackConfig(ApiModel):
     )
     operator: OperatorSettings = Field(
         default_factory=OperatorSettings, description="Operator install settings (delivery operator)."
+    )
+    model_cache: CacheSettings = Field(
+        default_factory=CacheSettings, description="The shared model cache volume (delivery direct)."
     )
     models: dict[str, ModelSpec] = Field(default_factory=dict, description="Models by name.")
     services: dict[str, InferenceServiceSpec] = Field(default_factory=dict, description="Inference services by name.")
