@@ -267,3 +267,22 @@ def test_stack_sizes_the_shared_model_cache() -> None:
         assert pvc.inputs["spec"]["resources"]["requests"]["storage"] == "500Gi"
 
     run(config, check)
+
+
+def test_shared_cache_outlives_services_and_the_stack() -> None:
+    # retain_on_delete: removing a service, or destroying the stack, leaves the cache volume and its models.
+    options: dict[str, pulumi.ResourceOptions] = {}
+
+    def capture(args: pulumi.ResourceTransformationArgs) -> None:
+        options[args.name] = args.opts
+
+    install_mocks(stack_config("dev"))
+
+    @pulumi.runtime.test
+    def program() -> None:
+        pulumi.runtime.register_stack_transformation(capture)
+        run_main()
+
+    program()
+    assert options["llmkube-model-cache"].retain_on_delete is True
+    assert not options["llmkube-qwen25-05b-deployment"].retain_on_delete
