@@ -1,0 +1,1 @@
+"""Plan-time fit planner: GGUF metadata -> memory plan per device -> placement decision -> throughput estimate."""
