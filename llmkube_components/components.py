@@ -7,17 +7,21 @@ raises ConfigError, which Pulumi prints as one clean message (no stack trace) an
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any, Literal, NotRequired, Required, TypedDict
 
 import pulumi
+from pydantic import ValidationError
 
 from . import crds, operator, workloads
 from .api import ModelSpec, OperatorSettings
+from .api.base import normalize_name
 from .api.stack import Delivery
 from .api.validation import problems_from_validation_error
 from .errors import ConfigError
+from .hardware import resolve_profile
 from .register import register, resource_names
-from .resolve import ResolvedModel, ResolvedService, ResolvedStack, load_stack
+from .resolve import ResolvedModel, ResolvedService, ResolvedStack, load_stack, model_hardware_for
 
 API_VERSION = f"{crds.GROUP}/{crds.VERSION}"
 
@@ -36,6 +40,7 @@ class ModelArgs(TypedDict):
     spec: Required[dict[str, Any]]  # an LLMKube Model spec (JSON names)
     namespace: NotRequired[str]
     delivery: NotRequired[Delivery]
+    hardware: NotRequired[str | dict[str, Any]]  # fills the spec's GPU section when it has none
 
 
 class InferenceServiceArgs(TypedDict):
@@ -47,13 +52,14 @@ class InferenceServiceArgs(TypedDict):
 
 
 class PlatformArgs(TypedDict, total=False):
-    """A whole stack: the keys of the ``llmkube:`` config namespace."""
+    """A whole stack: the keys of the ``llmkube:`` config namespace (StackConfig; a test keeps them equal)."""
 
     delivery: Delivery
     namespace: str
     createNamespace: bool
     hardware: str | dict[str, Any]
     operator: OperatorArgs
+    modelCache: dict[str, str]
     models: dict[str, dict[str, Any]]
     services: dict[str, dict[str, Any]]
 
@@ -64,6 +70,11 @@ def _child(parent: pulumi.Resource, opts: pulumi.ResourceOptions | None = None) 
 
 def _register_all(prefix: str, manifests: list[dict[str, Any]], opts: pulumi.ResourceOptions) -> list[Any]:
     return [register(n, m, opts) for n, m in zip(resource_names(prefix, manifests), manifests, strict=True)]
+
+
+def _given(args: Mapping[str, Any], *keys: str) -> dict[str, Any]:
+    # Only what the caller gave: StackConfig is the one home of every default.
+    return {key: args[key] for key in keys if key in args}
 
 
 class Operator(pulumi.ComponentResource):
@@ -77,15 +88,15 @@ class Operator(pulumi.ComponentResource):
         settings = _validate_operator(dict(args or {}))
         child = _child(self)
         self.crds = _register_all(f"{name}-crd", crds.all_crds() + crds.companion_crds(), child)
-        self.resources = _register_all(name, operator.operator_manifests(settings), child)
+        # The controller starts only once the kinds it watches exist.
+        after_crds = pulumi.ResourceOptions.merge(child, pulumi.ResourceOptions(depends_on=self.crds))
+        self.resources = _register_all(name, operator.operator_manifests(settings), after_crds)
         self.namespace = settings.namespace
         self.image = settings.image_ref
         self.register_outputs({"namespace": self.namespace, "image": self.image})
 
 
 def _validate_operator(args: dict[str, Any]) -> OperatorSettings:
-    from pydantic import ValidationError
-
     try:
         return OperatorSettings.model_validate(args)
     except ValidationError as exc:
@@ -99,102 +110,102 @@ class Model(pulumi.ComponentResource):
     spec: ModelSpec
     cache_path: str
 
-    def __init__(self, name: str, args: ModelArgs, opts: pulumi.ResourceOptions | None = None):
+    def __init__(
+        self,
+        name: str,
+        args: ModelArgs,
+        opts: pulumi.ResourceOptions | None = None,
+        *,
+        _resolved: tuple[ResolvedModel, ResolvedStack] | None = None,
+    ):
         super().__init__("llmkube:index:Model", name, {}, opts)
-        stack = load_stack(
-            {
-                "namespace": args.get("namespace", "llmkube"),
-                "delivery": args.get("delivery", "direct"),
-                "models": {name: args["spec"]},
-            }
-        )
-        (model,) = stack.models.values()
-        self._init(model, stack.namespace, stack.delivery)
-
-    @classmethod
-    def _from_resolved(
-        cls, name: str, model: ResolvedModel, stack: ResolvedStack, opts: pulumi.ResourceOptions | None
-    ) -> Model:
-        self = cls.__new__(cls)
-        pulumi.ComponentResource.__init__(self, "llmkube:index:Model", name, {}, opts)
-        self._init(model, stack.namespace, stack.delivery)
-        return self
-
-    def _init(self, model: ResolvedModel, namespace: str, delivery: str) -> None:
+        if _resolved is None:
+            stack = load_stack({**_given(args, "namespace", "delivery"), "models": {name: args["spec"]}})
+            model = stack.models[normalize_name(name)]
+            if "hardware" in args:
+                model = _with_profile_hardware(model, args["hardware"])
+        else:
+            model, stack = _resolved
         self.key = model.key
         self.name = model.name
         self.spec = model.spec
-        self.namespace = namespace
+        self.namespace = stack.namespace
         self.cache_path = workloads.model_path(model.spec, model.path)
         self.custom_resource = None
-        if delivery == "operator":
+        if stack.delivery == "operator":
             self.custom_resource = register(
-                f"{self._name}-model",
-                custom_resource("Model", model.name, namespace, model.spec.wire()),
-                _child(self),
+                f"{name}-model", custom_resource("Model", model.name, stack.namespace, model.spec.wire()), _child(self)
             )
         self.register_outputs({"name": self.name, "cachePath": self.cache_path})
 
 
+def _with_profile_hardware(model: ResolvedModel, hardware: str | dict[str, Any]) -> ResolvedModel:
+    """A standalone Model on a GPU profile gets the GPU section Platform would give it from its services."""
+    profile = resolve_profile(hardware, "hardware")
+    if profile.gpu is None or (model.spec.hardware is not None and model.spec.hardware.gpu is not None):
+        return model
+    spec = model.spec.model_copy(update={"hardware": model_hardware_for(profile, profile.gpu.count)})
+    return ResolvedModel(model.key, model.name, spec)
+
+
 class InferenceService(pulumi.ComponentResource):
-    """One llama.cpp server. Delivery operator: an InferenceService custom resource. Direct: its workloads."""
+    """One llama.cpp server. Delivery operator: an InferenceService custom resource. Direct: its workloads.
+
+    Used on its own (not through Platform), a direct-delivery service keeps its model in a cache volume of
+    its own, since no shared one is there; Platform gives all its services the namespace's shared cache.
+    """
 
     endpoint: str
     base_url: str
     client_config: dict[str, Any]
-    args: list[str]
+    server_args: list[str] | None
 
-    def __init__(self, name: str, args: InferenceServiceArgs, opts: pulumi.ResourceOptions | None = None):
+    def __init__(
+        self,
+        name: str,
+        args: InferenceServiceArgs,
+        opts: pulumi.ResourceOptions | None = None,
+        *,
+        _resolved: tuple[ResolvedService, ResolvedStack] | None = None,
+    ):
         super().__init__("llmkube:index:InferenceService", name, {}, opts)
-        model: Model = args["model"]
-        stack = load_stack(
-            {
-                "namespace": args.get("namespace", model.namespace),
-                "delivery": args.get("delivery", "direct"),
-                "hardware": args.get("hardware", "cpu-only"),
-                "models": {model.key: model.spec.wire()},
-                "services": {name: args["spec"]},
-            }
-        )
-        for warning in stack.warnings:
-            pulumi.log.warn(str(warning), resource=self)
-        (service,) = stack.services.values()
-        self._init(service, stack.delivery)
-
-    @classmethod
-    def _from_resolved(
-        cls, name: str, service: ResolvedService, stack: ResolvedStack, opts: pulumi.ResourceOptions | None
-    ) -> InferenceService:
-        self = cls.__new__(cls)
-        pulumi.ComponentResource.__init__(self, "llmkube:index:InferenceService", name, {}, opts)
-        self._init(service, stack.delivery)
-        return self
-
-    def _init(self, service: ResolvedService, delivery: str) -> None:
-        child = _child(self)
-        if delivery == "operator":
-            self.resources = [
-                register(
-                    f"{self._name}-isvc",
-                    custom_resource("InferenceService", service.name, service.namespace, service.spec.wire()),
-                    child,
-                )
-            ]
+        if _resolved is None:
+            model: Model = args["model"]
+            stack = load_stack(
+                {
+                    "namespace": model.namespace,
+                    **_given(args, "namespace", "delivery", "hardware"),
+                    "modelCache": {"mode": "perService"},
+                    "models": {model.key: model.spec.wire()},
+                    "services": {name: args["spec"]},
+                }
+            )
+            for warning in stack.warnings:
+                pulumi.log.warn(str(warning), resource=self)
+            service = stack.services[normalize_name(name)]
         else:
-            self.resources = _register_all(self._name, workloads.service_workloads(service), child)
+            service, stack = _resolved
+        child = _child(self)
+        self.server_args = None
+        if stack.delivery == "operator":
+            cr = custom_resource("InferenceService", service.name, service.namespace, service.spec.wire())
+            self.resources = [register(f"{name}-isvc", cr, child)]
+        else:
+            mode = stack.config.model_cache.mode
+            self.resources = _register_all(name, workloads.service_workloads(service, cache_mode=mode), child)
+            # In delivery operator the controller renders its own arguments; only direct knows them exactly.
+            self.server_args = workloads.server_args_for(service)
         self.service_name = service.name
         self.endpoint = workloads.endpoint_url(service)
         self.base_url = workloads.openai_base_url(service)
         self.client_config = client_config(service, self.base_url)
-        self.server_args = workloads.server_args_for(service)
-        self.register_outputs(
-            {
-                "endpoint": self.endpoint,
-                "baseUrl": self.base_url,
-                "clientConfig": self.client_config,
-                "serverArgs": self.server_args,
-            }
-        )
+        self.register_outputs(self.outputs())
+
+    def outputs(self) -> dict[str, Any]:
+        out = {"endpoint": self.endpoint, "baseUrl": self.base_url, "clientConfig": self.client_config}
+        if self.server_args is not None:
+            out["serverArgs"] = self.server_args
+        return out
 
 
 class Platform(pulumi.ComponentResource):
@@ -211,49 +222,50 @@ class Platform(pulumi.ComponentResource):
             pulumi.log.warn(str(warning), resource=self)
         child = _child(self)
 
+        cache: list[dict[str, Any]] = []
+        if stack.delivery == "direct":
+            settings = stack.config.model_cache
+            cache = workloads.shared_cache_manifests(
+                stack,
+                cache_mode=settings.mode,
+                size=settings.size,
+                storage_class=settings.storage_class,
+                access_mode=settings.access_mode,
+            )
+        # The shared model cache outlives every service and the stack itself: re-downloading tens of
+        # gigabytes because a service was renamed is the failure this prevents. Its namespace is kept with
+        # it, since deleting a namespace deletes the volumes in it.
+        keep = pulumi.ResourceOptions(retain_on_delete=True)
+
         foundation: list[pulumi.Resource] = []
         if stack.config.create_namespace:
             namespace = workloads.namespace_manifests(
                 stack.namespace, list(stack.services.values()), delivery=stack.delivery
             )
-            foundation += _register_all(name, namespace, child)
+            foundation += _register_all(name, namespace, _child(self, keep if cache else None))
         if stack.delivery == "operator" and stack.config.operator.install:
             self.operator = Operator(
                 f"{name}-operator", stack.config.operator.model_dump(by_alias=True, exclude_none=True), child
             )
             foundation.append(self.operator)
-        if stack.delivery == "direct":
-            settings = stack.config.model_cache
-            cache = workloads.shared_cache_manifests(
-                stack, size=settings.size, storage_class=settings.storage_class, access_mode=settings.access_mode
-            )
-            # The shared model cache outlives every service and the stack itself: re-downloading tens of
-            # gigabytes because a service was renamed is the failure this prevents.
-            keep = pulumi.ResourceOptions.merge(
-                child, pulumi.ResourceOptions(retain_on_delete=True, depends_on=foundation)
-            )
-            foundation += [register(f"{name}-model-cache", m, keep) for m in cache]
+        keep_after = pulumi.ResourceOptions.merge(keep, pulumi.ResourceOptions(depends_on=list(foundation)))
+        foundation += [register(f"{name}-model-cache", m, _child(self, keep_after)) for m in cache]
 
         after = pulumi.ResourceOptions.merge(child, pulumi.ResourceOptions(depends_on=foundation))
-        self.models = {m.name: Model._from_resolved(f"{name}-{m.name}", m, stack, after) for m in stack.models.values()}
+        self.models = {
+            m.name: Model(f"{name}-{m.name}", {"spec": {}}, after, _resolved=(m, stack)) for m in stack.models.values()
+        }
         self.inference_services = {
-            s.name: InferenceService._from_resolved(
+            s.key: InferenceService(
                 f"{name}-{s.name}",
-                s,
-                stack,
+                {"spec": {}, "model": self.models[s.model.name]},
                 pulumi.ResourceOptions.merge(after, pulumi.ResourceOptions(depends_on=[self.models[s.model.name]])),
+                _resolved=(s, stack),
             )
             for s in stack.services.values()
         }
-        self.services = {
-            key: {
-                "endpoint": svc.endpoint,
-                "baseUrl": svc.base_url,
-                "clientConfig": svc.client_config,
-                "serverArgs": svc.server_args,
-            }
-            for key, svc in self.inference_services.items()
-        }
+        # Keyed by the config keys users wrote, so `pulumi stack output services` reads like the stack file.
+        self.services = {key: svc.outputs() for key, svc in self.inference_services.items()}
         self.namespace = stack.namespace
         self.delivery = stack.delivery
         self.register_outputs({"services": self.services, "delivery": self.delivery, "namespace": self.namespace})

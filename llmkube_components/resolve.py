@@ -118,7 +118,7 @@ def resolve_stack(config: StackConfig) -> ResolvedStack:
             and gpus <= profile.gpu.count
             and (model_spec.hardware is None or model_spec.hardware.gpu is None)
         ):
-            model_hardware.setdefault(model_key, []).append((key, _model_hardware_for(profile, gpus)))
+            model_hardware.setdefault(model_key, []).append((key, model_hardware_for(profile, gpus)))
         services[service_names.get(key, key)] = ResolvedService(
             key=key,
             name=service_names.get(key, key),
@@ -287,7 +287,8 @@ def _offload_warnings(spec: InferenceServiceSpec, path: str) -> list[Problem]:
     return warnings
 
 
-def _model_hardware_for(profile: HardwareProfile, gpus: int) -> HardwareSpec:
+def model_hardware_for(profile: HardwareProfile, gpus: int) -> HardwareSpec:
+    """The Model hardware section a GPU profile implies (the operator reads vendor and resource name there)."""
     assert profile.gpu is not None  # gpus > 0 was checked against the profile
     gpu = {"enabled": True, "count": gpus, "vendor": profile.gpu.vendor, "resourceName": profile.gpu.resource_name}
     return HardwareSpec.model_validate(

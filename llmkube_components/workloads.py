@@ -36,7 +36,7 @@ from .api.service import (
     InferenceResources,
     MetricSpec,
 )
-from .api.stack import DEFAULT_CACHE_ACCESS_MODE, DEFAULT_CACHE_SIZE
+from .api.stack import DEFAULT_CACHE_ACCESS_MODE, DEFAULT_CACHE_SIZE, CacheMode
 from .errors import ConfigError, config_path
 from .hardware import gpu_resource_name
 from .llamacpp import server_args
@@ -49,7 +49,6 @@ from .meta import (
 from .resolve import ResolvedService, ResolvedStack
 
 Manifest = dict[str, Any]
-CacheMode = Literal["shared", "perService"]
 PodSecurityLevel = Literal["restricted", "baseline", "privileged"]
 
 # ---------------------------------------------------------------------------------------------------------
@@ -263,8 +262,10 @@ prepare() {
 }
 """
 
-# fetch URL DEST [SHA256]: download URL to DEST unless DEST exists. The bytes land in DEST.tmp and are
-# renamed onto DEST only when complete (and matching SHA256): the skip is a bare existence check, so a file
+# fetch URL DEST [SHA256]: download URL to DEST unless DEST exists. The bytes land in a temporary file
+# named after the pod (several pods share one cache: replicas, a scale-up, two services on one model, and a
+# shared temp name let one pod publish another's half-written file) and are renamed onto DEST only when
+# complete (and matching SHA256): the skip is a bare existence check, so a file
 # published in place and cut short by an eviction or OOM kill would count as cached forever. A cached file is
 # not hashed again: it was checked when written, and hashing tens of GB would slow every start. curl retries
 # only transient failures (timeouts, 408, 429, 5xx); a 404 fails at once. Each start begins the download
@@ -277,23 +278,25 @@ fetch() {
     echo "llmkube: $dest is cached; skipping download"
     return 0
   fi
-  rm -f "$dest.tmp"
+  tmp="$dest.tmp.${POD_NAME:-$(cat /proc/sys/kernel/hostname)}"
+  rm -f "$tmp"
   echo "llmkube: downloading $url to $dest"
-  if ! curl --fail --location --no-progress-meter --retry 5 --retry-delay 10 --output "$dest.tmp" "$url"; then
-    rm -f "$dest.tmp"
+  if ! curl --fail --location --no-progress-meter --retry 5 --retry-delay 10 --output "$tmp" "$url"; then
+    rm -f "$tmp"
     echo "llmkube: ERROR: could not download $url" >&2
     exit 1
   fi
   if [ -n "$want" ]; then
-    got=$(sha256sum "$dest.tmp" | cut -d ' ' -f 1)
+    got=$(sha256sum "$tmp" | cut -d ' ' -f 1)
     if [ "$got" != "$want" ]; then
-      rm -f "$dest.tmp"
+      rm -f "$tmp"
       echo "llmkube: ERROR: sha256 mismatch for $url: expected $want, got $got; the download was discarded" >&2
       exit 1
     fi
     echo "llmkube: sha256 of $dest verified"
   fi
-  mv "$dest.tmp" "$dest"
+  # rename(2) is atomic: whichever complete copy lands last wins, and readers never see a partial file.
+  mv "$tmp" "$dest"
   echo "llmkube: saved $dest"
 }
 """
@@ -366,6 +369,8 @@ def _init_container(name: str, image: str, script: str, mounts: list[Manifest]) 
         "image": image,
         "command": ["sh", "-c", script],
         "volumeMounts": mounts,
+        # The pod's own name keeps concurrent downloads into one cache apart (see _DOWNLOAD_PREAMBLE).
+        "env": [{"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}}],
         # The init containers write only to the cache volume.
         "securityContext": restricted_container_security_context(read_only_root_filesystem=True),
         # curl and the scripts print their error to the log; make it the termination message too, so

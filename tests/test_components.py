@@ -143,7 +143,7 @@ def test_operator_delivery_registers_crds_operator_and_custom_resources(stack: s
     run(config, check)
 
 
-def test_reference_home_lab_renders_the_hybrid_offload_flags() -> None:
+def test_reference_home_lab_hands_the_hybrid_offload_fields_to_the_operator() -> None:
     def check(platform: Any, mocks: RecordingMocks) -> None:
         isvc = next(r for r in mocks.resources if r.kind == "InferenceService")
         spec = isvc.inputs["spec"]
@@ -152,13 +152,22 @@ def test_reference_home_lab_renders_the_hybrid_offload_flags() -> None:
         assert spec["moeCPUOffload"] and spec["noKvOffload"] and spec["flashAttention"] and spec["jinja"]
         assert spec["resources"] == {"gpu": 2, "cpu": "8", "hostMemory": "48Gi"}
         assert spec["image"] == "ghcr.io/ggml-org/llama.cpp:server-cuda13"
+        # The operator renders the llama-server arguments itself, so the stack claims none.
+        assert "serverArgs" not in platform.services["qwen36-hybrid"]
+
+    run(stack_config("dual-5060ti"), check)
+
+
+def test_reference_home_lab_direct_renders_the_hybrid_offload_flags() -> None:
+    def check(platform: Any, mocks: RecordingMocks) -> None:
         args = platform.services["qwen36-hybrid"]["serverArgs"]
         for flag in ("--cpu-moe", "--no-kv-offload", "--jinja"):
             assert flag in args
         assert args[args.index("--flash-attn") + 1] == "on"
         assert args[args.index("--tensor-split") + 1] == "1,1"
+        assert args[args.index("--ctx-size") + 1] == "90112"
 
-    run(stack_config("dual-5060ti"), check)
+    run(with_delivery("dual-5060ti", "direct"), check)
 
 
 def test_stack_outputs_give_endpoint_base_url_and_client_config() -> None:
@@ -230,8 +239,13 @@ def test_components_can_be_used_from_another_program() -> None:
     def check(svc: Any, mocks: RecordingMocks) -> None:
         dep = next(r for r in mocks.resources if r.kind == "Deployment")
         assert (dep.object_name, dep.inputs["metadata"]["namespace"]) == ("chat", "ai")
-        limits = dep.inputs["spec"]["template"]["spec"]["containers"][0]["resources"]["limits"]
-        assert limits["nvidia.com/gpu"] == "1"
+        pod = dep.inputs["spec"]["template"]["spec"]
+        assert pod["containers"][0]["resources"]["limits"]["nvidia.com/gpu"] == "1"
+        # Without Platform there is no shared cache: the service brings a volume of its own and uses it.
+        (pvc,) = [r for r in mocks.resources if r.kind == "PersistentVolumeClaim"]
+        assert (pvc.object_name, pvc.inputs["metadata"]["namespace"]) == ("chat-model-cache", "ai")
+        volumes = {v["name"]: v for v in pod["volumes"]}
+        assert volumes["model-cache"]["persistentVolumeClaim"]["claimName"] == "chat-model-cache"
         assert svc.endpoint == "http://chat.ai.svc.cluster.local:8080"
         types = {r.type for r in mocks.resources}
         assert {"llmkube:index:Model", "llmkube:index:InferenceService"} <= types
@@ -285,4 +299,32 @@ def test_shared_cache_outlives_services_and_the_stack() -> None:
 
     program()
     assert options["llmkube-model-cache"].retain_on_delete is True
+    # Deleting a namespace deletes its volumes, so the namespace holding the cache is kept too.
+    assert options["llmkube-namespace"].retain_on_delete is True
     assert not options["llmkube-qwen25-05b-deployment"].retain_on_delete
+
+
+def test_standalone_model_on_a_gpu_profile_tells_the_operator_its_gpus() -> None:
+    from llmkube_components import Model
+
+    def user_program() -> Model:
+        return Model(
+            "big",
+            {"spec": {"source": "https://example.com/big.gguf"}, "hardware": "dual-rtx5060ti", "delivery": "operator"},
+        )
+
+    def check(model: Any, mocks: RecordingMocks) -> None:
+        (cr,) = [r for r in mocks.resources if r.kind == "Model"]
+        assert cr.inputs["spec"]["hardware"] == {
+            "accelerator": "cuda",
+            "gpu": {"enabled": True, "count": 2, "vendor": "nvidia"},
+        }
+
+    run({}, check, user_program)
+
+
+def test_platform_args_has_every_stack_key() -> None:
+    from llmkube_components.api import StackConfig
+    from llmkube_components.components import PlatformArgs
+
+    assert set(PlatformArgs.__annotations__) == {f.alias or n for n, f in StackConfig.model_fields.items()}

@@ -344,8 +344,8 @@ def http_root(tmp_path: Path) -> Iterator[tuple[str, Path]]:
         httpd.server_close()
 
 
-def run(script: str, path: str | None = None) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "PATH": f"{path}:{os.environ['PATH']}" if path else os.environ["PATH"]}
+def run(script: str, path: str | None = None, pod: str = "pod-a") -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "PATH": f"{path}:{os.environ['PATH']}" if path else os.environ["PATH"], "POD_NAME": pod}
     return subprocess.run(["/bin/sh", "-c", script], capture_output=True, text=True, env=env, timeout=60, check=False)
 
 
@@ -357,12 +357,36 @@ def test_download_fetches_to_a_temporary_name_then_renames(http_root: tuple[str,
     url, _ = http_root
     dest = tmp_path / "cache" / "m.gguf"
     dest.parent.mkdir()
-    (dest.parent / "m.gguf.tmp").write_bytes(b"left over by an evicted pod")
-    result = run(workloads.download_script([Download(f"{url}/m.gguf", str(dest), SHA)]))
+    (dest.parent / "m.gguf.tmp.pod-a").write_bytes(b"left over by this pod's evicted predecessor")
+    result = run(workloads.download_script([Download(f"{url}/m.gguf", str(dest), SHA)]), pod="pod-a")
     assert result.returncode == 0, result.stderr
     assert dest.read_bytes() == PAYLOAD
     assert sorted(p.name for p in dest.parent.iterdir()) == ["m.gguf"]
     assert "sha256 of" in result.stdout and "verified" in result.stdout
+
+
+@needs_tools
+def test_concurrent_downloads_into_one_cache_never_publish_a_partial_file(tmp_path: Path) -> None:
+    # Two pods (replicas, a scale-up, two services on one model) fetch the same file at once. A curl that
+    # writes slowly makes the downloads overlap; each must publish only its own complete copy.
+    fake = tmp_path / "bin"
+    fake.mkdir()
+    (fake / "curl").write_text(
+        '#!/bin/sh\nwhile [ "$1" != --output ]; do shift; done\n'
+        'printf first-half > "$2"; sleep 1; printf -- -second-half >> "$2"\n'
+    )
+    (fake / "curl").chmod(0o755)
+    dest = tmp_path / "cache" / "m.gguf"
+    dest.parent.mkdir()
+    script = workloads.download_script([Download("http://example.invalid/m.gguf", str(dest))])
+    env = {**os.environ, "PATH": f"{fake}:{os.environ['PATH']}"}
+    pods = [
+        subprocess.Popen(["/bin/sh", "-c", script], env={**env, "POD_NAME": name}, text=True, stdout=subprocess.PIPE)
+        for name in ("pod-a", "pod-b")
+    ]
+    assert [p.wait(timeout=30) for p in pods] == [0, 0]
+    assert dest.read_text() == "first-half-second-half"
+    assert sorted(p.name for p in dest.parent.iterdir()) == ["m.gguf"]
 
 
 @needs_tools

@@ -66,9 +66,17 @@ DEFAULT_CACHE_SIZE = "100Gi"
 DEFAULT_CACHE_ACCESS_MODE = "ReadWriteOnce"
 
 
-class CacheSettings(ApiModel):
-    """The namespace's shared model cache volume (delivery direct; the operator manages its own)."""
+CacheMode = Literal["shared", "perService"]
 
+
+class CacheSettings(ApiModel):
+    """The namespace's model cache volumes (delivery direct; the operator manages its own)."""
+
+    mode: CacheMode = Field(
+        "shared",
+        description="shared: one volume for the namespace (the operator's default); perService: one per service, "
+        "deleted with it.",
+    )
     size: Quantity = Field(
         DEFAULT_CACHE_SIZE, description="Requested size; a PVC cannot shrink later, so leave room for new models."
     )
