@@ -19,7 +19,7 @@ from .api.base import format_bytes, name_problem, normalize_name, parse_quantity
 from .api.model import HardwareSpec
 from .api.service import InferenceResources
 from .api.validation import problems_from_validation_error
-from .errors import ConfigError, Problem, config_path
+from .errors import ConfigError, Problem, config_path, raise_if_any
 from .hardware import HardwareProfile, resolve_profile
 from .hardware.profile import VENDOR_DEFAULTS
 
@@ -74,12 +74,40 @@ class ResolvedStack:
 
 
 def load_stack(raw: Mapping[str, Any]) -> ResolvedStack:
-    """Validate the ``llmkube:`` config of a stack and resolve it; raise ConfigError naming every problem."""
+    """Validate the ``llmkube:`` config of a stack and resolve it; raise ConfigError naming every problem.
+
+    The builders check what only they can (an hf:// source without a file, a layerSplit per GPU, a port in
+    extraArgs): they are run here once for every service, so that ``llmkube check`` and ``pulumi preview``
+    report every problem of a stack at once, not one per run.
+    """
     try:
         config = StackConfig.model_validate(dict(raw))
     except ValidationError as exc:
         raise ConfigError(problems_from_validation_error(exc, "")) from None
-    return resolve_stack(config)
+    stack = resolve_stack(config)
+    raise_if_any(_builder_problems(stack))
+    return stack
+
+
+def _builder_problems(stack: ResolvedStack) -> list[Problem]:
+    from . import workloads  # the builders import this module for its types
+
+    problems: list[Problem] = []
+    for service in stack.services.values():
+        problems.extend(
+            _collect_all(lambda s=service: workloads.service_workloads(s, cache_mode=stack.config.model_cache.mode))
+        )
+        if stack.delivery == "operator":
+            problems.extend(_collect_all(lambda s=service: workloads.server_args_for(s)))
+    return sorted(set(problems))
+
+
+def _collect_all(thunk: Any) -> list[Problem]:
+    try:
+        thunk()
+    except ConfigError as exc:
+        return list(exc.problems)
+    return []
 
 
 def resolve_stack(config: StackConfig) -> ResolvedStack:
@@ -89,6 +117,14 @@ def resolve_stack(config: StackConfig) -> ResolvedStack:
     service_names = _names(config.services, "services", problems)
     stack_profile = _collect(problems, lambda: resolve_profile(config.hardware, "hardware"))
 
+    if config.delivery == "operator" and config.operator.install and config.operator.namespace == config.namespace:
+        problems.append(
+            Problem(
+                "operator.namespace",
+                f"{config.namespace!r} is also llmkube:namespace; the controller and the inference pods need "
+                "different Pod Security levels, so give the operator its own namespace (default llmkube-system)",
+            )
+        )
     by_model_name = {name: key for key, name in model_names.items()}
     services: dict[str, ResolvedService] = {}
     model_hardware: dict[str, list[tuple[str, HardwareSpec]]] = {}
@@ -112,6 +148,14 @@ def resolve_stack(config: StackConfig) -> ResolvedStack:
         model_spec = config.models[model_key]
         effective, gpus = _apply_profile(spec, model_spec, profile, model_names[model_key], path, problems)
         warnings.extend(_offload_warnings(effective, path))
+        if effective.autoscaling is not None and effective.replicas is not None:
+            warnings.append(
+                Problem(
+                    f"{path}.replicas",
+                    f"{effective.replicas} is not used: with autoscaling the autoscaler sets the replica count "
+                    "between autoscaling.minReplicas and maxReplicas",
+                )
+            )
         if (
             gpus
             and profile.gpu
@@ -185,15 +229,27 @@ def _apply_profile(
     gpus = _gpu_count(spec, model, profile)
     available = profile.gpu.count if profile.gpu else 0
     if gpus > available:
-        has = f"{available} GPU{'s' if available != 1 else ''}" if available else "no GPUs"
+        has = _count(available, "GPU") if available else "no GPUs"
+        # Report the field the count came from: the service's own, or the Model's it inherited.
+        where = f"{path}.resources.gpu"
+        if resources.gpu is None and model.hardware and model.hardware.gpu and model.hardware.gpu.count:
+            where = f"models.{spec.model_ref}.hardware.gpu.count"
         problems.append(
             Problem(
-                f"{path}.resources.gpu",
-                f"{gpus} GPUs requested, but the hardware profile {profile.name} has {has}; "
+                where,
+                f"{_count(gpus, 'GPU')} requested, but the hardware profile {profile.name} has {has}; "
                 f"ask for at most {available} or pick a profile with more",
             )
         )
     _check_memory(resources, profile, path, problems)
+    if resources.cpu is not None and parse_quantity(resources.cpu) > profile.cpu_cores:
+        problems.append(
+            Problem(
+                f"{path}.resources.cpu",
+                f"{resources.cpu} CPUs requested, but the hardware profile {profile.name} has "
+                f"{_count(profile.cpu_cores, 'core')}; the pod would never be scheduled",
+            )
+        )
 
     update: dict[str, Any] = {"model_ref": model_name}
     if gpus and resources.gpu is None:
@@ -207,6 +263,10 @@ def _apply_profile(
     if tolerations:
         update["tolerations"] = tolerations
     return spec.model_copy(update=update), gpus
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}{'' if n == 1 else 's'}"
 
 
 def _gpu_count(spec: InferenceServiceSpec, model: ModelSpec, profile: HardwareProfile) -> int:

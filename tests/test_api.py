@@ -100,7 +100,7 @@ def test_malformed_quantities_are_rejected(bad: str) -> None:
         ),
         ({"modelRef": "nope"}, "llmkube:services.qwen.modelRef: 'nope' names no model; models are: m"),
         ({"modelRef": "M_"}, "llmkube:services.qwen.modelRef: 'M_' names no model; did you mean m?"),
-        ({"resources": {"gpu": 1}}, "llmkube:services.qwen.resources.gpu: 1 GPUs requested, but the hardware profile"),
+        ({"resources": {"gpu": 1}}, "llmkube:services.qwen.resources.gpu: 1 GPU requested, but the hardware profile"),
         (
             {"resources": {"hostMemory": "500Gi"}},
             "llmkube:services.qwen.resources.hostMemory: 500Gi (500.0 GiB) is more than the hardware profile cpu-only",

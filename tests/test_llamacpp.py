@@ -323,15 +323,17 @@ def test_gpu_count_comes_from_the_profile_when_the_service_does_not_say() -> Non
 
 
 def test_server_args_names_the_model_key_in_errors() -> None:
+    # load_stack runs the builders once, so the builder's error surfaces at preview with the model's path.
     model_with_bad_split = {**REFERENCE_MODEL, "hardware": {"gpu": {"sharding": {"layerSplit": ["0-47"]}}}}
-    stack = load_stack(
-        {
-            "hardware": "dual-rtx5060ti",
-            "models": {"Qwen36": model_with_bad_split},
-            "services": {"qwen36-hybrid": {**REFERENCE_SERVICE, "modelRef": "qwen36"}},
-        }
+    message = config_error(
+        lambda: load_stack(
+            {
+                "hardware": "dual-rtx5060ti",
+                "models": {"Qwen36": model_with_bad_split},
+                "services": {"qwen36-hybrid": {**REFERENCE_SERVICE, "modelRef": "qwen36"}},
+            }
+        )
     )
-    message = config_error(lambda: server_args(stack.services["qwen36-hybrid"], REFERENCE_FILE))
     assert message.startswith("llmkube:models.Qwen36.hardware.gpu.sharding.layerSplit: ['0-47'] has 1 entry")
 
 

@@ -148,3 +148,60 @@ def test_host_memory_above_the_profile_is_an_error_with_numbers() -> None:
 def test_the_reference_stack_fits_its_profile() -> None:
     svc = resolve({"resources": {"gpu": 2, "cpu": "8", "hostMemory": "48Gi"}, "moeCPUOffload": True})
     assert svc.gpu_count == 2
+
+
+def test_builder_checks_are_reported_together_at_load_time() -> None:
+    # What only the builders can check (a file-less hf:// source, a port in extraArgs) is found by
+    # load_stack, for every service at once: llmkube check and pulumi preview show the whole list.
+    with pytest.raises(ConfigError) as info:
+        load_stack(
+            {
+                "models": {"m": {"source": "hf://org/repo"}, "ok": MODEL},
+                "services": {"s": {"modelRef": "m"}, "t": {"modelRef": "ok", "extraArgs": ["--port", "9000"]}},
+            }
+        )
+    assert {p.path for p in info.value.problems} == {"models.m.source", "services.t.extraArgs[0]"}
+
+
+@pytest.mark.parametrize(
+    ("config", "path", "message"),
+    [
+        (
+            {"delivery": "operator", "namespace": "ai", "operator": {"namespace": "ai"}},
+            "operator.namespace",
+            "'ai' is also llmkube:namespace",
+        ),
+        (
+            {
+                "hardware": "rtx4090",
+                "models": {"m": {**MODEL, "hardware": {"gpu": {"count": 2}}}},
+                "services": {"s": {"modelRef": "m"}},
+            },
+            "models.m.hardware.gpu.count",
+            "2 GPUs requested, but the hardware profile rtx4090 has 1 GPU",
+        ),
+        (
+            {
+                "hardware": "cpu-only",
+                "models": {"m": MODEL},
+                "services": {"s": {"modelRef": "m", "resources": {"cpu": "64"}}},
+            },
+            "services.s.resources.cpu",
+            "64 CPUs requested, but the hardware profile cpu-only has 8 cores",
+        ),
+    ],
+)
+def test_stack_level_checks(config: dict[str, Any], path: str, message: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_stack(config)
+    assert any(p.path == path and p.message.startswith(message) for p in info.value.problems), info.value.problems
+
+
+def test_replicas_beside_autoscaling_is_a_warning() -> None:
+    stack = load_stack(
+        {"models": {"m": MODEL}, "services": {"s": {"modelRef": "m", "replicas": 3, "autoscaling": {"maxReplicas": 4}}}}
+    )
+    assert [str(w) for w in stack.warnings] == [
+        "llmkube:services.s.replicas: 3 is not used: with autoscaling the autoscaler sets the replica count "
+        "between autoscaling.minReplicas and maxReplicas"
+    ]
