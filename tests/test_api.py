@@ -180,3 +180,14 @@ def test_warnings_for_offload_without_memory_and_moot_layers() -> None:
 
 def test_offload_with_host_memory_has_no_warning() -> None:
     assert load_stack(one_service(noKvOffload=True, resources={"hostMemory": "8Gi"})).warnings == ()
+
+
+def test_a_typo_does_not_hide_the_other_problems_of_its_object() -> None:
+    errors = errors_of(one_service(moeCpuOffload=True, contextSize=50, endpoint={"prot": 80, "port": 0}))
+    assert [e.split(":")[1] for e in errors] == [
+        "services.qwen.contextSize",
+        "services.qwen.endpoint.port",
+        "services.qwen.endpoint.prot",
+        "services.qwen.moeCpuOffload",
+    ]
+    assert "llmkube:services.qwen.endpoint.prot: unknown field prot; did you mean port?" in errors

@@ -7,9 +7,18 @@ import re
 from decimal import Decimal, InvalidOperation
 from typing import Annotated, Any, ClassVar
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSchema, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ModelWrapValidatorHandler,
+    ValidationError,
+    WithJsonSchema,
+    model_validator,
+)
 from pydantic.alias_generators import to_camel
-from pydantic_core import PydanticCustomError
+from pydantic_core import InitErrorDetails, PydanticCustomError
 
 # Fields marked with this key in json_schema_extra are plan-time settings of llmkube: they shape what we
 # render but are not part of the LLMKube CRD, so they never appear in its schema or in a custom resource.
@@ -65,25 +74,45 @@ class ApiModel(BaseModel):
     # resources that do not come from us.
     cel_rules: ClassVar[tuple[tuple[str, str], ...]] = ()
 
-    @model_validator(mode="before")
+    @model_validator(mode="wrap")
     @classmethod
-    def _reject_unknown_fields(cls, data: Any) -> Any:
+    def _reject_unknown_fields(cls, data: Any, handler: ModelWrapValidatorHandler[Any]) -> Any:
+        # pydantic's own extra="forbid" error names no alternative; ours suggests the field meant. The known
+        # fields are still validated, so a typo does not hide the other problems of the same object.
         if not isinstance(data, dict):
-            return data
+            return handler(data)
         known = [f.alias or name for name, f in cls.model_fields.items()]
-        for key in data:
-            if key not in known:
-                hints = suggest(str(key), known)
-                # Name the likely intended field when there is one; the whole list only when there is not.
-                hint = f"did you mean {' or '.join(hints)}?" if hints else f"known fields: {', '.join(sorted(known))}"
-                raise PydanticCustomError(
-                    "llmkube_unknown_field", "unknown field {field}; {hint}", {"field": str(key), "hint": hint}
-                )
-        return data
+        unknown = [key for key in data if key not in known]
+        if not unknown:
+            return handler(data)
+        errors: list[InitErrorDetails] = []
+        for key in unknown:
+            hints = suggest(str(key), known)
+            # Name the likely intended field when there is one; the whole list only when there is not.
+            hint = f"did you mean {' or '.join(hints)}?" if hints else f"known fields: {', '.join(sorted(known))}"
+            error = PydanticCustomError(
+                "llmkube_unknown_field", "unknown field {field}; {hint}", {"field": key, "hint": hint}
+            )
+            errors.append({"type": error, "loc": (key,), "input": data[key]})
+        try:
+            handler({key: value for key, value in data.items() if key in known})
+        except ValidationError as exc:
+            errors += [_reraisable(e) for e in exc.errors()]
+        raise ValidationError.from_exception_data(cls.__name__, errors)
 
     def wire(self) -> dict[str, Any]:
         """The JSON form with LLMKube names, unset fields left out, llmkube-only fields removed."""
         return _strip_llmkube_only(self, self.model_dump(by_alias=True, exclude_none=True, mode="json"))
+
+
+def _reraisable(error: Any) -> InitErrorDetails:
+    """A reported error as an input to a new ValidationError, its message and context kept as they were."""
+    message = error["msg"].replace("{", "{{").replace("}", "}}")
+    return {
+        "type": PydanticCustomError(error["type"], message, error.get("ctx")),
+        "loc": error["loc"],
+        "input": error["input"],
+    }
 
 
 def _strip_llmkube_only(model: BaseModel, data: dict[str, Any]) -> dict[str, Any]:

@@ -33,9 +33,7 @@ def problems_from_validation_error(exc: ValidationError, prefix: str) -> list[Pr
     for err in exc.errors(include_url=False):
         parts = _loc_parts(err["loc"])
         message = err["msg"]
-        if err["type"] == "llmkube_unknown_field":
-            parts.append(err["ctx"]["field"])
-        elif err["type"] == "missing":
+        if err["type"] == "missing":
             message = "is required"
         elif err["type"] == "string_pattern_mismatch" and err["ctx"]["pattern"] in PATTERN_HINTS:
             message = f"{err['input']!r} is not {PATTERN_HINTS[err['ctx']['pattern']]}"
