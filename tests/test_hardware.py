@@ -432,3 +432,11 @@ def test_profile_schema_documents_every_field() -> None:
         schema = model.model_json_schema()
         undocumented = [name for name, prop in schema["properties"].items() if not prop.get("description")]
         assert undocumented == [], model.__name__
+
+
+def test_removing_the_gpus_removes_the_gpu_image_selector_and_tolerations() -> None:
+    from llmkube_components.hardware import resolve_profile
+
+    profile = resolve_profile({"extends": "dual-rtx5060ti", "gpu": None}, "hardware")
+    assert (profile.gpu, profile.node_selector, profile.tolerations) == (None, {}, [])
+    assert profile.image == "ghcr.io/ggml-org/llama.cpp:server"

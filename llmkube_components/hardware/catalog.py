@@ -66,7 +66,12 @@ def resolve_profile(selection: str | Mapping[str, Any] | HardwareProfile, path: 
             "name": f"{base.name}+custom",
             "description": f"{base.description} Overridden: {', '.join(sorted(data))}.".strip(),
         }
-        data = merge_patch(base.model_dump(by_alias=True, exclude_unset=True, mode="json"), {**own, **data})
+        base_data = base.model_dump(by_alias=True, exclude_unset=True, mode="json")
+        if "gpu" in data and data["gpu"] is None:
+            # Removing the GPUs removes what only GPUs need: their image, node selector and tolerations,
+            # unless the overrides set them again.
+            base_data = {k: v for k, v in base_data.items() if k not in ("image", "nodeSelector", "tolerations")}
+        data = merge_patch(base_data, {**own, **data})
     try:
         return HardwareProfile.model_validate(data)
     except ValidationError as exc:
