@@ -20,6 +20,7 @@ from pydantic_core import core_schema
 from .api import ApiModel, InferenceServiceSpec, ModelSpec
 from .api.base import LLMKUBE_ONLY
 from .errors import config_path
+from .meta import MANAGED_BY, PART_OF
 
 GROUP = "inference.llmkube.dev"
 VERSION = "v1alpha1"
@@ -40,7 +41,7 @@ INFERENCE_SERVICE_PHASES = (
     "Failed",
 )
 
-DEFAULT_LABELS = {"app.kubernetes.io/part-of": "llmkube", "app.kubernetes.io/managed-by": "pulumi"}
+DEFAULT_LABELS = {"app.kubernetes.io/part-of": PART_OF, "app.kubernetes.io/managed-by": MANAGED_BY}
 
 _INT32_MIN, _INT32_MAX = -(2**31), 2**31 - 1
 
@@ -248,7 +249,9 @@ def _status_schema(phases: tuple[str, ...], fields: Mapping[str, dict[str, Any]]
         "type": "object",
         "description": "Observed state, written by the LLMKube controller.",
         "properties": {
-            "phase": {"type": "string", "enum": list(phases), "description": "Lifecycle phase."},
+            # No enum: the operator version is configurable, and a newer controller's new phase must not make
+            # its status writes fail; the phases of the pinned version are listed for kubectl explain.
+            "phase": {"type": "string", "description": f"Lifecycle phase: {', '.join(phases)}."},
             **fields,
             "conditions": _conditions_schema(),
         },

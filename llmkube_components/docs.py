@@ -104,12 +104,23 @@ def _table(model: type[BaseModel], seen: set[type[BaseModel]]) -> list[str]:
     return lines
 
 
+def _flag_table() -> list[str]:
+    from .llamacpp import FIELD_FLAGS
+
+    lines = ["### InferenceService field -> llama-server flag (delivery direct)", ""]
+    lines += ["| field | flags |", "|---|---|"]
+    lines += [f"| `{name}` | {', '.join(f'`{flag}`' for flag in flags)} |" for name, flags in FIELD_FLAGS.items()]
+    lines += ["", "Always: `--model`, `--host`, then `extraArgs` (a flag given there wins), and `--metrics` once.", ""]
+    return lines
+
+
 def config_reference() -> str:
     seen: set[type[BaseModel]] = {model for _, model in SECTIONS}
     lines = [BEGIN, ""]
     for heading, model in SECTIONS:
         lines += [f"### {heading}", ""]
         lines += _table(model, seen)
+    lines += _flag_table()
     lines.append(END)
     return "\n".join(lines) + "\n"
 

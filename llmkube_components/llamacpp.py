@@ -30,7 +30,7 @@ from enum import Enum
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from .api.model import GPUShardingSpec, GPUSpec, ModelSpec
-from .api.service import DEFAULT_PORT, InferenceServiceSpec
+from .api.service import InferenceServiceSpec
 from .errors import ConfigError, config_path
 
 if TYPE_CHECKING:
@@ -165,7 +165,7 @@ _PROPORTION = re.compile(r"^\s*\d+(\.\d+)?\s*$")
 
 
 def port_of(spec: InferenceServiceSpec) -> int:
-    return (spec.endpoint.port if spec.endpoint else None) or DEFAULT_PORT
+    return spec.serving_port
 
 
 def model_file(given: Inputs) -> str:

@@ -31,7 +31,6 @@ from .api.service import (
     DEFAULT_AUTOSCALING_TARGET,
     DEFAULT_ENDPOINT_TYPE,
     DEFAULT_MIN_REPLICAS,
-    DEFAULT_PORT,
     DEFAULT_REPLICAS,
     InferenceResources,
     MetricSpec,
@@ -77,7 +76,7 @@ LABEL_MODEL: Final = "inference.llmkube.dev/model"
 LABEL_SERVICE: Final = "inference.llmkube.dev/service"
 LABEL_RUNTIME: Final = "inference.llmkube.dev/runtime"
 # Marks the namespace's shared cache PVC: it outlives every service, so the Pulumi layer registers it with
-# protect/retain_on_delete and removing a service never deletes tens of gigabytes of downloads.
+# retain_on_delete and removing a service never deletes tens of gigabytes of downloads.
 SHARED_CACHE_ANNOTATION: Final = "inference.llmkube.dev/shared-model-cache"
 
 # Who the pod runs as: a fixed numeric uid, because runAsNonRoot can only be enforced against a numeric user and
@@ -550,8 +549,7 @@ def _probe(port: str, timing: Mapping[str, int]) -> Manifest:
 
 
 def port(service: ResolvedService) -> int:
-    endpoint = service.spec.endpoint
-    return endpoint.port if endpoint is not None and endpoint.port is not None else DEFAULT_PORT
+    return service.spec.serving_port
 
 
 def pod_security_context() -> Manifest:
@@ -766,7 +764,7 @@ def shared_cache_pvc(
 
 
 def is_shared_cache(manifest: Mapping[str, Any]) -> bool:
-    """Whether a manifest is a shared model cache: the Pulumi layer protects it and retains it on delete."""
+    """Whether a manifest is a shared model cache: the Pulumi layer retains it on delete."""
     annotations = manifest.get("metadata", {}).get("annotations") or {}
     return manifest.get("kind") == "PersistentVolumeClaim" and annotations.get(SHARED_CACHE_ANNOTATION) == "true"
 

@@ -283,7 +283,9 @@ def test_cel_rules_nowhere_else(kind: crds.CrdKind, count: int) -> None:
 def test_status_is_typed_and_keeps_what_the_controller_writes(kind: crds.CrdKind, phases: tuple[str, ...]) -> None:
     status = node_at(kind, "status")
     assert status["x-kubernetes-preserve-unknown-fields"] is True
-    assert status["properties"]["phase"]["enum"] == list(phases)
+    # A newer controller's phase is accepted (no enum); the pinned version's phases are documented.
+    assert "enum" not in status["properties"]["phase"]
+    assert all(phase in status["properties"]["phase"]["description"] for phase in phases)
     assert status["properties"]["conditions"]["type"] == "array"
 
 
@@ -541,11 +543,8 @@ def test_the_crd_takes_types_as_written(kind: crds.CrdKind, path: str, value: An
             [],
         ),
         ("Model", changed(QWEN_MODEL, "status", {"phase": "Ready", "gguf": {"architecture": "qwen3moe"}}), []),
-        (
-            "Model",
-            changed(QWEN_MODEL, "status", {"phase": "Serving"}),
-            ["status.phase: 'Serving' is not one of ['Pending', 'Downloading', 'Copying', 'Ready', 'Failed']"],
-        ),
+        ("Model", changed(QWEN_MODEL, "status", {"phase": "Serving"}), []),
+        ("Model", changed(QWEN_MODEL, "status", {"phase": 3}), ["status.phase: 3 is not of type 'string'"]),
         (
             "InferenceService",
             changed(QWEN_SERVICE, "status", {"conditions": [{"type": "Available", "status": "Maybe"}]}),

@@ -250,6 +250,11 @@ class InferenceServiceSpec(ApiModel):
         "default: the stack's llmkube:hardware.",
     )
 
+    @property
+    def serving_port(self) -> int:
+        """The port the server listens on and the Service exposes."""
+        return (self.endpoint.port if self.endpoint else None) or DEFAULT_PORT
+
     @model_validator(mode="after")
     def _quantized_v_needs_flash_attention(self) -> InferenceServiceSpec:
         v_type = self.cache_type_custom_v or self.cache_type_v
