@@ -9,8 +9,9 @@ Reading costs, and how they stay low:
 
 - One parser for every source: :func:`parse_header` asks a ``read(offset, length)`` callback for bytes, in
   chunks that double (2 MiB first, then as much again as was read so far), so a remote header takes a few
-  range requests and never more than twice what it needs. Arrays of fixed-size items that the planner does
-  not keep (token types) are stepped over without being fetched when they lie beyond what was read.
+  range requests and never more than twice what it needs (or the first chunk). Arrays of fixed-size items
+  that the planner does not keep (token types) are stepped over without being fetched when they lie beyond
+  what was read.
 - http(s) and ``hf://`` sources are read with ``Range: bytes=`` requests; redirects are followed (a Hugging
   Face ``resolve/`` URL redirects to a CDN) and later ranges go straight to where the first one landed.
 - Parsed headers are cached as JSON in ``<cache dir>/gguf/`` (``cache_dir``, else ``$LLMKUBE_CACHE_DIR``,
@@ -19,7 +20,8 @@ Reading costs, and how they stay low:
   (``resolve/main/...``) rarely gets a different file under the same name, while every ``pulumi preview``
   would otherwise pay a round trip per model. ``revalidate=True`` or ``LLMKUBE_GGUF_REVALIDATE=1`` asks the
   server instead (one conditional range request: ``If-None-Match`` with the cached ETag; an unchanged file
-  costs that request only). Local files are checked by size and modification time, which costs no request.
+  costs that request only, plus a redirect where the URL has one). Local files are checked by size and
+  modification time, which costs no request.
 - Every socket operation has the timeout; a whole file's header must also arrive within
   ``TOTAL_TIMEOUT_FACTOR`` times it, so a server that trickles bytes cannot hang a preview. (Name resolution
   is the one step Python's sockets cannot bound.)
@@ -40,7 +42,7 @@ import struct
 import tempfile
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 from urllib.error import HTTPError, URLError
@@ -553,7 +555,7 @@ class _HttpReader:
 
 def default_cache_dir() -> Path:
     """``$LLMKUBE_CACHE_DIR``, else ``~/.cache/llmkube`` (the GGUF entries go in its ``gguf/`` folder)."""
-    return Path(os.environ.get(CACHE_DIR_ENV) or Path.home() / ".cache" / "llmkube")
+    return Path(os.environ.get(CACHE_DIR_ENV) or Path.home() / ".cache" / "llmkube").expanduser()
 
 
 @dataclass(frozen=True)
@@ -611,16 +613,22 @@ def _from_entry(entry: dict[str, Any]) -> _FileHeader:
 # ---------------------------------------------------------------------------------------------------------
 
 
-@dataclass
+@dataclass(frozen=True)
 class _Reading:
+    source: str
+    main: _Location
     cache: _Cache
     timeout: float
     revalidate: bool
     progress: Progress
-    notes: list[str] = field(default_factory=list)
 
     def file(self, loc: _Location) -> _FileHeader:
-        return self._local(loc) if loc.path is not None else self._remote(loc)
+        """One file's header; errors name the model's source, and the file if it is a further one."""
+        try:
+            return self._local(loc) if loc.path is not None else self._remote(loc)
+        except MetadataError as exc:
+            message = exc.message if loc == self.main else f"{loc.name}: {exc.message}"
+            raise MetadataError(self.source, message) from None
 
     def _local(self, loc: _Location) -> _FileHeader:
         path = loc.path or ""
@@ -697,7 +705,8 @@ def _split_parts(loc: _Location, first: _FileHeader, files: Sequence[str]) -> tu
         gguf = [f for f in files if f.lower().endswith(".gguf")]
         skipped = [f for f in files if not f.lower().endswith(".gguf")]
         notes = [f"{f}: not a .gguf file, not read for metadata" for f in skipped]
-        return [loc.sibling(f) for f in gguf], notes
+        others = [loc.sibling(f) for f in gguf]
+        return [other for i, other in enumerate(others) if other != loc and other not in others[:i]], notes
     count = first.fields.get("split.count", 1)
     m = SPLIT_NAME.match(loc.name)
     if m is None:
@@ -715,19 +724,26 @@ def _split_parts(loc: _Location, first: _FileHeader, files: Sequence[str]) -> tu
 
 
 def _merge(source: str, locs: list[_Location], headers: list[_FileHeader]) -> tuple[dict[str, Any], list[TensorInfo]]:
-    if len(headers) == 1 and headers[0].fields.get("split.count", 1) == 1:
+    count = headers[0].fields.get("split.count", 1)
+    if len(headers) == 1 and count == 1:
         return headers[0].fields, list(headers[0].tensors)
-    # Order by split.no (the first file carries the model's key-values); check the parts belong together.
+    # Order by split.no (the first part carries the model's key-values); check the files belong together.
     numbered = []
     for loc, h in zip(locs, headers, strict=True):
-        count, no = h.fields.get("split.count"), h.fields.get("split.no")
-        if count != len(headers) or not isinstance(no, int):
+        part_count, no = h.fields.get("split.count"), h.fields.get("split.no")
+        if part_count != count or not isinstance(no, int):
             raise MetadataError(
                 source,
-                f"{loc.name} has split.count {count!r} and split.no {no!r}, but the model has "
-                f"{len(headers)} file(s): {', '.join(x.name for x in locs)}",
+                f"{loc.name} is not a part of the same split as {locs[0].name} "
+                f"(split.count {part_count!r}, split.no {no!r}; expected split.count {count!r})",
             )
         numbered.append((no, loc, h))
+    if count != len(headers):
+        raise MetadataError(
+            source,
+            f"split.count says the model has {count} files, {len(headers)} were given "
+            f"({', '.join(x.name for x in locs)}): list every further part in the model's files",
+        )
     numbered.sort(key=lambda x: x[0])
     if [no for no, _, _ in numbered] != list(range(len(headers))):
         raise MetadataError(
@@ -749,7 +765,7 @@ def _merge(source: str, locs: list[_Location], headers: list[_FileHeader]) -> tu
 
 
 def read_metadata(
-    source: str,
+    source: str | os.PathLike[str],
     *,
     files: Sequence[str] = (),
     cache_dir: Path | None = None,
@@ -767,15 +783,18 @@ def read_metadata(
 
     Raises MetadataError for anything that keeps the metadata from being read.
     """
+    source = os.fspath(source)
     if revalidate is None:
         revalidate = os.environ.get(REVALIDATE_ENV, "").strip().lower() in ("1", "true", "yes", "on")
+    loc = _locate(source)
     reading = _Reading(
+        source=source,
+        main=loc,
         cache=_Cache(Path(cache_dir) if cache_dir is not None else default_cache_dir()),
         timeout=timeout,
         revalidate=revalidate,
         progress=progress or (lambda _message: None),
     )
-    loc = _locate(source)
     first = reading.file(loc)
     others, notes = _split_parts(loc, first, files)
     locs = [loc, *others]
