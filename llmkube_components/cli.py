@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 from typing import Any
@@ -40,6 +41,52 @@ def cmd_check(args: argparse.Namespace) -> int:
     return status
 
 
+def cmd_plan(args: argparse.Namespace) -> int:
+    """Plan one service (from flags) or every service of a stack file, as tables or JSON."""
+    if args.stack_file:
+        raw = _stack_file_config(Path(args.stack_file))
+    else:
+        if not args.model:
+            print("llmkube plan: give --model SOURCE|CATALOG-ENTRY, or --stack-file", file=sys.stderr)
+            return 2
+        model: dict[str, Any] = {"source": args.model}
+        if "://" not in args.model and not args.model.startswith("/"):
+            # A catalog entry name: plan it from the catalog, under a placeholder source.
+            model = {"source": f"https://catalog.invalid/{args.model}.gguf", "catalog": args.model}
+        if args.quantization:
+            model["quantization"] = args.quantization
+        service: dict[str, Any] = {"modelRef": "model", "contextSize": args.context}
+        for key, value in (
+            ("cacheTypeK", args.cache_type_k),
+            ("cacheTypeV", args.cache_type_v),
+            ("parallelSlots", args.parallel),
+            ("moeCPUOffload", args.cpu_moe or None),
+            ("moeCPULayers", args.n_cpu_moe),
+            ("noKvOffload", args.no_kv_offload or None),
+            ("hostMemory", None),
+        ):
+            if value is not None:
+                service[key] = value
+        raw = {"hardware": args.profile, "models": {"model": model}, "services": {"plan": service}}
+    if sys.stderr.isatty():
+        print("llmkube: reading model metadata (header only; cached after the first time)...", file=sys.stderr)
+    try:
+        stack = load_stack(raw)
+    except ConfigError as exc:
+        for problem in exc.problems:
+            print(f"error: {problem}", file=sys.stderr)
+        return 1
+    if args.json:
+        print(json.dumps({name: plan.output() for name, plan in stack.plans.items()}, indent=2, sort_keys=True))
+    else:
+        for plan in stack.plans.values():
+            print(plan.table())
+            print()
+    for warning in stack.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    return 0
+
+
 def cmd_profiles(args: argparse.Namespace) -> int:
     for name, profile in sorted(builtin_profiles().items()):
         gpu = f"{profile.gpu.count} x {profile.gpu.product} ({profile.gpu.memory})" if profile.gpu else "no GPU"
@@ -67,6 +114,23 @@ def main(argv: list[str] | None = None) -> int:
     check = sub.add_parser("check", help="validate stack files (stacks/Pulumi.<stack>.yaml) without Pulumi")
     check.add_argument("stack_files", nargs="+")
     check.set_defaults(func=cmd_check)
+    plan = sub.add_parser(
+        "plan",
+        help="plan memory, placement and throughput for a model on a hardware profile (or a whole stack file)",
+    )
+    plan.add_argument("--stack-file", help="plan every service of stacks/Pulumi.<stack>.yaml instead")
+    plan.add_argument("--profile", default="cpu-only", help="hardware profile (default cpu-only)")
+    plan.add_argument("--model", help="model source (path, http(s)://, hf://) or catalog entry (e.g. Qwen3-30B-A3B)")
+    plan.add_argument("--quantization", help="quantization label, e.g. Q4_K_M (catalog entries)")
+    plan.add_argument("--context", type=int, default=8192, help="contextSize (default 8192)")
+    plan.add_argument("--cache-type-k")
+    plan.add_argument("--cache-type-v")
+    plan.add_argument("--parallel", type=int)
+    plan.add_argument("--cpu-moe", action="store_true", help="explicit --cpu-moe (default: the planner decides)")
+    plan.add_argument("--n-cpu-moe", type=int)
+    plan.add_argument("--no-kv-offload", action="store_true")
+    plan.add_argument("--json", action="store_true", help="print the plans as JSON")
+    plan.set_defaults(func=cmd_plan)
     profiles = sub.add_parser("profiles", help="list the built-in hardware profiles")
     profiles.set_defaults(func=cmd_profiles)
     docs = sub.add_parser("docs", help="regenerate the README's config reference from the API models")

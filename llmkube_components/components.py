@@ -159,6 +159,7 @@ class InferenceService(pulumi.ComponentResource):
     base_url: str
     client_config: dict[str, Any]
     server_args: list[str] | None
+    plan: dict[str, Any] | None  # the planner's placement, memory per device and throughput estimate
 
     def __init__(
         self,
@@ -196,6 +197,10 @@ class InferenceService(pulumi.ComponentResource):
             # In delivery operator the controller renders its own arguments; only direct knows them exactly.
             self.server_args = workloads.server_args_for(service)
         self.service_name = service.name
+        plan = stack.plans.get(service.name)
+        self.plan = plan.output() if plan is not None else None
+        if plan is not None:
+            pulumi.log.info(plan.table(), resource=self)
         self.endpoint = workloads.endpoint_url(service)
         self.base_url = workloads.openai_base_url(service)
         self.client_config = client_config(service, self.base_url)
@@ -205,6 +210,8 @@ class InferenceService(pulumi.ComponentResource):
         out = {"endpoint": self.endpoint, "baseUrl": self.base_url, "clientConfig": self.client_config}
         if self.server_args is not None:
             out["serverArgs"] = self.server_args
+        if self.plan is not None:
+            out["plan"] = self.plan
         return out
 
 

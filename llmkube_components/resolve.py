@@ -63,6 +63,7 @@ class ResolvedStack:
     models: dict[str, ResolvedModel]  # by Kubernetes name
     services: dict[str, ResolvedService]  # by Kubernetes name
     warnings: tuple[Problem, ...] = field(default=())
+    plans: dict[str, Any] = field(default_factory=dict)  # by service Kubernetes name: planner.plan.ServicePlan
 
     @property
     def namespace(self) -> str:
@@ -73,7 +74,7 @@ class ResolvedStack:
         return self.config.delivery
 
 
-def load_stack(raw: Mapping[str, Any]) -> ResolvedStack:
+def load_stack(raw: Mapping[str, Any], *, plan: bool = True) -> ResolvedStack:
     """Validate the ``llmkube:`` config of a stack and resolve it; raise ConfigError naming every problem.
 
     The builders check what only they can (an hf:// source without a file, a layerSplit per GPU, a port in
@@ -86,6 +87,11 @@ def load_stack(raw: Mapping[str, Any]) -> ResolvedStack:
         raise ConfigError(problems_from_validation_error(exc, "")) from None
     stack = resolve_stack(config)
     raise_if_any(_builder_problems(stack))
+    if plan:
+        from .planner.stack import plan_stack  # the planner reads resolved stacks: import it late
+
+        stack = plan_stack(stack)
+        raise_if_any(_builder_problems(stack))
     return stack
 
 

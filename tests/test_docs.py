@@ -39,3 +39,17 @@ def test_check_command_accepts_the_stack_files_and_rejects_bad_ones(tmp_path: Pa
     bad.write_text("config:\n  llmkube:services:\n    q:\n      modelRef: nope\n")
     assert cli.main(["check", str(bad)]) == 1
     assert "error: llmkube:services.q.modelRef: 'nope' names no model" in capsys.readouterr().err
+
+
+def test_plan_command_prints_a_table_and_json(capsys) -> None:
+    args = ["plan", "--profile", "dual-rtx5060ti", "--model", "Qwen3.6-35B-A3B", "--context", "90112"]
+    assert cli.main(args) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("plan for plan (auto): all layers on the GPUs; about ")
+    assert "routed_expert" in out and "catalog estimate (Qwen3.6-35B-A3B)" in out
+    assert cli.main([*args, "--cpu-moe", "--json"]) == 0
+    import json
+
+    plan = json.loads(capsys.readouterr().out)["plan"]
+    assert plan["mode"] == "manual" and plan["fields"] == {"moeCPUOffload": True}
+    assert plan["bytes"]["host"] > 18 * 2**30  # the routed experts live in RAM

@@ -451,6 +451,7 @@ NOT_FLAGS = {
     "modelRef", "replicas", "image", "endpoint", "resources", "nodeSelector", "tolerations", "affinity",
     "podAnnotations", "podLabels", "runtimeClassName", "priorityClassName", "extraArgs", "autoscaling",
     "modelCache", "hardwareProfile",
+    "offload",  # the planner decides the offload fields, which have their rows
 }  # fmt: skip
 
 

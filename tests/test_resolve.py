@@ -199,7 +199,11 @@ def test_stack_level_checks(config: dict[str, Any], path: str, message: str) -> 
 
 def test_replicas_beside_autoscaling_is_a_warning() -> None:
     stack = load_stack(
-        {"models": {"m": MODEL}, "services": {"s": {"modelRef": "m", "replicas": 3, "autoscaling": {"maxReplicas": 4}}}}
+        {
+            "models": {"m": MODEL},
+            "services": {"s": {"modelRef": "m", "replicas": 3, "autoscaling": {"maxReplicas": 4}}},
+        },
+        plan=False,
     )
     assert [str(w) for w in stack.warnings] == [
         "llmkube:services.s.replicas: 3 is not used: with autoscaling the autoscaler sets the replica count "

@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from .base import ApiModel, Quantity, crd_default, pattern
+from .base import ApiModel, Quantity, crd_default, llmkube_only, pattern
 
 SOURCE_PATTERN = pattern(
     r"^(https?|file|pvc|hf)://.+$|^/[^\s]+$", "an http(s)://, hf://, pvc:// or file:// URL, or an absolute path"
@@ -109,4 +109,11 @@ class ModelSpec(ApiModel):
     resources: ModelResources | None = Field(None, description="CPU and memory the model needs.")
     files: list[str] | None = Field(
         None, description="Further files of a multi-file model (e.g. GGUF splits), downloaded beside the first."
+    )
+    catalog: str | None = Field(
+        None,
+        min_length=1,
+        json_schema_extra=llmkube_only(),
+        description="llmkube only: the planner's built-in architecture entry for this model (e.g. qwen3-30b-a3b), "
+        "used when the file's metadata cannot be read; default: recognised from the file name.",
     )

@@ -249,6 +249,27 @@ class InferenceServiceSpec(ApiModel):
         description="llmkube only: a hardware profile for this service (a name, or {extends: name, ...}); "
         "default: the stack's llmkube:hardware.",
     )
+    offload: Literal["auto", "manual"] | None = Field(
+        None,
+        json_schema_extra=llmkube_only(),
+        description="llmkube only: auto lets the planner pick the fastest placement that fits (GPU layers, "
+        "moeCPULayers, moeCPUOffload, noKvOffload) and the hostMemory request; manual keeps the fields as written "
+        "and checks them. Default: auto unless moeCPUOffload, moeCPULayers, noKvOffload or resources.hostMemory "
+        "is set.",
+    )
+
+    @property
+    def offload_mode(self) -> Literal["auto", "manual"]:
+        """auto unless the service sets it, or sets any of the fields auto would decide."""
+        if self.offload is not None:
+            return self.offload
+        explicit = (
+            self.moe_cpu_offload is not None
+            or self.moe_cpu_layers is not None
+            or self.no_kv_offload is not None
+            or (self.resources is not None and self.resources.host_memory is not None)
+        )
+        return "manual" if explicit else "auto"
 
     @property
     def serving_port(self) -> int:

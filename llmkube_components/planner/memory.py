@@ -1,0 +1,713 @@
+"""Memory plan: how many bytes llama-server puts on each GPU and in host RAM, by category, for one placement.
+
+``plan_memory(facts, placement, context_size=..., ...)`` follows llama.cpp's own allocation rules, cited per
+rule from the tree vendored in llama-cpp-python 0.3.36 (``vendor/llama.cpp``):
+
+Placement of weights
+- Layers (``llama_model_base::load_tensors`` in ``src/llama-model.cpp``): the output layer counts as layer
+  ``n_layer_all``, so there are ``n_layer_all + 1`` offloadable layers; ``--n-gpu-layers N`` offloads the last
+  ``N`` of them (``i_gpu_start = max(n_layer_all + 1 - N, 0)``), so the output layer is the first to go to a
+  GPU and ``N >= n_layer_all + 1`` offloads everything. An offloaded layer ``il`` goes to the first GPU whose
+  cumulative ``--tensor-split`` share exceeds ``(il - i_gpu_start) / offloaded`` (float32 arithmetic, as
+  there). The input layer (``token_embd``) always stays on the CPU. ``--split-mode none`` keeps the main GPU
+  only (``llama_prepare_model_devices`` in ``src/llama.cpp``).
+- Without ``--tensor-split`` llama.cpp splits by each GPU's free memory at start-up; the plan assumes equal
+  shares (identical GPUs, nothing else on them).
+- Overrides (``llama_model_loader::create_tensor`` in ``src/llama-model-loader.cpp``): every rule is tried
+  with ``std::regex_search`` on the tensor name, in order, and the first match wins. ``--cpu-moe`` adds
+  ``\\.ffn_(up|down|gate|gate_up)_(ch|)exps=CPU`` and ``--n-cpu-moe N`` adds ``blk\\.<i>\\.ffn_...=CPU`` for
+  ``i < N`` (``common/common.h``, ``common/arg.cpp``), in command-line order; ``llmkube_components.llamacpp``
+  emits ``--cpu-moe``, ``--n-cpu-moe``, then each ``--override-tensor``, so that is the order used here.
+- Tied embeddings (no ``output.weight``): token_embd is loaded a second time as the output matrix, on the
+  output layer's device, unless that is the CPU too (``TENSOR_DUPLICATED`` in ``create_tensor``).
+- ``--split-mode row``: the 2-D matrix weights of offloaded layers (not routed experts, which the split
+  buffer cannot run) are divided across all GPUs by the split shares (``make_gpu_buft_list``); an estimate,
+  as ggml-cuda rounds each GPU's rows.
+
+KV cache and recurrent state
+- Context (``llama_context`` constructor in ``src/llama-context.cpp``): ``n_ctx`` (``--ctx-size``, 0 = the
+  trained context) is padded up to a multiple of 256. A unified cache (llama-server's default when
+  ``--parallel`` is not given: 4 sequences, ``tools/server/server.cpp``) has one stream of ``n_ctx`` cells; with
+  an explicit ``--parallel P`` and no ``--kv-unified``, each of ``P`` streams has ``pad256(n_ctx / P)`` cells.
+- Bytes (``llama_kv_cache`` constructor in ``src/llama-kv-cache.cpp``): per layer with attention KV, K is
+  ``cells x streams`` rows of ``n_embd_k_gqa(il)`` values of the K cache type (quantized types in whole
+  blocks, ``types.row_bytes``), V likewise; without flash attention V rows are ``n_embd_v_gqa_max`` wide.
+  The cache of a layer lives on its layer's device, or on the CPU with ``--no-kv-offload``.
+- Sliding-window layers (``llama_kv_cache_iswa`` in ``src/llama-kv-cache-iswa.cpp``) get
+  ``pad256(min(cells, n_swa * (unified ? n_seq : 1) + n_ubatch))`` cells.
+- Recurrent layers (``llama_memory_recurrent`` in ``src/llama-memory-recurrent.cpp``, created by
+  ``llama_model::create_memory``): ``max(1, n_seq)`` cells of f32 state (``n_embd_r + n_embd_s`` values) per
+  layer, on the layer's device (CPU with ``--no-kv-offload``).
+- A quantized K or V cache needs flash attention, and its block size must divide every layer's head size
+  (``llama_init_from_model`` in ``src/llama-context.cpp``): the plan refuses what llama-server refuses.
+
+Estimates (not llama.cpp's own accounting; issue 5 measures them)
+- ``compute``: llama.cpp sizes its compute buffers by allocating the worst-case graph (``sched_reserve``:
+  ``n_ubatch`` tokens, one output per sequence since llama-server sets ``n_outputs_max = n_parallel``). The
+  plan estimates that graph's peak, per device that runs layers, as ``4 B x n_ubatch x activations`` with
+  ``activations`` the widest of (per token, in values): MoE gate/up ``3 U F + 3 F_sh + 4 E``, MoE down
+  ``2 U E + U F + 2 E``, dense FFN ``3 F + 4 E``, attention ``q + 2 kv + 3 E`` (``E`` n_embd, ``U`` experts
+  used, ``F`` expert FFN length, ``F_sh`` shared-expert FFN length); plus the attention scratch: the KQ mask
+  (``cells x n_ubatch``, f16 with flash attention, f32 without) on the host and on every device running
+  attention, ``cells x n_ubatch x n_head x 4 B`` of KQ scores without flash attention, and on a GPU with flash
+  attention and a quantized K or V cache the f16 copy of K and V that ggml-cuda's flash attention makes inside
+  the compute buffer (``ggml_cuda_flash_attn_ext_get_f16_extra_data``). These terms match the CPU build's
+  ``compute buffer size`` within about 10% on small qwen3moe, gemma3 and qwen35moe models (mask and KQ terms
+  exactly). With ``n_ubatch >= 32`` ggml-cuda runs matrix products whose weights are in host memory on the
+  first GPU (``op_offload``, ``ggml_backend_cuda_device_offload_op``), copying the weights into that GPU's
+  compute buffer: the plan adds the largest layer's host-resident matrix weights (the whole routed-expert set
+  of one layer under ``--cpu-moe``) to ``gpu0``. The host also holds the token embeddings of one ubatch and
+  the logits buffer (``n_vocab x n_seq`` floats). Pipeline parallelism (several GPUs, every layer offloaded,
+  no overrides) keeps four copies of graph inputs; a note says so when it applies.
+- ``runtime``: per GPU ``GPU_RUNTIME_OVERHEAD`` (128 MiB) for what ggml-cuda allocates outside the buffers
+  llama.cpp reports (its memory pool for quantized activations and dequantization, CUDA graphs). The CUDA
+  context and cuBLAS workspace are not counted here: they are what a hardware profile's
+  ``reserved.gpuMemory`` (512Mi by default) is for. On the host ``HOST_RUNTIME_OVERHEAD`` (64 MiB, the
+  resident size of the CPU build serving a small model) plus ``HOST_GPU_RUNTIME_OVERHEAD`` (512 MiB, the
+  CUDA runtime and cuBLAS libraries) when GPUs are used.
+- ``prompt_cache``: llama-server keeps prompt states in host RAM up to ``--cache-ram`` MiB (default 8192,
+  ``common/common.h`` ``cache_ram_mib``; ``server_prompt_cache`` in ``tools/server``) and does not give the
+  memory back, so the plan counts the whole limit.
+"""
+
+from __future__ import annotations
+
+import re
+import struct
+from bisect import bisect_right
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import TYPE_CHECKING, Final
+
+from ..api.base import format_bytes
+from .facts import F32_BYTES, ModelFacts, TensorClass
+from .types import GgmlType, TensorInfo, ggml_type, row_bytes
+
+if TYPE_CHECKING:
+    from ..hardware.profile import HardwareProfile
+
+__all__ = [
+    "ALL_LAYERS",
+    "CATEGORIES",
+    "COMPUTE",
+    "GPU_RUNTIME_OVERHEAD",
+    "HOST",
+    "HOST_GPU_RUNTIME_OVERHEAD",
+    "HOST_RUNTIME_OVERHEAD",
+    "KV_K",
+    "KV_V",
+    "PROMPT_CACHE",
+    "RECURRENT_STATE",
+    "RUNTIME",
+    "SKIPPED",
+    "SPLIT",
+    "WEIGHT_CATEGORIES",
+    "DeviceMemory",
+    "MemoryPlan",
+    "Placement",
+    "PlacementError",
+    "Shortfall",
+    "SplitMode",
+    "gpu_name",
+    "layer_devices",
+    "parse_overrides",
+    "plan_memory",
+]
+
+MiB: Final = 1024 * 1024
+ALL_LAYERS: Final = 99  # --n-gpu-layers 99: every layer of any model we plan for
+GPU_RUNTIME_OVERHEAD: Final = 128 * MiB
+HOST_RUNTIME_OVERHEAD: Final = 64 * MiB
+HOST_GPU_RUNTIME_OVERHEAD: Final = 512 * MiB
+DEFAULT_CACHE_RAM_MIB: Final = 8192  # common/common.h cache_ram_mib
+AUTO_PARALLEL: Final = 4  # tools/server/server.cpp: n_parallel auto -> 4 sequences, unified KV
+CTX_PAD: Final = 256  # src/llama-context.cpp and src/llama-kv-cache-iswa.cpp pad to 256 cells
+OP_OFFLOAD_MIN_BATCH: Final = 32  # ggml-cuda.cu: GGML_OP_OFFLOAD_MIN_BATCH default
+SCHED_MAX_COPIES: Final = 4  # ggml-backend.cpp GGML_SCHED_MAX_COPIES
+F16_BYTES: Final = 2
+
+HOST: Final = "host"
+SPLIT: Final = "split"  # a tensor divided across the GPUs by --split-mode row
+SKIPPED: Final = "skipped"  # a tensor llama-server does not load
+KV_K: Final = "kv_k"
+KV_V: Final = "kv_v"
+RECURRENT_STATE: Final = "recurrent_state"
+COMPUTE: Final = "compute"
+RUNTIME: Final = "runtime"
+PROMPT_CACHE: Final = "prompt_cache"
+WEIGHT_CATEGORIES: Final = tuple(c.value for c in TensorClass if c is not TensorClass.MTP)
+CATEGORIES: Final = (*WEIGHT_CATEGORIES, KV_K, KV_V, RECURRENT_STATE, COMPUTE, RUNTIME, PROMPT_CACHE)
+
+# Matrix weights: what a split buffer (--split-mode row) holds and what op offload copies to the GPU.
+_MATRIX_CLASSES: Final = frozenset(
+    {
+        TensorClass.ATTENTION,
+        TensorClass.DENSE_FFN,
+        TensorClass.SHARED_EXPERT,
+        TensorClass.ROUTED_EXPERT,
+        TensorClass.ROUTER,
+        TensorClass.RECURRENT,
+        TensorClass.OUTPUT,
+    }
+)
+# --override-tensor buffer names: CPU, or a GPU backend's device name with its index (CUDA0, ROCm1, Vulkan0).
+_GPU_BUFFER: Final = re.compile(r"^(CUDA|ROCm|Vulkan|SYCL|MUSA|CANN)(\d+)$")
+# common/common.h LLM_FFN_EXPS_REGEX and llm_ffn_block_regex.
+CPU_MOE_REGEX: Final = r"\.ffn_(up|down|gate|gate_up)_(ch|)exps"
+
+
+class PlacementError(ValueError):
+    """A placement or cache setting llama-server would refuse, or the plan cannot model."""
+
+
+class SplitMode(StrEnum):
+    LAYER = "layer"
+    ROW = "row"
+    NONE = "none"
+
+
+def gpu_name(index: int) -> str:
+    return f"gpu{index}"
+
+
+def parse_overrides(values: Iterable[str]) -> tuple[tuple[str, str], ...]:
+    """``--override-tensor`` values as (regex, buffer) pairs: each value is ``regex=BUFFER[,regex=BUFFER...]``.
+
+    As common/arg.cpp parses them: split on ``,``, then on the first ``=``.
+    """
+    out: list[tuple[str, str]] = []
+    for value in values:
+        for item in value.split(","):
+            pattern, eq, buffer = item.partition("=")
+            if not eq:
+                raise PlacementError(f"--override-tensor {item!r}: expected <tensor name regex>=<buffer type>")
+            out.append((pattern, buffer))
+    return tuple(out)
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Where llama-server puts weights and caches: its GPU flags, as the argument builder renders them."""
+
+    gpu_count: int = 0  # GPUs the server sees; 0 for a CPU-only server
+    n_gpu_layers: int = ALL_LAYERS  # --n-gpu-layers; negative means all (llama.cpp's -1 without --fit)
+    split_mode: SplitMode | str = SplitMode.LAYER  # --split-mode
+    tensor_split: tuple[float, ...] = ()  # --tensor-split shares per GPU; empty: equal shares
+    main_gpu: int = 0  # --main-gpu: the one GPU of --split-mode none
+    cpu_moe: bool = False  # --cpu-moe
+    n_cpu_moe: int = 0  # --n-cpu-moe
+    overrides: tuple[tuple[str, str], ...] = ()  # --override-tensor (regex, "CPU" | "CUDA<n>"), in order
+    no_kv_offload: bool = False  # --no-kv-offload
+
+    def rules(self) -> tuple[tuple[re.Pattern[str], str], ...]:
+        """The override rules in the order llama.cpp tries them, each with its device (gpuN or host)."""
+        raw: list[tuple[str, str]] = []
+        if self.cpu_moe:
+            raw.append((CPU_MOE_REGEX, "CPU"))
+        raw.extend((rf"blk\.{i}{CPU_MOE_REGEX}", "CPU") for i in range(self.n_cpu_moe))
+        raw.extend(self.overrides)
+        rules = []
+        for pattern, buffer in raw:
+            try:
+                compiled = re.compile(pattern)
+            except re.error as exc:
+                raise PlacementError(f"--override-tensor {pattern}={buffer}: not a valid regex ({exc})") from None
+            rules.append((compiled, self._device_of_buffer(pattern, buffer)))
+        return tuple(rules)
+
+    def _device_of_buffer(self, pattern: str, buffer: str) -> str:
+        if buffer == "CPU":
+            return HOST
+        m = _GPU_BUFFER.match(buffer)
+        if m is None:
+            raise PlacementError(
+                f"--override-tensor {pattern}={buffer}: unknown buffer type {buffer!r}; use CPU or a GPU such as CUDA0"
+            )
+        index = int(m.group(2))
+        if index >= self.gpu_count:
+            raise PlacementError(
+                f"--override-tensor {pattern}={buffer}: the server has {self.gpu_count} GPU(s), "
+                f"so {buffer} does not exist"
+            )
+        return gpu_name(index)
+
+    def validate(self) -> None:
+        if self.gpu_count < 0:
+            raise PlacementError(f"gpu_count {self.gpu_count} is negative")
+        if self.n_cpu_moe < 0:
+            raise PlacementError(f"--n-cpu-moe {self.n_cpu_moe} is negative")
+        if str(self.split_mode) not in {m.value for m in SplitMode}:
+            raise PlacementError(
+                f"--split-mode {self.split_mode}: the planner models {', '.join(m.value for m in SplitMode)}"
+            )
+        if any(s < 0 for s in self.tensor_split):
+            raise PlacementError(f"--tensor-split {list(self.tensor_split)}: shares cannot be negative")
+        if self.gpu_count and not 0 <= self.main_gpu < self.gpu_count:
+            raise PlacementError(f"--main-gpu {self.main_gpu}: the server has {self.gpu_count} GPU(s)")
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Layer placement
+# ---------------------------------------------------------------------------------------------------------
+
+
+def _f32(x: float) -> float:
+    """Round to float32: llama.cpp computes split points in float."""
+    return struct.unpack("f", struct.pack("f", x))[0]
+
+
+def _split_points(shares: Sequence[float]) -> list[float]:
+    """Normalised cumulative shares, as load_tensors computes them (float32 sums and divisions)."""
+    points: list[float] = []
+    total = 0.0
+    for s in shares:
+        total = _f32(total + _f32(s))
+        points.append(total)
+    return [_f32(p / total) for p in points]
+
+
+def layer_devices(n_layer_all: int, placement: Placement) -> tuple[str, ...]:
+    """The device of each layer ``0..n_layer_all``; the last entry is the output layer (src/llama-model.cpp)."""
+    host = (HOST,) * (n_layer_all + 1)
+    if placement.gpu_count == 0:
+        return host
+    if placement.split_mode == SplitMode.NONE:
+        gpus = [gpu_name(placement.main_gpu)]
+        shares: Sequence[float] = [1.0]
+    else:
+        gpus = [gpu_name(i) for i in range(placement.gpu_count)]
+        given = [*placement.tensor_split[: placement.gpu_count]]
+        given += [0.0] * (placement.gpu_count - len(given))
+        shares = given if any(given) else [1.0] * placement.gpu_count
+    points = _split_points(shares)
+    n_gpu_layers = n_layer_all + 1 if placement.n_gpu_layers < 0 else placement.n_gpu_layers
+    start = max(n_layer_all + 1 - n_gpu_layers, 0)
+    offloaded = min(n_gpu_layers, n_layer_all + 1)
+    devices = []
+    for il in range(n_layer_all + 1):
+        if il < start or il - start >= offloaded:
+            devices.append(HOST)
+        else:
+            # std::upper_bound: the first split point greater than the layer's position.
+            devices.append(gpus[bisect_right(points, _f32((il - start) / offloaded))])
+    return tuple(devices)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The plan
+# ---------------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DeviceMemory:
+    """Bytes one device holds, by category (every category in ``CATEGORIES`` is present)."""
+
+    name: str
+    bytes: Mapping[str, int]
+
+    @property
+    def total(self) -> int:
+        return sum(self.bytes.values())
+
+    @property
+    def weights(self) -> int:
+        return sum(self.bytes[c] for c in WEIGHT_CATEGORIES)
+
+    def __getitem__(self, category: str) -> int:
+        return self.bytes[category]
+
+
+@dataclass(frozen=True)
+class Shortfall:
+    """A device that needs more memory than the profile can give it."""
+
+    device: str
+    needed: int
+    usable: int
+
+    @property
+    def missing(self) -> int:
+        return self.needed - self.usable
+
+    def __str__(self) -> str:
+        return (
+            f"{self.device} needs {format_bytes(self.needed)}, {format_bytes(self.usable)} usable "
+            f"({format_bytes(self.missing)} short)"
+        )
+
+
+@dataclass(frozen=True)
+class MemoryPlan:
+    """Bytes per device (``gpu0``.., ``host``) and category, with what they were computed from."""
+
+    devices: tuple[DeviceMemory, ...]
+    layer_devices: tuple[str, ...]  # device of each block, then of the output layer
+    context_size: int  # n_ctx after padding
+    kv_cells: int  # cells per stream of the full-attention cache
+    kv_streams: int
+    swa_cells: int  # cells per stream of the sliding-window cache (0 without SWA layers)
+    n_seq: int
+    ubatch: int
+    skipped: int = 0  # bytes of tensors llama-server does not load (multi-token-prediction layers)
+    # Where each tensor went: a device, "split" (--split-mode row) or "skipped" (not loaded).
+    tensor_devices: Mapping[str, str] = field(default_factory=dict)
+    notes: tuple[str, ...] = field(default=())
+
+    def device(self, name: str) -> DeviceMemory:
+        for d in self.devices:
+            if d.name == name:
+                return d
+        raise KeyError(f"no device {name!r} in the plan; devices: {', '.join(d.name for d in self.devices)}")
+
+    @property
+    def gpus(self) -> tuple[DeviceMemory, ...]:
+        return tuple(d for d in self.devices if d.name != HOST)
+
+    @property
+    def host(self) -> DeviceMemory:
+        return self.device(HOST)
+
+    def totals(self) -> dict[str, int]:
+        """Total bytes per device."""
+        return {d.name: d.total for d in self.devices}
+
+    def category_totals(self) -> dict[str, int]:
+        """Bytes per category over all devices."""
+        return {c: sum(d.bytes[c] for d in self.devices) for c in CATEGORIES}
+
+    def fits(self, profile: HardwareProfile) -> list[Shortfall]:
+        """Devices whose total exceeds what the profile can give (usable memory after its reserves)."""
+        out: list[Shortfall] = []
+        for i, gpu in enumerate(self.gpus):
+            usable = profile.usable_gpu_memory if i < profile.gpu_count else 0
+            if gpu.total > usable:
+                out.append(Shortfall(gpu.name, gpu.total, usable))
+        if self.host.total > profile.usable_host_memory:
+            out.append(Shortfall(HOST, self.host.total, profile.usable_host_memory))
+        return out
+
+    def table(self) -> str:
+        """Devices as columns, categories with any bytes as rows, then the totals."""
+        names = [d.name for d in self.devices]
+        rows = [("", *names)]
+        for c in CATEGORIES:
+            if any(d.bytes[c] for d in self.devices):
+                rows.append((c, *(_cell(d.bytes[c]) for d in self.devices)))
+        rows.append(("total", *(_cell(d.total) for d in self.devices)))
+        widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+        lines = [
+            "  ".join(
+                cell.ljust(w) if i == 0 else cell.rjust(w) for i, (cell, w) in enumerate(zip(r, widths, strict=True))
+            )
+            for r in rows
+        ]
+        return "\n".join(line.rstrip() for line in lines)
+
+
+def _cell(n: int) -> str:
+    if n == 0:
+        return "-"
+    if n >= 1024 * MiB:
+        return f"{n / (1024 * MiB):.2f} GiB"
+    if n < MiB // 20:
+        return "<0.1 MiB"  # not "0.0 MiB", which reads as nothing
+    return f"{n / MiB:.1f} MiB"
+
+
+def _pad(n: int, to: int = CTX_PAD) -> int:
+    return -(-n // to) * to
+
+
+class _Ledger:
+    def __init__(self, names: Sequence[str]) -> None:
+        self.bytes: dict[str, dict[str, int]] = {n: dict.fromkeys(CATEGORIES, 0) for n in names}
+
+    def add(self, device: str, category: str, n: int) -> None:
+        self.bytes[device][category] += n
+
+    def freeze(self) -> tuple[DeviceMemory, ...]:
+        return tuple(DeviceMemory(name, dict(b)) for name, b in self.bytes.items())
+
+
+def plan_memory(
+    facts: ModelFacts,
+    placement: Placement,
+    *,
+    tensors: Sequence[TensorInfo] | None = None,
+    context_size: int,
+    parallel: int | None = None,
+    kv_unified: bool | None = None,
+    cache_type_k: str = "f16",
+    cache_type_v: str = "f16",
+    batch: int = 2048,
+    ubatch: int = 512,
+    flash_attn: bool = True,
+    cache_ram_mib: int = DEFAULT_CACHE_RAM_MIB,
+    gpu_runtime_overhead: int = GPU_RUNTIME_OVERHEAD,
+) -> MemoryPlan:
+    """Bytes per device and category for ``facts`` served with ``placement`` (see the module docstring).
+
+    ``context_size`` is ``--ctx-size`` (0: the trained context); ``parallel`` is ``--parallel`` (None:
+    llama-server's auto, 4 sequences with a unified cache); ``kv_unified`` forces ``--kv-unified`` on or off
+    (None: llama-server's rule); ``batch``/``ubatch`` are ``--batch-size``/``--ubatch-size``; ``flash_attn`` is
+    whether flash attention runs (llama-server's ``auto`` turns it on where the device supports it);
+    ``cache_ram_mib`` is ``--cache-ram`` (0 disables the prompt cache).
+    """
+    placement.validate()
+    tensors = facts.tensors if tensors is None else tuple(tensors)
+    if context_size < 0 or batch < 1 or ubatch < 1:
+        raise PlacementError(f"context {context_size}, batch {batch}, ubatch {ubatch}: need context >= 0, batches >= 1")
+    if parallel is not None and parallel < 1:
+        raise PlacementError(f"--parallel {parallel}: need at least 1 sequence")
+    if cache_ram_mib < 0:
+        raise PlacementError(f"--cache-ram {cache_ram_mib}: the plan needs a limit (0 disables the prompt cache)")
+    type_k, type_v = _cache_type(cache_type_k, "K"), _cache_type(cache_type_v, "V")
+    if not flash_attn and type_v.block_size > 1:
+        raise PlacementError(f"quantized V cache ({cache_type_v}) requires flash attention")
+    if flash_attn:
+        _check_head_sizes(facts, type_k.name, type_k.block_size, "K", facts.head_k)
+        _check_head_sizes(facts, type_v.name, type_v.block_size, "V", facts.head_v)
+
+    # src/llama-context.cpp: context, sequences, batches.
+    n_seq = AUTO_PARALLEL if parallel is None else parallel
+    unified = (parallel is None) if kv_unified is None else kv_unified
+    n_ctx = _pad(context_size or facts.context_length)
+    if n_ctx == 0:
+        raise PlacementError("context size 0 and the model has no trained context length")
+    if unified:
+        kv_cells, streams = n_ctx, 1
+    else:
+        kv_cells, streams = _pad(n_ctx // n_seq), n_seq
+        if kv_cells == 0:
+            raise PlacementError(f"context {n_ctx} over {n_seq} sequences leaves no cells per sequence")
+    n_batch = min(n_ctx, batch)
+    n_ubatch = min(n_batch, ubatch)
+    n_swa = facts.sliding_window
+    swa_cells = _pad(min(kv_cells, n_swa * (n_seq if unified else 1) + n_ubatch)) if any(facts.is_swa) else 0
+
+    gpus = [gpu_name(i) for i in range(placement.gpu_count)]
+    ledger = _Ledger([*gpus, HOST])
+    devices = layer_devices(facts.block_count, placement)
+    output_device = devices[-1]
+    notes: list[str] = list(facts.notes)
+    if placement.gpu_count and not placement.tensor_split and placement.split_mode != SplitMode.NONE:
+        notes.append("no --tensor-split: llama.cpp splits by free GPU memory at start-up; planned as equal shares")
+
+    # --- weights ------------------------------------------------------------------------------------------
+    rules = placement.rules()
+    skipped = 0
+    host_matrix_by_layer: dict[int, int] = {}
+    tensor_devices: dict[str, str] = {}
+    for t in tensors:
+        cls, layer = facts.classify(t.name)
+        if cls is TensorClass.MTP:
+            skipped += t.nbytes
+            tensor_devices[t.name] = SKIPPED
+            continue
+        if cls is TensorClass.TOKEN_EMBD:
+            base = HOST  # the input layer always stays on the CPU
+        elif cls is TensorClass.OUTPUT:
+            base = output_device
+        elif layer is not None and layer < facts.block_count:
+            base = devices[layer]
+        else:
+            base = devices[0]
+        device = _override(rules, t.name) or base
+        overridden = device != base
+        if (
+            placement.split_mode == SplitMode.ROW
+            and device != HOST
+            and not overridden
+            and cls in _MATRIX_CLASSES
+            and cls is not TensorClass.ROUTED_EXPERT
+            and len(t.shape) == 2
+            and t.name.endswith(".weight")
+        ):
+            _split_rows(ledger, cls.value, t.nbytes, gpus, placement.tensor_split)
+            tensor_devices[t.name] = SPLIT
+        else:
+            ledger.add(device, cls.value, t.nbytes)
+            tensor_devices[t.name] = device
+        if device == HOST and cls in _MATRIX_CLASSES and layer is not None and len(t.shape) >= 2:
+            host_matrix_by_layer[layer] = host_matrix_by_layer.get(layer, 0) + t.nbytes
+        if cls is TensorClass.TOKEN_EMBD and t.name == "token_embd.weight" and facts.tied_embeddings:
+            output_copy = _override(rules, t.name) or output_device
+            if output_copy != device:
+                ledger.add(output_copy, TensorClass.OUTPUT.value, t.nbytes)
+    if skipped:
+        notes.append(
+            f"{format_bytes(skipped)} of multi-token-prediction layers are not loaded (llama-server loads them "
+            "only for MTP speculative decoding)"
+        )
+
+    # --- KV cache and recurrent state ---------------------------------------------------------------------
+    kv_layers = [il for il, has in enumerate(facts.has_attention_kv) if has]
+    v_width_max = max((facts.n_embd_v_gqa(il) for il in range(facts.block_count)), default=0)
+    for il in kv_layers:
+        cells = swa_cells if facts.is_swa[il] else kv_cells
+        device = HOST if placement.no_kv_offload else devices[il]
+        v_width = facts.n_embd_v_gqa(il) if flash_attn else v_width_max
+        ledger.add(device, KV_K, row_bytes(type_k.name, facts.n_embd_k_gqa(il)) * cells * streams)
+        if v_width:
+            ledger.add(device, KV_V, row_bytes(type_v.name, v_width) * cells * streams)
+    for il in facts.recurrent_layers:
+        device = HOST if placement.no_kv_offload else devices[il]
+        ledger.add(device, RECURRENT_STATE, facts.recurrent_state_bytes_per_sequence * max(1, n_seq))
+
+    # --- compute buffers (estimate) -----------------------------------------------------------------------
+    _estimate_compute(
+        ledger,
+        facts,
+        placement,
+        devices=devices,
+        kv_layers=kv_layers,
+        kv_cells=kv_cells,
+        swa_cells=swa_cells,
+        streams=streams,
+        n_seq=n_seq,
+        n_ubatch=n_ubatch,
+        flash_attn=flash_attn,
+        quantized_k=type_k.block_size > 1,
+        quantized_v=type_v.block_size > 1,
+        host_matrix_by_layer=host_matrix_by_layer,
+    )
+    pipeline_parallel = (
+        placement.gpu_count > 1
+        and placement.split_mode == SplitMode.LAYER
+        and (placement.n_gpu_layers < 0 or placement.n_gpu_layers > facts.block_count)
+        and not placement.no_kv_offload
+        and not rules
+    )
+    if pipeline_parallel:
+        notes.append(
+            "pipeline parallelism is on (several GPUs, every layer offloaded, no overrides): llama.cpp keeps "
+            f"{SCHED_MAX_COPIES} copies of graph inputs, so GPU compute buffers run larger than estimated"
+        )
+
+    # --- runtime and prompt cache -------------------------------------------------------------------------
+    for g in gpus:
+        ledger.add(g, RUNTIME, gpu_runtime_overhead)
+    ledger.add(HOST, RUNTIME, HOST_RUNTIME_OVERHEAD + (HOST_GPU_RUNTIME_OVERHEAD if gpus else 0))
+    ledger.add(HOST, PROMPT_CACHE, cache_ram_mib * MiB)
+
+    return MemoryPlan(
+        devices=ledger.freeze(),
+        layer_devices=devices,
+        context_size=n_ctx,
+        kv_cells=kv_cells,
+        kv_streams=streams,
+        swa_cells=swa_cells,
+        n_seq=n_seq,
+        ubatch=n_ubatch,
+        skipped=skipped,
+        tensor_devices=tensor_devices,
+        notes=tuple(notes),
+    )
+
+
+def _cache_type(name: str, which: str) -> GgmlType:
+    try:
+        return ggml_type(name)
+    except ValueError:
+        raise PlacementError(f"{which} cache type {name!r} is not a ggml type the planner knows") from None
+
+
+def _check_head_sizes(facts: ModelFacts, type_name: str, block: int, which: str, head: Callable[[int], int]) -> None:
+    # llama_init_from_model (src/llama-context.cpp): with flash attention, a quantized cache type's block size
+    # must divide every layer's head size, or llama-server refuses to start.
+    if block == 1:
+        return
+    for il in range(facts.n_layer):
+        size = head(il)
+        if size % block:
+            raise PlacementError(
+                f"{which} cache type {type_name.lower()} with block size {block} does not divide "
+                f"n_embd_head_{which.lower()}={size}: llama-server refuses to start; use f16 or bf16"
+            )
+
+
+def _override(rules: Sequence[tuple[re.Pattern[str], str]], name: str) -> str | None:
+    for pattern, device in rules:
+        if pattern.search(name):
+            return device  # the first matching rule wins (create_tensor breaks out of its loop)
+    return None
+
+
+def _split_rows(ledger: _Ledger, category: str, nbytes: int, gpus: Sequence[str], shares: Sequence[float]) -> None:
+    given = [*shares[: len(gpus)]] + [0.0] * (len(gpus) - len(shares[: len(gpus)]))
+    weights = given if any(given) else [1.0] * len(gpus)
+    total = sum(weights)
+    placed = 0
+    for i, g in enumerate(gpus):
+        part = nbytes - placed if i == len(gpus) - 1 else int(nbytes * weights[i] / total)
+        ledger.add(g, category, part)
+        placed += part
+
+
+def _activation_values(facts: ModelFacts) -> int:
+    """Peak activation values per token of one layer (see the module docstring: an estimate)."""
+    e = facts.n_embd
+    used, f_exp, f_sh = (
+        facts.expert_used_count,
+        facts.expert_feed_forward_length,
+        facts.expert_shared_feed_forward_length,
+    )
+    f_dense = max(facts.feed_forward_length, default=0)
+    q = max((h * facts.key_length for h in facts.n_head), default=0)
+    kv = max((facts.n_embd_k_gqa(il) for il in range(facts.block_count)), default=0)
+    phases = [3 * f_dense + 4 * e, q + 2 * kv + 3 * e]
+    if facts.expert_count:
+        phases += [3 * used * f_exp + 3 * f_sh + 4 * e, 2 * used * e + used * f_exp + 2 * e]
+    return max(phases)
+
+
+def _estimate_compute(
+    ledger: _Ledger,
+    facts: ModelFacts,
+    placement: Placement,
+    *,
+    devices: Sequence[str],
+    kv_layers: Sequence[int],
+    kv_cells: int,
+    swa_cells: int,
+    streams: int,
+    n_seq: int,
+    n_ubatch: int,
+    flash_attn: bool,
+    quantized_k: bool,
+    quantized_v: bool,
+    host_matrix_by_layer: Mapping[int, int],
+) -> None:
+    t = n_ubatch
+    activations = F32_BYTES * t * _activation_values(facts)
+    has_swa = any(facts.is_swa[il] for il in kv_layers)
+    has_full = any(not facts.is_swa[il] for il in kv_layers)
+    # Mask and KQ are [cells, tokens per stream, heads, streams]: cells x tokens in all.
+    mask_value = F16_BYTES if flash_attn else F32_BYTES
+    mask = mask_value * t * ((kv_cells if has_full else 0) + (swa_cells if has_swa else 0))
+    widest_cells = kv_cells if has_full else swa_cells
+    kq = 0 if flash_attn else F32_BYTES * t * widest_cells * max(facts.n_head, default=0)
+    k_width = max((facts.n_embd_k_gqa(il) for il in kv_layers), default=0)
+    v_width = max((facts.n_embd_v_gqa(il) for il in kv_layers), default=0)
+    fa_f16 = F16_BYTES * widest_cells * streams * ((k_width if quantized_k else 0) + (v_width if quantized_v else 0))
+
+    layer_devs = set(devices[: facts.block_count])
+    # Below the op-offload batch (or without GPUs) the CPU runs the products of the weights it holds.
+    if host_matrix_by_layer and (placement.gpu_count == 0 or t < OP_OFFLOAD_MIN_BATCH):
+        layer_devs.add(HOST)
+    attention_devs = {HOST if placement.no_kv_offload else devices[il] for il in kv_layers}
+    for device in {*layer_devs, devices[-1]}:
+        ledger.add(device, COMPUTE, activations)
+    for device in attention_devs:
+        ledger.add(device, COMPUTE, mask + kq + (fa_f16 if device != HOST and flash_attn else 0))
+    # Graph inputs are built in host memory (the KQ mask, the ubatch's token embeddings), and the logits of
+    # one output per sequence are read back into the host output buffer (llama_context::output_reserve).
+    if HOST not in attention_devs:
+        ledger.add(HOST, COMPUTE, mask)
+    ledger.add(HOST, COMPUTE, F32_BYTES * t * facts.n_embd + F32_BYTES * facts.vocab_size * n_seq)
+    ledger.add(devices[-1], COMPUTE, F32_BYTES * facts.vocab_size * n_seq)
+    # ggml-cuda op offload: host-resident matrix weights of a layer are copied to the first GPU per ubatch.
+    if placement.gpu_count and t >= OP_OFFLOAD_MIN_BATCH and host_matrix_by_layer:
+        first_gpu = gpu_name(placement.main_gpu if placement.split_mode == SplitMode.NONE else 0)
+        ledger.add(first_gpu, COMPUTE, max(host_matrix_by_layer.values()))

@@ -1,0 +1,388 @@
+"""The plan of a service: where its weights and caches live, whether that fits, how fast it decodes.
+
+The planner reads the llama-server arguments the argument builder renders (extraArgs included), so that what
+it plans is exactly what the server will be told. For a service with ``offload: auto`` it tries placements
+from the fastest down and keeps the first that fits the hardware profile:
+
+    everything on the GPUs -> the smallest --n-cpu-moe N -> --cpu-moe -> --cpu-moe and --no-kv-offload
+
+and sets the host memory request from the plan. Explicit offload fields (``offload: manual``) are kept and
+checked; when a faster placement would fit, the plan says so, with both estimates.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..api import InferenceServiceSpec, parse_quantity
+from ..api.base import format_bytes
+from ..api.service import InferenceResources
+from ..errors import Problem
+from ..hardware import HardwareProfile
+from .facts import ModelFacts, TensorClass
+from .memory import (
+    ALL_LAYERS,
+    COMPUTE,
+    HOST,
+    KV_K,
+    KV_V,
+    MemoryPlan,
+    Placement,
+    PlacementError,
+    Shortfall,
+    parse_overrides,
+    plan_memory,
+)
+from .throughput import KV_FILL, Throughput, decode_estimate
+
+# The host memory request is the plan's host total plus this margin, rounded up to whole GiB: the plan's
+# compute buffers are estimates and the C library keeps some freed memory.
+HOST_MARGIN = 0.10
+GiB = 2**30
+
+# Spellings of the flags the planner reads (llama.cpp's aliases, common/arg.cpp), by canonical flag.
+_ALIASES = {
+    "-ngl": "--n-gpu-layers",
+    "--gpu-layers": "--n-gpu-layers",
+    "-sm": "--split-mode",
+    "-ts": "--tensor-split",
+    "-c": "--ctx-size",
+    "-np": "--parallel",
+    "-fa": "--flash-attn",
+    "-ctk": "--cache-type-k",
+    "-ctv": "--cache-type-v",
+    "-cmoe": "--cpu-moe",
+    "-ncmoe": "--n-cpu-moe",
+    "-nkvo": "--no-kv-offload",
+    "-kvo": "--kv-offload",
+    "-ot": "--override-tensor",
+    "-b": "--batch-size",
+    "-ub": "--ubatch-size",
+    "-cram": "--cache-ram",
+}
+
+
+@dataclass(frozen=True)
+class ServerSettings:
+    """What the planner needs of a llama-server command line."""
+
+    placement: Placement
+    context_size: int = 0
+    parallel: int | None = None
+    cache_type_k: str = "f16"
+    cache_type_v: str = "f16"
+    batch: int = 2048
+    ubatch: int = 512
+    flash_attn: bool = True
+    cache_ram_mib: int | None = None
+
+
+def settings_from_args(args: Sequence[str], gpu_count: int) -> ServerSettings:
+    """Read the flags that decide memory from rendered llama-server arguments (last one wins, as in llama.cpp)."""
+    values: dict[str, str] = {}
+    switches: set[str] = set()
+    overrides: list[str] = []
+    i = 0
+    while i < len(args):
+        flag = args[i].replace("_", "-") if args[i].startswith("--") else args[i]
+        flag = _ALIASES.get(flag, flag)
+        if flag in ("--cpu-moe", "--no-kv-offload", "--kv-offload", "--metrics", "--jinja", "--no-warmup"):
+            switches.add(flag)
+            if flag == "--kv-offload":
+                switches.discard("--no-kv-offload")
+            i += 1
+            continue
+        if i + 1 < len(args) and flag.startswith("-"):
+            if flag == "--override-tensor":
+                overrides.append(args[i + 1])
+            else:
+                values[flag] = args[i + 1]
+            i += 2
+            continue
+        i += 1
+    layers = int(values.get("--n-gpu-layers", ALL_LAYERS if gpu_count else 0))
+    shares = tuple(float(x) for x in values["--tensor-split"].split(",")) if "--tensor-split" in values else ()
+    placement = Placement(
+        gpu_count=gpu_count,
+        n_gpu_layers=layers if gpu_count else 0,
+        split_mode=values.get("--split-mode", "layer"),
+        tensor_split=shares,
+        cpu_moe="--cpu-moe" in switches,
+        n_cpu_moe=int(values.get("--n-cpu-moe", 0)),
+        overrides=parse_overrides(overrides),
+        no_kv_offload="--no-kv-offload" in switches,
+    )
+    return ServerSettings(
+        placement=placement,
+        context_size=int(values.get("--ctx-size", 0)),
+        parallel=int(values["--parallel"]) if "--parallel" in values else None,
+        cache_type_k=values.get("--cache-type-k", "f16"),
+        cache_type_v=values.get("--cache-type-v", "f16"),
+        batch=int(values.get("--batch-size", 2048)),
+        ubatch=int(values.get("--ubatch-size", 512)),
+        # auto turns flash attention on where the device supports it, which every GPU backend we target does.
+        flash_attn=values.get("--flash-attn", "auto") != "off",
+        cache_ram_mib=int(values["--cache-ram"]) if "--cache-ram" in values else None,
+    )
+
+
+@dataclass(frozen=True)
+class Option:
+    """One placement, with its memory plan, whether it fits and how fast it decodes."""
+
+    label: str  # how a user would say it: "all layers on the GPUs", "--n-cpu-moe 12", ...
+    fields: dict[str, Any]  # the InferenceService fields that select it
+    memory: MemoryPlan
+    shortfalls: tuple[Shortfall, ...]
+    throughput: Throughput
+
+    @property
+    def fits(self) -> bool:
+        return not self.shortfalls
+
+
+@dataclass(frozen=True)
+class ServicePlan:
+    """What the planner decided for one service, and why."""
+
+    service: str  # config key
+    model_source: str
+    estimate: str | None  # set when the model facts are a catalog estimate, saying so
+    mode: str  # auto | manual
+    chosen: Option
+    host_memory_request: int  # bytes, with the margin, whole GiB
+    alternatives: tuple[Option, ...] = ()
+    advice: tuple[str, ...] = field(default=())
+
+    def output(self) -> dict[str, Any]:
+        """The structured plan, as the InferenceService component outputs it."""
+        return {
+            "mode": self.mode,
+            "placement": self.chosen.label,
+            "fields": self.chosen.fields,
+            "hostMemoryRequest": f"{self.host_memory_request // GiB}Gi",
+            "bytes": self.chosen.memory.totals(),
+            "byCategory": {d.name: {k: v for k, v in d.bytes.items() if v} for d in self.chosen.memory.devices},
+            "decodeTokensPerSecond": round(self.chosen.throughput.decode_tokens_per_second, 1),
+            "source": self.model_source,
+            **({"estimate": self.estimate} if self.estimate else {}),
+            **({"advice": list(self.advice)} if self.advice else {}),
+        }
+
+    def table(self) -> str:
+        head = (
+            f"plan for {self.service} ({self.mode}): {self.chosen.label}; about "
+            f"{self.chosen.throughput.decode_tokens_per_second:.1f} tokens/s decode (estimate); host memory "
+            f"request {self.host_memory_request // GiB}Gi"
+        )
+        lines = [head, self.chosen.memory.table()]
+        if self.estimate:
+            lines.append(self.estimate)
+        lines += list(self.advice)
+        return "\n".join(lines)
+
+
+def bytes_per_token(memory: MemoryPlan, facts: ModelFacts) -> dict[str, float]:
+    """What one decode step reads on each device: active weights and the KV cache at its average fill."""
+    active = facts.expert_used_count / facts.expert_count if facts.expert_count else 1.0
+    out: dict[str, float] = {}
+    for device in memory.devices:
+        b = device.bytes
+        read = sum(
+            b[c.value]
+            for c in TensorClass
+            if c.value in b and c not in (TensorClass.TOKEN_EMBD, TensorClass.ROUTED_EXPERT, TensorClass.MTP)
+        )
+        read += b[TensorClass.ROUTED_EXPERT.value] * active
+        read += (b[KV_K] + b[KV_V]) * KV_FILL
+        out[device.name] = read
+    return out
+
+
+Render = Callable[[InferenceServiceSpec], list[str]]
+
+
+def evaluate(
+    label: str,
+    fields: dict[str, Any],
+    spec: InferenceServiceSpec,
+    render: Render,
+    facts: ModelFacts,
+    profile: HardwareProfile,
+    gpu_count: int,
+) -> Option:
+    settings = settings_from_args(render(spec), gpu_count)
+    memory = plan_memory(
+        facts,
+        settings.placement,
+        context_size=settings.context_size,
+        parallel=settings.parallel,
+        cache_type_k=settings.cache_type_k,
+        cache_type_v=settings.cache_type_v,
+        batch=settings.batch,
+        ubatch=settings.ubatch,
+        flash_attn=settings.flash_attn,
+        **({"cache_ram_mib": settings.cache_ram_mib} if settings.cache_ram_mib is not None else {}),
+    )
+    gpu_bw = float(parse_quantity(profile.gpu.memory_bandwidth)) if profile.gpu else 1.0
+    host_bw = float(parse_quantity(profile.host_memory_bandwidth))
+    throughput = decode_estimate(bytes_per_token(memory, facts), gpu_bw, host_bw)
+    return Option(label, fields, memory, tuple(memory.fits(profile)), throughput)
+
+
+_OFFLOAD_FIELDS = ("moe_cpu_offload", "moe_cpu_layers", "no_kv_offload")
+
+
+def candidates(
+    spec: InferenceServiceSpec, render: Render, facts: ModelFacts, profile: HardwareProfile, gpu_count: int
+) -> list[Option]:
+    """Placements from the fastest down, stopping at the first that fits (the auto decision's search)."""
+    base = spec.model_copy(update=dict.fromkeys(_OFFLOAD_FIELDS))
+
+    def option(label: str, **fields: Any) -> Option:
+        wire = {_ALIAS[k]: v for k, v in fields.items()}
+        return evaluate(label, wire, base.model_copy(update=fields), render, facts, profile, gpu_count)
+
+    first = option("all layers on the GPUs" if gpu_count else "everything in system RAM (no GPU)")
+    if first.fits or not gpu_count:
+        return [first]
+    tried = [first]
+    if facts.expert_count:
+        n_layer = facts.n_layer
+        # The smallest N whose plan fits: fitting only gets easier as N grows, so bisect. N = every layer is
+        # --cpu-moe, the next option, under its own name.
+        low, high = 1, n_layer - 1
+        best: Option | None = None
+        while low <= high:
+            mid = (low + high) // 2
+            opt = option(f"--n-cpu-moe {mid} (routed experts of the first {mid} layers in RAM)", moe_cpu_layers=mid)
+            if opt.fits:
+                best, high = opt, mid - 1
+            else:
+                low = mid + 1
+        if best is not None:
+            return [*tried, best]
+        cpu_moe = option("--cpu-moe (all routed experts in RAM)", moe_cpu_offload=True)
+        tried.append(cpu_moe)
+        if cpu_moe.fits:
+            return tried
+        both = option(
+            "--cpu-moe and --no-kv-offload (experts and KV cache in RAM)", moe_cpu_offload=True, no_kv_offload=True
+        )
+    else:
+        both = option("--no-kv-offload (KV cache in RAM)", no_kv_offload=True)
+    tried.append(both)
+    return tried
+
+
+_ALIAS = {"moe_cpu_offload": "moeCPUOffload", "moe_cpu_layers": "moeCPULayers", "no_kv_offload": "noKvOffload"}
+
+
+def host_request(memory: MemoryPlan) -> int:
+    return math.ceil(memory.host.total * (1 + HOST_MARGIN) / GiB) * GiB
+
+
+def plan_service(
+    key: str,
+    spec: InferenceServiceSpec,
+    render: Render,
+    facts: ModelFacts,
+    profile: HardwareProfile,
+    gpu_count: int,
+    path: str,
+    estimate: str | None = None,
+) -> tuple[ServicePlan | None, list[Problem], list[Problem]]:
+    """The plan of one service: (plan, errors, warnings). Errors say what does not fit, with the numbers."""
+    mode = spec.offload_mode
+    try:
+        if mode == "auto":
+            tried = candidates(spec, render, facts, profile, gpu_count)
+            chosen = tried[-1]
+            alternatives: tuple[Option, ...] = tuple(tried[:-1])
+        else:
+            chosen = evaluate("as configured", _explicit(spec), spec, render, facts, profile, gpu_count)
+            alternatives = ()
+    except PlacementError as exc:
+        return None, [Problem(path, str(exc))], []
+    errors: list[Problem] = []
+    warnings: list[Problem] = []
+    source = facts.source
+    if not chosen.fits:
+        errors.append(Problem(path, _no_fit(chosen, profile, spec)))
+    advice: list[str] = []
+    if mode == "manual" and chosen.fits:
+        faster = _faster_fitting(spec, render, facts, profile, gpu_count, chosen)
+        if faster is not None:
+            advice.append(
+                f"{chosen.label} ({_describe(chosen.fields)}) decodes about "
+                f"{chosen.throughput.decode_tokens_per_second:.1f} tokens/s; {faster.label} would fit and decode "
+                f"about {faster.throughput.decode_tokens_per_second:.1f} tokens/s (estimates): set offload: auto, "
+                "or drop the offload fields"
+            )
+            warnings.append(Problem(path, advice[-1]))
+    request = host_request(chosen.memory)
+    resources = spec.resources or InferenceResources()
+    if mode == "manual" and resources.host_memory is not None:
+        given = int(parse_quantity(resources.host_memory))
+        if given < chosen.memory.host.total:
+            errors.append(
+                Problem(
+                    f"{path}.resources.hostMemory",
+                    f"{resources.host_memory} is below the {format_bytes(chosen.memory.host.total)} of system RAM "
+                    f"the plan needs ({_host_parts(chosen.memory)}); ask for at least {request // GiB}Gi",
+                )
+            )
+    plan = ServicePlan(key, source, estimate, mode, chosen, request, alternatives, tuple(advice))
+    return plan, errors, warnings
+
+
+def _explicit(spec: InferenceServiceSpec) -> dict[str, Any]:
+    return {_ALIAS[k]: getattr(spec, k) for k in _OFFLOAD_FIELDS if getattr(spec, k) is not None}
+
+
+def _describe(fields: dict[str, Any]) -> str:
+    return ", ".join(f"{k}: {v}" for k, v in fields.items()) or "no offload"
+
+
+def _faster_fitting(
+    spec: InferenceServiceSpec, render: Render, facts: ModelFacts, profile: HardwareProfile, gpus: int, chosen: Option
+) -> Option | None:
+    if not gpus:
+        return None
+    best = candidates(spec, render, facts, profile, gpus)[-1]
+    if best.fits and best.throughput.decode_tokens_per_second > chosen.throughput.decode_tokens_per_second * 1.05:
+        return best
+    return None
+
+
+def _host_parts(memory: MemoryPlan) -> str:
+    parts = [(k, v) for k, v in memory.host.bytes.items() if v]
+    parts.sort(key=lambda kv: -kv[1])
+    return ", ".join(f"{k} {format_bytes(v)}" for k, v in parts[:4])
+
+
+def _no_fit(option: Option, profile: HardwareProfile, spec: InferenceServiceSpec) -> str:
+    short = "; ".join(str(s) for s in option.shortfalls)
+    gpus = profile.gpu_count
+    where = (
+        f"{gpus} x {format_bytes(profile.usable_gpu_memory)} usable GPU memory and "
+        f"{format_bytes(profile.usable_host_memory)} usable RAM"
+        if gpus
+        else f"{format_bytes(profile.usable_host_memory)} usable RAM"
+    )
+    kv = sum(d[KV_K] + d[KV_V] for d in option.memory.devices)
+    compute = sum(d[COMPUTE] for d in option.memory.devices)
+    hint = (
+        f"the KV cache takes {format_bytes(kv)} at contextSize {spec.context_size or 'the trained context'}: "
+        "reduce contextSize or use a q4_0/q8_0 KV cache"
+        if kv > compute
+        else "pick a smaller quantization or a profile with more memory"
+    )
+    host = option.memory.host.total if HOST else 0
+    return (
+        f"does not fit the hardware profile {profile.name} ({where}) even with {option.label}: {short} "
+        f"(host total {format_bytes(host)}); {hint}"
+    )

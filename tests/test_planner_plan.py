@@ -1,0 +1,156 @@
+"""The planner inside the stack: settings read from the rendered arguments, the auto decision at its
+boundaries, checks of explicit settings, and the decision reaching both deliveries."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from llmkube_components.errors import ConfigError
+from llmkube_components.planner.memory import Placement
+from llmkube_components.planner.plan import GiB, settings_from_args
+from llmkube_components.resolve import load_stack
+from tests.gguf_files import write_moe
+
+QWEN36 = "https://huggingface.co/ggml-org/Qwen3.6-35B-A3B-GGUF/resolve/main/Qwen3.6-35B-A3B-Q4_K_M.gguf"
+
+
+@pytest.mark.parametrize(
+    ("args", "gpus", "expected"),
+    [
+        ([], 0, Placement(gpu_count=0, n_gpu_layers=0)),
+        (
+            ["--n-gpu-layers", "99", "--split-mode", "layer", "--tensor-split", "1,1"],
+            2,
+            Placement(gpu_count=2, tensor_split=(1.0, 1.0)),
+        ),
+        (["--cpu-moe", "--no-kv-offload"], 1, Placement(gpu_count=1, cpu_moe=True, no_kv_offload=True)),
+        (["-ncmoe", "12", "-ngl", "20"], 1, Placement(gpu_count=1, n_cpu_moe=12, n_gpu_layers=20)),
+        (["-nkvo", "--kv-offload"], 1, Placement(gpu_count=1)),
+        (
+            ["--override-tensor", "exps=CPU", "-ot", "attn=CUDA0"],
+            1,
+            Placement(gpu_count=1, overrides=(("exps", "CPU"), ("attn", "CUDA0"))),
+        ),
+    ],
+)
+def test_placement_is_read_from_the_rendered_arguments(args: list[str], gpus: int, expected: Placement) -> None:
+    assert settings_from_args(args, gpus).placement == expected
+
+
+def test_other_settings_are_read_too() -> None:
+    s = settings_from_args(
+        [
+            "--ctx-size",
+            "90112",
+            "--parallel",
+            "2",
+            "-ctk",
+            "q8_0",
+            "--cache-type-v",
+            "q4_0",
+            "-ub",
+            "256",
+            "--cache-ram",
+            "0",
+        ],
+        1,
+    )
+    assert (s.context_size, s.parallel, s.cache_type_k, s.cache_type_v, s.ubatch, s.cache_ram_mib) == (
+        90112, 2, "q8_0", "q4_0", 256, 0,
+    )  # fmt: skip
+
+
+def stack(service: dict[str, Any], hardware: Any = "dual-rtx5060ti", source: str = QWEN36) -> Any:
+    return load_stack(
+        {"hardware": hardware, "models": {"m": {"source": source}}, "services": {"s": {"modelRef": "m", **service}}}
+    )
+
+
+def gpu_profile(usable_bytes: int) -> dict[str, Any]:
+    # One GPU whose usable memory is exactly usable_bytes (a reserve of one byte; profiles need one).
+    return {"extends": "rtx4090", "gpu": {"memory": str(usable_bytes + 1)}, "reserved": {"gpuMemory": "1"}}
+
+
+def test_auto_puts_everything_on_the_gpus_when_it_fits() -> None:
+    svc_stack = stack({"contextSize": 32768})
+    plan = svc_stack.plans["s"]
+    assert (plan.mode, plan.chosen.label) == ("auto", "all layers on the GPUs")
+    spec = svc_stack.services["s"].spec
+    assert (spec.moe_cpu_offload, spec.moe_cpu_layers, spec.no_kv_offload) == (None, None, None)
+    assert spec.resources.host_memory == f"{plan.host_memory_request // GiB}Gi"
+
+
+def test_auto_picks_the_smallest_n_cpu_moe_at_the_byte_boundary() -> None:
+    # Size a GPU to exactly what --n-cpu-moe 20 needs: 20 is chosen; one byte less and 21 is.
+    probe = stack({"contextSize": 8192, "moeCPULayers": 20, "resources": {"gpu": 1}}, hardware="h100-80gb")
+    need = probe.plans["s"].chosen.memory.gpus[0].total
+    exact = stack({"contextSize": 8192}, hardware=gpu_profile(need)).plans["s"]
+    assert exact.chosen.label.startswith("--n-cpu-moe 20 ")
+    assert exact.chosen.memory.gpus[0].total == need
+    less = stack({"contextSize": 8192}, hardware=gpu_profile(need - 1)).plans["s"]
+    assert less.chosen.label.startswith("--n-cpu-moe 21 ")
+
+
+def test_auto_falls_back_to_cpu_moe_then_kv_to_host() -> None:
+    probe = stack({"contextSize": 65536, "moeCPUOffload": True, "resources": {"gpu": 1}}, hardware="h100-80gb")
+    need = probe.plans["s"].chosen.memory.gpus[0].total
+    assert stack({"contextSize": 65536}, hardware=gpu_profile(need)).plans["s"].chosen.label.startswith("--cpu-moe (")
+    both = stack({"contextSize": 65536}, hardware=gpu_profile(need - 1)).plans["s"]
+    assert both.chosen.label.startswith("--cpu-moe and --no-kv-offload")
+    assert both.chosen.fields == {"moeCPUOffload": True, "noKvOffload": True}
+
+
+def test_a_plan_that_cannot_fit_fails_with_the_numbers() -> None:
+    with pytest.raises(ConfigError) as info:
+        stack({"contextSize": 262144, "parallelSlots": 4}, hardware=gpu_profile(600 * 2**20))
+    message = str(info.value)
+    assert message.startswith("llmkube:services.s: does not fit the hardware profile rtx4090+custom")
+    assert "gpu0 needs" in message and "short)" in message
+
+
+def test_explicit_offload_slower_than_a_fitting_placement_gets_advice() -> None:
+    s = stack({"contextSize": 32768, "moeCPUOffload": True, "resources": {"hostMemory": "40Gi"}})
+    plan = s.plans["s"]
+    assert plan.mode == "manual" and s.services["s"].spec.moe_cpu_offload is True
+    (advice,) = [str(w) for w in s.warnings if "would fit" in str(w)]
+    assert advice.startswith("llmkube:services.s: as configured (moeCPUOffload: True) decodes about ")
+    assert "all layers on the GPUs would fit and decode about" in advice
+
+
+def test_host_memory_below_the_plan_is_an_error() -> None:
+    with pytest.raises(ConfigError) as info:
+        stack({"contextSize": 32768, "moeCPUOffload": True, "resources": {"hostMemory": "8Gi"}})
+    assert str(info.value).startswith("llmkube:services.s.resources.hostMemory: 8Gi is below the ")
+
+
+def test_the_catalog_stands_in_when_the_source_is_unreachable(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("LLMKUBE_OFFLINE", "0")
+    monkeypatch.setenv("LLMKUBE_METADATA_TIMEOUT", "2")
+    down = "http://127.0.0.1:9/Qwen3.6-35B-A3B-Q4_K_M.gguf"  # discard port: nothing listens
+    plan = stack({"contextSize": 32768}, source=down).plans["s"]
+    assert plan.estimate is not None and plan.estimate.startswith("catalog estimate (Qwen3.6-35B-A3B): its metadata")
+
+
+def test_a_local_gguf_file_is_planned_from_its_own_metadata(tmp_path: Path) -> None:
+    path = write_moe(tmp_path / "tiny-moe.gguf", n_layer=4, n_expert=8, n_expert_used=2)
+    plan = stack({"contextSize": 4096}, hardware="cpu-only", source=str(path)).plans["s"]
+    assert plan.estimate is None and plan.model_source.endswith("tiny-moe.gguf")
+    assert plan.chosen.label == "everything in system RAM (no GPU)"
+
+
+def test_auto_decision_reaches_the_operator_custom_resource() -> None:
+    probe = stack({"contextSize": 65536, "moeCPUOffload": True, "resources": {"gpu": 1}}, hardware="h100-80gb")
+    need = probe.plans["s"].chosen.memory.gpus[0].total
+    s = load_stack(
+        {
+            "delivery": "operator",
+            "hardware": gpu_profile(need),
+            "models": {"m": {"source": QWEN36}},
+            "services": {"s": {"modelRef": "m", "contextSize": 65536}},
+        }
+    )
+    wire = s.services["s"].spec.wire()
+    assert wire["moeCPUOffload"] is True and wire["resources"]["hostMemory"].endswith("Gi")
