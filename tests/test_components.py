@@ -172,11 +172,11 @@ def test_reference_home_lab_direct_renders_the_hybrid_offload_flags() -> None:
 
 def test_stack_outputs_give_endpoint_base_url_and_client_config() -> None:
     def check(platform: Any, mocks: RecordingMocks) -> None:
-        out = platform.services["qwen25-05b"]
-        assert out["endpoint"] == "http://qwen25-05b.llmkube.svc.cluster.local:8080"
-        assert out["baseUrl"] == "http://qwen25-05b.llmkube.svc.cluster.local:8080/v1"
+        out = platform.services["llama32-1b"]
+        assert out["endpoint"] == "http://llama32-1b.llmkube.svc.cluster.local:8080"
+        assert out["baseUrl"] == "http://llama32-1b.llmkube.svc.cluster.local:8080/v1"
         (provider,) = out["clientConfig"]["modelProviders"]["openai"]
-        assert provider["baseUrl"] == out["baseUrl"] and provider["id"] == "qwen25-05b"
+        assert provider["baseUrl"] == out["baseUrl"] and provider["id"] == "llama32-1b"
 
     run(stack_config("dev"), check)
 
@@ -202,11 +202,11 @@ def test_snapshot_of_the_reference_home_lab(delivery: str) -> None:
     [
         ({"llmkube:servics": {}}, "llmkube:servics: unknown field servics; did you mean services?"),
         (
-            {"llmkube:services": {"q": {"modelRef": "qwen25-05b", "contextSize": 50}}},
+            {"llmkube:services": {"q": {"modelRef": "llama32-1b", "contextSize": 50}}},
             "llmkube:services.q.contextSize: 50: input should be greater than or equal to 128",
         ),
         (
-            {"llmkube:services": {"q": {"modelRef": "qwen25-05b", "resources": {"gpu": 2}}}},
+            {"llmkube:services": {"q": {"modelRef": "llama32-1b", "resources": {"gpu": 2}}}},
             "llmkube:services.q.resources.gpu: 2 GPUs requested, but the hardware profile cpu-only has no GPUs",
         ),
     ],
@@ -256,7 +256,7 @@ def test_components_can_be_used_from_another_program() -> None:
 def test_offload_warnings_reach_the_preview_log(caplog: pytest.LogCaptureFixture) -> None:
     config = {
         **stack_config("dev"),
-        "llmkube:services": {"q": {"modelRef": "qwen25-05b", "moeCPUOffload": True, "moeCPULayers": 4}},
+        "llmkube:services": {"q": {"modelRef": "llama32-1b", "moeCPUOffload": True, "moeCPULayers": 4}},
     }
 
     def check(platform: Any, mocks: RecordingMocks) -> None:
@@ -301,7 +301,7 @@ def test_shared_cache_outlives_services_and_the_stack() -> None:
     assert options["llmkube-model-cache"].retain_on_delete is True
     # Deleting a namespace deletes its volumes, so the namespace holding the cache is kept too.
     assert options["llmkube-namespace"].retain_on_delete is True
-    assert not options["llmkube-qwen25-05b-deployment"].retain_on_delete
+    assert not options["llmkube-llama32-1b-deployment"].retain_on_delete
 
 
 def test_standalone_model_on_a_gpu_profile_tells_the_operator_its_gpus() -> None:

@@ -405,6 +405,7 @@ SIZE_TOLERANCE = 0.05  # the catalog estimates file sizes to within 5%
 PUBLISHED_GGUF_SIZES = [
     ("Qwen3-30B-A3B", "Q4_K_M", 18.6e9),
     ("Llama-3.1-8B", "Q4_K_M", 4.92e9),
+    ("Llama-3.2-1B", "Q4_K_M", 0.808e9),  # bartowski/Llama-3.2-1B-Instruct-GGUF, 808 MB
     ("gpt-oss-20b", "MXFP4", 12.1e9),
     ("Qwen3.6-35B-A3B", "Q4_K_M", 21.0e9),
 ]

@@ -93,11 +93,11 @@ def test_preview_and_up_of_the_dev_stack_render_what_the_mocks_see(project: Path
 
     pulumi_cli(project, "up", "--stack", "dev", "--yes", "--skip-preview")
     rendered = rendered_objects(project / "rendered" / "dev")
-    assert ("Deployment", "llmkube", "qwen25-05b") in rendered
+    assert ("Deployment", "llmkube", "llama32-1b") in rendered
     assert rendered == mocked_objects(stack_config("dev"))
 
     outputs = yaml.safe_load(pulumi_cli(project, "stack", "output", "--stack", "dev", "--json").stdout)
-    assert outputs["services"]["qwen25-05b"]["baseUrl"] == "http://qwen25-05b.llmkube.svc.cluster.local:8080/v1"
+    assert outputs["services"]["llama32-1b"]["baseUrl"] == "http://llama32-1b.llmkube.svc.cluster.local:8080/v1"
 
     # Nothing changed, so nothing to do: the program is deterministic.
     pulumi_cli(project, "preview", "--stack", "dev", "--expect-no-changes")
@@ -105,10 +105,10 @@ def test_preview_and_up_of_the_dev_stack_render_what_the_mocks_see(project: Path
 
 def test_bad_config_fails_preview_with_the_clear_error_and_no_stack_trace(project: Path) -> None:
     pulumi_cli(project, "stack", "init", "dev")
-    pulumi_cli(project, "config", "set", "--stack", "dev", "--path", "llmkube:services.qwen25-05b.contextSize", "50")
+    pulumi_cli(project, "config", "set", "--stack", "dev", "--path", "llmkube:services.llama32-1b.contextSize", "50")
     result = pulumi_cli(project, "preview", "--stack", "dev", check=False)
     output = result.stdout + result.stderr
     assert result.returncode != 0
-    assert "llmkube:services.qwen25-05b.contextSize: 50: input should be greater than or equal to 128" in output
+    assert "llmkube:services.llama32-1b.contextSize: 50: input should be greater than or equal to 128" in output
     assert "Traceback" not in output
     assert not (project / "rendered").exists()
