@@ -154,3 +154,34 @@ def test_auto_decision_reaches_the_operator_custom_resource() -> None:
     )
     wire = s.services["s"].spec.wire()
     assert wire["moeCPUOffload"] is True and wire["resources"]["hostMemory"].endswith("Gi")
+
+
+def test_a_quantized_kv_cache_that_llama_cpp_would_refuse_fails_the_preview(tmp_path: Path) -> None:
+    # llama.cpp: "K cache type q8_0 with block size 32 does not divide n_embd_head_k=16".
+    from tests.gguf_files import write_dense
+
+    path = write_dense(tmp_path / "tiny.gguf", head_dim=16, n_embd=64, n_head=4)
+    with pytest.raises(ConfigError) as info:
+        stack({"contextSize": 4096, "cacheTypeK": "q8_0"}, hardware="cpu-only", source=str(path))
+    message = str(info.value)
+    assert message.startswith("llmkube:services.s: ") and "q8_0" in message and "16" in message
+
+
+def test_context_above_the_trained_one_is_a_warning() -> None:
+    s = stack({"contextSize": 300000})
+    (warning,) = [str(w) for w in s.warnings if "trained on" in str(w)]
+    assert warning.startswith(
+        "llmkube:services.s.contextSize: 300000 is above the 262144 tokens the model was trained on"
+    )
+
+
+def test_no_fit_error_names_the_largest_context_that_would_fit() -> None:
+    small = {"extends": "rtx4090", "gpu": {"memory": str(8 * GiB)}, "hostMemory": "30Gi"}
+    with pytest.raises(ConfigError) as info:
+        stack({"contextSize": 262144}, hardware=small)
+    message = str(info.value)
+    assert "even with --cpu-moe and --no-kv-offload" in message and "host needs" in message
+    largest = int(message.split("reduce contextSize to at most ")[1].split(",")[0])
+    assert stack({"contextSize": largest}, hardware=small).plans["s"].chosen.fits
+    with pytest.raises(ConfigError):
+        stack({"contextSize": largest + 256}, hardware=small)

@@ -33,6 +33,7 @@ comes from; the tree is the one vendored in llama-cpp-python 0.3.36 (``vendor/ll
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -245,6 +246,17 @@ class ModelFacts:
 
     def classify(self, name: str) -> tuple[TensorClass, int | None]:
         """What a tensor is for, and its layer (None outside the repeating blocks)."""
+        # The auto decision plans the same model many times: classify each tensor once per model.
+        known = self._classes.get(name)
+        if known is None:
+            known = self._classes[name] = self._classify(name)
+        return known
+
+    @functools.cached_property
+    def _classes(self) -> dict[str, tuple[TensorClass, int | None]]:
+        return {}
+
+    def _classify(self, name: str) -> tuple[TensorClass, int | None]:
         m = _BLOCK.match(name)
         if m is None:
             stem = name.split(".", 1)[0]

@@ -205,7 +205,11 @@ class Placement:
         raw: list[tuple[str, str]] = []
         if self.cpu_moe:
             raw.append((CPU_MOE_REGEX, "CPU"))
-        raw.extend((rf"blk\.{i}{CPU_MOE_REGEX}", "CPU") for i in range(self.n_cpu_moe))
+        if self.n_cpu_moe:
+            # llama.cpp adds one rule per layer (common/arg.cpp); they are adjacent and all say CPU, so one
+            # alternation matches exactly the same tensors, with one regex search per tensor instead of N.
+            layers = "|".join(str(i) for i in range(self.n_cpu_moe))
+            raw.append((rf"blk\.({layers}){CPU_MOE_REGEX}", "CPU"))
         raw.extend(self.overrides)
         rules = []
         for pattern, buffer in raw:

@@ -25,10 +25,10 @@ from ..hardware import HardwareProfile
 from .facts import ModelFacts, TensorClass
 from .memory import (
     ALL_LAYERS,
-    COMPUTE,
     HOST,
     KV_K,
     KV_V,
+    PROMPT_CACHE,
     MemoryPlan,
     Placement,
     PlacementError,
@@ -310,8 +310,18 @@ def plan_service(
     errors: list[Problem] = []
     warnings: list[Problem] = []
     source = facts.source
+    if spec.context_size and facts.context_length and spec.context_size > facts.context_length:
+        warnings.append(
+            Problem(
+                f"{path}.contextSize",
+                f"{spec.context_size} is above the {facts.context_length} tokens the model was trained on; "
+                "without RoPE scaling (extraArgs --rope-scaling yarn --rope-scale N) quality falls off past it",
+            )
+        )
     if not chosen.fits:
-        errors.append(Problem(path, _no_fit(chosen, profile, spec)))
+        errors.append(
+            Problem(path, _no_fit(chosen, profile, spec, _largest_context(spec, render, facts, profile, gpu_count)))
+        )
     advice: list[str] = []
     if mode == "manual" and chosen.fits:
         faster = _faster_fitting(spec, render, facts, profile, gpu_count, chosen)
@@ -364,7 +374,29 @@ def _host_parts(memory: MemoryPlan) -> str:
     return ", ".join(f"{k} {format_bytes(v)}" for k, v in parts[:4])
 
 
-def _no_fit(option: Option, profile: HardwareProfile, spec: InferenceServiceSpec) -> str:
+def _largest_context(
+    spec: InferenceServiceSpec, render: Render, facts: ModelFacts, profile: HardwareProfile, gpus: int
+) -> int:
+    """The largest contextSize (a multiple of 256) at which the service would fit, 0 when none does."""
+
+    def fits(ctx: int) -> bool:
+        trial = spec.model_copy(update={"context_size": ctx})
+        if trial.offload_mode == "auto":
+            return candidates(trial, render, facts, profile, gpus)[-1].fits
+        return evaluate("", {}, trial, render, facts, profile, gpus).fits
+
+    asked = spec.context_size or facts.context_length
+    low, high, best = 1, asked // 256, 0
+    while low <= high:
+        mid = (low + high) // 2
+        if fits(mid * 256):
+            best, low = mid * 256, mid + 1
+        else:
+            high = mid - 1
+    return best
+
+
+def _no_fit(option: Option, profile: HardwareProfile, spec: InferenceServiceSpec, largest_context: int) -> str:
     short = "; ".join(str(s) for s in option.shortfalls)
     gpus = profile.gpu_count
     where = (
@@ -373,16 +405,17 @@ def _no_fit(option: Option, profile: HardwareProfile, spec: InferenceServiceSpec
         if gpus
         else f"{format_bytes(profile.usable_host_memory)} usable RAM"
     )
-    kv = sum(d[KV_K] + d[KV_V] for d in option.memory.devices)
-    compute = sum(d[COMPUTE] for d in option.memory.devices)
-    hint = (
-        f"the KV cache takes {format_bytes(kv)} at contextSize {spec.context_size or 'the trained context'}: "
-        "reduce contextSize or use a q4_0/q8_0 KV cache"
-        if kv > compute
-        else "pick a smaller quantization or a profile with more memory"
-    )
-    host = option.memory.host.total if HOST else 0
+    hints = []
+    if largest_context >= 256:
+        hints.append(f"reduce contextSize to at most {largest_context}")
+    kv_type = spec.cache_type_custom_k or spec.cache_type_k or "f16"
+    if kv_type not in ("q4_0", "q4_1", "iq4_nl"):
+        hints.append("use a q8_0 or q4_0 KV cache (cacheTypeK/cacheTypeV)")
+    prompt_cache = option.memory.host[PROMPT_CACHE]
+    if any(s.device == HOST for s in option.shortfalls) and prompt_cache:
+        hints.append(f"cap llama-server's {format_bytes(prompt_cache)} prompt cache (extraArgs: --cache-ram <MiB>)")
+    hints.append("or pick a smaller quantization or a profile with more memory")
     return (
-        f"does not fit the hardware profile {profile.name} ({where}) even with {option.label}: {short} "
-        f"(host total {format_bytes(host)}); {hint}"
+        f"does not fit the hardware profile {profile.name} ({where}) even with {option.label}: {short}; "
+        + ", ".join(hints)
     )

@@ -6,6 +6,7 @@ HTTP range requests, and planning runs inside ``pulumi preview``.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -90,7 +91,7 @@ class TensorInfo:
             n *= d
         return n
 
-    @property
+    @functools.cached_property
     def nbytes(self) -> int:
         # Rows of ne[0] elements are stored in whole blocks.
         rows = self.n_elements // self.shape[0] if self.shape else 0
