@@ -328,3 +328,22 @@ def test_platform_args_has_every_stack_key() -> None:
     from llmkube_components.components import PlatformArgs
 
     assert set(PlatformArgs.__annotations__) == {f.alias or n for n, f in StackConfig.model_fields.items()}
+
+
+def test_the_plan_is_a_service_output_and_its_decision_reaches_the_deployment() -> None:
+    def check(platform: Any, mocks: RecordingMocks) -> None:
+        plan = platform.services["llama32-1b"]["plan"]
+        assert plan["mode"] == "auto" and plan["source"] == "catalog:Llama-3.2-1B"
+        assert plan["bytes"]["host"] > 0 and plan["decodeTokensPerSecond"] > 0
+        dep = next(r for r in mocks.resources if r.kind == "Deployment")
+        requests = dep.inputs["spec"]["template"]["spec"]["containers"][0]["resources"]["requests"]
+        assert requests["memory"] == plan["hostMemoryRequest"]  # the planned request, not the 4Gi limit
+
+    run(stack_config("dev"), check)
+
+
+def test_the_plan_table_is_logged_at_preview(caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level("INFO"):
+        run(stack_config("dual-5060ti"), lambda platform, mocks: None)
+    tables = [r.getMessage() for r in caplog.records if r.getMessage().startswith("plan for qwen36-hybrid (manual)")]
+    assert tables and "routed_expert" in tables[0] and "catalog estimate (Qwen3.6-35B-A3B)" in tables[0]
