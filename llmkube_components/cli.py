@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -13,6 +14,7 @@ import yaml
 from .docs import update_readme
 from .errors import CONFIG_NAMESPACE, ConfigError
 from .hardware import builtin_profiles
+from .planner.stack import OFFLINE_ENV
 from .resolve import load_stack
 
 
@@ -50,8 +52,11 @@ def cmd_plan(args: argparse.Namespace) -> int:
             print("llmkube plan: give --model SOURCE|CATALOG-ENTRY, or --stack-file", file=sys.stderr)
             return 2
         model: dict[str, Any] = {"source": args.model}
-        if "://" not in args.model and not args.model.startswith("/"):
-            # A catalog entry name: plan it from the catalog, under a placeholder source.
+        if Path(args.model).exists():
+            model = {"source": str(Path(args.model).resolve())}
+        elif "://" not in args.model:
+            # A catalog entry name: plan it from the catalog only (no file to read), under a placeholder source.
+            os.environ[OFFLINE_ENV] = "1"
             model = {"source": f"https://catalog.invalid/{args.model}.gguf", "catalog": args.model}
         if args.quantization:
             model["quantization"] = args.quantization
@@ -75,6 +80,11 @@ def cmd_plan(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         for problem in exc.problems:
             print(f"error: {problem}", file=sys.stderr)
+        return 1
+    if not stack.plans:
+        for warning in stack.warnings:
+            print(f"warning: {warning}", file=sys.stderr)
+        print("llmkube plan: no service could be planned", file=sys.stderr)
         return 1
     if args.json:
         print(json.dumps({name: plan.output() for name, plan in stack.plans.items()}, indent=2, sort_keys=True))

@@ -185,3 +185,58 @@ def test_no_fit_error_names_the_largest_context_that_would_fit() -> None:
     assert stack({"contextSize": largest}, hardware=small).plans["s"].chosen.fits
     with pytest.raises(ConfigError):
         stack({"contextSize": largest + 256}, hardware=small)
+
+
+def test_auto_clears_offload_fields_it_did_not_choose() -> None:
+    s = stack({"contextSize": 32768, "offload": "auto", "moeCPUOffload": True, "noKvOffload": True})
+    spec = s.services["s"].spec
+    assert s.plans["s"].chosen.label == "all layers on the GPUs"
+    assert (spec.moe_cpu_offload, spec.no_kv_offload) == (None, None)
+
+
+@pytest.mark.parametrize(
+    ("extra", "context", "cache_k"),
+    [
+        (["--mlock", "--ctx-size", "16384"], 16384, "f16"),
+        (["--no-mmap", "-ctk", "q4_0"], 0, "q4_0"),
+        (["--threads", "8", "-c", "2048"], 2048, "f16"),
+    ],
+)
+def test_unknown_switches_in_extra_args_do_not_swallow_the_next_flag(
+    extra: list[str], context: int, cache_k: str
+) -> None:
+    s = settings_from_args(extra, 1)
+    assert (s.context_size, s.cache_type_k) == (context, cache_k)
+
+
+def test_offload_fields_without_experts_or_gpus_are_warned_about() -> None:
+    dense = "https://example.com/Llama-3.1-8B-Instruct-Q4_K_M.gguf"
+    s = stack({"contextSize": 8192, "moeCPUOffload": True, "resources": {"hostMemory": "20Gi"}}, source=dense)
+    assert any("has no effect: the model has no routed experts" in str(w) for w in s.warnings)
+    small = "https://example.com/Llama-3.2-1B-Instruct-Q4_K_M.gguf"
+    s = stack({"contextSize": 8192, "noKvOffload": True, "resources": {"hostMemory": "12Gi"}}, "cpu-only", small)
+    assert any("has no effect: the service runs without GPUs" in str(w) for w in s.warnings)
+
+
+def test_a_manual_placement_that_does_not_fit_points_at_auto() -> None:
+    with pytest.raises(ConfigError) as info:
+        stack(
+            {"contextSize": 8192, "moeCPULayers": 2, "resources": {"hostMemory": "20Gi"}}, hardware=gpu_profile(8 * GiB)
+        )
+    message = str(info.value)
+    assert "even with as configured (moeCPULayers: 2)" in message
+    assert "offload: auto would fit with --n-cpu-moe " in message
+
+
+def test_calibration_through_the_planner_on_the_reference_home_lab() -> None:
+    # The reference home lab measured about 21.7 tokens/s; the planner's own estimate for it is within 10%.
+    from tests.pulumi_program import stack_config
+
+    config = {k.removeprefix("llmkube:"): v for k, v in stack_config("dual-5060ti").items() if k.startswith("llmkube:")}
+    plan = load_stack(config).plans["qwen36-hybrid"]
+    assert plan.chosen.throughput.decode_tokens_per_second == pytest.approx(21.7, rel=0.10)
+
+
+def test_embedding_services_are_planned_too() -> None:
+    s = stack({"contextSize": 8192, "mode": "embedding"})
+    assert "s" in s.plans

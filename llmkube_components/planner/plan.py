@@ -13,6 +13,7 @@ checked; when a faster placement would fit, the plan says so, with both estimate
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -65,6 +66,17 @@ _ALIASES = {
 }
 
 
+# The flags read below that take a value, by canonical spelling.
+_VALUED = frozenset(
+    {
+        "--n-gpu-layers", "--split-mode", "--tensor-split", "--ctx-size", "--parallel", "--flash-attn",
+        "--cache-type-k", "--cache-type-v", "--n-cpu-moe", "--override-tensor", "--batch-size", "--ubatch-size",
+        "--cache-ram",
+    }
+)  # fmt: skip
+_FLAG = re.compile(r"^--?[A-Za-z]")  # a flag, not a negative number
+
+
 @dataclass(frozen=True)
 class ServerSettings:
     """What the planner needs of a llama-server command line."""
@@ -89,13 +101,16 @@ def settings_from_args(args: Sequence[str], gpu_count: int) -> ServerSettings:
     while i < len(args):
         flag = args[i].replace("_", "-") if args[i].startswith("--") else args[i]
         flag = _ALIASES.get(flag, flag)
-        if flag in ("--cpu-moe", "--no-kv-offload", "--kv-offload", "--metrics", "--jinja", "--no-warmup"):
+        if flag in ("--cpu-moe", "--no-kv-offload", "--kv-offload"):
             switches.add(flag)
             if flag == "--kv-offload":
                 switches.discard("--no-kv-offload")
             i += 1
             continue
-        if i + 1 < len(args) and flag.startswith("-"):
+        # A flag the planner does not read takes a value only if one follows: a switch such as --mlock must
+        # not swallow the flag after it.
+        takes_value = flag in _VALUED or (i + 1 < len(args) and not _FLAG.match(args[i + 1]))
+        if i + 1 < len(args) and flag.startswith("-") and takes_value:
             if flag == "--override-tensor":
                 overrides.append(args[i + 1])
             else:
@@ -279,6 +294,7 @@ def candidates(
 
 
 _ALIAS = {"moe_cpu_offload": "moeCPUOffload", "moe_cpu_layers": "moeCPULayers", "no_kv_offload": "noKvOffload"}
+_FIELD = {alias: name for name, alias in _ALIAS.items()}
 
 
 def host_request(memory: MemoryPlan) -> int:
@@ -303,7 +319,9 @@ def plan_service(
             chosen = tried[-1]
             alternatives: tuple[Option, ...] = tuple(tried[:-1])
         else:
-            chosen = evaluate("as configured", _explicit(spec), spec, render, facts, profile, gpu_count)
+            fields = _explicit(spec)
+            label = f"as configured ({_describe(fields)})" if fields else "as configured"
+            chosen = evaluate(label, fields, spec, render, facts, profile, gpu_count)
             alternatives = ()
     except PlacementError as exc:
         return None, [Problem(path, str(exc))], []
@@ -318,16 +336,28 @@ def plan_service(
                 "without RoPE scaling (extraArgs --rope-scaling yarn --rope-scale N) quality falls off past it",
             )
         )
+    explicit = _explicit(spec)
+    if explicit and not facts.expert_count and ({"moeCPUOffload", "moeCPULayers"} & set(explicit)):
+        warnings.append(Problem(path, f"{_describe(explicit)} has no effect: the model has no routed experts to move"))
+    elif explicit and not gpu_count:
+        warnings.append(Problem(path, f"{_describe(explicit)} has no effect: the service runs without GPUs"))
     if not chosen.fits:
-        errors.append(
-            Problem(path, _no_fit(chosen, profile, spec, _largest_context(spec, render, facts, profile, gpu_count)))
-        )
+        largest = _largest_context(spec, render, facts, profile, gpu_count)
+        message = _no_fit(chosen, profile, spec, largest)
+        if mode == "manual" and gpu_count:
+            auto = candidates(spec, render, facts, profile, gpu_count)[-1]
+            if auto.fits:
+                message += (
+                    f"; offload: auto would fit with {auto.label}, about "
+                    f"{auto.throughput.decode_tokens_per_second:.1f} tokens/s (estimate)"
+                )
+        errors.append(Problem(path, message))
     advice: list[str] = []
     if mode == "manual" and chosen.fits:
         faster = _faster_fitting(spec, render, facts, profile, gpu_count, chosen)
         if faster is not None:
             advice.append(
-                f"{chosen.label} ({_describe(chosen.fields)}) decodes about "
+                f"{chosen.label} decodes about "
                 f"{chosen.throughput.decode_tokens_per_second:.1f} tokens/s; {faster.label} would fit and decode "
                 f"about {faster.throughput.decode_tokens_per_second:.1f} tokens/s (estimates): set offload: auto, "
                 "or drop the offload fields"
@@ -377,7 +407,11 @@ def _host_parts(memory: MemoryPlan) -> str:
 def _largest_context(
     spec: InferenceServiceSpec, render: Render, facts: ModelFacts, profile: HardwareProfile, gpus: int
 ) -> int:
-    """The largest contextSize (a multiple of 256) at which the service would fit, 0 when none does."""
+    """The largest contextSize (a multiple of 256) at which the service would fit, 0 when none does.
+
+    Each step of the bisection is a whole auto search (a fixed placement would miss the --n-cpu-moe N that
+    fits in between): costly, but only on the way to an error.
+    """
 
     def fits(ctx: int) -> bool:
         trial = spec.model_copy(update={"context_size": ctx})

@@ -14,7 +14,7 @@ from pathlib import PurePosixPath
 from ..api.service import InferenceResources
 from ..errors import ConfigError, Problem, config_path
 from ..resolve import ResolvedModel, ResolvedService, ResolvedStack
-from .catalog import CatalogError, catalog_metadata, recognise, recognise_quantization
+from .catalog import CatalogError, catalog_entries, catalog_metadata, recognise, recognise_quantization
 from .facts import ModelFacts, ModelFactsError
 from .gguf import MetadataError, read_metadata
 from .plan import GiB, ServicePlan, plan_service
@@ -51,8 +51,8 @@ def model_facts(model: ResolvedModel) -> tuple[ModelFacts | None, str | None, li
         warnings.append(
             Problem(
                 model.path,
-                f"no plan: {why}, and no catalog entry matches {name!r}; set models.{model.key}.catalog "
-                "(see `llmkube plan --help`) to plan it",
+                f"no plan: {why}, and no catalog entry matches {name!r}; set models.{model.key}.catalog to one of "
+                f"{', '.join(sorted(catalog_entries()))} if it is one of them",
             )
         )
         return None, None, warnings
@@ -80,7 +80,7 @@ def plan_stack(stack: ResolvedStack) -> ResolvedStack:
     for name, service in stack.services.items():
         facts, estimate = facts_by_model[service.model.name]
         services[name] = service
-        if facts is None or service.spec.mode not in (None, "chat"):
+        if facts is None:
             continue
 
         def render(spec, s=service):
@@ -103,9 +103,11 @@ def plan_stack(stack: ResolvedStack) -> ResolvedStack:
 
 def _apply(service: ResolvedService, plan: ServicePlan, problems: list[Problem]):
     """The service's spec with the plan's decision: its offload fields and the host memory request."""
+    # Every offload field is the plan's: one the user also set under offload: auto must not survive beside it.
     fields = {
-        {"moeCPUOffload": "moe_cpu_offload", "moeCPULayers": "moe_cpu_layers", "noKvOffload": "no_kv_offload"}[k]: v
-        for k, v in plan.chosen.fields.items()
+        "moe_cpu_offload": plan.chosen.fields.get("moeCPUOffload"),
+        "moe_cpu_layers": plan.chosen.fields.get("moeCPULayers"),
+        "no_kv_offload": plan.chosen.fields.get("noKvOffload"),
     }
     resources = service.spec.resources or InferenceResources()
     request = f"{plan.host_memory_request // GiB}Gi"
