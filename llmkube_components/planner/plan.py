@@ -442,12 +442,20 @@ def _no_fit(option: Option, profile: HardwareProfile, spec: InferenceServiceSpec
     hints = []
     if largest_context >= 256:
         hints.append(f"reduce contextSize to at most {largest_context}")
+    # Hints only where they would matter: the KV cache is a real part of what is missing, the prompt cache
+    # sits on a host that runs short.
+    missing = sum(s.missing for s in option.shortfalls)
+    kv = sum(d[KV_K] + d[KV_V] for d in option.memory.devices)
     kv_type = spec.cache_type_custom_k or spec.cache_type_k or "f16"
-    if kv_type not in ("q4_0", "q4_1", "iq4_nl"):
-        hints.append("use a q8_0 or q4_0 KV cache (cacheTypeK/cacheTypeV)")
+    if kv_type not in ("q4_0", "q4_1", "iq4_nl") and kv > missing / 4:
+        hints.append(f"use a q8_0 or q4_0 KV cache (cacheTypeK/cacheTypeV; it takes {format_bytes(kv)} now)")
     prompt_cache = option.memory.host[PROMPT_CACHE]
-    if any(s.device == HOST for s in option.shortfalls) and prompt_cache:
-        hints.append(f"cap llama-server's {format_bytes(prompt_cache)} prompt cache (extraArgs: --cache-ram <MiB>)")
+    host_short = next((s for s in option.shortfalls if s.device == HOST), None)
+    if host_short is not None and prompt_cache:
+        keep = max(0, (prompt_cache - host_short.missing) // 2**20)
+        hints.append(
+            f"cap llama-server's {format_bytes(prompt_cache)} prompt cache (extraArgs: --cache-ram {keep} or less)"
+        )
     hints.append("or pick a smaller quantization or a profile with more memory")
     return (
         f"does not fit the hardware profile {profile.name} ({where}) even with {option.label}: {short}; "
