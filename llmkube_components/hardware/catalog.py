@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Mapping
-from importlib import resources
 from typing import Any
 
-import yaml
 from pydantic import ValidationError
 
 from ..api.base import suggest
 from ..api.validation import problems_from_validation_error
+from ..data import load_named
 from ..errors import ConfigError, config_path
 from .profile import HardwareProfile
 
@@ -20,17 +19,7 @@ PROFILE_DIR = "profiles"
 
 @functools.cache
 def _load_builtin_profiles() -> dict[str, HardwareProfile]:
-    profiles: dict[str, HardwareProfile] = {}
-    folder = resources.files(__package__).joinpath(PROFILE_DIR)
-    for entry in sorted(folder.iterdir(), key=lambda e: e.name):
-        if not entry.name.endswith(".yaml"):
-            continue
-        profile = HardwareProfile.model_validate(yaml.safe_load(entry.read_text(encoding="utf-8")))
-        # The file name is the profile name, so that listing the folder lists what users can write.
-        if profile.name != entry.name.removesuffix(".yaml"):
-            raise ValueError(f"{PROFILE_DIR}/{entry.name} holds profile {profile.name!r}; the names must match")
-        profiles[profile.name] = profile
-    return profiles
+    return load_named(__package__, PROFILE_DIR, HardwareProfile)
 
 
 def builtin_profiles() -> dict[str, HardwareProfile]:

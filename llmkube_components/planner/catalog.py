@@ -22,14 +22,13 @@ import functools
 import re
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
-from importlib import resources
 from typing import Any
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pydantic.alias_generators import to_camel
 
 from ..api.base import suggest
+from ..data import load_named
 from .types import GGUFMetadata, TensorInfo, ggml_type
 
 CATALOG_DIR = "catalog"
@@ -150,17 +149,7 @@ class CatalogEntry(BaseModel):
 
 @functools.cache
 def _load_entries() -> dict[str, CatalogEntry]:
-    entries: dict[str, CatalogEntry] = {}
-    folder = resources.files(__package__).joinpath(CATALOG_DIR)
-    for item in sorted(folder.iterdir(), key=lambda e: e.name):
-        if not item.name.endswith(".yaml"):
-            continue
-        entry = CatalogEntry.model_validate(yaml.safe_load(item.read_text(encoding="utf-8")))
-        # The file name is the entry name, so that listing the folder lists what users can write.
-        if entry.name != item.name.removesuffix(".yaml"):
-            raise ValueError(f"{CATALOG_DIR}/{item.name} holds entry {entry.name!r}; the names must match")
-        entries[entry.name] = entry
-    return entries
+    return load_named(__package__, CATALOG_DIR, CatalogEntry)
 
 
 def catalog_entries() -> dict[str, CatalogEntry]:
