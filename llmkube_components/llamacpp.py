@@ -289,6 +289,14 @@ def pooling(given: Inputs) -> str | None:
     return POOLING_BY_MODE.get(given.spec.mode or "chat")
 
 
+@reads("offload")
+def fit_off(given: Inputs) -> str | None:
+    """``off`` once the planner has placed the service: llama-server's --fit (on by default in current builds)
+    changes the arguments we leave unset to fit device memory at load time, so the server would run
+    something other than what the plan sized and checked. Unplanned services keep llama.cpp's default."""
+    return "off" if given.spec.offload is not None else None
+
+
 @reads("mode")
 def prompt_cache_off(given: Inputs) -> str | None:
     # llama-server fills its host prompt cache up to --cache-ram (8192 MiB by default) and never gives it
@@ -328,6 +336,7 @@ FLAG_TABLE: tuple[Flag, ...] = (
     Flag("--batch-size",      VALUED,   field("batchSize"),                       "-b"),
     Flag("--ubatch-size",     VALUED,   field("uBatchSize"),                      "-ub"),
     Flag("--no-warmup",       SWITCH,   field("noWarmup"),                        "--warmup"),
+    Flag("--fit",             VALUED,   fit_off,                                  "-fit"),
     Flag("--reranking",       SWITCH,   reranking,                                "--rerank"),
     Flag("--embedding",       SWITCH,   embedding,                                "--embeddings"),
     Flag("--pooling",         VALUED,   pooling),

@@ -89,6 +89,10 @@ FIELD_ROWS: list[tuple[dict[str, Any], list[str]]] = [
     ({"noWarmup": True}, ["--no-warmup"]),
     ({"noWarmup": False}, []),
     ({"noWarmup": None}, []),
+    # The planner records the mode it planned in; a planned service turns llama-server's --fit off.
+    ({"offload": "auto"}, ["--fit", "off"]),
+    ({"offload": "manual"}, ["--fit", "off"]),
+    ({"offload": None}, []),
     ({"mode": "embedding"}, ["--embedding", "--pooling", "last", "--cache-ram", "0"]),
     ({"mode": "rerank"}, ["--reranking", "--embedding", "--pooling", "rank", "--cache-ram", "0"]),
     ({"mode": "chat"}, []),
@@ -306,7 +310,13 @@ def test_reference_stack_through_resolve() -> None:
             "services": {"qwen36-hybrid": REFERENCE_SERVICE},
         }
     )
-    assert server_args(stack.services["qwen36-hybrid"], REFERENCE_FILE) == REFERENCE_ARGS
+    # Through the planner the service is planned (manual: its offload fields are explicit), so --fit is off.
+    assert server_args(stack.services["qwen36-hybrid"], REFERENCE_FILE) == [
+        *REFERENCE_ARGS[:-1],
+        "--fit",
+        "off",
+        "--metrics",
+    ]
 
 
 def test_gpu_count_comes_from_the_profile_when_the_service_does_not_say() -> None:
@@ -318,7 +328,7 @@ def test_gpu_count_comes_from_the_profile_when_the_service_does_not_say() -> Non
         }
     )
     assert middle(server_args(stack.services["chat"], MODEL_FILE)) == [
-        "--n-gpu-layers", "99", "--split-mode", "layer", "--tensor-split", "1,1",
+        "--n-gpu-layers", "99", "--split-mode", "layer", "--tensor-split", "1,1", "--fit", "off",
     ]  # fmt: skip
 
 
@@ -451,7 +461,6 @@ NOT_FLAGS = {
     "modelRef", "replicas", "image", "endpoint", "resources", "nodeSelector", "tolerations", "affinity",
     "podAnnotations", "podLabels", "runtimeClassName", "priorityClassName", "extraArgs", "autoscaling",
     "modelCache", "hardwareProfile",
-    "offload",  # the planner decides the offload fields, which have their rows
 }  # fmt: skip
 
 

@@ -96,6 +96,9 @@ def plan_stack(stack: ResolvedStack) -> ResolvedStack:
         plans[name] = plan
         if plan.mode == "auto":
             services[name] = dataclasses.replace(service, spec=_apply(service, plan, problems))
+        else:
+            # Recorded so the argument builder knows a plan stands behind these settings (--fit off).
+            services[name] = dataclasses.replace(service, spec=service.spec.model_copy(update={"offload": "manual"}))
     if problems:
         raise ConfigError(problems)
     return dataclasses.replace(stack, services=services, warnings=tuple(warnings), plans=plans)
@@ -119,7 +122,7 @@ def _apply(service: ResolvedService, plan: ServicePlan, problems: list[Problem])
                 f"({plan.chosen.label}); raise it, or leave it unset",
             )
         )
-    update = {**fields, "resources": resources.model_copy(update={"host_memory": request})}
+    update = {**fields, "offload": "auto", "resources": resources.model_copy(update={"host_memory": request})}
     return service.spec.model_copy(update=update)
 
 
