@@ -1,0 +1,148 @@
+"""Planner accuracy (issue 5): plan_memory's figures against llama.cpp's own accounting, per row.
+
+The matrix of benchmarks/planner_accuracy.py (6 generated shapes x KV cache f16/q8_0/q4_0 x context 2048/8192
+x --parallel unset/2, F16 weights): the CPU llama-server runs once per combination with ``-lv 4 --fit off
+--no-repack`` (about 25 s for all 72) and each quantity it reports is compared with the planner's:
+
+- weights: the model buffer (every tensor, token_embd included) against the sum of the weight categories;
+- K and V cache, recurrent state: within 1%;
+- compute buffer: within 10%.
+
+The error is relative to the printed figure (llama.cpp prints two decimals; the shapes are sized so that
+this resolution is under 0.5% of every weight, K, V and recurrent figure). ``--no-repack`` because this
+build copies host weights into extra buffer types (AMX here) and then logs that copy and the mmap range
+beside each other, neither of which is the weights' size (the benchmark prints those figures).
+
+Rows the planner misses today are strict xfails carrying the measured error (KNOWN_MISSES): the target
+stays, and a row that starts to pass fails the run so the mark gets removed. Missing server: a failure in
+CI, a skip elsewhere.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from benchmarks.planner_accuracy import (
+    QUANTITIES,
+    TARGETS,
+    Case,
+    Row,
+    all_cases,
+    facts_of,
+    predicted,
+    run_server,
+    write_models,
+)
+from tests.e2e.llama_server import SETUP_SCRIPT, cached_server_path, find_server
+
+pytestmark = pytest.mark.e2e
+
+SERVER = find_server()
+if SERVER is None or not SERVER.is_file():
+    why = (
+        f"llama-server not found (LLAMA_SERVER={os.environ.get('LLAMA_SERVER')!r}, cache {cached_server_path()}); "
+        f"build it with {SETUP_SCRIPT.relative_to(SETUP_SCRIPT.parents[1])}"
+    )
+    if os.environ.get("CI"):
+        raise RuntimeError(why + " (in CI a missing server is a failure, never a skip)")
+    pytest.skip(why, allow_module_level=True)
+
+# (case id, quantity) -> the error measured on the CPU build of llama-cpp-python 0.3.36's llama.cpp
+# (predicted vs reported). All are the compute-buffer estimate: over for dense-large, moe-shared and the
+# small dense model at --parallel 2; well under for the qwen35moe hybrid (its gated-delta-net scratch grows
+# with the state size: 64 x 64 x 8 heads here).
+KNOWN_MISSES: dict[tuple[str, str], str] = {
+    ("dense-small/f16/ctx2048/np2", "compute"): "+11.35%",
+    ("dense-small/q8_0/ctx2048/np2", "compute"): "+11.35%",
+    ("dense-small/q4_0/ctx2048/np2", "compute"): "+11.35%",
+    ("dense-large/f16/ctx2048/npauto", "compute"): "+16.17%",
+    ("dense-large/f16/ctx2048/np2", "compute"): "+18.53%",
+    ("dense-large/f16/ctx8192/np2", "compute"): "+12.00%",
+    ("dense-large/q8_0/ctx2048/npauto", "compute"): "+15.63%",
+    ("dense-large/q8_0/ctx2048/np2", "compute"): "+17.89%",
+    ("dense-large/q8_0/ctx8192/np2", "compute"): "+11.61%",
+    ("dense-large/q4_0/ctx2048/npauto", "compute"): "+15.63%",
+    ("dense-large/q4_0/ctx2048/np2", "compute"): "+17.89%",
+    ("dense-large/q4_0/ctx8192/np2", "compute"): "+11.61%",
+    ("moe-shared/f16/ctx2048/npauto", "compute"): "+24.43%",
+    ("moe-shared/f16/ctx2048/np2", "compute"): "+32.78%",
+    ("moe-shared/f16/ctx8192/np2", "compute"): "+15.91%",
+    ("moe-shared/q8_0/ctx2048/npauto", "compute"): "+23.46%",
+    ("moe-shared/q8_0/ctx2048/np2", "compute"): "+31.39%",
+    ("moe-shared/q8_0/ctx8192/np2", "compute"): "+15.32%",
+    ("moe-shared/q4_0/ctx2048/npauto", "compute"): "+23.46%",
+    ("moe-shared/q4_0/ctx2048/np2", "compute"): "+31.39%",
+    ("moe-shared/q4_0/ctx8192/np2", "compute"): "+15.32%",
+    ("hybrid/f16/ctx2048/npauto", "compute"): "-50.16%",
+    ("hybrid/f16/ctx2048/np2", "compute"): "-55.09%",
+    ("hybrid/f16/ctx8192/npauto", "compute"): "-30.18%",
+    ("hybrid/f16/ctx8192/np2", "compute"): "-39.80%",
+    ("hybrid/q8_0/ctx2048/npauto", "compute"): "-50.38%",
+    ("hybrid/q8_0/ctx2048/np2", "compute"): "-55.31%",
+    ("hybrid/q8_0/ctx8192/npauto", "compute"): "-30.36%",
+    ("hybrid/q8_0/ctx8192/np2", "compute"): "-40.02%",
+    ("hybrid/q4_0/ctx2048/npauto", "compute"): "-50.38%",
+    ("hybrid/q4_0/ctx2048/np2", "compute"): "-55.31%",
+    ("hybrid/q4_0/ctx8192/npauto", "compute"): "-30.36%",
+    ("hybrid/q4_0/ctx8192/np2", "compute"): "-40.02%",
+}
+
+CASES = all_cases()
+
+
+def params() -> list[object]:
+    out = []
+    for case in CASES:
+        for quantity in QUANTITIES:
+            if quantity == "recurrent" and case.shape != "hybrid":
+                continue
+            key = (case.id, quantity)
+            marks = []
+            if key in KNOWN_MISSES:
+                reason = f"planner {quantity} off by {KNOWN_MISSES[key]} (target {TARGETS[quantity]:.0%})"
+                marks.append(pytest.mark.xfail(strict=True, reason=reason))
+            out.append(pytest.param(case, quantity, id=f"{case.id}/{quantity}", marks=marks))
+    return out
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    return write_models(tmp_path_factory.mktemp("gguf"))
+
+
+@pytest.fixture(scope="module")
+def measured(models: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> dict[Case, dict[str, float]]:
+    """llama.cpp's figures per case, measured on first use (one server run per case)."""
+    folder = tmp_path_factory.mktemp("logs")
+
+    class Lazy(dict):  # type: ignore[type-arg]
+        def __missing__(self, case: Case) -> dict[str, float]:
+            assert SERVER is not None
+            got = run_server(SERVER, models[case.shape], case, folder / f"{case.id.replace('/', '_')}.log")
+            self[case] = got
+            return got
+
+    return Lazy()
+
+
+def test_known_misses_are_in_the_matrix() -> None:
+    ids = {case.id for case in CASES}
+    assert {case for case, _ in KNOWN_MISSES} <= ids
+    assert {q for _, q in KNOWN_MISSES} <= set(QUANTITIES)
+
+
+@pytest.mark.parametrize(("case", "quantity"), params())
+def test_planner_matches_llama_cpp(
+    case: Case, quantity: str, models: dict[str, Path], measured: dict[Case, dict[str, float]]
+) -> None:
+    got = measured[case]
+    assert quantity in got, f"llama-server's log has no {quantity} figure for {case.id}: {got}"
+    row = Row(case, quantity, predicted(facts_of(models[case.shape]), case)[quantity], got[quantity])
+    assert row.reported > 0, row
+    assert abs(row.error) <= row.target, (
+        f"{case.id} {quantity}: planner {row.predicted:.3f} MiB, llama.cpp {row.reported:.2f} MiB, "
+        f"error {row.error:+.2%} (target {row.target:.0%})"
+    )
