@@ -666,6 +666,28 @@ def _activation_values(facts: ModelFacts) -> int:
     return max(phases)
 
 
+def _recurrent_layer_bytes(facts: ModelFacts, n_tokens: int, n_seq: int) -> int:
+    """Peak working set of one recurrent (gated delta-net / SSM) layer for a ubatch of ``n_tokens``.
+
+    src/models/qwen35moe.cpp (build_layer_attn_linear) with the fused gated delta net
+    (src/models/delta-net-base.cpp, build_delta_net_fused; cparams.fused_gdn_ch defaults on in
+    src/llama-context.cpp): the in-projection qkv_mixed (C = d_inner + 2 * n_group * d_state channels per
+    token), the convolution input (the conv state concatenated with qkv_mixed, build_conv_state), the
+    ggml_ssm_conv output and its silu are C-wide tensors alive at once (3 C per token), next to the layer
+    input, its norm and the z gate (about 3 n_embd per token). ggml_gated_delta_net's result holds the
+    per-token output and the new state of every sequence (d_head_v^2 * n_v_heads per sequence). ggml-alloc.c
+    frees a tensor after its last consumer, so this layer's peak is that sum; measured against
+    llama-server's CPU compute buffer it is within a few percent (benchmarks/planner_accuracy.py).
+    """
+    ssm = facts.ssm
+    if ssm is None or not facts.recurrent_layers:
+        return 0
+    channels = ssm.inner_size + 2 * ssm.group_count * ssm.state_size
+    head_v = ssm.inner_size // max(ssm.time_step_rank, 1)
+    state = head_v * head_v * max(ssm.time_step_rank, 1) * max(1, n_seq)
+    return F32_BYTES * (n_tokens * (3 * channels + 3 * facts.n_embd) + state)
+
+
 def _estimate_compute(
     ledger: _Ledger,
     facts: ModelFacts,
@@ -685,6 +707,9 @@ def _estimate_compute(
 ) -> None:
     t = n_ubatch
     activations = F32_BYTES * t * _activation_values(facts)
+    recurrent = _recurrent_layer_bytes(facts, t, n_seq)
+    if recurrent > activations:
+        activations = recurrent
     has_swa = any(facts.is_swa[il] for il in kv_layers)
     has_full = any(not facts.is_swa[il] for il in kv_layers)
     # Mask and KQ are [cells, tokens per stream, heads, streams]: cells x tokens in all.
