@@ -635,9 +635,9 @@ def test_tied_embeddings_are_copied_to_the_output_device(n_gpu_layers: int, outp
 
 
 def test_compute_estimate_on_the_cpu() -> None:
-    # Dense FFN phase 3 * 128 + 4 * 64 = 640 values per token (the widest), 512 tokens of f32; the f16 KQ
+    # Dense FFN phase 3 * 128 + 2 * 64 = 512 values per token (the widest), 512 tokens of f32; the f16 KQ
     # mask of 4096 cells x 512 tokens; the ubatch's embeddings; logits of 4 sequences (graph and output buffer).
-    expected = 640 * 4 * 512 + 2 * 4096 * 512 + 4 * 512 * 64 + 2 * 4 * 256 * 4
+    expected = 512 * 4 * 512 + 2 * 4096 * 512 + 4 * 512 * 64 + 2 * 4 * 256 * 4
     assert plan(dense()).host["compute"] == expected
 
 

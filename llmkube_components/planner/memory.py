@@ -45,20 +45,24 @@ Estimates (not llama.cpp's own accounting; issue 5 measures them)
 - ``compute``: llama.cpp sizes its compute buffers by allocating the worst-case graph (``sched_reserve``:
   ``n_ubatch`` tokens, one output per sequence since llama-server sets ``n_outputs_max = n_parallel``). The
   plan estimates that graph's peak, per device that runs layers, as ``4 B x n_ubatch x activations`` with
-  ``activations`` the widest of (per token, in values): MoE gate/up ``3 U F + 3 F_sh + 4 E``, MoE down
-  ``2 U E + U F + 2 E``, dense FFN ``3 F + 4 E``, attention ``q + 2 kv + 3 E`` (``E`` n_embd, ``U`` experts
-  used, ``F`` expert FFN length, ``F_sh`` shared-expert FFN length); plus the attention scratch: the KQ mask
+  ``activations`` the widest of the per-phase working sets (per token, in values; ``_activation_values``
+  derives them from ggml-alloc.c's freeing and in-place reuse): attention ``q + 2 kv + 3 E``, dense FFN
+  ``3 F + 2 E``, routed experts ``3 U F_exp + 2 E + 2 n_expert`` (``+ U E`` when the expert outputs do not fit
+  in the freed up/gate block), shared expert ``3 F_sh + 3 E`` (``E`` n_embd, ``U`` experts used, ``F`` dense
+  FFN length, ``F_exp`` expert FFN length, ``F_sh`` shared-expert FFN length), or a recurrent layer's
+  working set when wider (``_recurrent_layer_bytes``); plus the attention scratch: the KQ mask
   (``cells x n_ubatch``, f16 with flash attention, f32 without) on the host and on every device running
   attention, ``cells x n_ubatch x n_head x 4 B`` of KQ scores without flash attention, and on a GPU with flash
   attention and a quantized K or V cache the f16 copy of K and V that ggml-cuda's flash attention makes inside
   the compute buffer (``ggml_cuda_flash_attn_ext_get_f16_extra_data``). These terms match the CPU build's
-  ``compute buffer size`` within about 10% on small qwen3moe, gemma3 and qwen35moe models (mask and KQ terms
-  exactly). With ``n_ubatch >= 32`` ggml-cuda runs matrix products whose weights are in host memory on the
-  first GPU (``op_offload``, ``ggml_backend_cuda_device_offload_op``), copying the weights into that GPU's
-  compute buffer: the plan adds the largest layer's host-resident matrix weights (the whole routed-expert set
-  of one layer under ``--cpu-moe``) to ``gpu0``. The host also holds the token embeddings of one ubatch and
-  the logits buffer (``n_vocab x n_seq`` floats). Pipeline parallelism (several GPUs, every layer offloaded,
-  no overrides) keeps four copies of graph inputs; a note says so when it applies.
+  ``compute buffer size`` within 10% on small qwen3, qwen3moe, qwen2moe, gemma3 and qwen35moe models (mask
+  and KQ terms exactly; benchmarks/planner_accuracy.py). With ``n_ubatch >= 32`` ggml-cuda runs matrix products
+  whose weights are in host memory on the first GPU (``op_offload``, ``ggml_backend_cuda_device_offload_op``),
+  copying the weights into that GPU's compute buffer: the plan adds the largest layer's host-resident matrix
+  weights (the whole routed-expert set of one layer under ``--cpu-moe``) to ``gpu0``. The host also holds the
+  token embeddings of one ubatch and the logits buffer (``n_vocab x n_seq`` floats). Pipeline parallelism
+  (several GPUs, every layer offloaded, no overrides) keeps four copies of graph inputs; a note says so when it
+  applies.
 - ``runtime``: per GPU ``GPU_RUNTIME_OVERHEAD`` (128 MiB) for what ggml-cuda allocates outside the buffers
   llama.cpp reports (its memory pool for quantized activations and dequantization, CUDA graphs). The CUDA
   context and cuBLAS workspace are not counted here: they are what a hardware profile's
@@ -650,7 +654,31 @@ def _split_rows(ledger: _Ledger, category: str, nbytes: int, gpus: Sequence[str]
 
 
 def _activation_values(facts: ModelFacts) -> int:
-    """Peak activation values per token of one layer (see the module docstring: an estimate)."""
+    """Peak activation values per token of one layer (see the module docstring: an estimate).
+
+    The widest of the per-phase working sets of ggml-alloc.c's allocation of one layer's graph. That allocator
+    frees a tensor after its last consumer and lets the in-place ops (ggml_op_can_inplace: add, mul, rms_norm,
+    rope, unary such as silu, soft_max, ...) reuse their input, but not matrix products or GGML_OP_GLU
+    (ggml_swiglu_split); a freed block lower in the buffer is only reused by a tensor that fits in it, so a
+    freed hole below a wider tensor still counts towards the buffer's high-water mark. Per token, in values
+    (``e`` n_embd):
+
+    - attention (build_qkv and build_attn in src/llama-graph.cpp, src/models/qwen3.cpp, gemma3.cpp): the
+      residual, the attention norm, the Q, K and V products (q/k rms_norm and rope in place), then the
+      flash-attention output (q wide, in the block K and V leave once ggml_set_rows has copied them into
+      the cache) and the output projection (``e``): ``q + 2 kv + 3 e``. That matches gemma3 (which also
+      normalises the attention output) and is about ``e`` above what qwen3moe measures.
+    - dense feed-forward (build_ffn, LLM_FFN_SILU / LLM_FFN_GELU with LLM_FFN_PAR: the fused
+      ggml_swiglu_split / ggml_geglu_split): the residual ffn_inp, the hole of its norm (freed after the gate
+      product, below the FFN tensors), up, gate and the GLU output: ``3 F + 2 e``; the down product (``e``)
+      then fits in a freed block.
+    - routed experts (build_moe_ffn): the residual, the norm (kept: qwen2moe's shared expert reads it after
+      the routed experts), the router logits and probabilities (``2 n_expert``), ggml_mul_mat_id's up and gate
+      (``U F`` each) and their GLU: ``3 U F + 2 e + 2 n_expert``; the expert outputs (``U e``) go into the
+      freed up/gate block when they fit (``U e <= 2 U F``), else above the GLU output.
+    - shared expert (src/models/qwen2moe.cpp: build_ffn on the norm after build_moe_ffn): the residual, the
+      norm and the routed output alive beside the shared expert's up, gate and GLU: ``3 F_sh + 3 e``.
+    """
     e = facts.n_embd
     used, f_exp, f_sh = (
         facts.expert_used_count,
@@ -660,9 +688,15 @@ def _activation_values(facts: ModelFacts) -> int:
     f_dense = max(facts.feed_forward_length, default=0)
     q = max((h * facts.key_length for h in facts.n_head), default=0)
     kv = max((facts.n_embd_k_gqa(il) for il in range(facts.block_count)), default=0)
-    phases = [3 * f_dense + 4 * e, q + 2 * kv + 3 * e]
+    phases = [q + 2 * kv + 3 * e]
+    if f_dense:
+        phases.append(3 * f_dense + 2 * e)
     if facts.expert_count:
-        phases += [3 * used * f_exp + 3 * f_sh + 4 * e, 2 * used * e + used * f_exp + 2 * e]
+        routed = 3 * used * f_exp + 2 * e + 2 * facts.expert_count
+        expert_out = used * e if used * e > 2 * used * f_exp else 0
+        phases.append(routed + expert_out)
+        if f_sh:
+            phases.append(3 * f_sh + 3 * e)
     return max(phases)
 
 
