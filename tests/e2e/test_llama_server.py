@@ -44,18 +44,16 @@ from tests.e2e.llama_server import (
     localize,
     overridden_tensors,
 )
+from tests.e2e.required import required
 
 pytestmark = pytest.mark.e2e
 
-SERVER = find_server()
-if SERVER is None or not SERVER.is_file():
-    why = (
-        f"llama-server not found (LLAMA_SERVER={os.environ.get('LLAMA_SERVER')!r}, cache {cached_server_path()}); "
-        f"build it with {SETUP_SCRIPT.relative_to(SETUP_SCRIPT.parents[1])}"
-    )
-    if os.environ.get("CI"):
-        raise RuntimeError(why + " (in CI a missing server is a failure, never a skip)")
-    pytest.skip(why, allow_module_level=True)
+_found = find_server()
+SERVER = required(
+    _found if _found is not None and _found.is_file() else None,
+    f"llama-server not found (LLAMA_SERVER={os.environ.get('LLAMA_SERVER')!r}, cache {cached_server_path()}); "
+    f"build it with {SETUP_SCRIPT.relative_to(SETUP_SCRIPT.parents[1])}",
+)
 
 STACKS = Path(__file__).resolve().parents[2] / "stacks"
 MODEL_PATH = "/models/m.gguf"  # what the builder renders; replaced by the generated file

@@ -37,18 +37,16 @@ from benchmarks.planner_accuracy import (
     write_models,
 )
 from tests.e2e.llama_server import SETUP_SCRIPT, cached_server_path, find_server
+from tests.e2e.required import required
 
 pytestmark = pytest.mark.e2e
 
-SERVER = find_server()
-if SERVER is None or not SERVER.is_file():
-    why = (
-        f"llama-server not found (LLAMA_SERVER={os.environ.get('LLAMA_SERVER')!r}, cache {cached_server_path()}); "
-        f"build it with {SETUP_SCRIPT.relative_to(SETUP_SCRIPT.parents[1])}"
-    )
-    if os.environ.get("CI"):
-        raise RuntimeError(why + " (in CI a missing server is a failure, never a skip)")
-    pytest.skip(why, allow_module_level=True)
+_found = find_server()
+SERVER = required(
+    _found if _found is not None and _found.is_file() else None,
+    f"llama-server not found (LLAMA_SERVER={os.environ.get('LLAMA_SERVER')!r}, cache {cached_server_path()}); "
+    f"build it with {SETUP_SCRIPT.relative_to(SETUP_SCRIPT.parents[1])}",
+)
 
 # (case id, quantity) -> the error measured on the CPU build of llama-cpp-python 0.3.36's llama.cpp
 # (predicted vs reported). None today: every row of the matrix is within its target.

@@ -17,16 +17,14 @@ import pulumi
 import pytest
 import yaml
 
+from tests.e2e.required import required
 from tests.pulumi_program import ROOT, install_mocks, run_main, stack_config
 
 pytestmark = pytest.mark.e2e
 
-PULUMI = shutil.which("pulumi")
-if PULUMI is None:
-    if os.environ.get("CI"):
-        # In CI a missing tool is a failure, never a skip: tools/test sources tools/pulumi-env first.
-        raise RuntimeError("pulumi is not on PATH; tools/setup-pulumi should have built it")
-    pytest.skip("pulumi is not on PATH (run `source tools/pulumi-env`); CI fails here instead", allow_module_level=True)
+PULUMI = required(
+    shutil.which("pulumi"), "pulumi is not on PATH (tools/test sources tools/pulumi-env, which builds it)"
+)
 
 
 @pytest.fixture
