@@ -47,6 +47,18 @@ def find_server() -> Path | None:
     return path if path.is_file() and os.access(path, os.X_OK) else None
 
 
+def require_server() -> Path:
+    """The server for an end-to-end module: a failure in CI when it is missing, a skip saying why elsewhere."""
+    from tests.e2e.required import required
+
+    found = find_server()
+    return required(
+        found if found is not None and found.is_file() else None,
+        f"llama-server not found (LLAMA_SERVER={os.environ.get('LLAMA_SERVER')!r}, cache {cached_server_path()}); "
+        f"build it with {SETUP_SCRIPT.relative_to(SETUP_SCRIPT.parents[1])}",
+    )
+
+
 def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))

@@ -16,7 +16,6 @@ a GPU build would move them: that is what our flags control. Missing server: a f
 from __future__ import annotations
 
 import json
-import os
 import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -33,27 +32,19 @@ from llmkube_components.llamacpp import build_args
 from llmkube_components.resolve import load_stack
 from tests import gguf_files
 from tests.e2e.llama_server import (
-    SETUP_SCRIPT,
     LlamaServer,
     ServerFailed,
-    cached_server_path,
-    find_server,
     free_port,
     kv_buffers,
     kv_cache_types,
     localize,
     overridden_tensors,
+    require_server,
 )
-from tests.e2e.required import required
 
 pytestmark = pytest.mark.e2e
 
-_found = find_server()
-SERVER = required(
-    _found if _found is not None and _found.is_file() else None,
-    f"llama-server not found (LLAMA_SERVER={os.environ.get('LLAMA_SERVER')!r}, cache {cached_server_path()}); "
-    f"build it with {SETUP_SCRIPT.relative_to(SETUP_SCRIPT.parents[1])}",
-)
+SERVER = require_server()
 
 STACKS = Path(__file__).resolve().parents[2] / "stacks"
 MODEL_PATH = "/models/m.gguf"  # what the builder renders; replaced by the generated file

@@ -20,7 +20,6 @@ CI, a skip elsewhere.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
@@ -36,17 +35,11 @@ from benchmarks.planner_accuracy import (
     run_server,
     write_models,
 )
-from tests.e2e.llama_server import SETUP_SCRIPT, cached_server_path, find_server
-from tests.e2e.required import required
+from tests.e2e.llama_server import require_server
 
 pytestmark = pytest.mark.e2e
 
-_found = find_server()
-SERVER = required(
-    _found if _found is not None and _found.is_file() else None,
-    f"llama-server not found (LLAMA_SERVER={os.environ.get('LLAMA_SERVER')!r}, cache {cached_server_path()}); "
-    f"build it with {SETUP_SCRIPT.relative_to(SETUP_SCRIPT.parents[1])}",
-)
+SERVER = require_server()
 
 # (case id, quantity) -> the error measured on the CPU build of llama-cpp-python 0.3.36's llama.cpp
 # (predicted vs reported). None today: every row of the matrix is within its target.
