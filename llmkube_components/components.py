@@ -72,6 +72,20 @@ def _register_all(prefix: str, manifests: list[dict[str, Any]], opts: pulumi.Res
     return [register(n, m, opts) for n, m in zip(resource_names(prefix, manifests), manifests, strict=True)]
 
 
+# Retained objects outlive the stack; the next stack to deploy them (after a destroy, or with the other
+# delivery) adopts them, taking over the fields its own Pulumi field manager did not write.
+PATCH_FORCE = "pulumi.com/patchForce"
+
+
+def _adoptable(manifests: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    out = []
+    for manifest in manifests:
+        metadata = manifest["metadata"]
+        annotations = {**metadata.get("annotations", {}), PATCH_FORCE: "true"}
+        out.append({**manifest, "metadata": {**metadata, "annotations": dict(sorted(annotations.items()))}})
+    return out
+
+
 def _given(args: Mapping[str, Any], *keys: str) -> dict[str, Any]:
     # Only what the caller gave: StackConfig is the one home of every default.
     return {key: args[key] for key in keys if key in args}
@@ -241,7 +255,9 @@ class Platform(pulumi.ComponentResource):
             )
         # The shared model cache outlives every service and the stack itself: re-downloading tens of
         # gigabytes because a service was renamed is the failure this prevents. Its namespace is kept with
-        # it, since deleting a namespace deletes the volumes in it.
+        # it, since deleting a namespace deletes the volumes in it, in both deliveries: the operator keeps
+        # its downloads in the namespace too, and a namespace adopted from an earlier direct stack may
+        # still hold our cache.
         keep = pulumi.ResourceOptions(retain_on_delete=True)
 
         foundation: list[pulumi.Resource] = []
@@ -249,14 +265,15 @@ class Platform(pulumi.ComponentResource):
             namespace = workloads.namespace_manifests(
                 stack.namespace, list(stack.services.values()), delivery=stack.delivery
             )
-            foundation += _register_all(name, namespace, _child(self, keep if cache else None))
+            # Adoptable in both deliveries: a namespace kept by an earlier direct stack is taken over.
+            foundation += _register_all(name, _adoptable(namespace), _child(self, keep))
         if stack.delivery == "operator" and stack.config.operator.install:
             self.operator = Operator(
                 f"{name}-operator", stack.config.operator.model_dump(by_alias=True, exclude_none=True), child
             )
             foundation.append(self.operator)
         keep_after = pulumi.ResourceOptions.merge(keep, pulumi.ResourceOptions(depends_on=list(foundation)))
-        foundation += [register(f"{name}-model-cache", m, _child(self, keep_after)) for m in cache]
+        foundation += [register(f"{name}-model-cache", m, _child(self, keep_after)) for m in _adoptable(cache)]
 
         after = pulumi.ResourceOptions.merge(child, pulumi.ResourceOptions(depends_on=foundation))
         self.models = {

@@ -283,14 +283,17 @@ def test_stack_sizes_the_shared_model_cache() -> None:
     run(config, check)
 
 
-def test_shared_cache_outlives_services_and_the_stack() -> None:
+@pytest.mark.parametrize("delivery", ["direct", "operator"])
+def test_shared_cache_outlives_services_and_the_stack(delivery: str) -> None:
     # retain_on_delete: removing a service, or destroying the stack, leaves the cache volume and its models.
     options: dict[str, pulumi.ResourceOptions] = {}
+    inputs: dict[str, dict] = {}
 
     def capture(args: pulumi.ResourceTransformationArgs) -> None:
         options[args.name] = args.opts
+        inputs[args.name] = args.props
 
-    install_mocks(stack_config("dev"))
+    install_mocks({**stack_config("dev"), "llmkube:delivery": delivery})
 
     @pulumi.runtime.test
     def program() -> None:
@@ -298,10 +301,17 @@ def test_shared_cache_outlives_services_and_the_stack() -> None:
         run_main()
 
     program()
-    assert options["llmkube-model-cache"].retain_on_delete is True
-    # Deleting a namespace deletes its volumes, so the namespace holding the cache is kept too.
-    assert options["llmkube-namespace"].retain_on_delete is True
-    assert not options["llmkube-llama32-1b-deployment"].retain_on_delete
+    # Deleting a namespace deletes its volumes (ours in direct, the operator's in operator), so it is kept.
+    kept = ["llmkube-namespace"] + (["llmkube-model-cache"] if delivery == "direct" else [])
+    for name in kept:
+        assert options[name].retain_on_delete is True, name
+        # A later stack adopts what an earlier one kept, even when another field manager wrote it.
+        assert inputs[name]["metadata"]["annotations"]["pulumi.com/patchForce"] == "true", name
+    assert ("llmkube-model-cache" in options) == (delivery == "direct"), sorted(options)
+    workload = "llmkube-llama32-1b-deployment" if delivery == "direct" else "llmkube-llama32-1b-isvc"
+    assert workload in options, sorted(options)
+    assert not options[workload].retain_on_delete
+    assert "annotations" not in (inputs[workload]["metadata"] or {})
 
 
 def test_standalone_model_on_a_gpu_profile_tells_the_operator_its_gpus() -> None:
