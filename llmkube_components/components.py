@@ -13,12 +13,12 @@ from typing import Any, Literal, NotRequired, Required, TypedDict
 import pulumi
 from pydantic import ValidationError
 
-from . import crds, operator, workloads
+from . import cluster, crds, operator, workloads
 from .api import ModelSpec, OperatorSettings
 from .api.base import normalize_name
 from .api.stack import Delivery
 from .api.validation import problems_from_validation_error
-from .errors import ConfigError
+from .errors import ConfigError, Problem
 from .hardware import resolve_profile
 from .register import register, resource_names
 from .resolve import ResolvedModel, ResolvedService, ResolvedStack, load_stack, model_hardware_for
@@ -77,12 +77,15 @@ def _register_all(prefix: str, manifests: list[dict[str, Any]], opts: pulumi.Res
 PATCH_FORCE = "pulumi.com/patchForce"
 
 
-def _adoptable(manifests: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def _annotated(manifests: list[dict[str, Any]], key: str, kinds: tuple[str, ...] = ()) -> list[dict[str, Any]]:
+    """The manifests (those of ``kinds`` only, when given) with the Pulumi annotation ``key`` set to "true"."""
     out = []
     for manifest in manifests:
-        metadata = manifest["metadata"]
-        annotations = {**metadata.get("annotations", {}), PATCH_FORCE: "true"}
-        out.append({**manifest, "metadata": {**metadata, "annotations": dict(sorted(annotations.items()))}})
+        if not kinds or manifest["kind"] in kinds:
+            metadata = manifest["metadata"]
+            annotations = dict(sorted({**metadata.get("annotations", {}), key: "true"}.items()))
+            manifest = {**manifest, "metadata": {**metadata, "annotations": annotations}}
+        out.append(manifest)
     return out
 
 
@@ -182,6 +185,7 @@ class InferenceService(pulumi.ComponentResource):
         opts: pulumi.ResourceOptions | None = None,
         *,
         _resolved: tuple[ResolvedService, ResolvedStack] | None = None,
+        _nodes: list[cluster.Node] | None = None,
     ):
         super().__init__("llmkube:index:InferenceService", name, {}, opts)
         if _resolved is None:
@@ -202,12 +206,18 @@ class InferenceService(pulumi.ComponentResource):
             service, stack = _resolved
         child = _child(self)
         self.server_args = None
+        mode = stack.config.model_cache.mode
+        manifests = workloads.service_workloads(service, cache_mode=mode)
+        self.scheduling = None if _nodes is None else scheduling(service, manifests, _nodes, self)
         if stack.delivery == "operator":
             cr = custom_resource("InferenceService", service.name, service.namespace, service.spec.wire())
             self.resources = [register(f"{name}-isvc", cr, child)]
         else:
-            mode = stack.config.model_cache.mode
-            self.resources = _register_all(name, workloads.service_workloads(service, cache_mode=mode), child)
+            if self.scheduling is not None and self.scheduling.startswith(PENDING):
+                # A Deployment no node can run never becomes available, nor its Service's endpoints ready:
+                # Pulumi would wait out its timeout and fail the update. The rest is still awaited.
+                manifests = _annotated(manifests, SKIP_AWAIT, ("Deployment", "Service"))
+            self.resources = _register_all(name, manifests, child)
             # In delivery operator the controller renders its own arguments; only direct knows them exactly.
             self.server_args = workloads.server_args_for(service)
         self.service_name = service.name
@@ -226,6 +236,8 @@ class InferenceService(pulumi.ComponentResource):
             out["serverArgs"] = self.server_args
         if self.plan is not None:
             out["plan"] = self.plan
+        if self.scheduling is not None:
+            out["scheduling"] = self.scheduling
         return out
 
 
@@ -242,6 +254,7 @@ class Platform(pulumi.ComponentResource):
         for warning in stack.warnings:
             pulumi.log.warn(str(warning), resource=self)
         child = _child(self)
+        nodes = cluster_nodes(self, opts)
 
         cache: list[dict[str, Any]] = []
         if stack.delivery == "direct":
@@ -266,14 +279,15 @@ class Platform(pulumi.ComponentResource):
                 stack.namespace, list(stack.services.values()), delivery=stack.delivery
             )
             # Adoptable in both deliveries: a namespace kept by an earlier direct stack is taken over.
-            foundation += _register_all(name, _adoptable(namespace), _child(self, keep))
+            foundation += _register_all(name, _annotated(namespace, PATCH_FORCE), _child(self, keep))
         if stack.delivery == "operator" and stack.config.operator.install:
             self.operator = Operator(
                 f"{name}-operator", stack.config.operator.model_dump(by_alias=True, exclude_none=True), child
             )
             foundation.append(self.operator)
         keep_after = pulumi.ResourceOptions.merge(keep, pulumi.ResourceOptions(depends_on=list(foundation)))
-        foundation += [register(f"{name}-model-cache", m, _child(self, keep_after)) for m in _adoptable(cache)]
+        cache = _annotated(cache, PATCH_FORCE)
+        foundation += [register(f"{name}-model-cache", m, _child(self, keep_after)) for m in cache]
 
         after = pulumi.ResourceOptions.merge(child, pulumi.ResourceOptions(depends_on=foundation))
         self.models = {
@@ -285,6 +299,7 @@ class Platform(pulumi.ComponentResource):
                 {"spec": {}, "model": self.models[s.model.name]},
                 pulumi.ResourceOptions.merge(after, pulumi.ResourceOptions(depends_on=[self.models[s.model.name]])),
                 _resolved=(s, stack),
+                _nodes=nodes,
             )
             for s in stack.services.values()
         }
@@ -293,6 +308,52 @@ class Platform(pulumi.ComponentResource):
         self.namespace = stack.namespace
         self.delivery = stack.delivery
         self.register_outputs({"services": self.services, "delivery": self.delivery, "namespace": self.namespace})
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Will the cluster's nodes run it? Checked at preview, against the nodes the stack's provider really has.
+# ---------------------------------------------------------------------------------------------------------
+
+PENDING = "Pending"
+SKIP_AWAIT = "pulumi.com/skipAwait"
+NODE_READ_TIMEOUT = 5.0
+
+
+def cluster_nodes(parent: pulumi.Resource, opts: pulumi.ResourceOptions | None) -> list[cluster.Node] | None:
+    """The nodes of the cluster the stack deploys to, or None when there is none to ask.
+
+    None when rendering to a folder, when LLMKUBE_NODE_CHECK=0, when the caller passes its own provider (its
+    kubeconfig is not ours to read), or when the cluster cannot be read (said as an info line, never fatal: a
+    pull-request check may run without cluster credentials).
+    """
+    if not cluster.node_check_enabled() or (opts is not None and (opts.provider or opts.providers)):
+        return None
+    config = pulumi.Config("kubernetes")
+    if config.get("renderYamlToDirectory"):
+        return None
+    try:
+        return cluster.read_nodes(config.get("kubeconfig"), config.get("context"), timeout=NODE_READ_TIMEOUT)
+    except cluster.ClusterUnavailable as exc:
+        pulumi.log.info(f"nodes not checked: {exc.message}", resource=parent)
+        return None
+
+
+def scheduling(
+    service: ResolvedService, manifests: list[dict[str, Any]], nodes: list[cluster.Node], parent: pulumi.Resource
+) -> str:
+    """Where the service's pod can run: "fits: <nodes>", or "Pending: <why no node can run it>" (a warning).
+
+    Judged on the pod we render; with delivery operator the controller's pod asks the same resources, node
+    selector and tolerations. Allocatable capacity only: what other pods already use is the scheduler's call.
+    """
+    pod = next(m for m in manifests if m["kind"] == "Deployment")["spec"]["template"]["spec"]
+    why = cluster.why_unschedulable(pod, nodes)
+    if why is None:
+        fits = [node.name for node in nodes if cluster.why_unschedulable(pod, [node]) is None]
+        return f"fits: {', '.join(fits)}"
+    message = f"its pod will stay Pending, {why}; deployed without waiting for it (an autoscaler may add a node)"
+    pulumi.log.warn(str(Problem(service.path, message)), resource=parent)
+    return f"{PENDING}: {why}"
 
 
 def custom_resource(

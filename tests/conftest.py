@@ -5,3 +5,6 @@ import os
 # Plan from the built-in catalog: tests never wait on model hosts (the GGUF reader has its own tests against
 # a local server). Subprocesses (the real Pulumi CLI in tests/e2e) inherit it.
 os.environ.setdefault("LLMKUBE_OFFLINE", "1")
+# Mock-based tests never read a cluster (a developer's KUBECONFIG or ~/.kube/config): the node check is off
+# unless a test turns it on. The end-to-end tests that deploy to the local cluster set it for their runs.
+os.environ.setdefault("LLMKUBE_NODE_CHECK", "0")

@@ -165,7 +165,7 @@ def parse_quantity(text: str | int | float) -> Decimal:
         value = Decimal(number)
     except InvalidOperation as exc:  # pragma: no cover - the pattern admits only decimals
         raise ValueError(f"{text!r} is not a Kubernetes quantity") from exc
-    if suffix[:1] in ("e", "E"):
+    if suffix not in _SUFFIX:  # an exponent: "e3", "E6" (but "E" and "Ei" are exa suffixes)
         return value * (Decimal(10) ** int(suffix[1:]))
     return value * _SUFFIX[suffix]
 

@@ -1,91 +1,24 @@
 """The local control plane of tools/cluster: real etcd, API server, scheduler and controller-manager, KWOK nodes.
 
-The cluster runs in a temporary state folder on its own ports, so a developer's running cluster is left alone.
-Its fake nodes come from the hardware profiles: a pod asking 2 GPUs and 48Gi of host memory must be placed by
-the real scheduler on the dual-rtx5060ti node (the rtx4090 and cpu-only nodes do not fit it), and become Ready
-under KWOK; one asking more than any node has stays Pending.
+The cluster is the one tools/test starts (tests/e2e/cluster.py). Its fake nodes come from the hardware
+profiles: a pod asking 2 GPUs and 48Gi of host memory must be placed by the real scheduler on the
+dual-rtx5060ti node (the rtx4090 and cpu-only nodes do not fit it), and become Ready under KWOK; one asking
+more than any node has stays Pending. A claim without a storage class is provisioned by the default class.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import time
-from collections.abc import Callable, Iterator
-from typing import Any, TypeVar
+from typing import Any
 
 import pytest
 
-from tests.e2e.required import required
-from tests.pulumi_program import ROOT
+from tests.e2e.cluster import PROFILES, cluster_tools, get, kubectl, ready, unschedulable_reason, wait_until
 
 pytestmark = pytest.mark.e2e
 
-TOOLS = ROOT / "tools"
-# A port block (API server and the next four) away from tools/cluster's default 16443.
-PORT = int(os.environ.get("LLMKUBE_TEST_CLUSTER_PORT", "26443"))
-PROFILES = ("dual-rtx5060ti", "rtx4090", "cpu-only")
-
-
-def _installed_path() -> str | None:
-    """The cluster tools' bin directories if tools/setup-cluster has built them all, without building."""
-    result = subprocess.run([TOOLS / "setup-cluster", "--installed"], capture_output=True, text=True, check=False)
-    return result.stdout.strip() if result.returncode == 0 else None
-
-
-BIN_PATH = required(_installed_path(), "the local cluster's binaries are not built (tools/setup builds them)")
-
-
-@pytest.fixture(scope="module")
-def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
-    state = tmp_path_factory.mktemp("cluster")
-    env = {
-        **os.environ,
-        "PATH": f"{BIN_PATH}:{os.environ['PATH']}",
-        "LLMKUBE_CLUSTER_DIR": str(state),
-        "LLMKUBE_CLUSTER_PORT": str(PORT),
-    }
-    env["KUBECONFIG"] = str(state / "kubeconfig")
-    try:
-        start = subprocess.run(
-            [TOOLS / "cluster", "start", *PROFILES], env=env, capture_output=True, text=True, timeout=300
-        )
-        if start.returncode != 0:
-            logs = "\n".join(f"--- {p.name}\n{p.read_text()[-3000:]}" for p in sorted((state / "logs").glob("*.log")))
-            raise AssertionError(f"tools/cluster start failed:\n{start.stderr}\n{logs}")
-        yield env
-    finally:
-        subprocess.run([TOOLS / "cluster", "stop"], env=env, capture_output=True, text=True, timeout=120)
-
-
-def kubectl(env: dict[str, str], *args: str, stdin: str | None = None, check: bool = True) -> str:
-    result = subprocess.run(["kubectl", *args], env=env, input=stdin, capture_output=True, text=True, timeout=60)
-    if check and result.returncode != 0:
-        raise AssertionError(f"kubectl {' '.join(args)} failed ({result.returncode}):\n{result.stderr}")
-    return result.stdout
-
-
-def get(env: dict[str, str], *args: str) -> dict:
-    return json.loads(kubectl(env, "get", "-o", "json", *args))
-
-
-T = TypeVar("T")
-
-
-def wait_until(what: str, predicate: Callable[[], T], timeout: float = 90.0) -> T:
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        last = predicate()
-        if last:
-            return last
-        time.sleep(0.5)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what} (last: {last!r})")
-
-
-def ready(obj: dict) -> bool:
-    return any(c["type"] == "Ready" and c["status"] == "True" for c in obj.get("status", {}).get("conditions", []))
+cluster_tools()
 
 
 def gpu_pod(name: str, gpus: int, memory: str) -> str:
@@ -162,20 +95,38 @@ def test_gpu_pod_lands_on_the_node_that_fits_and_becomes_ready(cluster: dict[str
     pod = wait_until("the pod to be Ready", pod_ready)
     assert pod["spec"]["nodeName"] == "kwok-dual-rtx5060ti"
     assert pod["status"]["phase"] == "Running"
+    kubectl(cluster, "delete", "pod", "fits-dual", "-n", "default", "--wait=false")
 
 
 def test_pod_larger_than_any_node_stays_pending(cluster: dict[str, str]) -> None:
     create_when_default_sa_exists(cluster, gpu_pod("too-big", 4, "48Gi"))
 
-    def unschedulable() -> str | None:
-        pod = get(cluster, "pod", "too-big", "-n", "default")
-        for c in pod.get("status", {}).get("conditions", []):
-            if c["type"] == "PodScheduled" and c["status"] == "False":
-                return c.get("message", "")
-        return None
-
-    message = wait_until("the scheduler to report the pod unschedulable", unschedulable)
+    message = wait_until(
+        "the scheduler to report the pod unschedulable",
+        lambda: unschedulable_reason(get(cluster, "pod", "too-big", "-n", "default")),
+    )
     assert "nvidia.com/gpu" in message, message
     pod = get(cluster, "pod", "too-big", "-n", "default")
     assert pod["status"]["phase"] == "Pending"
     assert not pod["spec"].get("nodeName")
+    kubectl(cluster, "delete", "pod", "too-big", "-n", "default", "--wait=false")
+
+
+def test_a_claim_without_storage_class_binds_and_its_volume_goes_with_it(cluster: dict[str, str]) -> None:
+    # The model cache's claim names no class by default: the cluster's default class must provision it, or
+    # the pods mounting it are never scheduled.
+    claim = {
+        "apiVersion": "v1",
+        "kind": "PersistentVolumeClaim",
+        "metadata": {"name": "cache-probe", "namespace": "default"},
+        "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "100Gi"}}},
+    }
+    kubectl(cluster, "create", "-f", "-", stdin=json.dumps(claim))
+    bound = wait_until(
+        "the claim to be Bound",
+        lambda: (pvc := get(cluster, "pvc", "cache-probe", "-n", "default"))["status"].get("phase") == "Bound" and pvc,
+    )
+    volume = bound["spec"]["volumeName"]
+    assert get(cluster, "pv", volume)["spec"]["capacity"]["storage"] == "100Gi"
+    kubectl(cluster, "delete", "pvc", "cache-probe", "-n", "default")
+    wait_until("the volume to be deleted", lambda: not kubectl(cluster, "get", "pv", volume, check=False).strip())
