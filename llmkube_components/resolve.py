@@ -265,7 +265,9 @@ def _apply_profile(
     node_selector = {**profile.node_selector, **(spec.node_selector or {})}
     if node_selector:
         update["node_selector"] = dict(sorted(node_selector.items()))
-    tolerations = _merge_tolerations(profile.tolerations if gpus else [], spec.tolerations or [])
+    # The profile pins every service to its nodes (node selector), so every service must tolerate their
+    # taints, with or without GPUs: a CPU-only pod pinned to a tainted GPU node would never be scheduled.
+    tolerations = _merge_tolerations(profile.tolerations, spec.tolerations or [])
     if tolerations:
         update["tolerations"] = tolerations
     return spec.model_copy(update=update), gpus

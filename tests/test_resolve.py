@@ -51,7 +51,19 @@ def resolve(service: dict[str, Any], hardware: Any = "dual-rtx5060ti", model: di
             "tolerations",
             [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}],
         ),
-        ({"resources": {"gpu": 0}}, "dual-rtx5060ti", "tolerations", None),
+        # A CPU-only service is still pinned to the profile's (tainted) nodes, so it tolerates their taints.
+        (
+            {"resources": {"gpu": 0}},
+            "dual-rtx5060ti",
+            "tolerations",
+            [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}],
+        ),
+        (
+            {"resources": {"gpu": 0}},
+            "dual-rtx5060ti",
+            "nodeSelector",
+            {"nvidia.com/gpu.product": "NVIDIA-GeForce-RTX-5060-Ti"},
+        ),
         ({}, {"extends": "dual-rtx5060ti", "gpu": {"count": 1}}, "gpus", 1),
     ],
 )
