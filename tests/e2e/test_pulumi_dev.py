@@ -7,9 +7,6 @@ objects rendered must be exactly the set the mock-based component tests see.
 
 from __future__ import annotations
 
-import os
-import shutil
-import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -17,46 +14,16 @@ import pulumi
 import pytest
 import yaml
 
-from tests.e2e.required import required
-from tests.pulumi_program import ROOT, install_mocks, run_main, stack_config
+from tests.e2e.cluster import get, kubectl
+from tests.e2e.pulumi_project import copy_project, pulumi_cli
+from tests.pulumi_program import install_mocks, run_main, stack_config
 
 pytestmark = pytest.mark.e2e
-
-PULUMI = required(
-    shutil.which("pulumi"), "pulumi is not on PATH (tools/test sources tools/pulumi-env, which builds it)"
-)
 
 
 @pytest.fixture
 def project(tmp_path: Path) -> Path:
-    """A copy of the Pulumi project in a temporary folder, with its own file backend and the repo's venv."""
-    for name in ("Pulumi.yaml", "__main__.py"):
-        shutil.copy(ROOT / name, tmp_path / name)
-    shutil.copytree(ROOT / "stacks", tmp_path / "stacks")
-    (tmp_path / ".venv").symlink_to(ROOT / ".venv")
-    (tmp_path / "state").mkdir()
-    return tmp_path
-
-
-def pulumi_cli(project: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    env = {
-        **os.environ,
-        "PULUMI_BACKEND_URL": f"file://{project / 'state'}",
-        "PULUMI_CONFIG_PASSPHRASE": "llmkube-test",
-        "PULUMI_SKIP_UPDATE_CHECK": "true",
-        "PULUMI_DISABLE_AUTOMATIC_PLUGIN_ACQUISITION": "true",
-    }
-    result = subprocess.run(
-        [PULUMI, *args, "--non-interactive", "--color", "never"],
-        cwd=project,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    if check and result.returncode != 0:
-        raise AssertionError(f"pulumi {' '.join(args)} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}")
-    return result
+    return copy_project(tmp_path)
 
 
 def rendered_objects(folder: Path) -> set[tuple[str, str, str]]:
@@ -110,3 +77,22 @@ def test_bad_config_fails_preview_with_the_clear_error_and_no_stack_trace(projec
     assert "llmkube:services.llama32-1b.contextSize: 50: input should be greater than or equal to 128" in output
     assert "Traceback" not in output
     assert not (project / "rendered").exists()
+
+
+def test_the_rendered_dev_manifests_apply_cleanly_to_the_local_cluster(project: Path, cluster: dict[str, str]) -> None:
+    pulumi_cli(project, "stack", "init", "dev")
+    pulumi_cli(project, "up", "--stack", "dev", "--yes", "--skip-preview")
+    folder = project / "rendered" / "dev"
+    # As the README says: namespaces first (kubectl applies files in name order, and the namespace's file
+    # sorts after the Deployment's), then everything (the provider puts CRDs, none here, in 0-crd/).
+    (namespace,) = folder.glob("1-manifest/v1-namespace-*.yaml")
+    kubectl(cluster, "apply", "--server-side", "--field-manager=llmkube-test", "-f", str(namespace))
+    applied = kubectl(cluster, "apply", "--server-side", "--field-manager=llmkube-test", "-R", "-f", str(folder))
+    assert "deployment.apps/llama32-1b serverside-applied" in applied, applied
+    try:
+        kubectl(cluster, "rollout", "status", "deployment/llama32-1b", "-n", "llmkube", "--timeout=120s")
+        pod = get(cluster, "pods", "-n", "llmkube", "-l", "app.kubernetes.io/instance=llama32-1b")["items"][0]
+        assert pod["spec"]["nodeName"] == "kwok-cpu-only"  # the cpu-only profile's node
+        assert get(cluster, "pvc", "llmkube-model-cache", "-n", "llmkube")["status"]["phase"] == "Bound"
+    finally:
+        kubectl(cluster, "delete", "-R", "-f", str(folder), "--wait=true", "--timeout=120s")

@@ -1,0 +1,55 @@
+"""The real Pulumi CLI on a copy of this repo's Pulumi project, with its own file backend.
+
+project = copy_project(tmp_path)                  # Pulumi.yaml, __main__.py, stacks/, the repo's venv
+pulumi_cli(project, "stack", "init", "dev")
+pulumi_cli(project, "up", "--stack", "dev", "--yes")
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+from tests.e2e.required import required
+from tests.pulumi_program import ROOT
+
+PULUMI = required(
+    shutil.which("pulumi"), "pulumi is not on PATH (tools/test sources tools/pulumi-env, which builds it)"
+)
+
+
+def copy_project(folder: Path) -> Path:
+    """A copy of the Pulumi project in ``folder``, with a ``state`` folder for its backend and the repo's venv."""
+    for name in ("Pulumi.yaml", "__main__.py"):
+        shutil.copy(ROOT / name, folder / name)
+    shutil.copytree(ROOT / "stacks", folder / "stacks")
+    (folder / ".venv").symlink_to(ROOT / ".venv")
+    (folder / "state").mkdir()
+    return folder
+
+
+def pulumi_cli(
+    project: Path, *args: str, check: bool = True, env: dict[str, str] | None = None, timeout: float = 600
+) -> subprocess.CompletedProcess[str]:
+    """Run ``pulumi <args>`` non-interactively in ``project``; AssertionError with its output when it fails."""
+    full_env = {
+        **os.environ,
+        **(env or {}),
+        "PULUMI_BACKEND_URL": f"file://{project / 'state'}",
+        "PULUMI_CONFIG_PASSPHRASE": "llmkube-test",
+        "PULUMI_SKIP_UPDATE_CHECK": "true",
+        "PULUMI_DISABLE_AUTOMATIC_PLUGIN_ACQUISITION": "true",
+    }
+    result = subprocess.run(
+        [PULUMI, *args, "--non-interactive", "--color", "never"],
+        cwd=project,
+        env=full_env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    if check and result.returncode != 0:
+        raise AssertionError(f"pulumi {' '.join(args)} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}")
+    return result
