@@ -119,3 +119,18 @@ def test_an_unreachable_cluster_is_an_info_line_not_an_error(
         run(CONFIG, check)
     infos = [r.getMessage() for r in caplog.records if r.levelname == "INFO"]
     assert "nodes not checked: cannot reach context x (https://127.0.0.1:1): connection refused" in infos, infos
+
+
+def test_delivery_operator_is_checked_with_the_same_pod(
+    nodes: list[tuple[str | None, str | None]], caplog: pytest.LogCaptureFixture
+) -> None:
+    # The controller's pod asks the same resources, node selector and tolerations as the one we render.
+    def check(platform: Any, mocks: RecordingMocks) -> None:
+        assert platform.services["qwen36-hybrid"]["scheduling"] == "fits: kwok-dual-rtx5060ti"
+        assert platform.services["too-big"]["scheduling"].startswith("Pending: no node can run it: ")
+        assert not [r for r in mocks.resources if r.kind == "Deployment" and r.object_name == "too-big"]
+
+    with caplog.at_level("WARNING"):
+        run({**CONFIG, "llmkube:delivery": "operator"}, check)
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert any(w.startswith("llmkube:services.too-big: its pod will stay Pending") for w in warnings), warnings

@@ -90,6 +90,19 @@ class Local:
     def get(self, *args: str) -> dict[str, Any]:
         return get(self.cluster, *args)
 
+    def after_destroy(self) -> set[Object]:
+        """What a destroy must leave: the cluster as before, plus the kept cache claim, its volume and the
+        namespace holding them (with what the cluster puts in every namespace: its default ServiceAccount and
+        the root CA ConfigMap)."""
+        volume = self.get("pvc", CACHE, "-n", NAMESPACE)["spec"]["volumeName"]
+        return self.before | {
+            ("Namespace", "", NAMESPACE),
+            ("PersistentVolumeClaim", NAMESPACE, CACHE),
+            ("PersistentVolume", "", volume),
+            ("ServiceAccount", NAMESPACE, "default"),
+            ("ConfigMap", NAMESPACE, "kube-root-ca.crt"),
+        }
+
     def pods(self, service: str) -> list[dict[str, Any]]:
         selector = f"app.kubernetes.io/instance={service}"
         return self.get("pods", "-n", NAMESPACE, "-l", selector)["items"]
@@ -255,18 +268,8 @@ def test_a_bad_config_fails_before_anything_is_applied(local: Local) -> None:
 
 
 def test_destroy_leaves_the_cluster_as_it_was_but_for_the_protected_cache(local: Local) -> None:
-    volume = local.get("pvc", CACHE, "-n", NAMESPACE)["spec"]["volumeName"]
     local.pulumi("destroy", "--yes")
-    # Kept: the cache claim, its volume, and the namespace that holds them (with what the cluster puts in
-    # every namespace: its default ServiceAccount and the root CA ConfigMap).
-    kept = {
-        ("Namespace", "", NAMESPACE),
-        ("PersistentVolumeClaim", NAMESPACE, CACHE),
-        ("PersistentVolume", "", volume),
-        ("ServiceAccount", NAMESPACE, "default"),
-        ("ConfigMap", NAMESPACE, "kube-root-ca.crt"),
-    }
-    wait_until("the cluster to be as before plus the cache", lambda: objects(local.cluster) == local.before | kept)
+    wait_until("the cluster to be as before plus the cache", lambda: objects(local.cluster) == local.after_destroy())
     assert local.get("pvc", CACHE, "-n", NAMESPACE)["status"]["phase"] == "Bound"
 
 
@@ -314,13 +317,5 @@ def _apply_error(local: Local, manifest: dict[str, Any]) -> str:
 
 
 def test_operator_delivery_destroy_removes_crds_and_operator_but_not_the_cache(local: Local) -> None:
-    volume = local.get("pvc", CACHE, "-n", NAMESPACE)["spec"]["volumeName"]
     local.pulumi("destroy", "--yes")
-    kept = {
-        ("Namespace", "", NAMESPACE),
-        ("PersistentVolumeClaim", NAMESPACE, CACHE),
-        ("PersistentVolume", "", volume),
-        ("ServiceAccount", NAMESPACE, "default"),
-        ("ConfigMap", NAMESPACE, "kube-root-ca.crt"),
-    }
-    wait_until("the operator and its CRDs to be gone", lambda: objects(local.cluster) == local.before | kept)
+    wait_until("the operator and its CRDs to be gone", lambda: objects(local.cluster) == local.after_destroy())
