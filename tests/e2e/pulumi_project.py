@@ -38,7 +38,7 @@ def pulumi_cli(
         **os.environ,
         **(env or {}),
         "PULUMI_BACKEND_URL": f"file://{project / 'state'}",
-        "PULUMI_CONFIG_PASSPHRASE": "llmkube-test",
+        "PULUMI_CONFIG_PASSPHRASE": "llmkube-dev",  # the stack files' encryptionsalt is for it
         "PULUMI_SKIP_UPDATE_CHECK": "true",
         "PULUMI_DISABLE_AUTOMATIC_PLUGIN_ACQUISITION": "true",
     }
