@@ -17,8 +17,9 @@ import ssl
 import subprocess
 import tempfile
 import urllib.error
+import urllib.parse
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypedDict
@@ -67,6 +68,30 @@ class Node:
             taints=taints,
             allocatable={str(k): str(v) for k, v in (status.get("allocatable") or {}).items()},
             unschedulable=bool(spec.get("unschedulable", False)),
+        )
+
+
+@dataclass(frozen=True)
+class Pod:
+    """A pod holding resources on a node: its effective requests (cpu in millicores, the rest in base units)."""
+
+    namespace: str
+    name: str
+    node: str
+    labels: dict[str, str] = field(default_factory=dict)
+    requests: dict[str, int] = field(default_factory=dict)
+
+    @classmethod
+    def from_api(cls, obj: dict) -> Pod:
+        """A Pod from the API's JSON object (an item of ``GET /api/v1/pods``)."""
+        meta = obj.get("metadata") or {}
+        spec = obj.get("spec") or {}
+        return cls(
+            namespace=str(meta.get("namespace", "")),
+            name=str(meta.get("name", "")),
+            node=str(spec.get("nodeName", "")),
+            labels={str(k): str(v) for k, v in (meta.get("labels") or {}).items()},
+            requests=pod_requests(spec),
         )
 
 
@@ -384,29 +409,56 @@ def _http_error(exc: urllib.error.HTTPError) -> str:
     return f"{text}: {detail}" if detail else text
 
 
-def read_nodes(kubeconfig: str | None, context: str | None, timeout: float = 5.0) -> list[Node]:
-    """The cluster's nodes (``GET /api/v1/nodes``), sorted by name; ClusterUnavailable on any failure."""
+def _list(kubeconfig: str | None, context: str | None, path: str, kind: str, timeout: float) -> list[dict]:
+    """The items of a list ``GET <path>``; ClusterUnavailable on any failure."""
     conn, where = kubeconfig_target(kubeconfig, context)
     token, cert, key = _credentials(conn, timeout)
     handlers: list[urllib.request.BaseHandler] = [_NoRedirect()]
     if conn["server"].startswith("https:"):
         handlers.append(urllib.request.HTTPSHandler(context=_ssl_context(conn, cert, key)))
-    request = urllib.request.Request(conn["server"] + "/api/v1/nodes", headers={"Accept": "application/json"})
+    request = urllib.request.Request(conn["server"] + path, headers={"Accept": "application/json"})
     if token:
         request.add_header("Authorization", f"Bearer {token}")
     try:
         with urllib.request.build_opener(*handlers).open(request, timeout=timeout) as response:
             body = json.loads(response.read())
         items = body["items"] or []
-        return sorted((Node.from_api(item) for item in items), key=lambda n: n.name)
+        if not all(isinstance(item, dict) for item in items):
+            raise TypeError
+        return items
     except urllib.error.HTTPError as exc:
-        raise ClusterUnavailable(f"cannot list the nodes of {where}: {_http_error(exc)}") from None
+        raise ClusterUnavailable(f"cannot list the {kind}s of {where}: {_http_error(exc)}") from None
     except urllib.error.URLError as exc:
         raise ClusterUnavailable(f"cannot reach {where}: {exc.reason}") from None
     except (OSError, http.client.HTTPException) as exc:  # timeouts, resets, truncated answers
         raise ClusterUnavailable(f"cannot reach {where}: {exc or type(exc).__name__}") from None
     except (ValueError, KeyError, TypeError, AttributeError):
-        raise ClusterUnavailable(f"{where} answered /api/v1/nodes with something that is not a NodeList") from None
+        raise ClusterUnavailable(f"{where} answered {path} with something that is not a {kind.title()}List") from None
+
+
+def read_nodes(kubeconfig: str | None, context: str | None, timeout: float = 5.0) -> list[Node]:
+    """The cluster's nodes (``GET /api/v1/nodes``), sorted by name; ClusterUnavailable on any failure."""
+    items = _list(kubeconfig, context, "/api/v1/nodes", "node", timeout)
+    try:
+        return sorted((Node.from_api(item) for item in items), key=lambda n: n.name)
+    except (ValueError, KeyError, TypeError, AttributeError):
+        raise ClusterUnavailable("the cluster answered /api/v1/nodes with something that is not a NodeList") from None
+
+
+# Pods that hold node resources: bound to a node and not finished.
+_BOUND_PODS = "/api/v1/pods?" + urllib.parse.urlencode(
+    {"fieldSelector": "spec.nodeName!=,status.phase!=Succeeded,status.phase!=Failed"}
+)
+
+
+def read_pods(kubeconfig: str | None, context: str | None, timeout: float = 5.0) -> list[Pod]:
+    """The pods bound to nodes and not finished, in every namespace; ClusterUnavailable on any failure
+    (including a 403 when the credentials may not list pods)."""
+    items = _list(kubeconfig, context, _BOUND_PODS, "pod", timeout)
+    try:
+        return sorted((Pod.from_api(item) for item in items), key=lambda p: (p.node, p.namespace, p.name))
+    except (ValueError, KeyError, TypeError, AttributeError):
+        raise ClusterUnavailable("the cluster answered /api/v1/pods with something that is not a PodList") from None
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -559,8 +611,9 @@ def _affinity_failure(pod_spec: dict, node: Node) -> str | None:
     return f"none of the {len(terms)} required node affinity terms matched ({'; '.join(map(str, failures))})"
 
 
-def _node_failures(pod_spec: dict, requests: dict[str, int], node: Node) -> list[str]:
-    """Why the pod cannot go on this node, in the scheduler's filter order; empty when it can."""
+def _node_failures(pod_spec: dict, requests: dict[str, int], node: Node, left: str = "allocatable") -> list[str]:
+    """Why the pod cannot go on this node, in the scheduler's filter order; empty when it can. ``left`` names
+    what ``node.allocatable`` holds in messages ("free" when it is what other pods leave)."""
     reasons: list[str] = []
     tolerations = [t for t in pod_spec.get("tolerations") or [] if t]
     cordon_taint = {"key": _UNSCHEDULABLE_TAINT, "effect": "NoSchedule"}
@@ -594,7 +647,7 @@ def _node_failures(pod_spec: dict, requests: dict[str, int], node: Node) -> list
             continue  # a quantity we cannot read is no evidence that the pod does not fit
         if asked > have:
             shown = _human(resource, have, None if resource == "cpu" or original is None else original)
-            reasons.append(f"{resource} {_human(resource, asked)} asked, {shown} allocatable")
+            reasons.append(f"{resource} {_human(resource, asked)} asked, {shown} {left}")
     return reasons
 
 
@@ -611,3 +664,56 @@ def why_unschedulable(pod_spec: dict, nodes: list[Node]) -> str | None:
             return None
         clauses.append(f"{node.name}: {', '.join(reasons)}")
     return "no node can run it: " + "; ".join(clauses)
+
+
+class Room:
+    """What each node has left for this stack: allocatable minus the requests of the pods already there (those
+    that ``replaced`` says this deployment replaces excepted), minus what earlier services were given here.
+
+    ``place`` judges services one by one, in the order given, first node (by name) with room first: a check,
+    not the scheduler (which scores nodes), so a plan it accepts may still be packed differently.
+    """
+
+    def __init__(self, nodes: list[Node], pods: list[Pod], replaced: Callable[[Pod], bool]) -> None:
+        self.nodes = sorted(nodes, key=lambda n: n.name)
+        self.used: dict[str, dict[str, int]] = {n.name: {} for n in self.nodes}
+        self.users: dict[str, list[str]] = {n.name: [] for n in self.nodes}
+        for pod in pods:
+            if pod.node in self.used and not replaced(pod):
+                _add(self.used[pod.node], {**pod.requests, "pods": 1})
+                self.users[pod.node].append(f"{pod.namespace}/{pod.name}")
+
+    def _free(self, node: Node) -> Node:
+        free = {}
+        for resource, value in node.allocatable.items():
+            try:
+                have = _amount(resource, value) - self.used[node.name].get(resource, 0)
+            except ValueError:
+                continue
+            free[resource] = f"{max(have, 0)}m" if resource == "cpu" else str(max(have, 0))
+        return Node(node.name, node.labels, node.taints, free, node.unschedulable)
+
+    def place(self, pod_spec: dict, replicas: int, owner: str) -> tuple[list[str], str | None]:
+        """Give ``replicas`` pods of ``owner`` room: (the nodes they got, None), or ([], why not) and nothing
+        is taken when they do not all fit."""
+        requests = pod_requests(pod_spec)
+        taken: list[str] = []
+        for _ in range(max(replicas, 1)):
+            node = next((n for n in self.nodes if not _node_failures(pod_spec, requests, self._free(n))), None)
+            if node is None:
+                for name in taken:  # give back what the earlier replicas took
+                    _add(self.used[name], {k: -v for k, v in {**requests, "pods": 1}.items()})
+                    self.users[name].remove(owner)
+                return [], self._why_not(pod_spec, requests)
+            _add(self.used[node.name], {**requests, "pods": 1})
+            self.users[node.name].append(owner)
+            taken.append(node.name)
+        return sorted(set(taken)), None
+
+    def _why_not(self, pod_spec: dict, requests: dict[str, int]) -> str:
+        clauses = []
+        for node in self.nodes:
+            reasons = _node_failures(pod_spec, requests, self._free(node), left="free")
+            users = sorted(set(self.users[node.name]))
+            clauses.append(f"{node.name}: {', '.join(reasons)}" + (f" (in use by {', '.join(users)})" if users else ""))
+        return "no node has room left for it: " + "; ".join(clauses)

@@ -8,6 +8,7 @@ raises ConfigError, which Pulumi prints as one clean message (no stack trace) an
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any, Literal, NotRequired, Required, TypedDict
 
 import pulumi
@@ -185,7 +186,7 @@ class InferenceService(pulumi.ComponentResource):
         opts: pulumi.ResourceOptions | None = None,
         *,
         _resolved: tuple[ResolvedService, ResolvedStack] | None = None,
-        _nodes: list[cluster.Node] | None = None,
+        _cluster: ClusterView | None = None,
     ):
         super().__init__("llmkube:index:InferenceService", name, {}, opts)
         if _resolved is None:
@@ -208,7 +209,7 @@ class InferenceService(pulumi.ComponentResource):
         self.server_args = None
         mode = stack.config.model_cache.mode
         manifests = workloads.service_workloads(service, cache_mode=mode)
-        self.scheduling = None if _nodes is None else scheduling(service, manifests, _nodes, self)
+        self.scheduling = None if _cluster is None else scheduling(service, manifests, _cluster, self)
         if stack.delivery == "operator":
             cr = custom_resource("InferenceService", service.name, service.namespace, service.spec.wire())
             self.resources = [register(f"{name}-isvc", cr, child)]
@@ -254,7 +255,7 @@ class Platform(pulumi.ComponentResource):
         for warning in stack.warnings:
             pulumi.log.warn(str(warning), resource=self)
         child = _child(self)
-        nodes = cluster_nodes(self, opts)
+        view = cluster_view(stack, self, opts)
 
         cache: list[dict[str, Any]] = []
         if stack.delivery == "direct":
@@ -299,7 +300,7 @@ class Platform(pulumi.ComponentResource):
                 {"spec": {}, "model": self.models[s.model.name]},
                 pulumi.ResourceOptions.merge(after, pulumi.ResourceOptions(depends_on=[self.models[s.model.name]])),
                 _resolved=(s, stack),
-                _nodes=nodes,
+                _cluster=view,
             )
             for s in stack.services.values()
         }
@@ -319,37 +320,71 @@ SKIP_AWAIT = "pulumi.com/skipAwait"
 NODE_READ_TIMEOUT = 5.0
 
 
-def cluster_nodes(parent: pulumi.Resource, opts: pulumi.ResourceOptions | None) -> list[cluster.Node] | None:
-    """The nodes of the cluster the stack deploys to, or None when there is none to ask.
+@dataclass
+class ClusterView:
+    """The nodes of the cluster a stack deploys to, and what room they have left (None: pods not readable)."""
+
+    nodes: list[cluster.Node]
+    room: cluster.Room | None
+
+
+def cluster_view(
+    stack: ResolvedStack, parent: pulumi.Resource, opts: pulumi.ResourceOptions | None
+) -> ClusterView | None:
+    """The cluster the stack deploys to, or None when there is none to ask.
 
     None when rendering to a folder, when LLMKUBE_NODE_CHECK=0, when the caller passes its own provider (its
-    kubeconfig is not ours to read), or when the cluster cannot be read (said as an info line, never fatal: a
-    pull-request check may run without cluster credentials).
+    kubeconfig is not ours to read), or when the nodes cannot be read (said as an info line, never fatal: a
+    pull-request check may run without cluster credentials). Pods that cannot be listed (a 403, say) leave
+    the room unknown: services are then judged by the nodes' allocatable resources only.
     """
     if not cluster.node_check_enabled() or (opts is not None and (opts.provider or opts.providers)):
         return None
     config = pulumi.Config("kubernetes")
     if config.get("renderYamlToDirectory"):
         return None
+    kubeconfig, context = config.get("kubeconfig"), config.get("context")
     try:
-        return cluster.read_nodes(config.get("kubeconfig"), config.get("context"), timeout=NODE_READ_TIMEOUT)
+        nodes = cluster.read_nodes(kubeconfig, context, timeout=NODE_READ_TIMEOUT)
     except cluster.ClusterUnavailable as exc:
         pulumi.log.info(f"nodes not checked: {exc.message}", resource=parent)
         return None
+    try:
+        pods = cluster.read_pods(kubeconfig, context, timeout=NODE_READ_TIMEOUT)
+    except cluster.ClusterUnavailable as exc:
+        pulumi.log.info(f"room on the nodes not checked: {exc.message}", resource=parent)
+        return ClusterView(nodes, None)
+    ours = {s.name for s in stack.services.values()}
+
+    def replaced(pod: cluster.Pod) -> bool:
+        # This stack's own pods make way for what it deploys now (Recreate with GPUs), or are those very pods.
+        labels = pod.labels
+        return pod.namespace == stack.namespace and (
+            labels.get(workloads.LABEL_SERVICE) in ours or labels.get("app") in ours
+        )
+
+    return ClusterView(nodes, cluster.Room(nodes, pods, replaced))
 
 
 def scheduling(
-    service: ResolvedService, manifests: list[dict[str, Any]], nodes: list[cluster.Node], parent: pulumi.Resource
+    service: ResolvedService, manifests: list[dict[str, Any]], view: ClusterView, parent: pulumi.Resource
 ) -> str:
-    """Where the service's pod can run: "fits: <nodes>", or "Pending: <why no node can run it>" (a warning).
+    """Where the service's pods can run: "fits: <nodes>", or "Pending: <why not>" (a warning).
 
     Judged on the pod we render; with delivery operator the controller's pod asks the same resources, node
-    selector and tolerations. Allocatable capacity only: what other pods already use is the scheduler's call.
+    selector and tolerations. First against each node's allocatable resources; then, when the pods could be
+    read, against what the pods already there and this stack's earlier services leave (in config order).
     """
-    pod = next(m for m in manifests if m["kind"] == "Deployment")["spec"]["template"]["spec"]
-    why = cluster.why_unschedulable(pod, nodes)
+    deployment = next(m for m in manifests if m["kind"] == "Deployment")
+    pod = deployment["spec"]["template"]["spec"]
+    why = cluster.why_unschedulable(pod, view.nodes)
+    fits: list[str] = []
+    if why is None and view.room is not None:
+        owner = f"{service.namespace}/{service.name} (this stack)"
+        fits, why = view.room.place(pod, deployment["spec"].get("replicas", 1), owner)
+    elif why is None:
+        fits = [node.name for node in view.nodes if cluster.why_unschedulable(pod, [node]) is None]
     if why is None:
-        fits = [node.name for node in nodes if cluster.why_unschedulable(pod, [node]) is None]
         return f"fits: {', '.join(fits)}"
     message = f"its pod will stay Pending, {why}; deployed without waiting for it (an autoscaler may add a node)"
     pulumi.log.warn(str(Problem(service.path, message)), resource=parent)

@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from llmkube_components import cluster
 from llmkube_components.cluster import (
     NODE_CHECK_ENV,
     ClusterUnavailable,
@@ -614,3 +615,40 @@ def test_read_nodes_unsupported_auth(clean_env, user, expected):
     with pytest.raises(ClusterUnavailable) as info:
         read_nodes(path, None)
     assert info.value.message == expected
+
+
+# --- Room: what the nodes have left ---------------------------------------------------------------------------
+
+
+def _room_node(name: str, gpus: int) -> cluster.Node:
+    return cluster.Node(name, allocatable={"cpu": "16", "memory": "64Gi", "nvidia.com/gpu": str(gpus), "pods": "110"})
+
+
+def _gpu_spec(gpus: int, cpu: str = "2") -> dict:
+    return {"containers": [{"resources": {"requests": {"cpu": cpu}, "limits": {"nvidia.com/gpu": str(gpus)}}}]}
+
+
+def test_room_counts_the_pods_already_there_and_says_whose() -> None:
+    pods = [cluster.Pod("ml", "trainer", "a", {}, {"cpu": 1500, "nvidia.com/gpu": 1})]
+    room = cluster.Room([_room_node("a", 2)], pods, replaced=lambda pod: False)
+    assert room.place(_gpu_spec(1), 1, "ns/x") == (["a"], None)
+    nodes, why = room.place(_gpu_spec(1, cpu="13"), 1, "ns/y")
+    assert nodes == []
+    assert why == (
+        "no node has room left for it: a: cpu 13 asked, 12500m free, nvidia.com/gpu 1 asked, 0 free "
+        "(in use by ml/trainer, ns/x)"
+    )
+
+
+def test_room_ignores_the_pods_being_replaced() -> None:
+    pods = [cluster.Pod("llmkube", "old", "a", {"app": "x"}, {"nvidia.com/gpu": 2})]
+    room = cluster.Room([_room_node("a", 2)], pods, replaced=lambda pod: pod.labels.get("app") == "x")
+    assert room.place(_gpu_spec(2), 1, "llmkube/x") == (["a"], None)
+
+
+def test_room_places_every_replica_or_takes_nothing() -> None:
+    room = cluster.Room([_room_node("a", 2), _room_node("b", 1)], [], replaced=lambda pod: False)
+    assert room.place(_gpu_spec(1), 4, "ns/many") == ([], room.place(_gpu_spec(1), 4, "ns/many")[1])
+    # Nothing was kept by the failed attempts: three one-GPU replicas still fit, over both nodes.
+    assert room.place(_gpu_spec(1), 3, "ns/three") == (["a", "b"], None)
+    assert room.place(_gpu_spec(1), 1, "ns/more")[1] is not None

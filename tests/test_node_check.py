@@ -7,6 +7,7 @@ API server and scheduler.
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
@@ -34,18 +35,28 @@ CONFIG = {
 }
 
 
+@dataclass
+class FakeCluster:
+    pods: list[cluster.Pod] = field(default_factory=list)  # bound pods: a test may add some
+    asked: list[tuple[str | None, str | None]] = field(default_factory=list)  # (kubeconfig, context) of reads
+
+
 @pytest.fixture
-def nodes(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str | None, str | None]]:
-    """The fake cluster; records the kubeconfig and context each read asked for."""
-    asked: list[tuple[str | None, str | None]] = []
+def fake(monkeypatch: pytest.MonkeyPatch) -> FakeCluster:
+    """Nodes CPU and DUAL instead of the cluster's, and the pods the test puts there."""
+    state = FakeCluster()
 
     def read_nodes(kubeconfig: str | None, context: str | None, timeout: float = 5.0) -> list[cluster.Node]:
-        asked.append((kubeconfig, context))
+        state.asked.append((kubeconfig, context))
         return [CPU, DUAL]
+
+    def read_pods(kubeconfig: str | None, context: str | None, timeout: float = 5.0) -> list[cluster.Pod]:
+        return list(state.pods)
 
     monkeypatch.setenv(cluster.NODE_CHECK_ENV, "1")
     monkeypatch.setattr(cluster, "read_nodes", read_nodes)
-    return asked
+    monkeypatch.setattr(cluster, "read_pods", read_pods)
+    return state
 
 
 def deployment_annotations(mocks: RecordingMocks, kind: str, name: str) -> dict[str, str]:
@@ -54,7 +65,7 @@ def deployment_annotations(mocks: RecordingMocks, kind: str, name: str) -> dict[
 
 
 def test_a_service_no_node_can_run_is_said_at_preview_and_not_awaited(
-    nodes: list[tuple[str | None, str | None]], caplog: pytest.LogCaptureFixture
+    fake: FakeCluster, caplog: pytest.LogCaptureFixture
 ) -> None:
     def check(platform: Any, mocks: RecordingMocks) -> None:
         services = platform.services
@@ -75,7 +86,7 @@ def test_a_service_no_node_can_run_is_said_at_preview_and_not_awaited(
         for w in warnings
     ), warnings
     # The provider's own settings: the stack's kubernetes:kubeconfig, no context.
-    assert nodes == [(".state/cluster/kubeconfig", None)]
+    assert fake.asked == [(".state/cluster/kubeconfig", None)]
 
 
 @pytest.mark.parametrize(
@@ -86,7 +97,7 @@ def test_a_service_no_node_can_run_is_said_at_preview_and_not_awaited(
     ],
 )
 def test_no_node_check_when_rendering_or_switched_off(
-    setting: dict[str, str], nodes: list[tuple[str | None, str | None]], monkeypatch: pytest.MonkeyPatch
+    setting: dict[str, str], fake: FakeCluster, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     config = dict(CONFIG)
     if "env" in setting:
@@ -99,7 +110,7 @@ def test_no_node_check_when_rendering_or_switched_off(
         assert deployment_annotations(mocks, "Deployment", "too-big") == {}
 
     run(config, check)
-    assert nodes == []
+    assert fake.asked == []
 
 
 def test_an_unreachable_cluster_is_an_info_line_not_an_error(
@@ -121,9 +132,7 @@ def test_an_unreachable_cluster_is_an_info_line_not_an_error(
     assert "nodes not checked: cannot reach context x (https://127.0.0.1:1): connection refused" in infos, infos
 
 
-def test_delivery_operator_is_checked_with_the_same_pod(
-    nodes: list[tuple[str | None, str | None]], caplog: pytest.LogCaptureFixture
-) -> None:
+def test_delivery_operator_is_checked_with_the_same_pod(fake: FakeCluster, caplog: pytest.LogCaptureFixture) -> None:
     # The controller's pod asks the same resources, node selector and tolerations as the one we render.
     def check(platform: Any, mocks: RecordingMocks) -> None:
         assert platform.services["qwen36-hybrid"]["scheduling"] == "fits: kwok-dual-rtx5060ti"
@@ -134,3 +143,78 @@ def test_delivery_operator_is_checked_with_the_same_pod(
         run({**CONFIG, "llmkube:delivery": "operator"}, check)
     warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
     assert any(w.startswith("llmkube:services.too-big: its pod will stay Pending") for w in warnings), warnings
+
+
+def gpu_pod(namespace: str, name: str, gpus: int, labels: dict[str, str] | None = None) -> cluster.Pod:
+    return cluster.Pod(namespace, name, DUAL.name, labels or {}, {"cpu": 1000, "memory": 2**30, "nvidia.com/gpu": gpus})
+
+
+def test_pods_already_on_the_node_leave_no_room_and_the_stack_says_whose(
+    fake: FakeCluster, caplog: pytest.LogCaptureFixture
+) -> None:
+    fake.pods.append(gpu_pod("ml", "trainer-0", 2))
+    config = {**CONFIG, "llmkube:hardware": "dual-rtx5060ti"}
+    config["llmkube:services"] = {"qwen36-hybrid": CONFIG["llmkube:services"]["qwen36-hybrid"]}
+
+    def check(platform: Any, mocks: RecordingMocks) -> None:
+        scheduling = platform.services["qwen36-hybrid"]["scheduling"]
+        assert scheduling.startswith("Pending: no node has room left for it: "), scheduling
+        assert "kwok-dual-rtx5060ti: nvidia.com/gpu 2 asked, 0 free (in use by ml/trainer-0)" in scheduling
+        assert deployment_annotations(mocks, "Deployment", "qwen36-hybrid") == {"pulumi.com/skipAwait": "true"}
+
+    with caplog.at_level("WARNING"):
+        run(config, check)
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert any(
+        w.startswith("llmkube:services.qwen36-hybrid: its pod will stay Pending, no node has room") for w in warnings
+    )
+
+
+def test_services_of_one_stack_share_the_room_in_config_order(fake: FakeCluster) -> None:
+    config = {**CONFIG, "llmkube:hardware": "dual-rtx5060ti"}
+    second = {**CONFIG["llmkube:services"]["qwen36-hybrid"], "resources": {"gpu": 2, "cpu": "4", "hostMemory": "12Gi"}}
+    config["llmkube:services"] = {"qwen36-hybrid": CONFIG["llmkube:services"]["qwen36-hybrid"], "second": second}
+
+    def check(platform: Any, mocks: RecordingMocks) -> None:
+        assert platform.services["qwen36-hybrid"]["scheduling"] == "fits: kwok-dual-rtx5060ti"
+        pending = platform.services["second"]["scheduling"]
+        assert "kwok-dual-rtx5060ti: nvidia.com/gpu 2 asked, 0 free (in use by llmkube/qwen36-hybrid (this stack))" in (
+            pending
+        ), pending
+        assert deployment_annotations(mocks, "Deployment", "second") == {"pulumi.com/skipAwait": "true"}
+        assert deployment_annotations(mocks, "Deployment", "qwen36-hybrid") == {}
+
+    run(config, check)
+
+
+def test_the_stacks_own_running_pods_make_way_for_their_update(fake: FakeCluster) -> None:
+    # The pod the last `pulumi up` started holds both GPUs; the update (Recreate) replaces it.
+    labels = {"app": "qwen36-hybrid", "inference.llmkube.dev/service": "qwen36-hybrid"}
+    fake.pods.append(gpu_pod("llmkube", "qwen36-hybrid-5d8f-x2x", 2, labels))
+    # The same labels in another namespace are somebody else's.
+    fake.pods.append(gpu_pod("other", "qwen36-hybrid-1", 0, labels))
+    config = {**CONFIG, "llmkube:hardware": "dual-rtx5060ti"}
+    config["llmkube:services"] = {"qwen36-hybrid": CONFIG["llmkube:services"]["qwen36-hybrid"]}
+
+    def check(platform: Any, mocks: RecordingMocks) -> None:
+        assert platform.services["qwen36-hybrid"]["scheduling"] == "fits: kwok-dual-rtx5060ti"
+
+    run(config, check)
+
+
+def test_pods_that_cannot_be_listed_leave_the_allocatable_check(
+    fake: FakeCluster, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    def forbidden(kubeconfig: str | None, context: str | None, timeout: float = 5.0) -> list[cluster.Pod]:
+        raise cluster.ClusterUnavailable("cannot list the pods of context x: HTTP 403 Forbidden")
+
+    monkeypatch.setattr(cluster, "read_pods", forbidden)
+
+    def check(platform: Any, mocks: RecordingMocks) -> None:
+        assert platform.services["qwen36-hybrid"]["scheduling"] == "fits: kwok-dual-rtx5060ti"
+        assert platform.services["too-big"]["scheduling"].startswith("Pending: no node can run it: ")
+
+    with caplog.at_level("INFO"):
+        run(CONFIG, check)
+    infos = [r.getMessage() for r in caplog.records if r.levelname == "INFO"]
+    assert "room on the nodes not checked: cannot list the pods of context x: HTTP 403 Forbidden" in infos, infos

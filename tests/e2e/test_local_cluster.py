@@ -95,7 +95,7 @@ def test_gpu_pod_lands_on_the_node_that_fits_and_becomes_ready(cluster: dict[str
     pod = wait_until("the pod to be Ready", pod_ready)
     assert pod["spec"]["nodeName"] == "kwok-dual-rtx5060ti"
     assert pod["status"]["phase"] == "Running"
-    kubectl(cluster, "delete", "pod", "fits-dual", "-n", "default", "--wait=false")
+    kubectl(cluster, "delete", "pod", "fits-dual", "-n", "default", "--timeout=60s")
 
 
 def test_pod_larger_than_any_node_stays_pending(cluster: dict[str, str]) -> None:
@@ -109,7 +109,7 @@ def test_pod_larger_than_any_node_stays_pending(cluster: dict[str, str]) -> None
     pod = get(cluster, "pod", "too-big", "-n", "default")
     assert pod["status"]["phase"] == "Pending"
     assert not pod["spec"].get("nodeName")
-    kubectl(cluster, "delete", "pod", "too-big", "-n", "default", "--wait=false")
+    kubectl(cluster, "delete", "pod", "too-big", "-n", "default", "--timeout=60s")
 
 
 def test_a_claim_without_storage_class_binds_and_its_volume_goes_with_it(cluster: dict[str, str]) -> None:

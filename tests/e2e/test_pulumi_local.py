@@ -5,15 +5,15 @@ with KWOK playing a dual-rtx5060ti node, an rtx4090 node and a cpu-only node.
 One stack goes through a user's life, in order (each test builds on the previous one's cluster state):
 delivery direct (the llama-server pod is placed by the scheduler and awaited by Pulumi), a no-op second up,
 a contextSize change that updates only the Deployment, a service added and removed, a service no node can
-run, a bad config, destroy; then delivery operator (CRDs, custom resources checked by the API server against
-our schema, the operator's workloads) and its destroy.
+run, one for which no node has room left, a bad config, destroy; then delivery operator (CRDs, custom
+resources checked by the API server against our schema, the operator's workloads) and its destroy.
 """
 
 from __future__ import annotations
 
 import json
 import subprocess
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -109,13 +109,16 @@ class Local:
 
 
 @pytest.fixture(scope="module")
-def local(tmp_path_factory: pytest.TempPathFactory, cluster: dict[str, str]) -> Local:
+def local(tmp_path_factory: pytest.TempPathFactory, cluster: dict[str, str]) -> Iterator[Local]:
     project = copy_project(tmp_path_factory.mktemp("local"))
     state = Local(project, cluster)
     state.pulumi("stack", "init")
     # The stack file points at tools/cluster's kubeconfig; the tests' cluster has its own.
     state.pulumi("config", "set", "kubernetes:kubeconfig", cluster["KUBECONFIG"])
-    return state
+    yield state
+    # Leave the cluster to the other tests as this module found it: without what a destroy keeps on purpose.
+    state.pulumi("destroy", "--yes", check=False)
+    state.kubectl("delete", "namespace", NAMESPACE, "--ignore-not-found", "--timeout=120s")
 
 
 def short(urn: str) -> str:
@@ -251,6 +254,34 @@ def test_a_service_no_node_can_run_stays_pending_and_the_stack_says_why(local: L
     local.edit(restore)
     local.up()
     assert local.pods("too-big") == []
+
+
+def test_a_service_wanting_the_gpus_another_holds_stays_pending_and_says_whose(local: Local) -> None:
+    # Both GPUs of the only node that fits are held by the first service: the second gets no room.
+    def add(config: dict[str, Any]) -> None:
+        config["llmkube:services"]["second"] = {
+            "modelRef": "qwen36-35b-a3b",
+            "contextSize": 8192,
+            "resources": {"gpu": 2, "cpu": "4", "hostMemory": "12Gi"},
+        }
+
+    local.edit(add)
+    local.up()
+    scheduling = local.outputs()["services"]["second"]["scheduling"]
+    assert scheduling.startswith("Pending: no node has room left for it:"), scheduling
+    assert (
+        f"kwok-dual-rtx5060ti: nvidia.com/gpu 2 asked, 0 free (in use by {NAMESPACE}/{SERVICE} (this stack))"
+        in scheduling
+    ), scheduling
+    message = wait_until("the scheduler's verdict", lambda: unschedulable_reason(local.pods("second")[0]))
+    assert "Insufficient nvidia.com/gpu" in message, message
+    # The first service is untouched, and what it runs is still Ready.
+    assert local.outputs()["services"][SERVICE]["scheduling"] == "fits: kwok-dual-rtx5060ti"
+    assert all(ready(p) for p in local.pods(SERVICE))
+
+    local.edit(lambda config: config["llmkube:services"].pop("second"))
+    local.up()
+    assert local.pods("second") == []
 
 
 def test_a_bad_config_fails_before_anything_is_applied(local: Local) -> None:
