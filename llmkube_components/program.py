@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import signal
 from typing import Any
 
 import pulumi
@@ -38,7 +41,21 @@ def _decode(value: Any) -> Any:
     return value
 
 
+def quiet_interrupt() -> None:
+    """Leave on SIGINT without Python's KeyboardInterrupt traceback.
+
+    The Pulumi engine stops its plugins with SIGINT to their process group, which includes the program the
+    language host started: when an update fails (a resource the API server refused, say) or is cancelled, a
+    program still running would print a traceback of wherever it happened to be, below the real error the
+    engine has already reported. Installed by the stack program only, never by the components.
+    """
+    # Outside the main thread (an embedding host) signal() raises ValueError: leave Python's default then.
+    with contextlib.suppress(ValueError):
+        signal.signal(signal.SIGINT, lambda signum, frame: os._exit(128 + signum))
+
+
 def main() -> Platform:
+    quiet_interrupt()
     platform = Platform(pulumi.get_project(), stack_config())
     pulumi.export("namespace", platform.namespace)
     pulumi.export("delivery", platform.delivery)

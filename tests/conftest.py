@@ -1,6 +1,10 @@
 """Test-wide settings."""
 
 import os
+import signal
+from collections.abc import Iterator
+
+import pytest
 
 # Plan from the built-in catalog: tests never wait on model hosts (the GGUF reader has its own tests against
 # a local server). Subprocesses (the real Pulumi CLI in tests/e2e) inherit it.
@@ -8,3 +12,11 @@ os.environ.setdefault("LLMKUBE_OFFLINE", "1")
 # Mock-based tests never read a cluster (a developer's KUBECONFIG or ~/.kube/config): the node check is off
 # unless a test turns it on. The end-to-end tests that deploy to the local cluster set it for their runs.
 os.environ.setdefault("LLMKUBE_NODE_CHECK", "0")
+
+
+@pytest.fixture(autouse=True)
+def _keep_sigint_handler() -> Iterator[None]:
+    # Tests that run __main__.py install the stack program's quiet SIGINT handler; Ctrl-C must still stop pytest.
+    handler = signal.getsignal(signal.SIGINT)
+    yield
+    signal.signal(signal.SIGINT, handler)
