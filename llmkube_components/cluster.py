@@ -168,8 +168,9 @@ def _load_file(path: Path) -> dict:
 def _existing_file(value: str) -> Path | None:
     try:
         path = Path(value).expanduser()
-        return path.resolve() if path.is_file() else None
-    except (OSError, ValueError):  # contents too long for a file name, or a NUL byte
+        # Relative paths inside are taken from the folder of the path as given (client-go), not a link's target.
+        return path.absolute() if path.is_file() else None
+    except (OSError, ValueError, RuntimeError):  # too long for a file name, a NUL byte, ~nosuchuser
         return None
 
 
@@ -199,10 +200,10 @@ def _load(kubeconfig: str | None) -> tuple[dict, str]:
         if path is not None:
             return _load_file(path), f"kubeconfig {path}"
         # Like the provider: a value that is no existing file is taken as the kubeconfig's contents.
+        # Never echo the value: it may be kubeconfig contents (a secret) cut short.
         neither = ClusterUnavailable(
-            "kubernetes:kubeconfig "
-            + ("" if "\n" in kubeconfig.strip() else f"{kubeconfig.strip()!r} ")
-            + "is neither an existing file nor kubeconfig contents"
+            f"kubernetes:kubeconfig ({len(kubeconfig.strip())} characters) is neither an existing file nor "
+            "kubeconfig contents"
         )
         try:
             config = _load_kubeconfig_text(kubeconfig, "kubernetes:kubeconfig", Path.cwd())
@@ -225,12 +226,15 @@ def _load(kubeconfig: str | None) -> tuple[dict, str]:
     return _load_file(default), f"kubeconfig {default}"
 
 
-def kubeconfig_target(kubeconfig: str | None, context: str | None) -> tuple[Connection, str]:
+def kubeconfig_target(
+    kubeconfig: str | None, context: str | None, cluster_name: str | None = None
+) -> tuple[Connection, str]:
     """Resolve the connection the Pulumi Kubernetes provider would use.
 
     ``kubeconfig`` is the ``kubernetes:kubeconfig`` config value (contents, or a path relative to the working
     directory), else ``$KUBECONFIG``, else ``~/.kube/config``; ``context`` is ``kubernetes:context``, else the
-    current-context. Returns the connection and a description such as ``context local (https://127.0.0.1:16443)``.
+    current-context; ``cluster_name`` (``kubernetes:cluster``) replaces the context's cluster, as the provider
+    does. Returns the connection and a description such as ``context local (https://127.0.0.1:16443)``.
     """
     config, source = _load(kubeconfig)
     name = context or config.get("current-context")
@@ -240,11 +244,12 @@ def kubeconfig_target(kubeconfig: str | None, context: str | None) -> tuple[Conn
     if ctx is None:
         known = ", ".join(sorted(str(e.get("name")) for e in config.get("contexts") or [] if e)) or "none"
         raise ClusterUnavailable(f"context {name} not found in {source} (contexts: {known})")
-    cluster = _entry(config, "clusters", str(ctx.get("cluster", "")))
+    cluster_key = cluster_name or str(ctx.get("cluster", ""))
+    cluster = _entry(config, "clusters", cluster_key)
     if cluster is None:
-        raise ClusterUnavailable(f"context {name}: cluster {ctx.get('cluster')!r} not found in {source}")
+        raise ClusterUnavailable(f"context {name}: cluster {cluster_key!r} not found in {source}")
     if not cluster.get("server"):
-        raise ClusterUnavailable(f"context {name}: cluster {ctx.get('cluster')!r} has no server")
+        raise ClusterUnavailable(f"context {name}: cluster {cluster_key!r} has no server")
     user: dict | None = {}
     if ctx.get("user"):
         user = _entry(config, "users", str(ctx["user"]))
@@ -385,11 +390,18 @@ def _credentials(conn: Connection, timeout: float) -> tuple[str | None, bytes | 
     elif conn["client_key"]:
         key = _read_path(conn["client_key"], "client-key")
     if conn["exec"] and not token and not (cert and key):
-        status = _run_exec_plugin(conn["exec"], conn["server"], timeout)
+        # One run per program: reading nodes and then pods must not start a cloud login twice.
+        cache_key = json.dumps([conn["exec"], conn["server"]], sort_keys=True, default=str)
+        if cache_key not in _EXEC_CREDENTIALS:
+            _EXEC_CREDENTIALS[cache_key] = _run_exec_plugin(conn["exec"], conn["server"], timeout)
+        status = _EXEC_CREDENTIALS[cache_key]
         token = status.get("token") or None
         if status.get("clientCertificateData") and status.get("clientKeyData"):  # PEM text, not base64
             cert, key = status["clientCertificateData"].encode(), status["clientKeyData"].encode()
     return token, cert, key
+
+
+_EXEC_CREDENTIALS: dict[str, dict] = {}
 
 
 class _NoRedirect(urllib.request.HTTPRedirectHandler):
@@ -409,14 +421,20 @@ def _http_error(exc: urllib.error.HTTPError) -> str:
     return f"{text}: {detail}" if detail else text
 
 
-def _list(kubeconfig: str | None, context: str | None, path: str, kind: str, timeout: float) -> list[dict]:
+def _list(
+    kubeconfig: str | None, context: str | None, cluster_name: str | None, path: str, kind: str, timeout: float
+) -> list[dict]:
     """The items of a list ``GET <path>``; ClusterUnavailable on any failure."""
-    conn, where = kubeconfig_target(kubeconfig, context)
-    token, cert, key = _credentials(conn, timeout)
-    handlers: list[urllib.request.BaseHandler] = [_NoRedirect()]
-    if conn["server"].startswith("https:"):
-        handlers.append(urllib.request.HTTPSHandler(context=_ssl_context(conn, cert, key)))
-    request = urllib.request.Request(conn["server"] + path, headers={"Accept": "application/json"})
+    try:
+        conn, where = kubeconfig_target(kubeconfig, context, cluster_name)
+        token, cert, key = _credentials(conn, timeout)
+        handlers: list[urllib.request.BaseHandler] = [_NoRedirect()]
+        if str(conn["server"]).startswith("https:"):
+            handlers.append(urllib.request.HTTPSHandler(context=_ssl_context(conn, cert, key)))
+        request = urllib.request.Request(str(conn["server"]) + path, headers={"Accept": "application/json"})
+    except (AttributeError, TypeError, ValueError, KeyError, RuntimeError) as exc:
+        # An entry of the wrong shape (a list where a mapping belongs, a number for a server, ...).
+        raise ClusterUnavailable(f"malformed kubeconfig ({type(exc).__name__}: {exc})") from None
     if token:
         request.add_header("Authorization", f"Bearer {token}")
     try:
@@ -436,9 +454,11 @@ def _list(kubeconfig: str | None, context: str | None, path: str, kind: str, tim
         raise ClusterUnavailable(f"{where} answered {path} with something that is not a {kind.title()}List") from None
 
 
-def read_nodes(kubeconfig: str | None, context: str | None, timeout: float = 5.0) -> list[Node]:
+def read_nodes(
+    kubeconfig: str | None, context: str | None, timeout: float = 5.0, *, cluster_name: str | None = None
+) -> list[Node]:
     """The cluster's nodes (``GET /api/v1/nodes``), sorted by name; ClusterUnavailable on any failure."""
-    items = _list(kubeconfig, context, "/api/v1/nodes", "node", timeout)
+    items = _list(kubeconfig, context, cluster_name, "/api/v1/nodes", "node", timeout)
     try:
         return sorted((Node.from_api(item) for item in items), key=lambda n: n.name)
     except (ValueError, KeyError, TypeError, AttributeError):
@@ -451,10 +471,12 @@ _BOUND_PODS = "/api/v1/pods?" + urllib.parse.urlencode(
 )
 
 
-def read_pods(kubeconfig: str | None, context: str | None, timeout: float = 5.0) -> list[Pod]:
+def read_pods(
+    kubeconfig: str | None, context: str | None, timeout: float = 5.0, *, cluster_name: str | None = None
+) -> list[Pod]:
     """The pods bound to nodes and not finished, in every namespace; ClusterUnavailable on any failure
     (including a 403 when the credentials may not list pods)."""
-    items = _list(kubeconfig, context, _BOUND_PODS, "pod", timeout)
+    items = _list(kubeconfig, context, cluster_name, _BOUND_PODS, "pod", timeout)
     try:
         return sorted((Pod.from_api(item) for item in items), key=lambda p: (p.node, p.namespace, p.name))
     except (ValueError, KeyError, TypeError, AttributeError):
@@ -667,21 +689,35 @@ def why_unschedulable(pod_spec: dict, nodes: list[Node]) -> str | None:
 
 
 class Room:
-    """What each node has left for this stack: allocatable minus the requests of the pods already there (those
-    that ``replaced`` says this deployment replaces excepted), minus what earlier services were given here.
+    """What each node has left for this stack: allocatable minus the requests of the pods already there, minus
+    what earlier services were given here.
 
-    ``place`` judges services one by one, in the order given, first node (by name) with room first: a check,
-    not the scheduler (which scores nodes), so a plan it accepts may still be packed differently.
+    ``owner_of`` names the service of this stack a running pod belongs to (None: somebody else's). A service's
+    own pods make way for it when it is placed (its update replaces them, Recreate with GPUs, or they are the
+    very pods it keeps); until then they hold their room, so a new service never gets it. ``place`` judges
+    services one by one, in the order given, first node (by name) with room first: a check, not the scheduler
+    (which scores nodes), so a plan it accepts may still be packed differently.
     """
 
-    def __init__(self, nodes: list[Node], pods: list[Pod], replaced: Callable[[Pod], bool]) -> None:
+    def __init__(self, nodes: list[Node], pods: list[Pod], owner_of: Callable[[Pod], str | None]) -> None:
         self.nodes = sorted(nodes, key=lambda n: n.name)
         self.used: dict[str, dict[str, int]] = {n.name: {} for n in self.nodes}
         self.users: dict[str, list[str]] = {n.name: [] for n in self.nodes}
+        self.own: dict[str, list[Pod]] = {}
         for pod in pods:
-            if pod.node in self.used and not replaced(pod):
-                _add(self.used[pod.node], {**pod.requests, "pods": 1})
-                self.users[pod.node].append(f"{pod.namespace}/{pod.name}")
+            if pod.node in self.used:
+                self._take(pod.node, pod.requests, f"{pod.namespace}/{pod.name}")
+                owner = owner_of(pod)
+                if owner is not None:
+                    self.own.setdefault(owner, []).append(pod)
+
+    def _take(self, node: str, requests: dict[str, int], user: str) -> None:
+        _add(self.used[node], {**requests, "pods": 1})
+        self.users[node].append(user)
+
+    def _give_back(self, node: str, requests: dict[str, int], user: str) -> None:
+        _add(self.used[node], {k: -v for k, v in {**requests, "pods": 1}.items()})
+        self.users[node].remove(user)
 
     def _free(self, node: Node) -> Node:
         free = {}
@@ -693,20 +729,24 @@ class Room:
             free[resource] = f"{max(have, 0)}m" if resource == "cpu" else str(max(have, 0))
         return Node(node.name, node.labels, node.taints, free, node.unschedulable)
 
-    def place(self, pod_spec: dict, replicas: int, owner: str) -> tuple[list[str], str | None]:
-        """Give ``replicas`` pods of ``owner`` room: (the nodes they got, None), or ([], why not) and nothing
-        is taken when they do not all fit."""
+    def place(
+        self, pod_spec: dict, replicas: int, owner: str, label: str | None = None
+    ) -> tuple[list[str], str | None]:
+        """Give ``replicas`` pods of service ``owner`` room, after its own running pods made way: (the nodes
+        they got, None), or ([], why not). ``label`` names its reservations in messages (default: ``owner``)."""
+        label = label or owner
+        for pod in self.own.pop(owner, []):
+            self._give_back(pod.node, pod.requests, f"{pod.namespace}/{pod.name}")
         requests = pod_requests(pod_spec)
         taken: list[str] = []
-        for _ in range(max(replicas, 1)):
+        for _ in range(replicas):
             node = next((n for n in self.nodes if not _node_failures(pod_spec, requests, self._free(n))), None)
             if node is None:
-                for name in taken:  # give back what the earlier replicas took
-                    _add(self.used[name], {k: -v for k, v in {**requests, "pods": 1}.items()})
-                    self.users[name].remove(owner)
-                return [], self._why_not(pod_spec, requests)
-            _add(self.used[node.name], {**requests, "pods": 1})
-            self.users[node.name].append(owner)
+                why = self._why_not(pod_spec, requests)
+                for name in taken:  # what does not all fit takes nothing
+                    self._give_back(name, requests, label)
+                return [], why
+            self._take(node.name, requests, label)
             taken.append(node.name)
         return sorted(set(taken)), None
 

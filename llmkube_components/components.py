@@ -343,47 +343,62 @@ def cluster_view(
     config = pulumi.Config("kubernetes")
     if config.get("renderYamlToDirectory"):
         return None
-    kubeconfig, context = config.get("kubeconfig"), config.get("context")
+    target = {"kubeconfig": config.get("kubeconfig"), "context": config.get("context")}
+    where = {"timeout": NODE_READ_TIMEOUT, "cluster_name": config.get("cluster")}
     try:
-        nodes = cluster.read_nodes(kubeconfig, context, timeout=NODE_READ_TIMEOUT)
+        nodes = cluster.read_nodes(**target, **where)
     except cluster.ClusterUnavailable as exc:
         pulumi.log.info(f"nodes not checked: {exc.message}", resource=parent)
         return None
+    except Exception as exc:  # a check must never fail the preview
+        pulumi.log.info(f"nodes not checked: {type(exc).__name__}: {exc}", resource=parent)
+        return None
     try:
-        pods = cluster.read_pods(kubeconfig, context, timeout=NODE_READ_TIMEOUT)
+        pods = cluster.read_pods(**target, **where)
     except cluster.ClusterUnavailable as exc:
         pulumi.log.info(f"room on the nodes not checked: {exc.message}", resource=parent)
         return ClusterView(nodes, None)
     ours = {s.name for s in stack.services.values()}
 
-    def replaced(pod: cluster.Pod) -> bool:
-        # This stack's own pods make way for what it deploys now (Recreate with GPUs), or are those very pods.
-        labels = pod.labels
-        return pod.namespace == stack.namespace and (
-            labels.get(workloads.LABEL_SERVICE) in ours or labels.get("app") in ours
-        )
+    def owner_of(pod: cluster.Pod) -> str | None:
+        # This stack's own pods, by the labels both deliveries' Deployments select on.
+        if pod.namespace != stack.namespace:
+            return None
+        for key in (workloads.LABEL_SERVICE, "app"):
+            if pod.labels.get(key) in ours:
+                return pod.labels[key]
+        return None
 
-    return ClusterView(nodes, cluster.Room(nodes, pods, replaced))
+    return ClusterView(nodes, cluster.Room(nodes, pods, owner_of))
 
 
 def scheduling(
     service: ResolvedService, manifests: list[dict[str, Any]], view: ClusterView, parent: pulumi.Resource
-) -> str:
+) -> str | None:
     """Where the service's pods can run: "fits: <nodes>", or "Pending: <why not>" (a warning).
 
     Judged on the pod we render; with delivery operator the controller's pod asks the same resources, node
     selector and tolerations. First against each node's allocatable resources; then, when the pods could be
-    read, against what the pods already there and this stack's earlier services leave (in config order).
+    read, against what the pods already there and this stack's earlier services leave (in config order), for
+    every replica (the HPA's minReplicas with autoscaling).
     """
-    deployment = next(m for m in manifests if m["kind"] == "Deployment")
-    pod = deployment["spec"]["template"]["spec"]
-    why = cluster.why_unschedulable(pod, view.nodes)
-    fits: list[str] = []
-    if why is None and view.room is not None:
-        owner = f"{service.namespace}/{service.name} (this stack)"
-        fits, why = view.room.place(pod, deployment["spec"].get("replicas", 1), owner)
-    elif why is None:
-        fits = [node.name for node in view.nodes if cluster.why_unschedulable(pod, [node]) is None]
+    try:
+        deployment = next(m for m in manifests if m["kind"] == "Deployment")
+        hpa = next((m for m in manifests if m["kind"] == "HorizontalPodAutoscaler"), None)
+        replicas = hpa["spec"]["minReplicas"] if hpa else deployment["spec"].get("replicas", 1)
+        pod = deployment["spec"]["template"]["spec"]
+        why = cluster.why_unschedulable(pod, view.nodes)
+        fits: list[str] = []
+        if why is None and view.room is not None:
+            label = f"{service.namespace}/{service.name} (this stack)"
+            fits, why = view.room.place(pod, replicas, service.name, label)
+        elif why is None:
+            fits = [node.name for node in view.nodes if cluster.why_unschedulable(pod, [node]) is None]
+    except Exception as exc:  # a check must never fail the preview
+        pulumi.log.info(f"nodes not checked for {service.name}: {type(exc).__name__}: {exc}", resource=parent)
+        return None
+    if replicas == 0:
+        return "no pods (replicas: 0)"
     if why is None:
         return f"fits: {', '.join(fits)}"
     message = f"its pod will stay Pending, {why}; deployed without waiting for it (an autoscaler may add a node)"

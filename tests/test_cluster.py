@@ -630,7 +630,7 @@ def _gpu_spec(gpus: int, cpu: str = "2") -> dict:
 
 def test_room_counts_the_pods_already_there_and_says_whose() -> None:
     pods = [cluster.Pod("ml", "trainer", "a", {}, {"cpu": 1500, "nvidia.com/gpu": 1})]
-    room = cluster.Room([_room_node("a", 2)], pods, replaced=lambda pod: False)
+    room = cluster.Room([_room_node("a", 2)], pods, owner_of=lambda pod: None)
     assert room.place(_gpu_spec(1), 1, "ns/x") == (["a"], None)
     nodes, why = room.place(_gpu_spec(1, cpu="13"), 1, "ns/y")
     assert nodes == []
@@ -640,15 +640,59 @@ def test_room_counts_the_pods_already_there_and_says_whose() -> None:
     )
 
 
-def test_room_ignores_the_pods_being_replaced() -> None:
-    pods = [cluster.Pod("llmkube", "old", "a", {"app": "x"}, {"nvidia.com/gpu": 2})]
-    room = cluster.Room([_room_node("a", 2)], pods, replaced=lambda pod: pod.labels.get("app") == "x")
-    assert room.place(_gpu_spec(2), 1, "llmkube/x") == (["a"], None)
+def test_a_services_own_pods_make_way_for_it_and_only_for_it() -> None:
+    pods = [cluster.Pod("llmkube", "x-old", "a", {"app": "x"}, {"nvidia.com/gpu": 2})]
+    room = cluster.Room([_room_node("a", 2)], pods, owner_of=lambda pod: pod.labels.get("app"))
+    # Another service placed first does not get x's GPUs ...
+    nodes, why = room.place(_gpu_spec(2), 1, "y", "llmkube/y")
+    assert nodes == [] and why is not None and "(in use by llmkube/x-old)" in why
+    # ... x itself does: its update replaces its pod.
+    assert room.place(_gpu_spec(2), 1, "x", "llmkube/x") == (["a"], None)
 
 
 def test_room_places_every_replica_or_takes_nothing() -> None:
-    room = cluster.Room([_room_node("a", 2), _room_node("b", 1)], [], replaced=lambda pod: False)
+    room = cluster.Room([_room_node("a", 2), _room_node("b", 1)], [], owner_of=lambda pod: None)
     assert room.place(_gpu_spec(1), 4, "ns/many") == ([], room.place(_gpu_spec(1), 4, "ns/many")[1])
     # Nothing was kept by the failed attempts: three one-GPU replicas still fit, over both nodes.
     assert room.place(_gpu_spec(1), 3, "ns/three") == (["a", "b"], None)
     assert room.place(_gpu_spec(1), 1, "ns/more")[1] is not None
+
+
+# --- What reaches the preview log when the kubeconfig is wrong ------------------------------------------------
+
+
+def test_the_providers_cluster_setting_replaces_the_contexts(clean_env):
+    contents = yaml.safe_dump(kubeconfig("https://127.0.0.1:16443"))
+    conn, where = kubeconfig_target(contents, "local", "other")
+    assert where == "context local (https://10.0.0.1:6443)"
+    assert conn["server"] == "https://10.0.0.1:6443"
+    with pytest.raises(ClusterUnavailable, match="cluster 'nowhere' not found"):
+        kubeconfig_target(contents, "local", "nowhere")
+
+
+@pytest.mark.parametrize(
+    "broken",
+    [
+        {"contexts": ["local"]},  # a list of strings where entries belong
+        {"clusters": [{"name": "local", "cluster": {"server": 5}}]},  # a number for a server
+        {"users": [{"name": "admin", "user": {"exec": "aws"}}]},  # a string for an exec section
+    ],
+)
+def test_a_malformed_kubeconfig_is_one_line_not_a_traceback(clean_env, broken):
+    config = {**kubeconfig("https://127.0.0.1:1"), **broken}
+    with pytest.raises(ClusterUnavailable) as info:
+        read_nodes(yaml.safe_dump(config), None, timeout=1)
+    assert "\n" not in info.value.message
+
+
+def test_a_kubeconfig_value_is_never_echoed(clean_env):
+    secret = '{"users": [{"name": "a", "user": {"token": "SUPERSECRET"'  # contents cut short: invalid
+    with pytest.raises(ClusterUnavailable) as info:
+        read_nodes(secret, None)
+    assert "SUPERSECRET" not in info.value.message
+    assert f"({len(secret)} characters) is neither an existing file nor kubeconfig contents" in info.value.message
+
+
+def test_a_home_folder_that_does_not_exist_is_not_a_crash(clean_env):
+    with pytest.raises(ClusterUnavailable):
+        read_nodes("~nosuchuser-llmkube/kubeconfig", None)

@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+import pulumi
 import pytest
 
 from llmkube_components import cluster
@@ -38,7 +39,9 @@ CONFIG = {
 @dataclass
 class FakeCluster:
     pods: list[cluster.Pod] = field(default_factory=list)  # bound pods: a test may add some
-    asked: list[tuple[str | None, str | None]] = field(default_factory=list)  # (kubeconfig, context) of reads
+    asked: list[tuple[str | None, str | None, str | None]] = field(
+        default_factory=list
+    )  # (kubeconfig, context, cluster)
 
 
 @pytest.fixture
@@ -46,11 +49,15 @@ def fake(monkeypatch: pytest.MonkeyPatch) -> FakeCluster:
     """Nodes CPU and DUAL instead of the cluster's, and the pods the test puts there."""
     state = FakeCluster()
 
-    def read_nodes(kubeconfig: str | None, context: str | None, timeout: float = 5.0) -> list[cluster.Node]:
-        state.asked.append((kubeconfig, context))
+    def read_nodes(
+        kubeconfig: str | None, context: str | None, timeout: float = 5.0, *, cluster_name: str | None = None
+    ) -> list[cluster.Node]:
+        state.asked.append((kubeconfig, context, cluster_name))
         return [CPU, DUAL]
 
-    def read_pods(kubeconfig: str | None, context: str | None, timeout: float = 5.0) -> list[cluster.Pod]:
+    def read_pods(
+        kubeconfig: str | None, context: str | None, timeout: float = 5.0, *, cluster_name: str | None = None
+    ) -> list[cluster.Pod]:
         return list(state.pods)
 
     monkeypatch.setenv(cluster.NODE_CHECK_ENV, "1")
@@ -86,7 +93,7 @@ def test_a_service_no_node_can_run_is_said_at_preview_and_not_awaited(
         for w in warnings
     ), warnings
     # The provider's own settings: the stack's kubernetes:kubeconfig, no context.
-    assert fake.asked == [(".state/cluster/kubeconfig", None)]
+    assert fake.asked == [(".state/cluster/kubeconfig", None, None)]
 
 
 @pytest.mark.parametrize(
@@ -116,7 +123,7 @@ def test_no_node_check_when_rendering_or_switched_off(
 def test_an_unreachable_cluster_is_an_info_line_not_an_error(
     monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    def unreachable(kubeconfig: str | None, context: str | None, timeout: float = 5.0) -> list[cluster.Node]:
+    def unreachable(kubeconfig: str | None, context: str | None, timeout: float = 5.0, **_: Any) -> list[cluster.Node]:
         raise cluster.ClusterUnavailable("cannot reach context x (https://127.0.0.1:1): connection refused")
 
     monkeypatch.setenv(cluster.NODE_CHECK_ENV, "1")
@@ -187,17 +194,26 @@ def test_services_of_one_stack_share_the_room_in_config_order(fake: FakeCluster)
     run(config, check)
 
 
-def test_the_stacks_own_running_pods_make_way_for_their_update(fake: FakeCluster) -> None:
-    # The pod the last `pulumi up` started holds both GPUs; the update (Recreate) replaces it.
+@pytest.mark.parametrize(
+    ("namespace", "expected"),
+    [
+        # The pod the last `pulumi up` started holds both GPUs; the update (Recreate) replaces it.
+        ("llmkube", "fits: kwok-dual-rtx5060ti"),
+        # The same labels in another namespace are somebody else's.
+        ("other", "nvidia.com/gpu 2 asked, 0 free (in use by other/qwen36-hybrid-5d8f-x2x)"),
+    ],
+)
+def test_the_stacks_own_running_pods_make_way_for_their_update(
+    fake: FakeCluster, namespace: str, expected: str
+) -> None:
     labels = {"app": "qwen36-hybrid", "inference.llmkube.dev/service": "qwen36-hybrid"}
-    fake.pods.append(gpu_pod("llmkube", "qwen36-hybrid-5d8f-x2x", 2, labels))
-    # The same labels in another namespace are somebody else's.
-    fake.pods.append(gpu_pod("other", "qwen36-hybrid-1", 0, labels))
+    fake.pods.append(gpu_pod(namespace, "qwen36-hybrid-5d8f-x2x", 2, labels))
     config = {**CONFIG, "llmkube:hardware": "dual-rtx5060ti"}
     config["llmkube:services"] = {"qwen36-hybrid": CONFIG["llmkube:services"]["qwen36-hybrid"]}
 
     def check(platform: Any, mocks: RecordingMocks) -> None:
-        assert platform.services["qwen36-hybrid"]["scheduling"] == "fits: kwok-dual-rtx5060ti"
+        scheduling = platform.services["qwen36-hybrid"]["scheduling"]
+        assert expected in scheduling, scheduling
 
     run(config, check)
 
@@ -205,7 +221,7 @@ def test_the_stacks_own_running_pods_make_way_for_their_update(fake: FakeCluster
 def test_pods_that_cannot_be_listed_leave_the_allocatable_check(
     fake: FakeCluster, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    def forbidden(kubeconfig: str | None, context: str | None, timeout: float = 5.0) -> list[cluster.Pod]:
+    def forbidden(kubeconfig: str | None, context: str | None, timeout: float = 5.0, **_: Any) -> list[cluster.Pod]:
         raise cluster.ClusterUnavailable("cannot list the pods of context x: HTTP 403 Forbidden")
 
     monkeypatch.setattr(cluster, "read_pods", forbidden)
@@ -218,3 +234,88 @@ def test_pods_that_cannot_be_listed_leave_the_allocatable_check(
         run(CONFIG, check)
     infos = [r.getMessage() for r in caplog.records if r.levelname == "INFO"]
     assert "room on the nodes not checked: cannot list the pods of context x: HTTP 403 Forbidden" in infos, infos
+
+
+def test_a_running_service_keeps_its_room_from_a_new_one_placed_before_it(fake: FakeCluster) -> None:
+    # "zeta" runs and holds both GPUs; "alpha", added now, comes first in config order but must not get them.
+    fake.pods.append(gpu_pod("llmkube", "zeta-5d8f-x2x", 2, {"app": "zeta", "inference.llmkube.dev/service": "zeta"}))
+    service = CONFIG["llmkube:services"]["qwen36-hybrid"]
+    config = {**CONFIG, "llmkube:hardware": "dual-rtx5060ti", "llmkube:services": {"alpha": service, "zeta": service}}
+
+    def check(platform: Any, mocks: RecordingMocks) -> None:
+        assert platform.services["zeta"]["scheduling"] == "fits: kwok-dual-rtx5060ti"
+        alpha = platform.services["alpha"]["scheduling"]
+        assert "nvidia.com/gpu 2 asked, 0 free (in use by llmkube/zeta-5d8f-x2x)" in alpha, alpha
+        assert deployment_annotations(mocks, "Deployment", "alpha") == {"pulumi.com/skipAwait": "true"}
+        assert deployment_annotations(mocks, "Deployment", "zeta") == {}
+
+    run(config, check)
+
+
+def test_replicas_and_autoscaling_count_every_pod(fake: FakeCluster) -> None:
+    one_gpu = {
+        "modelRef": "qwen36-35b-a3b",
+        "contextSize": 8192,
+        "offload": "auto",
+        "resources": {"gpu": 1, "cpu": "4"},
+    }
+    config = {
+        **CONFIG,
+        "llmkube:hardware": "dual-rtx5060ti",
+        "llmkube:services": {
+            "none": {**one_gpu, "replicas": 0},
+            "scaled": {**one_gpu, "autoscaling": {"minReplicas": 2, "maxReplicas": 4}},
+            "late": one_gpu,
+        },
+    }
+
+    def check(platform: Any, mocks: RecordingMocks) -> None:
+        services = platform.services
+        assert services["none"]["scheduling"] == "no pods (replicas: 0)"
+        assert services["scaled"]["scheduling"] == "fits: kwok-dual-rtx5060ti"  # both GPUs, one per replica
+        late = services["late"]["scheduling"]
+        assert "nvidia.com/gpu 1 asked, 0 free" in late, late
+
+    run(config, check)
+
+
+def test_no_node_check_with_the_callers_own_provider(fake: FakeCluster) -> None:
+    # Its kubeconfig is not ours to read: the check stays out of the way.
+    from llmkube_components import Platform
+
+    def user_program() -> Any:
+        provider = pulumi.ProviderResource("kubernetes", "theirs", {})
+        return Platform("llmkube", dict(stack_args()), pulumi.ResourceOptions(provider=provider))
+
+    def check(platform: Any, mocks: RecordingMocks) -> None:
+        assert all("scheduling" not in s for s in platform.services.values())
+
+    run({}, check, user_program)
+    assert fake.asked == []
+
+
+def test_the_providers_cluster_setting_is_read_with_its_kubeconfig(fake: FakeCluster) -> None:
+    run({**CONFIG, "kubernetes:context": "home", "kubernetes:cluster": "lab"}, lambda platform, mocks: None)
+    assert fake.asked == [(".state/cluster/kubeconfig", "home", "lab")]
+
+
+def test_a_failing_check_is_an_info_line(
+    fake: FakeCluster, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    def broken(*args: Any, **kwargs: Any) -> list[cluster.Node]:
+        raise AttributeError("'list' object has no attribute 'get'")
+
+    monkeypatch.setattr(cluster, "read_nodes", broken)
+
+    def check(platform: Any, mocks: RecordingMocks) -> None:
+        assert "scheduling" not in platform.services["too-big"]
+
+    with caplog.at_level("INFO"):
+        run(CONFIG, check)
+    infos = [r.getMessage() for r in caplog.records if r.levelname == "INFO"]
+    assert "nodes not checked: AttributeError: 'list' object has no attribute 'get'" in infos, infos
+
+
+def stack_args() -> dict[str, Any]:
+    """The local stack's llmkube: keys, as Platform arguments."""
+    return {key.removeprefix("llmkube:"): value for key, value in CONFIG.items() if key.startswith("llmkube:")}

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -60,6 +61,16 @@ def create_when_default_sa_exists(env: dict[str, str], manifest: str) -> None:
     wait_until("the default ServiceAccount", attempt, timeout=60)
 
 
+@pytest.fixture
+def created(cluster: dict[str, str]) -> Iterator[list[str]]:
+    """Objects (``pod/name``) a test creates in the default namespace, deleted after it however it ends: the
+    cluster is shared with the other end-to-end tests, and a pod left holding GPUs would fail them."""
+    refs: list[str] = []
+    yield refs
+    for ref in refs:
+        kubectl(cluster, "delete", ref, "-n", "default", "--ignore-not-found", "--timeout=60s", check=False)
+
+
 def test_api_server_is_ready(cluster: dict[str, str]) -> None:
     assert kubectl(cluster, "get", "--raw", "/readyz").strip() == "ok"
     version = json.loads(kubectl(cluster, "get", "--raw", "/version"))
@@ -86,7 +97,8 @@ def test_fake_nodes_come_from_the_profiles(cluster: dict[str, str]) -> None:
     assert [t for t in cpu_taints if not t["key"].startswith("node.kubernetes.io/")] == []
 
 
-def test_gpu_pod_lands_on_the_node_that_fits_and_becomes_ready(cluster: dict[str, str]) -> None:
+def test_gpu_pod_lands_on_the_node_that_fits_and_becomes_ready(cluster: dict[str, str], created: list[str]) -> None:
+    created.append("pod/fits-dual")
     create_when_default_sa_exists(cluster, gpu_pod("fits-dual", 2, "48Gi"))
 
     def pod_ready() -> dict[str, Any] | None:
@@ -106,10 +118,10 @@ def test_gpu_pod_lands_on_the_node_that_fits_and_becomes_ready(cluster: dict[str
         2,
         48 * 2**30,
     )
-    kubectl(cluster, "delete", "pod", "fits-dual", "-n", "default", "--timeout=60s")
 
 
-def test_pod_larger_than_any_node_stays_pending(cluster: dict[str, str]) -> None:
+def test_pod_larger_than_any_node_stays_pending(cluster: dict[str, str], created: list[str]) -> None:
+    created.append("pod/too-big")
     create_when_default_sa_exists(cluster, gpu_pod("too-big", 4, "48Gi"))
 
     message = wait_until(
@@ -122,10 +134,11 @@ def test_pod_larger_than_any_node_stays_pending(cluster: dict[str, str]) -> None
     assert not pod["spec"].get("nodeName")
     # Unbound, it holds nothing: the node check's pod list leaves it out.
     assert "too-big" not in {p.name for p in read_pods(cluster["KUBECONFIG"], None)}
-    kubectl(cluster, "delete", "pod", "too-big", "-n", "default", "--timeout=60s")
 
 
-def test_a_claim_without_storage_class_binds_and_its_volume_goes_with_it(cluster: dict[str, str]) -> None:
+def test_a_claim_without_storage_class_binds_and_its_volume_goes_with_it(
+    cluster: dict[str, str], created: list[str]
+) -> None:
     # The model cache's claim names no class by default: the cluster's default class must provision it, or
     # the pods mounting it are never scheduled.
     claim = {
@@ -134,6 +147,7 @@ def test_a_claim_without_storage_class_binds_and_its_volume_goes_with_it(cluster
         "metadata": {"name": "cache-probe", "namespace": "default"},
         "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "100Gi"}}},
     }
+    created.append("pvc/cache-probe")
     kubectl(cluster, "create", "-f", "-", stdin=json.dumps(claim))
     bound = wait_until(
         "the claim to be Bound",

@@ -14,7 +14,7 @@ import pulumi
 import pytest
 import yaml
 
-from tests.e2e.cluster import get, kubectl
+from tests.e2e.cluster import get, kubectl, wait_until
 from tests.e2e.pulumi_project import copy_project, pulumi_cli
 from tests.pulumi_program import install_mocks, run_main, stack_config
 
@@ -96,3 +96,13 @@ def test_the_rendered_dev_manifests_apply_cleanly_to_the_local_cluster(project: 
         assert get(cluster, "pvc", "llmkube-model-cache", "-n", "llmkube")["status"]["phase"] == "Bound"
     finally:
         kubectl(cluster, "delete", "-R", "-f", str(folder), "--wait=true", "--timeout=120s")
+        # The claim's volume goes after it, asynchronously; later tests compare the cluster's objects.
+        wait_until("the cache volume to be deleted", lambda: not cache_volumes(cluster))
+
+
+def cache_volumes(cluster: dict[str, str]) -> list[str]:
+    return [
+        pv["metadata"]["name"]
+        for pv in get(cluster, "pv")["items"]
+        if (pv["spec"].get("claimRef") or {}).get("namespace") == "llmkube"
+    ]

@@ -242,7 +242,8 @@ def test_a_service_no_node_can_run_stays_pending_and_the_stack_says_why(local: L
     local.up()  # returns without waiting out a timeout: that service alone is not awaited
     scheduling = local.outputs()["services"]["too-big"]["scheduling"]
     assert scheduling.startswith("Pending: no node can run it:"), scheduling
-    (pod,) = local.pods("too-big")
+    # Not awaited, so its pod may not exist yet when `up` returns.
+    (pod,) = wait_until("its pod", lambda: local.pods("too-big"))
     message = wait_until("the scheduler's verdict", lambda: unschedulable_reason(local.pods("too-big")[0]))
     assert "Insufficient nvidia.com/gpu" in message, message
     assert pod["status"]["phase"] == "Pending"
@@ -273,6 +274,7 @@ def test_a_service_wanting_the_gpus_another_holds_stays_pending_and_says_whose(l
         f"kwok-dual-rtx5060ti: nvidia.com/gpu 2 asked, 0 free (in use by {NAMESPACE}/{SERVICE} (this stack))"
         in scheduling
     ), scheduling
+    wait_until("its pod", lambda: local.pods("second"))
     message = wait_until("the scheduler's verdict", lambda: unschedulable_reason(local.pods("second")[0]))
     assert "Insufficient nvidia.com/gpu" in message, message
     # The first service is untouched, and what it runs is still Ready.
