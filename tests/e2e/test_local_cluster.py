@@ -86,6 +86,7 @@ def test_fake_nodes_come_from_the_profiles(cluster: dict[str, str]) -> None:
     dual = nodes["kwok-dual-rtx5060ti"]
     assert dual["status"]["allocatable"]["nvidia.com/gpu"] == "2"
     assert dual["status"]["capacity"]["memory"] == "64Gi"
+    assert dual["status"]["allocatable"]["memory"] == "60Gi"  # less the profile's reserved.hostMemory (4Gi)
     assert dual["status"]["capacity"]["cpu"] == "16"
     assert dual["metadata"]["labels"]["nvidia.com/gpu.product"] == "NVIDIA-GeForce-RTX-5060-Ti"
     assert dual["metadata"]["annotations"]["kwok.x-k8s.io/node"] == "fake"
