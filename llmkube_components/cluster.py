@@ -22,13 +22,14 @@ import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypedDict
+from typing import Any, TypedDict, TypeVar
 
 import yaml
 
 from .api.base import parse_quantity as _exact_quantity
 
 NODE_CHECK_ENV = "LLMKUBE_NODE_CHECK"
+T = TypeVar("T")
 
 # An exec plugin may refresh a cloud token first (aws, gcloud, az): give it longer than an API call, but never
 # let a hung plugin stall `pulumi preview` indefinitely.
@@ -390,18 +391,11 @@ def _credentials(conn: Connection, timeout: float) -> tuple[str | None, bytes | 
     elif conn["client_key"]:
         key = _read_path(conn["client_key"], "client-key")
     if conn["exec"] and not token and not (cert and key):
-        # One run per program: reading nodes and then pods must not start a cloud login twice.
-        cache_key = json.dumps([conn["exec"], conn["server"]], sort_keys=True, default=str)
-        if cache_key not in _EXEC_CREDENTIALS:
-            _EXEC_CREDENTIALS[cache_key] = _run_exec_plugin(conn["exec"], conn["server"], timeout)
-        status = _EXEC_CREDENTIALS[cache_key]
+        status = _run_exec_plugin(conn["exec"], conn["server"], timeout)
         token = status.get("token") or None
         if status.get("clientCertificateData") and status.get("clientKeyData"):  # PEM text, not base64
             cert, key = status["clientCertificateData"].encode(), status["clientKeyData"].encode()
     return token, cert, key
-
-
-_EXEC_CREDENTIALS: dict[str, dict] = {}
 
 
 class _NoRedirect(urllib.request.HTTPRedirectHandler):
@@ -421,66 +415,74 @@ def _http_error(exc: urllib.error.HTTPError) -> str:
     return f"{text}: {detail}" if detail else text
 
 
-def _list(
-    kubeconfig: str | None, context: str | None, cluster_name: str | None, path: str, kind: str, timeout: float
-) -> list[dict]:
-    """The items of a list ``GET <path>``; ClusterUnavailable on any failure."""
-    try:
-        conn, where = kubeconfig_target(kubeconfig, context, cluster_name)
-        token, cert, key = _credentials(conn, timeout)
-        handlers: list[urllib.request.BaseHandler] = [_NoRedirect()]
-        if str(conn["server"]).startswith("https:"):
-            handlers.append(urllib.request.HTTPSHandler(context=_ssl_context(conn, cert, key)))
-        request = urllib.request.Request(str(conn["server"]) + path, headers={"Accept": "application/json"})
-    except (AttributeError, TypeError, ValueError, KeyError, RuntimeError) as exc:
-        # An entry of the wrong shape (a list where a mapping belongs, a number for a server, ...).
-        raise ClusterUnavailable(f"malformed kubeconfig ({type(exc).__name__}: {exc})") from None
-    if token:
-        request.add_header("Authorization", f"Bearer {token}")
-    try:
-        with urllib.request.build_opener(*handlers).open(request, timeout=timeout) as response:
-            body = json.loads(response.read())
-        items = body["items"] or []
-        if not all(isinstance(item, dict) for item in items):
-            raise TypeError
-        return items
-    except urllib.error.HTTPError as exc:
-        raise ClusterUnavailable(f"cannot list the {kind}s of {where}: {_http_error(exc)}") from None
-    except urllib.error.URLError as exc:
-        raise ClusterUnavailable(f"cannot reach {where}: {exc.reason}") from None
-    except (OSError, http.client.HTTPException) as exc:  # timeouts, resets, truncated answers
-        raise ClusterUnavailable(f"cannot reach {where}: {exc or type(exc).__name__}") from None
-    except (ValueError, KeyError, TypeError, AttributeError):
-        raise ClusterUnavailable(f"{where} answered {path} with something that is not a {kind.title()}List") from None
-
-
-def read_nodes(
-    kubeconfig: str | None, context: str | None, timeout: float = 5.0, *, cluster_name: str | None = None
-) -> list[Node]:
-    """The cluster's nodes (``GET /api/v1/nodes``), sorted by name; ClusterUnavailable on any failure."""
-    items = _list(kubeconfig, context, cluster_name, "/api/v1/nodes", "node", timeout)
-    try:
-        return sorted((Node.from_api(item) for item in items), key=lambda n: n.name)
-    except (ValueError, KeyError, TypeError, AttributeError):
-        raise ClusterUnavailable("the cluster answered /api/v1/nodes with something that is not a NodeList") from None
-
-
 # Pods that hold node resources: bound to a node and not finished.
 _BOUND_PODS = "/api/v1/pods?" + urllib.parse.urlencode(
     {"fieldSelector": "spec.nodeName!=,status.phase!=Succeeded,status.phase!=Failed"}
 )
 
 
+class ClusterReader:
+    """Lists objects of the cluster the Pulumi provider would target. The kubeconfig, the credentials (an exec
+    plugin runs here, once) and the TLS context are resolved when it is made; ClusterUnavailable on any failure.
+    """
+
+    def __init__(
+        self, kubeconfig: str | None, context: str | None, timeout: float = 5.0, *, cluster_name: str | None = None
+    ) -> None:
+        self.timeout = timeout
+        try:
+            conn, self.where = kubeconfig_target(kubeconfig, context, cluster_name)
+            token, cert, key = _credentials(conn, timeout)
+            self.server = str(conn["server"])
+            handlers: list[urllib.request.BaseHandler] = [_NoRedirect()]
+            if self.server.startswith("https:"):
+                handlers.append(urllib.request.HTTPSHandler(context=_ssl_context(conn, cert, key)))
+        except (AttributeError, TypeError, ValueError, KeyError, RuntimeError) as exc:
+            # An entry of the wrong shape (a list where a mapping belongs, a number for a server, ...).
+            raise ClusterUnavailable(f"malformed kubeconfig ({type(exc).__name__}: {exc})") from None
+        self.opener = urllib.request.build_opener(*handlers)
+        self.headers = {"Accept": "application/json", **({"Authorization": f"Bearer {token}"} if token else {})}
+
+    def _items(self, path: str, kind: str, parse: Callable[[dict], T]) -> list[T]:
+        """The parsed items of the list ``GET <path>``."""
+        where = self.where
+        try:
+            request = urllib.request.Request(self.server + path, headers=self.headers)
+            with self.opener.open(request, timeout=self.timeout) as response:
+                return [parse(item) for item in json.loads(response.read())["items"] or []]
+        except urllib.error.HTTPError as exc:
+            raise ClusterUnavailable(f"cannot list the {kind}s of {where}: {_http_error(exc)}") from None
+        except urllib.error.URLError as exc:
+            raise ClusterUnavailable(f"cannot reach {where}: {exc.reason}") from None
+        except (OSError, http.client.HTTPException) as exc:  # timeouts, resets, truncated answers
+            raise ClusterUnavailable(f"cannot reach {where}: {exc or type(exc).__name__}") from None
+        except (ValueError, KeyError, TypeError, AttributeError):
+            raise ClusterUnavailable(
+                f"{where} answered {path} with something that is not a {kind.title()}List"
+            ) from None
+
+    def nodes(self) -> list[Node]:
+        """The cluster's nodes (``GET /api/v1/nodes``), sorted by name."""
+        return sorted(self._items("/api/v1/nodes", "node", Node.from_api), key=lambda n: n.name)
+
+    def pods(self) -> list[Pod]:
+        """The pods bound to nodes and not finished, in every namespace (a 403 when the credentials may not
+        list pods is a ClusterUnavailable too)."""
+        return sorted(self._items(_BOUND_PODS, "pod", Pod.from_api), key=lambda p: (p.node, p.namespace, p.name))
+
+
+def read_nodes(
+    kubeconfig: str | None, context: str | None, timeout: float = 5.0, *, cluster_name: str | None = None
+) -> list[Node]:
+    """The cluster's nodes, sorted by name; ClusterUnavailable on any failure."""
+    return ClusterReader(kubeconfig, context, timeout, cluster_name=cluster_name).nodes()
+
+
 def read_pods(
     kubeconfig: str | None, context: str | None, timeout: float = 5.0, *, cluster_name: str | None = None
 ) -> list[Pod]:
-    """The pods bound to nodes and not finished, in every namespace; ClusterUnavailable on any failure
-    (including a 403 when the credentials may not list pods)."""
-    items = _list(kubeconfig, context, cluster_name, _BOUND_PODS, "pod", timeout)
-    try:
-        return sorted((Pod.from_api(item) for item in items), key=lambda p: (p.node, p.namespace, p.name))
-    except (ValueError, KeyError, TypeError, AttributeError):
-        raise ClusterUnavailable("the cluster answered /api/v1/pods with something that is not a PodList") from None
+    """The pods bound to nodes and not finished; ClusterUnavailable on any failure."""
+    return ClusterReader(kubeconfig, context, timeout, cluster_name=cluster_name).pods()
 
 
 # ---------------------------------------------------------------------------------------------------------

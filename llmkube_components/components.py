@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Literal, NotRequired, Required, TypedDict
+from typing import Any, Literal, NamedTuple, NotRequired, Required, TypedDict
 
 import pulumi
 from pydantic import ValidationError
@@ -209,12 +209,13 @@ class InferenceService(pulumi.ComponentResource):
         self.server_args = None
         mode = stack.config.model_cache.mode
         manifests = workloads.service_workloads(service, cache_mode=mode)
-        self.scheduling = None if _cluster is None else scheduling(service, manifests, _cluster, self)
+        placed = None if _cluster is None else scheduling(service, manifests, _cluster, self)
+        self.scheduling = placed.text if placed is not None else None
         if stack.delivery == "operator":
             cr = custom_resource("InferenceService", service.name, service.namespace, service.spec.wire())
             self.resources = [register(f"{name}-isvc", cr, child)]
         else:
-            if self.scheduling is not None and self.scheduling.startswith(PENDING):
+            if placed is not None and placed.pending:
                 # A Deployment no node can run never becomes available, nor its Service's endpoints ready:
                 # Pulumi would wait out its timeout and fail the update. The rest is still awaited.
                 manifests = _annotated(manifests, SKIP_AWAIT, ("Deployment", "Service"))
@@ -315,7 +316,6 @@ class Platform(pulumi.ComponentResource):
 # Will the cluster's nodes run it? Checked at preview, against the nodes the stack's provider really has.
 # ---------------------------------------------------------------------------------------------------------
 
-PENDING = "Pending"
 SKIP_AWAIT = "pulumi.com/skipAwait"
 NODE_READ_TIMEOUT = 5.0
 
@@ -343,10 +343,11 @@ def cluster_view(
     config = pulumi.Config("kubernetes")
     if config.get("renderYamlToDirectory"):
         return None
-    target = {"kubeconfig": config.get("kubeconfig"), "context": config.get("context")}
-    where = {"timeout": NODE_READ_TIMEOUT, "cluster_name": config.get("cluster")}
     try:
-        nodes = cluster.read_nodes(**target, **where)
+        reader = cluster.ClusterReader(
+            config.get("kubeconfig"), config.get("context"), NODE_READ_TIMEOUT, cluster_name=config.get("cluster")
+        )
+        nodes = reader.nodes()
     except cluster.ClusterUnavailable as exc:
         pulumi.log.info(f"nodes not checked: {exc.message}", resource=parent)
         return None
@@ -354,7 +355,7 @@ def cluster_view(
         pulumi.log.info(f"nodes not checked: {type(exc).__name__}: {exc}", resource=parent)
         return None
     try:
-        pods = cluster.read_pods(**target, **where)
+        pods = reader.pods()
     except cluster.ClusterUnavailable as exc:
         pulumi.log.info(f"room on the nodes not checked: {exc.message}", resource=parent)
         return ClusterView(nodes, None)
@@ -372,9 +373,14 @@ def cluster_view(
     return ClusterView(nodes, cluster.Room(nodes, pods, owner_of))
 
 
+class Scheduling(NamedTuple):
+    text: str  # the service's `scheduling` output
+    pending: bool  # no room for its pods: said as a warning, and not awaited
+
+
 def scheduling(
     service: ResolvedService, manifests: list[dict[str, Any]], view: ClusterView, parent: pulumi.Resource
-) -> str | None:
+) -> Scheduling | None:
     """Where the service's pods can run: "fits: <nodes>", or "Pending: <why not>" (a warning).
 
     Judged on the pod we render; with delivery operator the controller's pod asks the same resources, node
@@ -398,12 +404,12 @@ def scheduling(
         pulumi.log.info(f"nodes not checked for {service.name}: {type(exc).__name__}: {exc}", resource=parent)
         return None
     if replicas == 0:
-        return "no pods (replicas: 0)"
+        return Scheduling("no pods (replicas: 0)", pending=False)
     if why is None:
-        return f"fits: {', '.join(fits)}"
+        return Scheduling(f"fits: {', '.join(fits)}", pending=False)
     message = f"its pod will stay Pending, {why}; deployed without waiting for it (an autoscaler may add a node)"
     pulumi.log.warn(str(Problem(service.path, message)), resource=parent)
-    return f"{PENDING}: {why}"
+    return Scheduling(f"Pending: {why}", pending=True)
 
 
 def custom_resource(

@@ -1,7 +1,7 @@
 """The preview-time node check of Platform: a service no node of the target cluster can run is said so, with
 the reason per node, and is deployed without Pulumi waiting out its timeout; the others are awaited as usual.
 
-The cluster is faked here (cluster.read_nodes); tests/e2e/test_pulumi_local.py runs the same against a real
+The cluster is faked here (cluster.ClusterReader); tests/e2e/test_pulumi_local.py runs the same against a real
 API server and scheduler.
 """
 
@@ -39,9 +39,10 @@ CONFIG = {
 @dataclass
 class FakeCluster:
     pods: list[cluster.Pod] = field(default_factory=list)  # bound pods: a test may add some
-    asked: list[tuple[str | None, str | None, str | None]] = field(
-        default_factory=list
-    )  # (kubeconfig, context, cluster)
+    # (kubeconfig, context, cluster) each reader was made for
+    asked: list[tuple[str | None, str | None, str | None]] = field(default_factory=list)
+    fail_nodes: Exception | None = None  # what listing the nodes raises instead, if set
+    fail_pods: Exception | None = None  # what listing the pods raises instead, if set
 
 
 @pytest.fixture
@@ -49,20 +50,24 @@ def fake(monkeypatch: pytest.MonkeyPatch) -> FakeCluster:
     """Nodes CPU and DUAL instead of the cluster's, and the pods the test puts there."""
     state = FakeCluster()
 
-    def read_nodes(
-        kubeconfig: str | None, context: str | None, timeout: float = 5.0, *, cluster_name: str | None = None
-    ) -> list[cluster.Node]:
-        state.asked.append((kubeconfig, context, cluster_name))
-        return [CPU, DUAL]
+    class Reader:
+        def __init__(
+            self, kubeconfig: str | None, context: str | None, timeout: float = 5.0, *, cluster_name: str | None = None
+        ) -> None:
+            state.asked.append((kubeconfig, context, cluster_name))
 
-    def read_pods(
-        kubeconfig: str | None, context: str | None, timeout: float = 5.0, *, cluster_name: str | None = None
-    ) -> list[cluster.Pod]:
-        return list(state.pods)
+        def nodes(self) -> list[cluster.Node]:
+            if state.fail_nodes:
+                raise state.fail_nodes
+            return [CPU, DUAL]
+
+        def pods(self) -> list[cluster.Pod]:
+            if state.fail_pods:
+                raise state.fail_pods
+            return list(state.pods)
 
     monkeypatch.setenv(cluster.NODE_CHECK_ENV, "1")
-    monkeypatch.setattr(cluster, "read_nodes", read_nodes)
-    monkeypatch.setattr(cluster, "read_pods", read_pods)
+    monkeypatch.setattr(cluster, "ClusterReader", Reader)
     return state
 
 
@@ -121,13 +126,9 @@ def test_no_node_check_when_rendering_or_switched_off(
 
 
 def test_an_unreachable_cluster_is_an_info_line_not_an_error(
-    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+    fake: FakeCluster, caplog: pytest.LogCaptureFixture
 ) -> None:
-    def unreachable(kubeconfig: str | None, context: str | None, timeout: float = 5.0, **_: Any) -> list[cluster.Node]:
-        raise cluster.ClusterUnavailable("cannot reach context x (https://127.0.0.1:1): connection refused")
-
-    monkeypatch.setenv(cluster.NODE_CHECK_ENV, "1")
-    monkeypatch.setattr(cluster, "read_nodes", unreachable)
+    fake.fail_nodes = cluster.ClusterUnavailable("cannot reach context x (https://127.0.0.1:1): connection refused")
 
     def check(platform: Any, mocks: RecordingMocks) -> None:
         assert "scheduling" not in platform.services["too-big"]
@@ -219,12 +220,9 @@ def test_the_stacks_own_running_pods_make_way_for_their_update(
 
 
 def test_pods_that_cannot_be_listed_leave_the_allocatable_check(
-    fake: FakeCluster, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+    fake: FakeCluster, caplog: pytest.LogCaptureFixture
 ) -> None:
-    def forbidden(kubeconfig: str | None, context: str | None, timeout: float = 5.0, **_: Any) -> list[cluster.Pod]:
-        raise cluster.ClusterUnavailable("cannot list the pods of context x: HTTP 403 Forbidden")
-
-    monkeypatch.setattr(cluster, "read_pods", forbidden)
+    fake.fail_pods = cluster.ClusterUnavailable("cannot list the pods of context x: HTTP 403 Forbidden")
 
     def check(platform: Any, mocks: RecordingMocks) -> None:
         assert platform.services["qwen36-hybrid"]["scheduling"] == "fits: kwok-dual-rtx5060ti"
@@ -299,13 +297,8 @@ def test_the_providers_cluster_setting_is_read_with_its_kubeconfig(fake: FakeClu
     assert fake.asked == [(".state/cluster/kubeconfig", "home", "lab")]
 
 
-def test_a_failing_check_is_an_info_line(
-    fake: FakeCluster, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
-) -> None:
-    def broken(*args: Any, **kwargs: Any) -> list[cluster.Node]:
-        raise AttributeError("'list' object has no attribute 'get'")
-
-    monkeypatch.setattr(cluster, "read_nodes", broken)
+def test_a_failing_check_is_an_info_line(fake: FakeCluster, caplog: pytest.LogCaptureFixture) -> None:
+    fake.fail_nodes = AttributeError("'list' object has no attribute 'get'")
 
     def check(platform: Any, mocks: RecordingMocks) -> None:
         assert "scheduling" not in platform.services["too-big"]
