@@ -357,3 +357,53 @@ def test_the_plan_table_is_logged_at_preview(caplog: pytest.LogCaptureFixture) -
         run(stack_config("dual-5060ti"), lambda platform, mocks: None)
     tables = [r.getMessage() for r in caplog.records if r.getMessage().startswith("plan for qwen36-hybrid (manual)")]
     assert tables and "routed_expert" in tables[0] and "catalog estimate (Qwen3.6-35B-A3B)" in tables[0]
+
+
+# --- Bugs found by the pipeline review, reproduced through the public interfaces ------------------------------
+
+
+def test_per_service_caches_take_the_stacks_size_and_storage_class() -> None:
+    cache = {"mode": "perService", "size": "500Gi", "storageClass": "fast-ssd"}
+    config = {**stack_config("dev"), "llmkube:modelCache": cache}
+
+    def check(platform: Any, mocks: RecordingMocks) -> None:
+        (pvc,) = [r for r in mocks.resources if r.kind == "PersistentVolumeClaim"]
+        assert pvc.object_name == "llama32-1b-model-cache"
+        assert pvc.inputs["spec"]["resources"]["requests"]["storage"] == "500Gi"
+        assert pvc.inputs["spec"]["storageClassName"] == "fast-ssd"
+
+    run(config, check)
+
+
+@pytest.mark.parametrize("mode", ["shared", "perService"])
+def test_a_model_cache_too_small_for_the_model_fails_the_preview(mode: str) -> None:
+    # Llama-3.2-1B Q4_K_M is about 0.75 GiB of weights: a 100Mi cache cannot hold it.
+    config = {**stack_config("dev"), "llmkube:modelCache": {"mode": mode, "size": "100Mi"}}
+    mocks = install_mocks(config)
+
+    @pulumi.runtime.test
+    def program() -> None:
+        run_main()
+
+    with pytest.raises(ConfigError) as info:
+        program()
+    assert str(info.value).startswith("llmkube:modelCache.size: 100Mi is too small"), str(info.value)
+    assert [r for r in mocks.resources if r.type.startswith("kubernetes:")] == []
+
+
+def test_a_standalone_models_catalog_reaches_its_standalone_service(caplog: pytest.LogCaptureFixture) -> None:
+    from llmkube_components import InferenceService, Model
+
+    def user_program() -> InferenceService:
+        # A file name no catalog entry recognises: only the catalog the user set can plan it (offline).
+        spec = {"source": "https://example.com/models/my-finetune.gguf", "catalog": "Llama-3.2-1B"}
+        model = Model("mine", {"spec": spec, "namespace": "ai"})
+        return InferenceService("chat", {"spec": {"modelRef": "mine", "contextSize": 4096}, "model": model})
+
+    def check(svc: Any, mocks: RecordingMocks) -> None:
+        assert svc.plan is not None and svc.plan["source"] == "catalog:Llama-3.2-1B", svc.plan
+
+    with caplog.at_level("WARNING"):
+        run({}, check, user_program)
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert not [w for w in warnings if "catalog" in w], warnings
