@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import sys
@@ -14,8 +15,8 @@ import yaml
 from .docs import update_readme
 from .errors import CONFIG_NAMESPACE, ConfigError
 from .hardware import builtin_profiles
-from .planner.stack import OFFLINE_ENV
-from .resolve import load_stack
+from .pipeline import load
+from .settings import Settings
 
 
 def _stack_file_config(path: Path) -> dict[str, Any]:
@@ -24,12 +25,12 @@ def _stack_file_config(path: Path) -> dict[str, Any]:
     return {key.removeprefix(prefix): value for key, value in config.items() if key.startswith(prefix)}
 
 
-def cmd_check(args: argparse.Namespace) -> int:
+def cmd_check(args: argparse.Namespace, settings: Settings) -> int:
     """Validate stack files the way ``pulumi preview`` would, without the engine: errors, then warnings."""
     status = 0
     for path in args.stack_files:
         try:
-            stack = load_stack(_stack_file_config(Path(path)))
+            stack = load(_stack_file_config(Path(path)), settings).stack
         except ConfigError as exc:
             print(f"{path}: invalid", file=sys.stderr)
             for problem in exc.problems:
@@ -43,7 +44,7 @@ def cmd_check(args: argparse.Namespace) -> int:
     return status
 
 
-def cmd_plan(args: argparse.Namespace) -> int:
+def cmd_plan(args: argparse.Namespace, settings: Settings) -> int:
     """Plan one service (from flags) or every service of a stack file, as tables or JSON."""
     if args.stack_file:
         raw = _stack_file_config(Path(args.stack_file))
@@ -56,7 +57,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
             model = {"source": str(Path(args.model).resolve())}
         elif "://" not in args.model:
             # A catalog entry name: plan it from the catalog only (no file to read), under a placeholder source.
-            os.environ[OFFLINE_ENV] = "1"
+            settings = dataclasses.replace(settings, offline=True)
             model = {"source": f"https://catalog.invalid/{args.model}.gguf", "catalog": args.model}
         if args.quantization:
             model["quantization"] = args.quantization
@@ -76,20 +77,21 @@ def cmd_plan(args: argparse.Namespace) -> int:
     if sys.stderr.isatty():
         print("llmkube: reading model metadata (header only; cached after the first time)...", file=sys.stderr)
     try:
-        stack = load_stack(raw)
+        planned = load(raw, settings)
     except ConfigError as exc:
         for problem in exc.problems:
             print(f"error: {problem}", file=sys.stderr)
         return 1
-    if not stack.plans:
+    stack = planned.stack
+    if not planned.plans:
         for warning in stack.warnings:
             print(f"warning: {warning}", file=sys.stderr)
         print("llmkube plan: no service could be planned", file=sys.stderr)
         return 1
     if args.json:
-        print(json.dumps({name: plan.output() for name, plan in stack.plans.items()}, indent=2, sort_keys=True))
+        print(json.dumps({name: plan.output() for name, plan in planned.plans.items()}, indent=2, sort_keys=True))
     else:
-        for plan in stack.plans.values():
+        for plan in planned.plans.values():
             print(plan.table())
             print()
     for warning in stack.warnings:
@@ -97,14 +99,14 @@ def cmd_plan(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_profiles(args: argparse.Namespace) -> int:
+def cmd_profiles(args: argparse.Namespace, settings: Settings) -> int:
     for name, profile in sorted(builtin_profiles().items()):
         gpu = f"{profile.gpu.count} x {profile.gpu.product} ({profile.gpu.memory})" if profile.gpu else "no GPU"
         print(f"{name:16} {gpu:45} RAM {profile.host_memory:6} {profile.description}")
     return 0
 
 
-def cmd_docs(args: argparse.Namespace) -> int:
+def cmd_docs(args: argparse.Namespace, settings: Settings) -> int:
     """Regenerate the README's config reference from the API models; --check only reports drift."""
     readme = Path(args.readme)
     text = readme.read_text()
@@ -148,7 +150,11 @@ def main(argv: list[str] | None = None) -> int:
     docs.add_argument("--check", action="store_true", help="fail if the README is out of date")
     docs.set_defaults(func=cmd_docs)
     args = parser.parse_args(argv)
-    return int(args.func(args))
+    try:
+        settings = Settings.from_env(os.environ)  # the edge: nothing below it reads the environment
+    except ValueError as exc:
+        parser.error(str(exc))
+    return int(args.func(args, settings))
 
 
 if __name__ == "__main__":

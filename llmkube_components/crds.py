@@ -20,7 +20,7 @@ from pydantic_core import core_schema
 from .api import ApiModel, InferenceServiceSpec, ModelSpec
 from .api.base import LLMKUBE_ONLY
 from .errors import config_path
-from .meta import MANAGED_BY, PART_OF
+from .meta import MANAGED_BY, PART_OF, recommended_labels
 
 GROUP = "inference.llmkube.dev"
 VERSION = "v1alpha1"
@@ -527,3 +527,15 @@ def _problems(error: jsonschema.ValidationError) -> list[str]:
     if error.validator == "required" and isinstance(instance, dict):
         return [f"{config_path(*parts, key)}: is required" for key in error.validator_value if key not in instance]
     return [f"{config_path(*parts) or '(object)'}: {error.message}"]
+
+
+def custom_resource(
+    kind: Literal["Model", "InferenceService"], name: str, namespace: str, spec: dict[str, Any]
+) -> dict[str, Any]:
+    """A Model or InferenceService custom resource with the recommended labels, for the operator to act on."""
+    return {
+        "apiVersion": API_VERSION,
+        "kind": kind,
+        "metadata": {"name": name, "namespace": namespace, "labels": recommended_labels("llmkube", kind.lower(), name)},
+        "spec": spec,
+    }

@@ -6,13 +6,14 @@ import contextlib
 import json
 import os
 import signal
-from typing import Any
+from typing import Any, cast
 
 import pulumi
 from pulumi.runtime.config import CONFIG, get_config_env
 
-from .components import Platform
+from .components import Platform, PlatformArgs
 from .errors import CONFIG_NAMESPACE
+from .settings import Settings
 
 
 def stack_config() -> dict[str, Any]:
@@ -56,7 +57,11 @@ def quiet_interrupt() -> None:
 
 def main() -> Platform:
     quiet_interrupt()
-    platform = Platform(pulumi.get_project(), stack_config())
+    try:
+        settings = Settings.from_env(os.environ)  # the edge: nothing below it reads the environment
+    except ValueError as exc:
+        raise pulumi.RunError(str(exc)) from None
+    platform = Platform(pulumi.get_project(), cast(PlatformArgs, stack_config()), settings=settings)
     pulumi.export("namespace", platform.namespace)
     pulumi.export("delivery", platform.delivery)
     pulumi.export("services", platform.services)

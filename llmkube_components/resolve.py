@@ -1,8 +1,9 @@
 """Stack config -> what each service really gets: names, its hardware profile, and the profile's defaults.
 
-This is the one place where a service meets its hardware. Everything after it (argument builder, workload
-builders, custom resources) reads the *effective* specs made here, so the profile's GPU count, image, node
-selector and tolerations reach both deliveries the same way, and explicit service fields always win.
+This is the one place where a service meets its hardware. Everything after it (checks, planner, argument
+builder, workload builders, custom resources) reads the *effective* specs made here, so the profile's GPU
+count, image, node selector and tolerations reach both deliveries the same way, and explicit service fields
+always win. Pure: no planner, no builder, no I/O.
 """
 
 from __future__ import annotations
@@ -10,18 +11,20 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import ValidationError
 
 from .api import InferenceServiceSpec, ModelSpec, StackConfig, Toleration
 from .api.base import format_bytes, name_problem, normalize_name, parse_quantity, suggest
 from .api.model import HardwareSpec
-from .api.service import InferenceResources
+from .api.service import InferenceResources, offload_fields
+from .api.stack import CacheMode
 from .api.validation import problems_from_validation_error
-from .errors import ConfigError, Problem, config_path, raise_if_any
+from .errors import ConfigError, Problem, config_path
 from .hardware import HardwareProfile, resolve_profile
 from .hardware.profile import VENDOR_DEFAULTS
+from .sources import parse_source
 
 # A memory figure below this is almost surely a missing suffix ("48" is 48 bytes, not 48Gi).
 _SMALLEST_SENSIBLE_MEMORY = Decimal(2**20)
@@ -63,7 +66,6 @@ class ResolvedStack:
     models: dict[str, ResolvedModel]  # by Kubernetes name
     services: dict[str, ResolvedService]  # by Kubernetes name
     warnings: tuple[Problem, ...] = field(default=())
-    plans: dict[str, Any] = field(default_factory=dict)  # by service Kubernetes name: planner.plan.ServicePlan
 
     @property
     def namespace(self) -> str:
@@ -74,46 +76,12 @@ class ResolvedStack:
         return self.config.delivery
 
 
-def load_stack(raw: Mapping[str, Any], *, plan: bool = True) -> ResolvedStack:
-    """Validate the ``llmkube:`` config of a stack and resolve it; raise ConfigError naming every problem.
-
-    The builders check what only they can (an hf:// source without a file, a layerSplit per GPU, a port in
-    extraArgs): they are run here once for every service, so that ``llmkube check`` and ``pulumi preview``
-    report every problem of a stack at once, not one per run.
-    """
+def validate_stack(raw: Mapping[str, Any]) -> StackConfig:
+    """The typed stack config; ConfigError naming every problem pydantic finds, at its config path."""
     try:
-        config = StackConfig.model_validate(dict(raw))
+        return StackConfig.model_validate(dict(raw))
     except ValidationError as exc:
         raise ConfigError(problems_from_validation_error(exc, "")) from None
-    stack = resolve_stack(config)
-    raise_if_any(_builder_problems(stack))
-    if plan:
-        from .planner.stack import plan_stack  # the planner reads resolved stacks: import it late
-
-        stack = plan_stack(stack)
-        raise_if_any(_builder_problems(stack))
-    return stack
-
-
-def _builder_problems(stack: ResolvedStack) -> list[Problem]:
-    from . import workloads  # the builders import this module for its types
-
-    problems: list[Problem] = []
-    for service in stack.services.values():
-        problems.extend(
-            _collect_all(lambda s=service: workloads.service_workloads(s, cache_mode=stack.config.model_cache.mode))
-        )
-        if stack.delivery == "operator":
-            problems.extend(_collect_all(lambda s=service: workloads.server_args_for(s)))
-    return sorted(set(problems))
-
-
-def _collect_all(thunk: Any) -> list[Problem]:
-    try:
-        thunk()
-    except ConfigError as exc:
-        return list(exc.problems)
-    return []
 
 
 def resolve_stack(config: StackConfig) -> ResolvedStack:
@@ -326,15 +294,7 @@ def _merge_tolerations(first: list[Toleration], second: list[Toleration]) -> lis
 def _offload_warnings(spec: InferenceServiceSpec, path: str) -> list[Problem]:
     warnings: list[Problem] = []
     resources = spec.resources or InferenceResources()
-    offloads = [
-        alias
-        for alias, on in (
-            ("moeCPUOffload", spec.moe_cpu_offload),
-            ("moeCPULayers", bool(spec.moe_cpu_layers)),
-            ("noKvOffload", spec.no_kv_offload),
-        )
-        if on
-    ]
+    offloads = [alias for alias, value in offload_fields(spec).items() if value]
     if offloads and resources.memory is None and resources.host_memory is None:
         warnings.append(
             Problem(
@@ -401,3 +361,23 @@ def _model_with_hardware(
             update={"gpu": gpu, "accelerator": model.hardware.accelerator or hardware.accelerator}
         )
     return model.model_copy(update={"hardware": hardware})
+
+
+CacheKind = Literal["shared", "perService", "claim", "ephemeral", "pvcSource"]
+
+
+def cache_kind(service: ResolvedService, cache_mode: CacheMode = "shared") -> CacheKind:
+    """Where a service keeps its model.
+
+    A pvc:// source is mounted as it is (no cache). Otherwise ``modelCache.claimName`` wins (the user's PVC,
+    which we never create), then ``persistence: Ephemeral`` (an emptyDir, downloaded on every start), then the
+    namespace-wide ``cache_mode``: one shared PVC (the operator's default) or one PVC per service.
+    """
+    if parse_source(service.model.spec.source).scheme == "pvc":
+        return "pvcSource"
+    cache = service.spec.model_cache
+    if cache is not None and cache.claim_name:
+        return "claim"
+    if cache is not None and cache.persistence == "Ephemeral":
+        return "ephemeral"
+    return cache_mode

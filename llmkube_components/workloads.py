@@ -14,17 +14,14 @@ difference is stated next to the code that makes it.
 
 from __future__ import annotations
 
-import hashlib
 import posixpath
 import shlex
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from decimal import ROUND_CEILING, Decimal
 from typing import Any, Final, Literal, NamedTuple
-from urllib.parse import quote, unquote, urlsplit
+from urllib.parse import quote
 
-from .api.base import format_bytes, parse_quantity
-from .api.core import Toleration
+from .api.core import tolerates
 from .api.model import ModelSpec
 from .api.service import (
     DEFAULT_AUTOSCALING_METRIC,
@@ -35,17 +32,17 @@ from .api.service import (
     InferenceResources,
     MetricSpec,
 )
-from .api.stack import DEFAULT_CACHE_ACCESS_MODE, DEFAULT_CACHE_SIZE, CacheMode
-from .errors import ConfigError, config_path
+from .api.stack import PER_SERVICE_CACHE_SUFFIX, SHARED_CACHE_PVC_NAME, CacheMode, CacheSettings, Delivery
 from .hardware import gpu_resource_name
-from .llamacpp import server_args
+from .llamacpp import build_args
 from .meta import (
     object_meta,
     recommended_labels,
     restricted_container_security_context,
     restricted_pod_security_context,
 )
-from .resolve import ResolvedService, ResolvedStack
+from .resolve import ResolvedService, ResolvedStack, cache_kind
+from .sources import parse_source, sibling_url
 
 Manifest = dict[str, Any]
 PodSecurityLevel = Literal["restricted", "baseline", "privileged"]
@@ -54,13 +51,9 @@ PodSecurityLevel = Literal["restricted", "baseline", "privileged"]
 # Facts shared with the operator (v0.9.19)
 # ---------------------------------------------------------------------------------------------------------
 
-SHARED_CACHE_PVC_NAME: Final = "llmkube-model-cache"  # model_storage.go ModelCachePVCName
-PER_SERVICE_CACHE_SUFFIX: Final = "-model-cache"  # model_storage.go modelCachePVCName, perService mode
 MODELS_DIR: Final = "/models"
 PVC_SOURCE_DIR: Final = "/model-source"  # where a pvc:// source is mounted (buildPVCStorageConfig)
 HOST_MODEL_DIR: Final = "/host-model"  # where a local source is mounted for the copy (buildCachedStorageConfig)
-CACHE_KEY_LENGTH: Final = 16  # pkg/cachekey Compute: first 16 hex characters of sha256(source)
-FALLBACK_FILE_NAME: Final = "model.gguf"  # the operator's legacy name, for a URL that ends in '/'
 # The operator's default --init-container-image, pinned by tag. Alpine-based: curl plus busybox sh,
 # sha256sum, mv and friends, all the scripts below need.
 DOWNLOADER_IMAGE: Final = "docker.io/curlimages/curl:8.18.0"
@@ -101,8 +94,7 @@ STARTUP_PROBE: Final = {"periodSeconds": 10, "timeoutSeconds": 5, "failureThresh
 LIVENESS_PROBE: Final = {"periodSeconds": 15, "timeoutSeconds": 5, "failureThreshold": 3}
 READINESS_PROBE: Final = {"periodSeconds": 10, "timeoutSeconds": 5, "failureThreshold": 3}
 
-# ext4 keeps 5% of a volume for root by default and the pod runs as non-root; ~1% more goes to metadata.
-CACHE_HEADROOM: Final = Decimal("1.06")
+DEFAULT_CACHE: Final = CacheSettings()
 
 # Volume types the restricted Pod Security Standard allows (pod-security-admission, restrictedVolumes).
 _RESTRICTED_VOLUME_TYPES: Final = frozenset(
@@ -115,78 +107,26 @@ _RESTRICTED_VOLUME_TYPES: Final = frozenset(
 # ---------------------------------------------------------------------------------------------------------
 
 
-def cache_key(source: str) -> str:
-    """The cache directory name of a model: the first 16 hex digits of sha256 of ``source`` as written."""
-    return hashlib.sha256(source.encode()).hexdigest()[:CACHE_KEY_LENGTH]
-
-
-def is_local_source(source: str) -> bool:
-    # Case-insensitive scheme, like the operator (URL schemes are case-insensitive, RFC 3986 3.1).
-    return source.lower().startswith("file://") or source.startswith("/")
-
-
-def _local_path(source: str) -> str:
-    return source[len("file://") :] if source.lower().startswith("file://") else source
-
-
-def _pvc_source(source: str) -> tuple[str, str]:
-    """pvc://claim/path/to/file -> (claim, path/to/file)."""
-    claim, _, path = source[len("pvc://") :].partition("/")
-    return claim, path
-
-
-def source_url(source: str) -> str:
-    """The URL the downloader fetches: http(s) as written, ``hf://org/repo[@rev]/file`` on huggingface.co.
-
-    Raises ValueError for sources that are not downloaded (pvc://, file://, absolute paths) and for an hf://
-    source that names no file.
-    """
-    lowered = source.lower()
-    if lowered.startswith(("http://", "https://")):
-        return source
-    if lowered.startswith("hf://"):
-        org, _, rest = source[len("hf://") :].partition("/")
-        repo, _, file = rest.partition("/")
-        repo, _, revision = repo.partition("@")
-        if not (org and repo and file):
-            raise ValueError(f"{source!r} names no file; write hf://<org>/<repo>/<file>.gguf")
-        # hf://org/repo@rev/file pins a revision the way the operator's hf:// repo sources do.
-        return f"https://huggingface.co/{org}/{repo}/resolve/{revision or 'main'}/{file}"
-    raise ValueError(f"{source!r} is not downloaded: only http(s):// and hf:// sources are")
-
-
-def _file_name(source: str, path: str = "") -> str:
-    # The file keeps its upstream name: llama.cpp finds the other parts of a split GGUF by the first part's
-    # name (<prefix>-00001-of-0000N.gguf), and the name is all a path derived from the spec alone can use.
-    # (The operator renames a single file after its GGUF general.name once its controller has read the
-    # metadata; a cache filled by one delivery is found by the other through the shared directory, not the name.)
-    if source.lower().startswith("pvc://"):
-        file = _pvc_source(source)[1]
-    elif is_local_source(source):
-        file = _local_path(source)
-    else:
-        try:
-            file = unquote(urlsplit(source_url(source)).path)
-        except ValueError as exc:
-            raise ConfigError.at(config_path(path, "source"), str(exc)) from None
-    return posixpath.basename(file) or FALLBACK_FILE_NAME
-
-
 def model_dir(model: ModelSpec) -> str:
     """The directory the model's files are in, inside the pod."""
-    if model.source.lower().startswith("pvc://"):
-        return posixpath.dirname(posixpath.join(PVC_SOURCE_DIR, _pvc_source(model.source)[1]))
-    return posixpath.join(MODELS_DIR, cache_key(model.source))
+    source = parse_source(model.source)
+    if source.scheme == "pvc":
+        return posixpath.dirname(posixpath.join(PVC_SOURCE_DIR, source.path))
+    return posixpath.join(MODELS_DIR, source.cache_key)
 
 
-def model_path(model: ModelSpec, path: str = "") -> str:
+def model_path(model: ModelSpec) -> str:
     """The path of the model file llama-server loads: ``/models/<key>/<file>``, or on the pvc:// claim.
 
-    ``path`` is the model's config path (``models.<key>``), for the error about an hf:// source without a file.
+    The file keeps its upstream name: llama.cpp finds the other parts of a split GGUF by the first part's
+    name (<prefix>-00001-of-0000N.gguf), and the name is all a path derived from the spec alone can use.
+    (The operator renames a single file after its GGUF general.name once its controller has read the
+    metadata; a cache filled by one delivery is found by the other through the shared directory, not the name.)
     """
-    if model.source.lower().startswith("pvc://"):
-        return posixpath.join(PVC_SOURCE_DIR, _pvc_source(model.source)[1])
-    return posixpath.join(model_dir(model), _file_name(model.source, path))
+    source = parse_source(model.source)
+    if source.scheme == "pvc":
+        return posixpath.join(PVC_SOURCE_DIR, source.path)
+    return posixpath.join(model_dir(model), source.file_name)
 
 
 class Download(NamedTuple):
@@ -197,43 +137,26 @@ class Download(NamedTuple):
     sha256: str | None = None
 
 
-def _further_files(model: ModelSpec, path: str) -> list[str]:
-    """The model's further files (spec.files), checked: relative paths inside the model's directory."""
-    files: list[str] = []
-    for i, rel in enumerate(model.files or []):
-        normal = posixpath.normpath(rel) if rel else ""
-        if not rel or rel.startswith("/") or normal == "." or normal.startswith("../") or normal == "..":
-            raise ConfigError.at(
-                f"{path}.files[{i}]",
-                f"{rel!r} must be a path relative to the model file's directory, without '..'",
-            )
-        files.append(normal)
-    return files
-
-
-def downloads(model: ModelSpec, path: str = "") -> list[Download]:
+def downloads(model: ModelSpec) -> list[Download]:
     """What the downloader fetches for a model, main file first; empty for a pvc:// source.
 
-    ``path`` is the model's config path, for errors. A local source is fetched with curl's file:// from where
-    the Deployment mounts it (HOST_MODEL_DIR), so one script copies and downloads alike.
+    A local source is fetched with curl's file:// from where the Deployment mounts it (HOST_MODEL_DIR), so one
+    script copies and downloads alike. Further files (spec.files, checked by ``checks.model_problems``) sit
+    beside the main file upstream.
     """
-    source = model.source
-    if source.lower().startswith("pvc://"):
+    source = parse_source(model.source)
+    if source.scheme == "pvc":
         return []
     directory = model_dir(model)
-    name = _file_name(source, path)
-    if is_local_source(source):
-        base = f"file://{HOST_MODEL_DIR}"
-        url = f"{base}/{quote(name)}"
-    else:
-        url = source_url(source)
-        parts = urlsplit(url)
-        # Further files sit beside the main file upstream; a query string belongs to the main file only.
-        base = f"{parts.scheme}://{parts.netloc}{posixpath.dirname(parts.path)}"
+    name = source.file_name
+    local = f"file://{HOST_MODEL_DIR}/{{}}"
+    url = source.url or local.format(quote(name))
     sha = model.sha256.lower() if model.sha256 else None
     result = [Download(url, posixpath.join(directory, name), sha)]
-    for rel in _further_files(model, path):
-        result.append(Download(f"{base}/{quote(rel)}", posixpath.join(directory, rel)))
+    for rel in model.files or []:
+        rel = posixpath.normpath(rel)
+        further = sibling_url(source.url, rel) if source.url else local.format(quote(rel))
+        result.append(Download(further, posixpath.join(directory, rel)))
     return result
 
 
@@ -319,25 +242,6 @@ def download_script(files: Iterable[Download]) -> str:
 # Model storage: which volume holds the cache, and how the model gets onto it
 # ---------------------------------------------------------------------------------------------------------
 
-CacheKind = Literal["shared", "perService", "claim", "ephemeral", "pvcSource"]
-
-
-def cache_kind(service: ResolvedService, cache_mode: CacheMode = "shared") -> CacheKind:
-    """Where a service keeps its model.
-
-    A pvc:// source is mounted as it is (no cache). Otherwise ``modelCache.claimName`` wins (the user's PVC,
-    which we never create), then ``persistence: Ephemeral`` (an emptyDir, downloaded on every start), then the
-    namespace-wide ``cache_mode``: one shared PVC (the operator's default) or one PVC per service.
-    """
-    if service.model.spec.source.lower().startswith("pvc://"):
-        return "pvcSource"
-    cache = service.spec.model_cache
-    if cache is not None and cache.claim_name:
-        return "claim"
-    if cache is not None and cache.persistence == "Ephemeral":
-        return "ephemeral"
-    return cache_mode
-
 
 def cache_claim_name(service: ResolvedService, cache_mode: CacheMode = "shared") -> str | None:
     """The PVC a service's cache lives on, or None for an emptyDir or a pvc:// source."""
@@ -386,14 +290,14 @@ def model_storage(
     kind = cache_kind(service, cache_mode)
     if kind == "pvcSource":
         # Pre-staged on the user's claim: mounted read-only, nothing downloaded (buildPVCStorageConfig).
-        claim, _ = _pvc_source(model.source)
+        claim = parse_source(model.source).claim
         return ModelStorage(
             model_path=model_path(model),
             volumes=[{"name": "model-source", "persistentVolumeClaim": {"claimName": claim, "readOnly": True}}],
             mounts=[{"name": "model-source", "mountPath": PVC_SOURCE_DIR, "readOnly": True}],
         )
 
-    files = downloads(model, service.model.path)
+    files = downloads(model)
     if kind == "ephemeral":
         empty_dir: Manifest = {}
         resources = service.spec.resources
@@ -407,24 +311,25 @@ def model_storage(
     cache_mount = {"name": volume["name"], "mountPath": MODELS_DIR}
     download_mounts = [cache_mount]
 
-    if is_local_source(model.source):
+    source = parse_source(model.source)
+    if source.local:
         # Like the operator: the file (or, for a multi-file model, its directory) is mounted from the node
         # and copied into the cache, so the server reads the cache like for any other source. hostPath makes
         # the namespace fall short of the baseline Pod Security Standard (see pod_security_level), and the
         # file must be readable by uid/gid 65532 on the node.
-        local = _local_path(model.source)
+        local = source.path
         if model.files:
             host = {"path": posixpath.dirname(local), "type": "Directory"}
             mount_path = HOST_MODEL_DIR
         else:
             host = {"path": local, "type": "File"}
-            mount_path = posixpath.join(HOST_MODEL_DIR, _file_name(model.source))
+            mount_path = posixpath.join(HOST_MODEL_DIR, source.file_name)
         volumes.append({"name": "host-model", "hostPath": host})
         download_mounts = [cache_mount, {"name": "host-model", "mountPath": mount_path, "readOnly": True}]
 
     directories = sorted({posixpath.dirname(f.path) for f in files})
     return ModelStorage(
-        model_path=model_path(model, service.model.path),
+        model_path=model_path(model),
         volumes=volumes,
         mounts=[{**cache_mount, "readOnly": True}],
         init_containers=[
@@ -481,15 +386,6 @@ def gpu_resource(service: ResolvedService) -> str:
     return gpu_resource_name(vendor, override)
 
 
-def _tolerates(toleration: Toleration, key: str, effect: str) -> bool:
-    """Whether a toleration already tolerates every taint ``key`` with ``effect`` (any value)."""
-    if toleration.effect not in (None, effect):
-        return False
-    if toleration.key in (None, ""):
-        return toleration.operator == "Exists"  # an empty key with Exists tolerates every taint
-    return toleration.key == key and toleration.operator == "Exists"
-
-
 def tolerations(service: ResolvedService) -> list[Manifest]:
     """The pod's tolerations: the GPU taint's (when the pod has GPUs and none tolerates it yet), then the spec's.
 
@@ -500,7 +396,9 @@ def tolerations(service: ResolvedService) -> list[Manifest]:
     if service.gpu_count == 0:
         return own
     key = gpu_resource(service)
-    if any(_tolerates(t, key, "NoSchedule") for t in service.spec.tolerations or []):
+    # Only an Exists toleration covers the taint whatever its value (the operator's "present", or another).
+    taint = {"key": key, "effect": "NoSchedule"}
+    if any(t.operator == "Exists" and tolerates(t.wire(), taint) for t in service.spec.tolerations or []):
         return own
     return [{"key": key, "operator": "Exists", "effect": "NoSchedule"}, *own]
 
@@ -523,19 +421,10 @@ def container_resources(service: ResolvedService) -> Manifest:
         requests["ephemeral-storage"] = limits["ephemeral-storage"] = resources.ephemeral_storage
     if resources.memory:
         limits["memory"] = resources.memory
+    # (checks.memory_request_problems has made sure the request is not above the limit.)
     request_memory = resources.host_memory or resources.memory
     if request_memory:
         requests["memory"] = request_memory
-    if (
-        resources.host_memory
-        and resources.memory
-        and parse_quantity(resources.host_memory) > parse_quantity(resources.memory)
-    ):
-        raise ConfigError.at(
-            config_path(service.path, "resources", "hostMemory"),
-            f"{resources.host_memory} is more than resources.memory {resources.memory}, the container's memory "
-            "limit: Kubernetes refuses a request above its limit; raise memory or lower hostMemory",
-        )
     out: Manifest = {}
     if limits:
         out["limits"] = _sorted(limits)
@@ -565,7 +454,7 @@ def pod_security_context() -> Manifest:
 
 def server_args_for(service: ResolvedService) -> list[str]:
     """The llama-server arguments of a service, with the model path of its cache layout."""
-    return server_args(service, model_path(service.model.spec, service.model.path))
+    return build_args(service.spec, service.model.spec, model_path(service.model.spec), service.gpu_count)
 
 
 def deployment(
@@ -578,7 +467,7 @@ def deployment(
     container: Manifest = {
         "name": CONTAINER_NAME,
         "image": spec.image,
-        "args": server_args(service, storage.model_path),
+        "args": build_args(service.spec, service.model.spec, storage.model_path, service.gpu_count),
         "ports": [{"name": PORT_NAME, "containerPort": port(service), "protocol": "TCP"}],
         "startupProbe": _probe(PORT_NAME, STARTUP_PROBE),
         "livenessProbe": _probe(PORT_NAME, LIVENESS_PROBE),
@@ -720,45 +609,15 @@ def _pvc(
     }
 
 
-def minimum_cache_bytes(model_bytes: Iterable[int]) -> int:
-    """The smallest cache that holds these model files: their sum plus CACHE_HEADROOM for the filesystem."""
-    return int((Decimal(sum(model_bytes)) * CACHE_HEADROOM).to_integral_value(rounding=ROUND_CEILING))
-
-
-def _check_cache_size(size: str, needed_bytes: int, what: str, path: str) -> None:
-    if needed_bytes <= 0:
-        return
-    minimum = minimum_cache_bytes([needed_bytes])
-    if parse_quantity(size) < minimum:
-        raise ConfigError.at(
-            path,
-            f"the model cache {what} of {size} is too small for the {format_bytes(needed_bytes)} of model files "
-            f"it must hold; it needs at least {format_bytes(minimum)} (6% more, for the filesystem's root "
-            "reserve and metadata); give a larger cache size",
-        )
-
-
-def shared_cache_pvc(
-    namespace: str,
-    *,
-    size: str = DEFAULT_CACHE_SIZE,
-    storage_class: str | None = None,
-    access_mode: str = DEFAULT_CACHE_ACCESS_MODE,
-    needed_bytes: int = 0,
-) -> Manifest:
-    """The namespace's shared model cache PVC, ``llmkube-model-cache``, annotated as shared (is_shared_cache).
-
-    ``needed_bytes`` is the size of the model files it will hold, when known (the planner reads it from the
-    GGUF files); a ``size`` below that plus headroom is a ConfigError.
-    """
-    _check_cache_size(size, needed_bytes, SHARED_CACHE_PVC_NAME, "")
+def shared_cache_pvc(namespace: str, cache: CacheSettings = DEFAULT_CACHE) -> Manifest:
+    """The namespace's shared model cache PVC, ``llmkube-model-cache``, annotated as shared (is_shared_cache)."""
     return _pvc(
         SHARED_CACHE_PVC_NAME,
         namespace,
         recommended_labels("llmkube", "model-cache", SHARED_CACHE_PVC_NAME),
-        size=size,
-        storage_class=storage_class,
-        access_mode=access_mode,
+        size=cache.size,
+        storage_class=cache.storage_class,
+        access_mode=cache.access_mode,
         annotations={SHARED_CACHE_ANNOTATION: "true"},
     )
 
@@ -770,35 +629,27 @@ def is_shared_cache(manifest: Mapping[str, Any]) -> bool:
 
 
 def service_workloads(
-    service: ResolvedService,
-    *,
-    cache_mode: CacheMode = "shared",
-    cache_size: str = DEFAULT_CACHE_SIZE,
-    storage_class: str | None = None,
-    model_bytes: int = 0,
-    downloader_image: str = DOWNLOADER_IMAGE,
+    service: ResolvedService, *, cache: CacheSettings = DEFAULT_CACHE, downloader_image: str = DOWNLOADER_IMAGE
 ) -> list[Manifest]:
     """A service's objects in apply order: its own cache PVC (perService mode), Deployment, Service, HPA.
 
-    The shared cache PVC is not among them (see shared_cache_pvc): it belongs to the namespace. ``cache_size``
-    and ``storage_class`` size the per-service PVC; ``model_bytes`` (when known) checks that it fits.
+    The shared cache PVC is not among them (see shared_cache_pvc): it belongs to the namespace. ``cache`` is
+    the stack's modelCache: its mode, and the size and storage class of a per-service PVC.
     """
     manifests: list[Manifest] = []
-    if cache_kind(service, cache_mode) == "perService":
-        name = service.name + PER_SERVICE_CACHE_SUFFIX
-        _check_cache_size(cache_size, model_bytes, name, config_path(service.path, "modelCache"))
+    if cache_kind(service, cache.mode) == "perService":
         # RWO: the volume binds on the node the pod schedules to, which is the point of this mode (#728).
         manifests.append(
             _pvc(
-                name,
+                service.name + PER_SERVICE_CACHE_SUFFIX,
                 service.namespace,
                 service_labels(service),
-                size=cache_size,
-                storage_class=storage_class,
+                size=cache.size,
+                storage_class=cache.storage_class,
                 access_mode="ReadWriteOnce",
             )
         )
-    manifests.append(deployment(service, cache_mode=cache_mode, downloader_image=downloader_image))
+    manifests.append(deployment(service, cache_mode=cache.mode, downloader_image=downloader_image))
     manifests.append(service_manifest(service))
     autoscaler = hpa(service)
     if autoscaler is not None:
@@ -806,30 +657,12 @@ def service_workloads(
     return manifests
 
 
-def shared_cache_manifests(
-    stack: ResolvedStack,
-    *,
-    cache_mode: CacheMode = "shared",
-    size: str = DEFAULT_CACHE_SIZE,
-    storage_class: str | None = None,
-    access_mode: str = DEFAULT_CACHE_ACCESS_MODE,
-    model_bytes: Mapping[str, int] | None = None,
-) -> list[Manifest]:
-    """The shared cache PVC of a stack's namespace when one of its services uses it, else nothing.
-
-    ``model_bytes`` maps model names to file sizes, when known; the models of the services on the shared
-    cache must fit.
-    """
-    users = [s for s in stack.services.values() if cache_kind(s, cache_mode) == "shared"]
-    if not users:
+def shared_cache_manifests(stack: ResolvedStack) -> list[Manifest]:
+    """The shared cache PVC of a stack's namespace (its modelCache settings) when a service uses it, else nothing."""
+    cache = stack.config.model_cache
+    if not any(cache_kind(s, cache.mode) == "shared" for s in stack.services.values()):
         return []
-    sizes = model_bytes or {}
-    needed = sum(sizes.get(name, 0) for name in sorted({s.model.name for s in users}))
-    return [
-        shared_cache_pvc(
-            stack.namespace, size=size, storage_class=storage_class, access_mode=access_mode, needed_bytes=needed
-        )
-    ]
+    return [shared_cache_pvc(stack.namespace, cache)]
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -886,16 +719,18 @@ def namespace_pod_security(manifests: Iterable[Mapping[str, Any]]) -> PodSecurit
 
 
 def namespace_manifests(
-    namespace: str, services: Iterable[ResolvedService] = (), *, delivery: Literal["direct", "operator"] = "direct"
+    namespace: str, workloads: Iterable[Manifest] = (), *, delivery: Delivery = "direct"
 ) -> list[Manifest]:
     """The Namespace, labelled to enforce the strictest Pod Security Standard all its services' pods meet.
+
+    ``workloads`` are the services' built objects (service_workloads); their Deployments' pods decide.
 
     Our own pods are restricted unless a model comes from a node path (hostPath: privileged). The operator's
     pods need baseline: its cache-prep container runs as root and adds CHOWN and FOWNER (model_storage.go,
     cachePrepInitContainer). Warnings and audit always follow restricted, so a namespace that must allow
     more still says what falls short.
     """
-    level = namespace_pod_security(deployment(s) for s in services)
+    level = namespace_pod_security(workloads)
     if delivery == "operator" and level == "restricted":
         level = "baseline"
     labels = {
@@ -923,3 +758,23 @@ def endpoint_url(service: ResolvedService) -> str:
 def openai_base_url(service: ResolvedService) -> str:
     """The OpenAI-compatible base URL clients configure: the endpoint with ``/v1``."""
     return f"{endpoint_url(service)}/v1"
+
+
+def client_config(service: ResolvedService) -> dict[str, Any]:
+    """A ready-to-paste OpenAI provider entry, in the shape of Qwen Code's ``modelProviders`` setting.
+
+    llama-server serves one model and ignores the model name a client sends, so the service name is the id.
+    It needs no key unless started with --api-key; the envKey is there because clients insist on one.
+    """
+    return {
+        "modelProviders": {
+            "openai": [
+                {
+                    "id": service.name,
+                    "name": f"{service.name} ({service.model.name}, llmkube)",
+                    "baseUrl": openai_base_url(service),
+                    "envKey": "LLMKUBE_API_KEY",
+                }
+            ]
+        }
+    }

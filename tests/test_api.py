@@ -9,7 +9,7 @@ import pytest
 
 from llmkube_components.api import InferenceServiceSpec, ModelSpec, parse_quantity
 from llmkube_components.errors import ConfigError
-from llmkube_components.resolve import load_stack
+from tests.stacks import load_stack
 
 MODEL = {"source": "https://example.com/m.gguf"}
 

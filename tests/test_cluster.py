@@ -21,12 +21,10 @@ import yaml
 
 from llmkube_components import cluster
 from llmkube_components.cluster import (
-    NODE_CHECK_ENV,
     ClusterUnavailable,
     Node,
+    amount,
     kubeconfig_target,
-    node_check_enabled,
-    parse_quantity,
     pod_requests,
     read_nodes,
     why_unschedulable,
@@ -70,14 +68,14 @@ PRODUCT = "nvidia.com/gpu.product"
         ("65776036Ki", False, 65776036 * 1024),
     ],
 )
-def test_parse_quantity(value, milli, expected):
-    assert parse_quantity(value, milli=milli) == expected
+def test_amount_rounds_up_in_the_schedulers_units(value, milli, expected):
+    assert amount("cpu" if milli else "memory", value) == expected
 
 
 @pytest.mark.parametrize("bad", ["abc", "1.2.3", "-1", "1Gb", "", "1iE", "Ei", "1EE"])
-def test_parse_quantity_rejects(bad):
+def test_amount_rejects_what_is_no_quantity(bad):
     with pytest.raises(ValueError):
-        parse_quantity(bad)
+        amount("memory", bad)
 
 
 def container(requests: dict | None = None, limits: dict | None = None, **extra) -> dict:
@@ -312,15 +310,6 @@ def test_node_from_api():
     assert Node.from_api({"metadata": {"name": "bare"}}) == Node("bare", {}, (), {}, False)
 
 
-@pytest.mark.parametrize(("value", "enabled"), [(None, True), ("1", True), ("0", False), ("false", False)])
-def test_node_check_enabled(monkeypatch, value, enabled):
-    if value is None:
-        monkeypatch.delenv(NODE_CHECK_ENV, raising=False)
-    else:
-        monkeypatch.setenv(NODE_CHECK_ENV, value)
-    assert node_check_enabled() is enabled
-
-
 # ---------------------------------------------------------------------------------------------------------
 # kubeconfig
 # ---------------------------------------------------------------------------------------------------------
@@ -382,12 +371,12 @@ def test_kubeconfig_file_paths_are_relative_to_the_kubeconfig(clean_env):
 def test_kubeconfig_env_takes_the_first_existing_file(clean_env, monkeypatch):
     real = clean_env / "real.yaml"
     real.write_text(yaml.safe_dump(kubeconfig("https://from-env:6443")))
-    monkeypatch.setenv("KUBECONFIG", os.pathsep.join([str(clean_env / "missing.yaml"), str(real)]))
-    _, where = kubeconfig_target(None, None)
+    environ = {"KUBECONFIG": os.pathsep.join([str(clean_env / "missing.yaml"), str(real)])}
+    _, where = kubeconfig_target(None, None, environ=environ)
     assert where == "context local (https://from-env:6443)"
     # the provider's kubernetes:kubeconfig wins over the environment
     (clean_env / "kc.yaml").write_text(yaml.safe_dump(kubeconfig("https://from-config:6443")))
-    assert kubeconfig_target("kc.yaml", None)[1] == "context local (https://from-config:6443)"
+    assert kubeconfig_target("kc.yaml", None, environ=environ)[1] == "context local (https://from-config:6443)"
 
 
 def test_kubeconfig_defaults_to_home(clean_env):

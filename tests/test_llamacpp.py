@@ -11,8 +11,18 @@ from pydantic import BaseModel, ValidationError
 
 from llmkube_components.api import InferenceServiceSpec, ModelSpec
 from llmkube_components.errors import ConfigError
-from llmkube_components.llamacpp import FIELD_FLAGS, FLAG_TABLE, REPEATED, build_args, server_args
-from llmkube_components.resolve import load_stack
+from llmkube_components.flags import FIELD_FLAGS, FLAG_TABLE, REPEATED, Inputs, effective, from_extra_args_only
+from llmkube_components.llamacpp import build_args
+from llmkube_components import checks
+from llmkube_components.api.service import InferenceResources
+from llmkube_components.hardware import builtin_profiles
+from llmkube_components.resolve import ResolvedModel, ResolvedService
+from tests.stacks import load_stack
+
+
+def server_args(service: ResolvedService, model_file: str) -> list[str]:
+    return build_args(service.spec, service.model.spec, model_file, service.gpu_count)
+
 
 MODEL_FILE = "/models/model.gguf"
 HEAD = ["--model", MODEL_FILE, "--port", "8080", "--host", "0.0.0.0"]
@@ -27,7 +37,7 @@ def model(**fields: Any) -> ModelSpec:
 
 
 def args(spec: InferenceServiceSpec | None = None, mdl: ModelSpec | None = None, gpus: int = 0) -> list[str]:
-    return build_args(spec or service(), mdl or model(), MODEL_FILE, gpus, service_key="svc", model_key="mdl")
+    return build_args(spec or service(), mdl or model(), MODEL_FILE, gpus)
 
 
 def middle(out: list[str]) -> list[str]:
@@ -37,10 +47,14 @@ def middle(out: list[str]) -> list[str]:
     return out[len(HEAD) : -1]
 
 
-def config_error(thunk: Any) -> str:
-    with pytest.raises(ConfigError) as info:
-        thunk()
-    return str(info.value)
+def config_error(spec: InferenceServiceSpec, mdl: ModelSpec | None = None, gpus: int = 0) -> str:
+    """The checks' problems of a service (key svc) on a model (key mdl), as preview would print them."""
+    if gpus:
+        resources = (spec.resources or InferenceResources()).model_copy(update={"gpu": gpus})
+        spec = spec.model_copy(update={"resources": resources})
+    profile = builtin_profiles()["dual-rtx5060ti"]
+    svc = ResolvedService("svc", "svc", "llmkube", spec, ResolvedModel("mdl", "mdl", mdl or model()), profile)
+    return str(ConfigError(checks.service_problems(svc)))
 
 
 # --- one spec field at a time: set, unset (None), zero or false ----------------------------------------------
@@ -125,7 +139,17 @@ def test_zero_is_refused_by_the_api_and_guarded_by_the_builder(alias: str, attri
 def test_every_row_of_the_table_has_a_test_row() -> None:
     expected_lists = [expected for _, expected in FIELD_ROWS] + [expected for _, _, expected in GPU_ROWS]
     tested = {arg for expected in expected_lists for arg in expected} | set(HEAD)
-    assert [row.flag for row in FLAG_TABLE if row.flag not in tested] == []
+    rendered = [row for row in FLAG_TABLE if row.value is not from_extra_args_only]
+    assert [row.flag for row in rendered if row.flag not in tested] == []
+
+
+def test_rows_without_a_spec_field_are_never_rendered_but_read() -> None:
+    spec = service(parallelSlots=4)
+    only = [row for row in FLAG_TABLE if row.value is from_extra_args_only]
+    assert only and all(row.memory for row in only)
+    for row in only:
+        assert row.flag not in args(spec)
+        assert effective(Inputs(spec.model_copy(update={"extra_args": [row.flag]}), model(), "", 0))[row.flag] is True
 
 
 def test_endpoint_port() -> None:
@@ -246,13 +270,13 @@ LAYER_SPLIT = "llmkube:models.mdl.hardware.gpu.sharding.layerSplit"
 )
 def test_layer_split_errors(layer_split: list[str], gpus: int, message: str) -> None:
     mdl = model(hardware={"gpu": {"sharding": {"layerSplit": layer_split}}})
-    assert config_error(lambda: args(service(), mdl, gpus)) == message
+    assert config_error(service(), mdl, gpus) == message
 
 
 def test_layer_split_error_is_reported_even_when_extra_args_set_the_split() -> None:
     mdl = model(hardware={"gpu": {"sharding": {"layerSplit": ["0-47"]}}})
     spec = service(extraArgs=["--tensor-split", "1,1"])
-    assert config_error(lambda: args(spec, mdl, 2)).startswith(f"{LAYER_SPLIT}: ['0-47'] has 1 entry")
+    assert config_error(spec, mdl, 2).startswith(f"{LAYER_SPLIT}: ['0-47'] has 1 entry")
 
 
 # --- the reference service: dual RTX 5060 Ti, Qwen3.6-35B-A3B at 90K context -----------------------------
@@ -332,19 +356,18 @@ def test_gpu_count_comes_from_the_profile_when_the_service_does_not_say() -> Non
     ]  # fmt: skip
 
 
-def test_server_args_names_the_model_key_in_errors() -> None:
-    # load_stack runs the builders once, so the builder's error surfaces at preview with the model's path.
+def test_layer_split_errors_name_the_model_key() -> None:
+    # The checks run before any builder, so the problem surfaces at preview with the model's path.
     model_with_bad_split = {**REFERENCE_MODEL, "hardware": {"gpu": {"sharding": {"layerSplit": ["0-47"]}}}}
-    message = config_error(
-        lambda: load_stack(
+    with pytest.raises(ConfigError) as info:
+        load_stack(
             {
                 "hardware": "dual-rtx5060ti",
                 "models": {"Qwen36": model_with_bad_split},
                 "services": {"qwen36-hybrid": {**REFERENCE_SERVICE, "modelRef": "qwen36"}},
             }
         )
-    )
-    assert message.startswith("llmkube:models.Qwen36.hardware.gpu.sharding.layerSplit: ['0-47'] has 1 entry")
+    assert str(info.value).startswith("llmkube:models.Qwen36.hardware.gpu.sharding.layerSplit: ['0-47'] has 1 entry")
 
 
 def test_cpu_only_service_has_no_gpu_flags() -> None:
@@ -431,7 +454,7 @@ def test_metrics_exactly_once(extra: list[str]) -> None:
 
 @pytest.mark.parametrize(("extra", "index"), [(["--port", "9000"], 0), (["--jinja", "--port=9000"], 1)])
 def test_port_in_extra_args_is_a_config_error(extra: list[str], index: int) -> None:
-    message = config_error(lambda: args(service(extraArgs=extra)))
+    message = config_error(service(extraArgs=extra))
     assert message == (
         f"llmkube:services.svc.extraArgs[{index}]: {extra[index]!r} would move the server off port 8080, where "
         "the Service and the probes connect; set endpoint.port instead"

@@ -38,7 +38,7 @@ from llmkube_components.planner.memory import (
     Placement,
     plan_memory,
 )
-from llmkube_components.resolve import load_stack
+from tests.stacks import load_stack
 from tests.gguf_files import write_dense, write_hybrid, write_moe, write_sliding_window
 
 F32 = 4  # bytes per F32 weight value

@@ -11,7 +11,7 @@ import pytest
 from llmkube_components.errors import ConfigError
 from llmkube_components.planner.memory import Placement
 from llmkube_components.planner.plan import GiB, settings_from_args
-from llmkube_components.resolve import load_stack
+from tests.stacks import load_stack
 from tests.gguf_files import write_moe
 
 QWEN36 = "https://huggingface.co/ggml-org/Qwen3.6-35B-A3B-GGUF/resolve/main/Qwen3.6-35B-A3B-Q4_K_M.gguf"
@@ -207,6 +207,18 @@ def test_unknown_switches_in_extra_args_do_not_swallow_the_next_flag(
 ) -> None:
     s = settings_from_args(extra, 1)
     assert (s.context_size, s.cache_type_k) == (context, cache_k)
+
+
+@pytest.mark.parametrize(
+    ("extra", "unified"), [([], None), (["--kv-unified"], True), (["-kvu", "--no-kv-unified"], False)]
+)
+def test_kv_unified_in_extra_args_is_planned(extra: list[str], unified: bool | None) -> None:
+    # Rendered into the command line, so planned too: the flag table is what both read.
+    assert settings_from_args(["--parallel", "4", *extra], 1).kv_unified is unified
+    s = stack({"contextSize": 16384, "parallelSlots": 4, "extraArgs": extra})
+    plain = stack({"contextSize": 16384, "parallelSlots": 4})
+    kv = {name: p.plans["s"].chosen.memory.totals() for name, p in (("with", s), ("without", plain))}
+    assert (kv["with"] != kv["without"]) is (unified is True), kv
 
 
 def test_offload_fields_without_experts_or_gpus_are_warned_about() -> None:

@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from llmkube_components.errors import ConfigError
-from llmkube_components.resolve import load_stack
+from tests.stacks import load_stack
 
 MODEL = {"source": "https://example.com/qwen.gguf"}
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar, Final, Literal
 
 from pydantic import Field, model_validator
 from pydantic_core import PydanticCustomError
@@ -263,12 +263,7 @@ class InferenceServiceSpec(ApiModel):
         """auto unless the service sets it, or sets any of the fields auto would decide."""
         if self.offload is not None:
             return self.offload
-        explicit = (
-            self.moe_cpu_offload is not None
-            or self.moe_cpu_layers is not None
-            or self.no_kv_offload is not None
-            or (self.resources is not None and self.resources.host_memory is not None)
-        )
+        explicit = offload_fields(self) or (self.resources is not None and self.resources.host_memory is not None)
         return "manual" if explicit else "auto"
 
     @property
@@ -287,3 +282,16 @@ class InferenceServiceSpec(ApiModel):
                 {"v": v_type},
             )
         return self
+
+
+# The placement fields the planner's auto decision owns (beside resources.hostMemory), by attribute name.
+OFFLOAD_FIELDS: Final = ("moe_cpu_offload", "moe_cpu_layers", "no_kv_offload")
+
+
+# Their JSON names, by attribute name.
+OFFLOAD_ALIASES: Final = {name: InferenceServiceSpec.model_fields[name].alias or name for name in OFFLOAD_FIELDS}
+
+
+def offload_fields(spec: InferenceServiceSpec) -> dict[str, Any]:
+    """The offload fields a spec sets, by their JSON names, in OFFLOAD_FIELDS order."""
+    return {alias: getattr(spec, name) for name, alias in OFFLOAD_ALIASES.items() if getattr(spec, name) is not None}

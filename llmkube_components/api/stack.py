@@ -68,6 +68,10 @@ DEFAULT_CACHE_ACCESS_MODE = "ReadWriteOnce"
 
 CacheMode = Literal["shared", "perService"]
 
+# The cache volumes' names, as the operator names them (model_storage.go ModelCachePVCName, modelCachePVCName).
+SHARED_CACHE_PVC_NAME = "llmkube-model-cache"
+PER_SERVICE_CACHE_SUFFIX = "-model-cache"
+
 
 class CacheSettings(ApiModel):
     """The namespace's model cache volumes (delivery direct; the operator manages its own)."""

@@ -244,6 +244,11 @@ class ModelFacts:
 
     # --- tensors ------------------------------------------------------------------------------------------
 
+    @property
+    def file_bytes(self) -> int:
+        """Bytes of tensor data: what the model's files hold at least (their headers add a few MB)."""
+        return sum(t.nbytes for t in self.tensors)
+
     def classify(self, name: str) -> tuple[TensorClass, int | None]:
         """What a tensor is for, and its layer (None outside the repeating blocks)."""
         # The auto decision plans the same model many times: classify each tensor once per model.

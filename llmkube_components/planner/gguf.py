@@ -14,14 +14,14 @@ Reading costs, and how they stay low:
   what was read.
 - http(s) and ``hf://`` sources are read with ``Range: bytes=`` requests; redirects are followed (a Hugging
   Face ``resolve/`` URL redirects to a CDN) and later ranges go straight to where the first one landed.
-- Parsed headers are cached as JSON in ``<cache dir>/gguf/`` (``cache_dir``, else ``$LLMKUBE_CACHE_DIR``,
-  else ``~/.cache/llmkube``), one file per URL or path, with the ETag and size the server reported. A cached
-  URL is trusted without any request: model URLs that pin a revision never change, and even a branch URL
-  (``resolve/main/...``) rarely gets a different file under the same name, while every ``pulumi preview``
-  would otherwise pay a round trip per model. ``revalidate=True`` or ``LLMKUBE_GGUF_REVALIDATE=1`` asks the
-  server instead (one conditional range request: ``If-None-Match`` with the cached ETag; an unchanged file
-  costs that request only, plus a redirect where the URL has one). Local files are checked by size and
-  modification time, which costs no request.
+- Parsed headers are cached as JSON in ``<cache dir>/gguf/`` (``cache_dir``, else ``~/.cache/llmkube``; the
+  stack program and the CLI pass the run's settings), one file per URL or path, with the ETag and size the
+  server reported. A cached URL is trusted without any request: model URLs that pin a revision never
+  change, and even a branch URL (``resolve/main/...``) rarely gets a different file under the same name,
+  while every ``pulumi preview`` would otherwise pay a round trip per model. ``revalidate=True``
+  (``LLMKUBE_GGUF_REVALIDATE=1``) asks the server instead (one conditional range request: ``If-None-Match``
+  with the cached ETag; an unchanged file costs that request only, plus a redirect where the URL has one).
+  Local files are checked by size and modification time, which costs no request.
 - Every socket operation has the timeout; a whole file's header must also arrive within
   ``TOTAL_TIMEOUT_FACTOR`` times it, so a server that trickles bytes cannot hang a preview. (Name resolution
   is the one step Python's sockets cannot bound.)
@@ -46,12 +46,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 from urllib.error import HTTPError, URLError
-from urllib.parse import quote, unquote, urlsplit, urlunsplit
+from urllib.parse import unquote, urlsplit
 from urllib.request import Request, build_opener
 
 from pulumi import RunError
 
 from ..api.base import format_bytes
+from ..settings import Settings, default_cache_dir
+from ..sources import ModelSource, SourceError, parse_source, sibling_url
 from .types import TYPES_BY_ID, GGUFMetadata, TensorInfo
 
 Read = Callable[[int, int], bytes]
@@ -68,8 +70,6 @@ LONG_NUMERIC_ARRAY: Final = 1024
 DEFAULT_ALIGNMENT: Final = 32  # general.alignment when the file does not say
 TOTAL_TIMEOUT_FACTOR: Final = 12
 
-CACHE_DIR_ENV: Final = "LLMKUBE_CACHE_DIR"
-REVALIDATE_ENV: Final = "LLMKUBE_GGUF_REVALIDATE"
 # Bump when what a cache entry holds changes (the parser's output or the entry's layout): old entries are
 # then ignored and rewritten.
 CACHE_FORMAT: Final = 1
@@ -365,33 +365,23 @@ class _Location:
     def sibling(self, rel: str) -> _Location:
         """A file beside this one (``rel`` relative to its directory), as the downloader places further files."""
         if self.url is not None:
-            # A query string belongs to the main file only (workloads.downloads says the same).
-            parts = urlsplit(self.url)
-            directory = parts.path.rsplit("/", 1)[0]
-            return _Location(url=urlunsplit((parts.scheme, parts.netloc, f"{directory}/{quote(rel)}", "", "")))
+            return _Location(url=sibling_url(self.url, rel))
         return _Location(path=os.path.join(os.path.dirname(self.path or ""), rel))
 
 
 def _locate(source: str) -> _Location:
-    lowered = source.lower()
-    if lowered.startswith(("http://", "https://", "hf://")):
-        # The same mapping the downloader uses, so the planner reads the file the pod will load. Imported
-        # here: workloads builds on the planner's results, and a module-level import would be a cycle.
-        from ..workloads import source_url
-
-        try:
-            return _Location(url=source_url(source))
-        except ValueError as exc:
-            raise MetadataError(source, str(exc)) from None
-    if lowered.startswith("file://"):
-        return _Location(path=unquote(source[len("file://") :]))
-    if lowered.startswith("pvc://"):
+    try:
+        parsed = parse_source(source)
+    except SourceError as exc:
+        raise MetadataError(source, str(exc)) from None
+    if parsed.url is not None:
+        # The URL the downloader fetches, so the planner reads the file the pod will load.
+        return _Location(url=parsed.url)
+    if parsed.scheme == "pvc":
         raise MetadataError(
             source, "a pvc:// model lives on a claim inside the cluster; its metadata cannot be read at plan time"
         )
-    if "://" in source:
-        raise MetadataError(source, "unsupported scheme: use a path, file://, http(s):// or hf://<org>/<repo>/<file>")
-    return _Location(path=os.path.expanduser(source))
+    return _Location(path=os.path.expanduser(parsed.path))
 
 
 class _NotModified(Exception):
@@ -551,11 +541,6 @@ class _HttpReader:
 # ---------------------------------------------------------------------------------------------------------
 # The cache
 # ---------------------------------------------------------------------------------------------------------
-
-
-def default_cache_dir() -> Path:
-    """``$LLMKUBE_CACHE_DIR``, else ``~/.cache/llmkube`` (the GGUF entries go in its ``gguf/`` folder)."""
-    return Path(os.environ.get(CACHE_DIR_ENV) or Path.home() / ".cache" / "llmkube").expanduser()
 
 
 @dataclass(frozen=True)
@@ -771,7 +756,7 @@ def read_metadata(
     cache_dir: Path | None = None,
     timeout: float = 10.0,
     progress: Progress | None = None,
-    revalidate: bool | None = None,
+    revalidate: bool = False,
 ) -> GGUFMetadata:
     """The GGUF metadata of a model, all split files merged.
 
@@ -779,13 +764,12 @@ def read_metadata(
     ``files`` are the model's further files (the spec's ``files``, relative to the source's directory); without
     them a llama.cpp split (``<name>-00001-of-00003.gguf``) is found by its name. ``timeout`` bounds every
     network operation, in seconds. ``progress`` receives one line per file read (requests, bytes, cache hits).
-    ``revalidate`` (default: ``$LLMKUBE_GGUF_REVALIDATE``) asks the server whether cached URLs changed.
+    ``revalidate`` asks the server whether cached URLs changed. ``cache_dir`` defaults to ``~/.cache/llmkube``
+    (the entries go in its ``gguf/`` folder).
 
     Raises MetadataError for anything that keeps the metadata from being read.
     """
     source = os.fspath(source)
-    if revalidate is None:
-        revalidate = os.environ.get(REVALIDATE_ENV, "").strip().lower() in ("1", "true", "yes", "on")
     loc = _locate(source)
     reading = _Reading(
         source=source,
@@ -803,3 +787,26 @@ def read_metadata(
     for h in headers:
         notes.extend(h.notes)
     return GGUFMetadata(source=source, fields=fields, tensors=tuple(tensors), files=len(headers), notes=tuple(notes))
+
+
+@dataclass(frozen=True)
+class MetadataReader:
+    """How the planner reads model metadata in this run: the settings' timeout, cache and network policy."""
+
+    offline: bool = False
+    timeout: float = 10.0
+    cache_dir: Path | None = None
+    revalidate: bool = False
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> MetadataReader:
+        return cls(settings.offline, settings.metadata_timeout, settings.cache_dir, settings.revalidate)
+
+    def can_read(self, source: ModelSource) -> bool:
+        """Offline, only local files are read."""
+        return source.local or not self.offline
+
+    def __call__(self, source: ModelSource, files: Sequence[str] = ()) -> GGUFMetadata:
+        return read_metadata(
+            source.text, files=files, cache_dir=self.cache_dir, timeout=self.timeout, revalidate=self.revalidate
+        )

@@ -1,8 +1,9 @@
 """The plan of a service: where its weights and caches live, whether that fits, how fast it decodes.
 
-The planner reads the llama-server arguments the argument builder renders (extraArgs included), so that what
-it plans is exactly what the server will be told. For a service with ``offload: auto`` it tries placements
-from the fastest down and keeps the first that fits the hardware profile:
+The planner reads a service's memory flags through the flag table (extraArgs included, with the same
+precedence as the rendered command line), so that what it plans is exactly what the server will be told.
+For a service with ``offload: auto`` it tries placements from the fastest down and keeps the first that fits
+the hardware profile:
 
     everything on the GPUs -> the smallest --n-cpu-moe N -> --cpu-moe -> --cpu-moe and --no-kv-offload
 
@@ -13,19 +14,18 @@ checked; when a faster placement would fit, the plan says so, with both estimate
 from __future__ import annotations
 
 import math
-import re
-from collections.abc import Callable, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..api import InferenceServiceSpec, parse_quantity
+from ..api import InferenceServiceSpec, ModelSpec, parse_quantity
 from ..api.base import format_bytes
-from ..api.service import InferenceResources
+from ..api.service import OFFLOAD_FIELDS, InferenceResources, offload_fields
 from ..errors import Problem
+from ..flags import ALL_LAYERS, Inputs, effective, read_args
 from ..hardware import HardwareProfile
 from .facts import ModelFacts, TensorClass
 from .memory import (
-    ALL_LAYERS,
     HOST,
     KV_K,
     KV_V,
@@ -44,38 +44,6 @@ from .throughput import KV_FILL, Throughput, decode_estimate
 HOST_MARGIN = 0.10
 GiB = 2**30
 
-# Spellings of the flags the planner reads (llama.cpp's aliases, common/arg.cpp), by canonical flag.
-_ALIASES = {
-    "-ngl": "--n-gpu-layers",
-    "--gpu-layers": "--n-gpu-layers",
-    "-sm": "--split-mode",
-    "-ts": "--tensor-split",
-    "-c": "--ctx-size",
-    "-np": "--parallel",
-    "-fa": "--flash-attn",
-    "-ctk": "--cache-type-k",
-    "-ctv": "--cache-type-v",
-    "-cmoe": "--cpu-moe",
-    "-ncmoe": "--n-cpu-moe",
-    "-nkvo": "--no-kv-offload",
-    "-kvo": "--kv-offload",
-    "-ot": "--override-tensor",
-    "-b": "--batch-size",
-    "-ub": "--ubatch-size",
-    "-cram": "--cache-ram",
-}
-
-
-# The flags read below that take a value, by canonical spelling.
-_VALUED = frozenset(
-    {
-        "--n-gpu-layers", "--split-mode", "--tensor-split", "--ctx-size", "--parallel", "--flash-attn",
-        "--cache-type-k", "--cache-type-v", "--n-cpu-moe", "--override-tensor", "--batch-size", "--ubatch-size",
-        "--cache-ram",
-    }
-)  # fmt: skip
-_FLAG = re.compile(r"^--?[A-Za-z]")  # a flag, not a negative number
-
 
 @dataclass(frozen=True)
 class ServerSettings:
@@ -84,6 +52,7 @@ class ServerSettings:
     placement: Placement
     context_size: int = 0
     parallel: int | None = None
+    kv_unified: bool | None = None  # None: llama-server's default for the parallel setting
     cache_type_k: str = "f16"
     cache_type_v: str = "f16"
     batch: int = 2048
@@ -93,54 +62,43 @@ class ServerSettings:
 
 
 def settings_from_args(args: Sequence[str], gpu_count: int) -> ServerSettings:
-    """Read the flags that decide memory from rendered llama-server arguments (last one wins, as in llama.cpp)."""
-    values: dict[str, str] = {}
-    switches: set[str] = set()
-    overrides: list[str] = []
-    i = 0
-    while i < len(args):
-        flag = args[i].replace("_", "-") if args[i].startswith("--") else args[i]
-        flag = _ALIASES.get(flag, flag)
-        if flag in ("--cpu-moe", "--no-kv-offload", "--kv-offload"):
-            switches.add(flag)
-            if flag == "--kv-offload":
-                switches.discard("--no-kv-offload")
-            i += 1
-            continue
-        # A flag the planner does not read takes a value only if one follows: a switch such as --mlock must
-        # not swallow the flag after it.
-        takes_value = flag in _VALUED or (i + 1 < len(args) and not _FLAG.match(args[i + 1]))
-        if i + 1 < len(args) and flag.startswith("-") and takes_value:
-            if flag == "--override-tensor":
-                overrides.append(args[i + 1])
-            else:
-                values[flag] = args[i + 1]
-            i += 2
-            continue
-        i += 1
+    """What a llama-server command line sets that decides memory (last one wins, as in llama.cpp)."""
+    return _settings(read_args(args), gpu_count)
+
+
+def server_settings(spec: InferenceServiceSpec, model: ModelSpec, gpu_count: int) -> ServerSettings:
+    """What the server of this spec will run with: its memory flags, extraArgs included (the flag table's rule)."""
+    return _settings(effective(Inputs(spec, model, "", gpu_count)), gpu_count)
+
+
+def _settings(values: Mapping[str, Any], gpu_count: int) -> ServerSettings:
     layers = int(values.get("--n-gpu-layers", ALL_LAYERS if gpu_count else 0))
-    shares = tuple(float(x) for x in values["--tensor-split"].split(",")) if "--tensor-split" in values else ()
+    split = values.get("--tensor-split")
+    shares = tuple(float(x) for x in split.split(",")) if split else ()
     placement = Placement(
         gpu_count=gpu_count,
         n_gpu_layers=layers if gpu_count else 0,
         split_mode=values.get("--split-mode", "layer"),
         tensor_split=shares,
-        cpu_moe="--cpu-moe" in switches,
+        cpu_moe=values.get("--cpu-moe") is True,
         n_cpu_moe=int(values.get("--n-cpu-moe", 0)),
-        overrides=parse_overrides(overrides),
-        no_kv_offload="--no-kv-offload" in switches,
+        overrides=parse_overrides(values.get("--override-tensor", [])),
+        no_kv_offload=values.get("--no-kv-offload") is True,
     )
+    parallel = values.get("--parallel")
+    cache_ram = values.get("--cache-ram")
     return ServerSettings(
         placement=placement,
         context_size=int(values.get("--ctx-size", 0)),
-        parallel=int(values["--parallel"]) if "--parallel" in values else None,
+        parallel=int(parallel) if parallel is not None else None,
+        kv_unified=values.get("--kv-unified"),
         cache_type_k=values.get("--cache-type-k", "f16"),
         cache_type_v=values.get("--cache-type-v", "f16"),
         batch=int(values.get("--batch-size", 2048)),
         ubatch=int(values.get("--ubatch-size", 512)),
         # auto turns flash attention on where the device supports it, which every GPU backend we target does.
         flash_attn=values.get("--flash-attn", "auto") != "off",
-        cache_ram_mib=int(values["--cache-ram"]) if "--cache-ram" in values else None,
+        cache_ram_mib=int(cache_ram) if cache_ram is not None else None,
     )
 
 
@@ -217,24 +175,22 @@ def bytes_per_token(memory: MemoryPlan, facts: ModelFacts) -> dict[str, float]:
     return out
 
 
-Render = Callable[[InferenceServiceSpec], list[str]]
-
-
 def evaluate(
     label: str,
     fields: dict[str, Any],
     spec: InferenceServiceSpec,
-    render: Render,
+    model: ModelSpec,
     facts: ModelFacts,
     profile: HardwareProfile,
     gpu_count: int,
 ) -> Option:
-    settings = settings_from_args(render(spec), gpu_count)
+    settings = server_settings(spec, model, gpu_count)
     memory = plan_memory(
         facts,
         settings.placement,
         context_size=settings.context_size,
         parallel=settings.parallel,
+        kv_unified=settings.kv_unified,
         cache_type_k=settings.cache_type_k,
         cache_type_v=settings.cache_type_v,
         batch=settings.batch,
@@ -248,18 +204,15 @@ def evaluate(
     return Option(label, fields, memory, tuple(memory.fits(profile)), throughput)
 
 
-_OFFLOAD_FIELDS = ("moe_cpu_offload", "moe_cpu_layers", "no_kv_offload")
-
-
 def candidates(
-    spec: InferenceServiceSpec, render: Render, facts: ModelFacts, profile: HardwareProfile, gpu_count: int
+    spec: InferenceServiceSpec, model: ModelSpec, facts: ModelFacts, profile: HardwareProfile, gpu_count: int
 ) -> list[Option]:
     """Placements from the fastest down, stopping at the first that fits (the auto decision's search)."""
-    base = spec.model_copy(update=dict.fromkeys(_OFFLOAD_FIELDS))
+    base = spec.model_copy(update=dict.fromkeys(OFFLOAD_FIELDS))
 
     def option(label: str, **fields: Any) -> Option:
-        wire = {_ALIAS[k]: v for k, v in fields.items()}
-        return evaluate(label, wire, base.model_copy(update=fields), render, facts, profile, gpu_count)
+        trial = base.model_copy(update=fields)
+        return evaluate(label, offload_fields(trial), trial, model, facts, profile, gpu_count)
 
     first = option("all layers on the GPUs" if gpu_count else "everything in system RAM (no GPU)")
     if first.fits or not gpu_count:
@@ -293,10 +246,6 @@ def candidates(
     return tried
 
 
-_ALIAS = {"moe_cpu_offload": "moeCPUOffload", "moe_cpu_layers": "moeCPULayers", "no_kv_offload": "noKvOffload"}
-_FIELD = {alias: name for name, alias in _ALIAS.items()}
-
-
 def host_request(memory: MemoryPlan) -> int:
     return math.ceil(memory.host.total * (1 + HOST_MARGIN) / GiB) * GiB
 
@@ -304,7 +253,7 @@ def host_request(memory: MemoryPlan) -> int:
 def plan_service(
     key: str,
     spec: InferenceServiceSpec,
-    render: Render,
+    model: ModelSpec,
     facts: ModelFacts,
     profile: HardwareProfile,
     gpu_count: int,
@@ -315,13 +264,13 @@ def plan_service(
     mode = spec.offload_mode
     try:
         if mode == "auto":
-            tried = candidates(spec, render, facts, profile, gpu_count)
+            tried = candidates(spec, model, facts, profile, gpu_count)
             chosen = tried[-1]
             alternatives: tuple[Option, ...] = tuple(tried[:-1])
         else:
-            fields = _explicit(spec)
+            fields = offload_fields(spec)
             label = f"as configured ({_describe(fields)})" if fields else "as configured"
-            chosen = evaluate(label, fields, spec, render, facts, profile, gpu_count)
+            chosen = evaluate(label, fields, spec, model, facts, profile, gpu_count)
             alternatives = ()
     except PlacementError as exc:
         return None, [Problem(path, str(exc))], []
@@ -336,16 +285,16 @@ def plan_service(
                 "without RoPE scaling (extraArgs --rope-scaling yarn --rope-scale N) quality falls off past it",
             )
         )
-    explicit = _explicit(spec)
+    explicit = offload_fields(spec)
     if explicit and not facts.expert_count and ({"moeCPUOffload", "moeCPULayers"} & set(explicit)):
         warnings.append(Problem(path, f"{_describe(explicit)} has no effect: the model has no routed experts to move"))
     elif explicit and not gpu_count:
         warnings.append(Problem(path, f"{_describe(explicit)} has no effect: the service runs without GPUs"))
     if not chosen.fits:
-        largest = _largest_context(spec, render, facts, profile, gpu_count)
+        largest = _largest_context(spec, model, facts, profile, gpu_count)
         message = _no_fit(chosen, profile, spec, largest)
         if mode == "manual" and gpu_count:
-            auto = candidates(spec, render, facts, profile, gpu_count)[-1]
+            auto = candidates(spec, model, facts, profile, gpu_count)[-1]
             if auto.fits:
                 message += (
                     f"; offload: auto would fit with {auto.label}, about "
@@ -354,7 +303,7 @@ def plan_service(
         errors.append(Problem(path, message))
     advice: list[str] = []
     if mode == "manual" and chosen.fits:
-        faster = _faster_fitting(spec, render, facts, profile, gpu_count, chosen)
+        faster = _faster_fitting(spec, model, facts, profile, gpu_count, chosen)
         if faster is not None:
             advice.append(
                 f"{chosen.label} decodes about "
@@ -379,20 +328,16 @@ def plan_service(
     return plan, errors, warnings
 
 
-def _explicit(spec: InferenceServiceSpec) -> dict[str, Any]:
-    return {_ALIAS[k]: getattr(spec, k) for k in _OFFLOAD_FIELDS if getattr(spec, k) is not None}
-
-
 def _describe(fields: dict[str, Any]) -> str:
     return ", ".join(f"{k}: {v}" for k, v in fields.items()) or "no offload"
 
 
 def _faster_fitting(
-    spec: InferenceServiceSpec, render: Render, facts: ModelFacts, profile: HardwareProfile, gpus: int, chosen: Option
+    spec: InferenceServiceSpec, model: ModelSpec, facts: ModelFacts, profile: HardwareProfile, gpus: int, chosen: Option
 ) -> Option | None:
     if not gpus:
         return None
-    best = candidates(spec, render, facts, profile, gpus)[-1]
+    best = candidates(spec, model, facts, profile, gpus)[-1]
     if best.fits and best.throughput.decode_tokens_per_second > chosen.throughput.decode_tokens_per_second * 1.05:
         return best
     return None
@@ -405,7 +350,7 @@ def _host_parts(memory: MemoryPlan) -> str:
 
 
 def _largest_context(
-    spec: InferenceServiceSpec, render: Render, facts: ModelFacts, profile: HardwareProfile, gpus: int
+    spec: InferenceServiceSpec, model: ModelSpec, facts: ModelFacts, profile: HardwareProfile, gpus: int
 ) -> int:
     """The largest contextSize (a multiple of 256) at which the service would fit, 0 when none does.
 
@@ -416,8 +361,8 @@ def _largest_context(
     def fits(ctx: int) -> bool:
         trial = spec.model_copy(update={"context_size": ctx})
         if trial.offload_mode == "auto":
-            return candidates(trial, render, facts, profile, gpus)[-1].fits
-        return evaluate("", {}, trial, render, facts, profile, gpus).fits
+            return candidates(trial, model, facts, profile, gpus)[-1].fits
+        return evaluate("", {}, trial, model, facts, profile, gpus).fits
 
     asked = spec.context_size or facts.context_length
     low, high, best = 1, asked // 256, 0

@@ -29,7 +29,7 @@ from llmkube_components import workloads
 from llmkube_components.api.model import ModelSpec
 from llmkube_components.api.service import InferenceServiceSpec
 from llmkube_components.llamacpp import build_args
-from llmkube_components.resolve import load_stack
+from tests.stacks import load_stack
 from tests import gguf_files
 from tests.e2e.llama_server import (
     LlamaServer,

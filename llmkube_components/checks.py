@@ -1,0 +1,133 @@
+"""Checks that need more than pydantic: explicit functions that return problems (path, value, what is allowed).
+
+They run on the resolved stack before any builder, so the builders can trust their input, and every problem
+of a stack is reported at once (``llmkube check`` and ``pulumi preview`` show the whole list):
+
+- ``spec_problems``: what the effective specs say (model sources, further files, layerSplit, --port in
+  extraArgs), before planning;
+- ``planned_problems``: what needs the planned specs and the model sizes the planner read (a hostMemory
+  request above the memory limit, a model cache too small for its models), before building.
+"""
+
+from __future__ import annotations
+
+import posixpath
+from collections.abc import Iterable, Mapping
+from decimal import ROUND_CEILING, Decimal
+from typing import Final
+
+from .api.base import format_bytes, parse_quantity
+from .api.stack import PER_SERVICE_CACHE_SUFFIX, SHARED_CACHE_PVC_NAME
+from .errors import Problem, config_path
+from .flags import Inputs, extra_args_problems, layer_split_problems, split_mode
+from .resolve import ResolvedModel, ResolvedService, ResolvedStack, cache_kind
+from .sources import SourceError, parse_source
+
+# ext4 keeps 5% of a volume for root by default and the pod runs as non-root; ~1% more goes to metadata.
+CACHE_HEADROOM: Final = Decimal("1.06")
+
+
+def spec_problems(stack: ResolvedStack) -> list[Problem]:
+    """Every problem of the effective specs of a stack's services and the models they use, sorted."""
+    problems: list[Problem] = []
+    used = {service.model.name: service.model for service in stack.services.values()}
+    for model in used.values():
+        problems += model_problems(model)
+    for service in stack.services.values():
+        problems += service_problems(service)
+    return sorted(set(problems))
+
+
+def model_problems(model: ResolvedModel) -> list[Problem]:
+    """A source that names no file, further files outside the model's directory."""
+    try:
+        source = parse_source(model.spec.source)
+    except SourceError as exc:
+        return [Problem(config_path(model.path, "source"), str(exc))]
+    if source.scheme == "pvc":
+        return []
+    return [
+        Problem(
+            config_path(model.path, "files", i),
+            f"{rel!r} must be a path relative to the model file's directory, without '..'",
+        )
+        for i, rel in enumerate(model.spec.files or [])
+        if not relative_inside(rel)
+    ]
+
+
+def relative_inside(rel: str) -> bool:
+    """Whether ``rel`` is a path inside a directory: relative, not '.', never climbing out with '..'."""
+    normal = posixpath.normpath(rel) if rel else ""
+    return bool(rel) and not rel.startswith("/") and normal not in (".", "..") and not normal.startswith("../")
+
+
+def service_problems(service: ResolvedService) -> list[Problem]:
+    """A layerSplit the GPUs cannot use, --port in extraArgs."""
+    problems = extra_args_problems(service.spec, service.path)
+    gpu = service.model.spec.hardware.gpu if service.model.spec.hardware else None
+    sharding = gpu.sharding if gpu else None
+    inputs = Inputs(service.spec, service.model.spec, "", service.gpu_count)
+    if sharding is not None and sharding.layer_split and split_mode(inputs) not in (None, "none"):
+        path = config_path(service.model.path, "hardware", "gpu", "sharding", "layerSplit")
+        problems += layer_split_problems(sharding.layer_split, service.gpu_count, path)
+    return problems
+
+
+def planned_problems(stack: ResolvedStack, model_bytes: Mapping[str, int]) -> list[Problem]:
+    """Problems of the planned specs: requests against limits, and (delivery direct) the model cache's size.
+
+    ``model_bytes`` maps model names to the bytes of their files, where the planner knows them.
+    """
+    problems: list[Problem] = []
+    for service in stack.services.values():
+        problems += memory_request_problems(service)
+    if stack.delivery == "direct":
+        cache = stack.config.model_cache
+        kinds = {name: cache_kind(service, cache.mode) for name, service in stack.services.items()}
+        shared = sorted({s.model.name for name, s in stack.services.items() if kinds[name] == "shared"})
+        problems += cache_size_problems(cache.size, shared, model_bytes, SHARED_CACHE_PVC_NAME)
+        for name, service in stack.services.items():
+            if kinds[name] == "perService":
+                claim = service.name + PER_SERVICE_CACHE_SUFFIX
+                problems += cache_size_problems(cache.size, [service.model.name], model_bytes, claim)
+    return sorted(set(problems))
+
+
+def memory_request_problems(service: ResolvedService) -> list[Problem]:
+    """hostMemory is the memory request and memory the limit: Kubernetes refuses a request above its limit."""
+    resources = service.spec.resources
+    if resources is None or not resources.host_memory or not resources.memory:
+        return []
+    if parse_quantity(resources.host_memory) <= parse_quantity(resources.memory):
+        return []
+    return [
+        Problem(
+            config_path(service.path, "resources", "hostMemory"),
+            f"{resources.host_memory} is more than resources.memory {resources.memory}, the container's memory "
+            "limit: Kubernetes refuses a request above its limit; raise memory or lower hostMemory",
+        )
+    ]
+
+
+def minimum_cache_bytes(model_bytes: Iterable[int]) -> int:
+    """The smallest cache that holds these model files: their sum plus CACHE_HEADROOM for the filesystem."""
+    return int((Decimal(sum(model_bytes)) * CACHE_HEADROOM).to_integral_value(rounding=ROUND_CEILING))
+
+
+def cache_size_problems(size: str, models: Iterable[str], model_bytes: Mapping[str, int], claim: str) -> list[Problem]:
+    """The cache volume ``claim`` of ``size`` too small for the files of ``models`` the planner could size."""
+    needed = sum(model_bytes.get(name, 0) for name in models)
+    if needed <= 0:
+        return []
+    minimum = minimum_cache_bytes([needed])
+    if parse_quantity(size) >= minimum:
+        return []
+    return [
+        Problem(
+            "modelCache.size",
+            f"{size} is too small for the {format_bytes(needed)} of model files the cache {claim} must hold; "
+            f"it needs at least {format_bytes(minimum)} (6% more, for the filesystem's root reserve and metadata); "
+            "give a larger cache size",
+        )
+    ]

@@ -1,0 +1,493 @@
+"""What we know of llama-server's flags: one ordered table, the few special cases, and how to read a command line.
+
+``FLAG_TABLE`` below is the whole mapping from spec fields to llama-server flags, in the order they are
+emitted. Each row says its spellings (llama.cpp's aliases and negations), its value kind, the spec field it
+reads and whether it changes memory. Everything else derives from it: the argument builder
+(``llamacpp.build_args``) renders it, ``extraArgs`` de-duplication matches its spellings, and the planner
+reads the memory rows of a service (``effective``) the way llama-server would read the command line.
+
+The order and the nil/zero guards follow the LLMKube operator (v0.9.19, ``internal/controller/
+runtime_llamacpp.go`` and ``runtime_llamacpp_args.go``), so a service gets the same command line whether
+Pulumi or the operator deploys it: ``--model --port --host``, the GPU flags, the table's spec flags, the
+serving-mode flags, then ``extraArgs``, then ``--metrics``.
+
+Where we deliberately differ from the operator, the row or the function says why:
+- ``--host 0.0.0.0`` instead of the operator's ``::``;
+- ``flashAttention`` is passed as ``on`` or ``off`` whenever it is set, GPUs or not (the operator only
+  passes ``on``, and only with GPUs), so an explicit ``false`` is not silently llama.cpp's ``auto``;
+- every table flag defers to ``extraArgs`` under any of llama.cpp's spellings of it (the operator checks a
+  few long names only), and ``--flag=value`` in ``extraArgs`` is split in two, the only form llama-server
+  parses;
+- a ``layerSplit`` that cannot be used, and ``--port`` in ``extraArgs``, are config errors at preview
+  (``layer_split_problems``, ``extra_args_problems``; the operator falls back to an even split, or serves on
+  a port its Service does not point at).
+
+llama.cpp facts below are from the tree vendored in llama-cpp-python 0.3.36 (``common/arg.cpp``,
+``common/common.h``).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from enum import Enum
+from typing import Any, TypeVar
+
+from .api.model import GPUShardingSpec, GPUSpec, ModelSpec
+from .api.service import InferenceServiceSpec
+from .errors import Problem, config_path
+
+
+class Kind(Enum):
+    SWITCH = "switch"  # the bare flag, when the value is true
+    VALUED = "valued"  # the flag and its value, when the value is set (not None, false, 0 or empty)
+    REPEATED = "repeated"  # the flag and an item, once per item of a list
+
+
+SWITCH, VALUED, REPEATED = Kind.SWITCH, Kind.VALUED, Kind.REPEATED
+
+# What a row changes: MEMORY rows change what the server allocates (the planner reads them); SERVING rows
+# change how it serves.
+MEMORY, SERVING = True, False
+
+
+@dataclass(frozen=True)
+class Inputs:
+    """What a row reads: the effective service and model specs, the model file, the GPU count."""
+
+    spec: InferenceServiceSpec
+    model: ModelSpec
+    model_path: str
+    gpu_count: int
+
+
+Getter = Callable[[Inputs], Any]
+_G = TypeVar("_G", bound=Getter)
+
+_ATTRIBUTE = {f.alias or name: name for name, f in InferenceServiceSpec.model_fields.items()}
+
+
+class SpecField:
+    """Reads InferenceService fields by their JSON names; given several, the first one that is set wins."""
+
+    def __init__(self, *fields: str):
+        unknown = [f for f in fields if f not in _ATTRIBUTE]
+        if unknown:  # a typo in the table fails at import, not as a flag that is never emitted
+            raise KeyError(f"InferenceServiceSpec has no field {', '.join(unknown)}")
+        self.fields = fields
+
+    def __call__(self, given: Inputs) -> Any:
+        for name in self.fields:
+            value = getattr(given.spec, _ATTRIBUTE[name])
+            if value is not None:
+                return value
+        return None
+
+    def __repr__(self) -> str:
+        return f"field({', '.join(map(repr, self.fields))})"
+
+
+field = SpecField
+
+
+def reads(*fields: str) -> Callable[[_G], _G]:
+    """Name the InferenceService fields a special-case getter reads (for FIELD_FLAGS and the README)."""
+
+    def mark(getter: _G) -> _G:
+        getter.fields = fields  # type: ignore[attr-defined]
+        return getter
+
+    return mark
+
+
+class Flag:
+    """One row of the table: a llama-server flag, its kind, where its value comes from, its other spellings.
+
+    ``aliases`` are llama.cpp's other names for the flag, ``negations`` the names that turn a switch off
+    (``--no-jinja`` for ``--jinja``): when ``extraArgs`` holds any spelling, the row is left out and the user's
+    value wins. ``memory`` (MEMORY) marks the rows the planner reads: they change what the server allocates.
+    """
+
+    __slots__ = ("aliases", "flag", "kind", "memory", "negations", "spellings", "value")
+
+    def __init__(
+        self, flag: str, kind: Kind, memory: bool, value: Getter, *aliases: str, negations: tuple[str, ...] = ()
+    ):
+        self.flag = flag
+        self.kind = kind
+        self.value = value
+        self.aliases = aliases
+        self.negations = negations
+        self.memory = memory
+        self.spellings = (flag, *aliases, *negations)
+
+    def render(self, value: Any) -> list[str]:
+        if not value:  # the operator's guard for every field: nil, false, 0 and empty emit nothing
+            return []
+        if self.kind is SWITCH:
+            return [self.flag]
+        if self.kind is REPEATED:
+            return [arg for item in value for arg in (self.flag, str(item))]
+        return [self.flag, str(value)]
+
+    def __repr__(self) -> str:
+        return f"Flag({self.flag!r}, {self.kind.name}, {self.value!r})"
+
+
+# --- special cases: values that are more than one spec field -----------------------------------------------
+
+# llama-server listens on 127.0.0.1 unless told otherwise, which the Service cannot reach. The operator binds
+# "::" (dual-stack); that fails in pods where IPv6 is disabled, and 0.0.0.0 is what the Service's IPv4
+# ClusterIP needs. `--host` in extraArgs wins.
+LISTEN_ADDRESS = "0.0.0.0"
+
+# "Offload every layer". Not -1: in current llama.cpp -1 means "auto" (fit to free memory), and the word
+# "all" only exists in recent builds. 99 is what the operator passes and every build accepts; llama.cpp caps
+# it at the model's layer count. (A model with more than 99 blocks needs hardware.gpu.layers set.)
+ALL_LAYERS = 99
+
+# Model sharding strategy -> llama.cpp --split-mode, as the operator maps it. llama.cpp has no pipeline
+# mode (layer split already pipelines), and its own "tensor" mode is experimental and absent from older
+# images, so the operator sends the tensor strategy to "row".
+SPLIT_MODES = {"layer": "layer", "row": "row", "tensor": "row", "pipeline": "layer", "none": "none"}
+
+# What the operator sets for the embedding-only modes: the pooling the endpoint needs (--rerank would imply
+# rank pooling on its own, --embedding would take the model's default).
+POOLING_BY_MODE = {"embedding": "last", "rerank": "rank"}
+
+_LAYER_RANGE = re.compile(r"^\s*(\d+)\s*-\s*(\d+)\s*$")
+_PROPORTION = re.compile(r"^\s*\d+(\.\d+)?\s*$")
+
+
+def port_of(spec: InferenceServiceSpec) -> int:
+    return spec.serving_port
+
+
+def model_file(given: Inputs) -> str:
+    return given.model_path
+
+
+@reads("endpoint.port")
+def port(given: Inputs) -> int:
+    # Always emitted: the Service, the container port and the probes use the same number.
+    return port_of(given.spec)
+
+
+def listen_address(given: Inputs) -> str:
+    return LISTEN_ADDRESS
+
+
+def _gpu(model: ModelSpec) -> GPUSpec | None:
+    return model.hardware.gpu if model.hardware else None
+
+
+def _sharding(model: ModelSpec) -> GPUShardingSpec | None:
+    gpu = _gpu(model)
+    return gpu.sharding if gpu else None
+
+
+@reads("resources.gpu")
+def gpu_layers(given: Inputs) -> int | None:
+    """Model hardware.gpu.layers when positive, else all of them; nothing without GPUs.
+
+    0 means "all" too, as in the operator, which cannot tell 0 from unset: a service that should stay off
+    the GPUs asks for resources.gpu 0.
+    """
+    if given.gpu_count <= 0:
+        return None
+    gpu = _gpu(given.model)
+    layers = gpu.layers if gpu else None
+    return layers if layers is not None and layers > 0 else ALL_LAYERS
+
+
+@reads("resources.gpu")
+def split_mode(given: Inputs) -> str | None:
+    """How the model is spread over several GPUs (Model hardware.gpu.sharding.strategy); nothing for one."""
+    if given.gpu_count <= 1:
+        return None
+    sharding = _sharding(given.model)
+    return SPLIT_MODES[(sharding.strategy if sharding else None) or "layer"]
+
+
+@reads("resources.gpu")
+def tensor_split(given: Inputs) -> str | None:
+    """Each GPU's share of the model: from Model hardware.gpu.sharding.layerSplit, else even (1,1,...).
+
+    Only for layer and row splits over several GPUs: with split mode none one GPU holds everything.
+    """
+    if split_mode(given) in (None, "none"):
+        return None
+    sharding = _sharding(given.model)
+    if sharding is None or not sharding.layer_split:
+        return ",".join(["1"] * given.gpu_count)
+    return tensor_split_from_layer_split(sharding.layer_split)
+
+
+def layer_split_problems(entries: Sequence[str], gpu_count: int, path: str) -> list[Problem]:
+    """Why a layerSplit cannot become --tensor-split: one entry per GPU, all layer ranges or all proportions.
+
+    Where the operator quietly falls back to an even split (wrong length, unreadable entry), we stop at preview.
+    """
+    if len(entries) != gpu_count:
+        return [
+            Problem(
+                path,
+                f"{list(entries)!r} has {len(entries)} entr{'y' if len(entries) == 1 else 'ies'}, but the service "
+                f"runs on {gpu_count} GPUs; give one entry per GPU (a layer range such as '0-23' or a proportion "
+                "such as '3'), or leave layerSplit unset for an even split",
+            )
+        ]
+    ranges = [_LAYER_RANGE.match(entry) for entry in entries]
+    if all(ranges):
+        return [
+            Problem(path, f"{entry!r} starts after it ends; write a layer range as start-end")
+            for entry, m in zip(entries, ranges, strict=True)
+            if m and int(m[2]) < int(m[1])
+        ][:1]
+    for entry, is_range in zip(entries, ranges, strict=True):
+        if not is_range and not _PROPORTION.match(entry):
+            return [Problem(path, f"{entry!r} is neither a layer range such as '0-23' nor a proportion such as '3'")]
+    if any(ranges):
+        return [Problem(path, f"{list(entries)!r} mixes layer ranges and proportions; use one form for every GPU")]
+    return []
+
+
+def tensor_split_from_layer_split(entries: Sequence[str]) -> str:
+    """layerSplit -> --tensor-split, for a layerSplit without problems (see layer_split_problems).
+
+    Layer ranges are the operator's form: ["0-24", "25-39"] are 25 and 15 layers, passed reduced as 5,3.
+    Plain numbers (["3", "2"]) are llama.cpp's own proportions and pass through.
+    """
+    ranges = [_LAYER_RANGE.match(entry) for entry in entries]
+    if all(ranges):
+        counts = [int(m[2]) - int(m[1]) + 1 for m in ranges if m]
+        divisor = math.gcd(*counts)
+        return ",".join(str(count // divisor) for count in counts)
+    return ",".join(entry.strip() for entry in entries)
+
+
+@reads("flashAttention")
+def flash_attention(given: Inputs) -> str | None:
+    """on or off, never the bare flag; unset leaves llama.cpp's default (auto) alone.
+
+    llama.cpp made -fa take a value (on|off|auto). A bare --flash-attn now takes the next argument as its
+    value ("unknown value for --flash-attn: '--jinja'") or, last on the line, fails with "expected value
+    for argument": either way the server exits and the pod crash-loops.
+    """
+    value = given.spec.flash_attention
+    return None if value is None else ("on" if value else "off")
+
+
+@reads("mode")
+def reranking(given: Inputs) -> bool:
+    return given.spec.mode == "rerank"
+
+
+@reads("mode")
+def embedding(given: Inputs) -> bool:
+    # A reranker is an embedding server with rank pooling: it needs both flags, as in the operator.
+    return given.spec.mode in ("embedding", "rerank")
+
+
+@reads("mode")
+def pooling(given: Inputs) -> str | None:
+    return POOLING_BY_MODE.get(given.spec.mode or "chat")
+
+
+def from_extra_args_only(given: Inputs) -> None:
+    """A flag no spec field sets: the table knows its spellings so that extraArgs setting it are read."""
+    return None
+
+
+@reads("offload")
+def fit_off(given: Inputs) -> str | None:
+    """``off`` once the planner has placed the service: llama-server's --fit (on by default in current builds)
+    changes the arguments we leave unset to fit device memory at load time, so the server would run
+    something other than what the plan sized and checked. Unplanned services keep llama.cpp's default."""
+    return "off" if given.spec.offload is not None else None
+
+
+@reads("mode")
+def prompt_cache_off(given: Inputs) -> str | None:
+    # llama-server fills its host prompt cache up to --cache-ram (8192 MiB by default) and never gives it
+    # back, but only completion requests read it: embedding and rerank servers would hold 8 GiB of RAM for
+    # nothing (the operator's fix, #1406).
+    return "0" if given.spec.mode in POOLING_BY_MODE else None
+
+
+# --- the table ------------------------------------------------------------------------------------------------
+# One row per flag, in the order llama-server receives them (the operator's). Adding a flag is one row here
+# and one row in tests/test_llamacpp.py. Aliases and negations are llama.cpp's, from common/arg.cpp; rows
+# marked memory change what the server allocates, and the planner reads them.
+
+# fmt: off
+FLAG_TABLE: tuple[Flag, ...] = (
+    #    flag                 kind      changes   value                                     aliases, negations
+    Flag("--model",            VALUED,   SERVING,  model_file,                               "-m"),
+    Flag("--port",             VALUED,   SERVING,  port),
+    Flag("--host",             VALUED,   SERVING,  listen_address),
+    Flag("--n-gpu-layers",     VALUED,   MEMORY,   gpu_layers,                               "-ngl", "--gpu-layers"),
+    Flag("--split-mode",       VALUED,   MEMORY,   split_mode,                               "-sm"),
+    Flag("--tensor-split",     VALUED,   MEMORY,   tensor_split,                             "-ts"),
+    Flag("--ctx-size",         VALUED,   MEMORY,   field("contextSize"),                     "-c"),
+    Flag("--parallel",         VALUED,   MEMORY,   field("parallelSlots"),                   "-np"),
+    # No spec field: read from extraArgs only. One KV stream for all sequences instead of one each.
+    Flag("--kv-unified",       SWITCH,   MEMORY,   from_extra_args_only,  "-kvu", negations=("--no-kv-unified",)),
+    Flag("--flash-attn",       VALUED,   MEMORY,   flash_attention,                          "-fa"),
+    # false emits nothing, as in the operator: --no-jinja would stop older images ("invalid argument").
+    # Builds where Jinja is the default need --no-jinja in extraArgs, which also drops this row.
+    Flag("--jinja",            SWITCH,   SERVING,  field("jinja"),                           negations=("--no-jinja",)),
+    # The custom type wins over the enum: fork-only cache types (e.g. turbo3) without widening the API.
+    Flag("--cache-type-k",     VALUED,   MEMORY,   field("cacheTypeCustomK", "cacheTypeK"),  "-ctk"),
+    Flag("--cache-type-v",     VALUED,   MEMORY,   field("cacheTypeCustomV", "cacheTypeV"),  "-ctv"),
+    Flag("--cpu-moe",          SWITCH,   MEMORY,   field("moeCPUOffload"),                   "-cmoe"),
+    Flag("--n-cpu-moe",        VALUED,   MEMORY,   field("moeCPULayers"),                    "-ncmoe"),
+    Flag("--no-kv-offload",    SWITCH,   MEMORY,   field("noKvOffload"),  "-nkvo", negations=("--kv-offload", "-kvo")),
+    # One flag per entry, as in the operator. Every -ot adds rules (llama.cpp warns that the flag repeats, but
+    # its handler appends each one), so extraArgs add to these instead of replacing them.
+    Flag("--override-tensor",  REPEATED, MEMORY,   field("tensorOverrides"),                 "-ot"),
+    Flag("--batch-size",       VALUED,   MEMORY,   field("batchSize"),                       "-b"),
+    Flag("--ubatch-size",      VALUED,   MEMORY,   field("uBatchSize"),                      "-ub"),
+    Flag("--no-warmup",        SWITCH,   SERVING,  field("noWarmup"),                        negations=("--warmup",)),
+    Flag("--fit",              VALUED,   SERVING,  fit_off,                                  "-fit"),
+    Flag("--reranking",        SWITCH,   SERVING,  reranking,                                "--rerank"),
+    Flag("--embedding",        SWITCH,   SERVING,  embedding,                                "--embeddings"),
+    Flag("--pooling",          VALUED,   SERVING,  pooling),
+    Flag("--cache-ram",        VALUED,   MEMORY,   prompt_cache_off,                         "-cram"),
+)
+# fmt: on
+
+
+def _field_flags() -> dict[str, tuple[str, ...]]:
+    flags: dict[str, tuple[str, ...]] = {}
+    for row in FLAG_TABLE:
+        for name in getattr(row.value, "fields", ()):
+            flags[name] = (*flags.get(name, ()), row.flag)
+    return flags
+
+
+# InferenceService field (JSON name, dotted for nested ones) -> the llama-server flags it sets.
+FIELD_FLAGS: dict[str, tuple[str, ...]] = _field_flags()
+
+
+# --- extraArgs precedence and --metrics -------------------------------------------------------------------------
+
+_FLAG_TOKEN = re.compile(r"^--?[A-Za-z]")  # a flag, not a negative number such as -1
+
+
+def extra_args(spec: InferenceServiceSpec) -> list[str]:
+    """spec.extraArgs as llama-server can read them: ``--flag=value`` split into ``--flag value``.
+
+    llama-server looks every argument up whole (common/arg.cpp), so ``--ctx-size=4096`` would stop it with
+    "invalid argument". Only the first '=' splits: ``--override-tensor=exps=CPU`` keeps ``exps=CPU``.
+    """
+    args: list[str] = []
+    for arg in spec.extra_args or []:
+        name, equals, value = arg.partition("=")
+        if equals and _FLAG_TOKEN.match(name):
+            args += [name, value]
+        else:
+            args.append(arg)
+    return args
+
+
+def flags_in(args: Sequence[str]) -> set[str]:
+    """The flags among ``args``, spelled as llama.cpp matches them ('_' in a long flag is '-')."""
+    return {arg.replace("_", "-") if arg.startswith("--") else arg for arg in args if _FLAG_TOKEN.match(arg)}
+
+
+def given_by_user(row: Flag, user_flags: set[str]) -> bool:
+    """True when extraArgs already set this row's option: the table leaves it out and the user's value wins.
+
+    Repeated flags are the exception: the user's entries add to the spec's.
+    """
+    return row.kind is not REPEATED and not user_flags.isdisjoint(row.spellings)
+
+
+def metrics_once(user_flags: set[str]) -> list[str]:
+    """--metrics (the autoscaler's llamacpp:* series) unless extraArgs has it: once, never "--metrics --metrics".
+
+    llama.cpp takes the repeat, with a warning that the flag was given several times (operator #1384).
+    """
+    return [] if "--metrics" in user_flags else ["--metrics"]
+
+
+def extra_args_problems(spec: InferenceServiceSpec, path: str) -> list[Problem]:
+    """--port in extraArgs would move the server off the port its Service and probes use."""
+    return [
+        Problem(
+            config_path(path, "extraArgs", index),
+            f"{arg!r} would move the server off port {port_of(spec)}, where the Service and the probes connect; "
+            "set endpoint.port instead",
+        )
+        for index, arg in enumerate(spec.extra_args or [])
+        if arg.partition("=")[0] == "--port"
+    ]
+
+
+# --- reading a command line, as llama-server does --------------------------------------------------------------
+
+_BY_SPELLING: dict[str, tuple[Flag, bool]] = {
+    spelling: (row, spelling not in row.negations) for row in FLAG_TABLE for spelling in row.spellings
+}
+
+
+def read_args(args: Sequence[str]) -> dict[str, Any]:
+    """The table's options a command line sets, by canonical flag: the last one wins, as in llama.cpp.
+
+    Switches read True, or False under a negation; valued flags their text; repeated flags a list of every
+    value. A flag the table does not know takes a value only if one follows, so that a switch such as --mlock
+    does not swallow the flag after it.
+    """
+    out: dict[str, Any] = {}
+    i = 0
+    while i < len(args):
+        arg = args[i]
+        spelled = arg.replace("_", "-") if arg.startswith("--") else arg
+        known = _BY_SPELLING.get(spelled)
+        has_next = i + 1 < len(args)
+        if known is None:
+            i += 2 if has_next and _FLAG_TOKEN.match(arg) and not _FLAG_TOKEN.match(args[i + 1]) else 1
+            continue
+        row, positive = known
+        if row.kind is SWITCH:
+            out[row.flag] = positive
+            i += 1
+        elif has_next:
+            if row.kind is REPEATED:
+                out.setdefault(row.flag, []).append(args[i + 1])
+            else:
+                out[row.flag] = args[i + 1]
+            i += 2
+        else:
+            i += 1
+    return out
+
+
+def effective(given: Inputs) -> dict[str, Any]:
+    """What llama-server will run with for every memory row: the spec's value, unless extraArgs says otherwise.
+
+    The same precedence as the rendered command line (``llamacpp.build_args``), read without rendering it:
+    a row set in extraArgs under any spelling takes the user's value; repeated rows add the user's entries.
+    Values are as the command line spells them (text), switches True or False; unset rows are absent.
+    """
+    extra = extra_args(given.spec)
+    user = read_args(extra)
+    user_flags = flags_in(extra)
+    out: dict[str, Any] = {}
+    for row in FLAG_TABLE:
+        if not row.memory:
+            continue
+        value = row.value(given)
+        if row.kind is REPEATED:
+            items = [str(v) for v in value or []] + user.get(row.flag, [])
+            if items:
+                out[row.flag] = items
+        elif given_by_user(row, user_flags):
+            if row.flag in user:
+                out[row.flag] = user[row.flag]
+        elif value:
+            out[row.flag] = True if row.kind is SWITCH else str(value)
+    return out

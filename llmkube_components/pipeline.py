@@ -1,0 +1,183 @@
+"""Runs the stages in order, for ``Platform`` and for the standalone components alike.
+
+    config (api) -> resolve -> checks -> planner -> checks of the plan -> builders (once per service)
+
+The one module that knows every stage; each stage imports only those before it. The components register
+what ``build`` returns and add nothing of their own, so a stack and a standalone component get the same
+checks, the same plans and the same manifests.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from . import checks, crds, workloads
+from .api import ModelSpec, OperatorSettings
+from .api.base import normalize_name
+from .errors import raise_if_any
+from .hardware import resolve_profile
+from .planner.gguf import MetadataReader
+from .planner.plan import ServicePlan
+from .planner.stack import PlannedStack, plan_stack
+from .resolve import ResolvedModel, ResolvedService, ResolvedStack, model_hardware_for, resolve_stack, validate_stack
+from .settings import Settings
+
+Manifest = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class ModelBuild:
+    """A model as the components register it."""
+
+    model: ResolvedModel
+    namespace: str
+    cache_path: str  # where llama-server finds the file
+    custom_resource: Manifest | None  # delivery operator: the Model custom resource
+
+
+@dataclass(frozen=True)
+class ServiceBuild:
+    """A service as the components register it."""
+
+    service: ResolvedService
+    plan: ServicePlan | None
+    workloads: list[Manifest]  # the llama.cpp workloads, built once: registered with delivery direct
+    custom_resource: Manifest | None  # delivery operator: the InferenceService custom resource
+    server_args: list[str] | None  # delivery direct: the llama-server arguments of the Deployment
+    endpoint: str
+    base_url: str
+    client_config: dict[str, Any]
+
+    @property
+    def manifests(self) -> list[Manifest]:
+        """What the delivery deploys for this service."""
+        return [self.custom_resource] if self.custom_resource is not None else self.workloads
+
+
+@dataclass(frozen=True)
+class StackBuild:
+    """A whole stack as the components register it."""
+
+    planned: PlannedStack
+    namespace: list[Manifest]  # the Namespace, when the stack creates it
+    cache: list[Manifest]  # the shared model cache volume (delivery direct)
+    operator: OperatorSettings | None  # the operator to install (delivery operator)
+    models: dict[str, ModelBuild]  # by Kubernetes name
+    services: dict[str, ServiceBuild]  # by Kubernetes name
+
+    @property
+    def stack(self) -> ResolvedStack:
+        return self.planned.stack
+
+
+def load(raw: Mapping[str, Any], settings: Settings) -> PlannedStack:
+    """Typed, resolved, checked and planned: a ConfigError naming every problem of a stage, or the plans."""
+    stack = resolve_stack(validate_stack(raw))
+    raise_if_any(checks.spec_problems(stack))
+    planned = plan_stack(stack, MetadataReader.from_settings(settings))
+    sizes = {name: known.file_bytes for name, known in planned.models.items()}
+    raise_if_any(checks.planned_problems(planned.stack, sizes))
+    return planned
+
+
+def build(planned: PlannedStack) -> StackBuild:
+    """Every manifest of a planned stack; each builder runs once per service."""
+    stack = planned.stack
+    operator = stack.delivery == "operator"
+    services = {name: _service(s, planned.plans.get(name), stack) for name, s in stack.services.items()}
+    namespace: list[Manifest] = []
+    if stack.config.create_namespace:
+        built = [m for s in services.values() for m in s.workloads]
+        namespace = workloads.namespace_manifests(stack.namespace, built, delivery=stack.delivery)
+    return StackBuild(
+        planned=planned,
+        namespace=namespace,
+        cache=[] if operator else workloads.shared_cache_manifests(stack),
+        operator=stack.config.operator if operator and stack.config.operator.install else None,
+        models={name: _model(m, stack) for name, m in stack.models.items()},
+        services=services,
+    )
+
+
+def platform(raw: Mapping[str, Any], settings: Settings) -> StackBuild:
+    """A stack config (the ``llmkube:`` keys) all the way to its manifests."""
+    return build(load(raw, settings))
+
+
+def _model(model: ResolvedModel, stack: ResolvedStack) -> ModelBuild:
+    resource = None
+    if stack.delivery == "operator":
+        resource = crds.custom_resource("Model", model.name, stack.namespace, model.spec.wire())
+    return ModelBuild(model, stack.namespace, workloads.model_path(model.spec), resource)
+
+
+def _service(service: ResolvedService, plan: ServicePlan | None, stack: ResolvedStack) -> ServiceBuild:
+    built = workloads.service_workloads(service, cache=stack.config.model_cache)
+    resource = None
+    server_args = None
+    if stack.delivery == "operator":
+        # The controller renders its own arguments; the workloads built here only judge the pod (node check,
+        # the namespace's Pod Security level).
+        resource = crds.custom_resource("InferenceService", service.name, service.namespace, service.spec.wire())
+    else:
+        deployment = next(m for m in built if m["kind"] == "Deployment")
+        server_args = list(deployment["spec"]["template"]["spec"]["containers"][0]["args"])
+    return ServiceBuild(
+        service=service,
+        plan=plan,
+        workloads=built,
+        custom_resource=resource,
+        server_args=server_args,
+        endpoint=workloads.endpoint_url(service),
+        base_url=workloads.openai_base_url(service),
+        client_config=workloads.client_config(service),
+    )
+
+
+# --- standalone components --------------------------------------------------------------------------------------
+
+
+def standalone_model(name: str, args: Mapping[str, Any]) -> ModelBuild:
+    """A Model component used on its own: its spec validated and, given a GPU profile, its GPU section filled."""
+    config = validate_stack({**_given(args, "namespace", "delivery"), "models": {name: args["spec"]}})
+    stack = resolve_stack(config)
+    model = stack.models[normalize_name(name)]
+    if "hardware" in args:
+        model = _with_profile_hardware(model, args["hardware"])
+    return _model(model, stack)
+
+
+def standalone_service(
+    name: str, args: Mapping[str, Any], model: ModelBuild, settings: Settings
+) -> tuple[ServiceBuild, PlannedStack]:
+    """An InferenceService component on a Model component: the Model's typed spec, as it was resolved, is the
+    model (catalog and all); without Platform's shared cache the service keeps its model in a volume of its own.
+    """
+    models: dict[str, ModelSpec] = {model.model.key: model.model.spec}
+    raw = {
+        "namespace": model.namespace,
+        **_given(args, "namespace", "delivery", "hardware"),
+        "modelCache": {"mode": "perService"},
+        "models": models,
+        "services": {name: args["spec"]},
+    }
+    planned = load(raw, settings)
+    stack = planned.stack
+    key = normalize_name(name)
+    return _service(stack.services[key], planned.plans.get(key), stack), planned
+
+
+def _given(args: Mapping[str, Any], *keys: str) -> dict[str, Any]:
+    # Only what the caller gave: StackConfig is the one home of every default.
+    return {key: args[key] for key in keys if key in args}
+
+
+def _with_profile_hardware(model: ResolvedModel, hardware: str | dict[str, Any]) -> ResolvedModel:
+    """A standalone Model on a GPU profile gets the GPU section Platform would give it from its services."""
+    profile = resolve_profile(hardware, "hardware")
+    if profile.gpu is None or (model.spec.hardware is not None and model.spec.hardware.gpu is not None):
+        return model
+    spec = model.spec.model_copy(update={"hardware": model_hardware_for(profile, profile.gpu.count)})
+    return ResolvedModel(model.key, model.name, spec)

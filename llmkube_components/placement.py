@@ -1,0 +1,124 @@
+"""Will the cluster's nodes run each service? Judged at preview, against the nodes the stack's provider targets.
+
+The orchestration of the node check: read the cluster once per stack (``cluster_view``), then judge each
+service's pod as built (``scheduling``). No Pulumi here: the components pass in the provider's kubeconfig
+settings and log what comes back. A check never fails a preview: whatever goes wrong is an info line.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple
+
+from . import cluster
+from .errors import Problem
+from .resolve import ResolvedService, ResolvedStack
+from .workloads import LABEL_SERVICE
+
+NODE_READ_TIMEOUT = 5.0
+
+
+@dataclass(frozen=True)
+class ClusterTarget:
+    """The cluster the stack's Kubernetes provider targets: its kubernetes: config, and the environment."""
+
+    kubeconfig: str | None = None
+    context: str | None = None
+    cluster_name: str | None = None
+    environ: Mapping[str, str] = field(default_factory=dict, repr=False)  # KUBECONFIG, exec plugins' env
+
+
+@dataclass
+class ClusterView:
+    """The nodes of the cluster a stack deploys to, and what room they have left (None: pods not readable)."""
+
+    nodes: list[cluster.Node]
+    room: cluster.Room | None
+
+
+class Scheduling(NamedTuple):
+    text: str  # the service's `scheduling` output
+    pending: bool  # no room for its pods: said as a warning, and not awaited
+
+
+@dataclass
+class Notes:
+    """What a check has to say: info lines (a check that could not run) and warnings (pods that stay Pending)."""
+
+    infos: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+
+def cluster_view(stack: ResolvedStack, target: ClusterTarget, notes: Notes) -> ClusterView | None:
+    """The cluster the stack deploys to, or None when its nodes cannot be read (said in ``notes``).
+
+    Pods that cannot be listed (a 403, say) leave the room unknown: services are then judged by the nodes'
+    allocatable resources only.
+    """
+    try:
+        reader = cluster.ClusterReader(
+            target.kubeconfig,
+            target.context,
+            NODE_READ_TIMEOUT,
+            cluster_name=target.cluster_name,
+            environ=target.environ,
+        )
+        nodes = reader.nodes()
+    except cluster.ClusterUnavailable as exc:
+        notes.infos.append(f"nodes not checked: {exc.message}")
+        return None
+    except Exception as exc:  # a check must never fail the preview
+        notes.infos.append(f"nodes not checked: {type(exc).__name__}: {exc}")
+        return None
+    try:
+        pods = reader.pods()
+    except cluster.ClusterUnavailable as exc:
+        notes.infos.append(f"room on the nodes not checked: {exc.message}")
+        return ClusterView(nodes, None)
+    ours = {s.name for s in stack.services.values()}
+
+    def owner_of(pod: cluster.Pod) -> str | None:
+        # This stack's own pods, by the labels both deliveries' Deployments select on.
+        if pod.namespace != stack.namespace:
+            return None
+        for key in (LABEL_SERVICE, "app"):
+            if pod.labels.get(key) in ours:
+                return pod.labels[key]
+        return None
+
+    return ClusterView(nodes, cluster.Room(nodes, pods, owner_of))
+
+
+def scheduling(
+    service: ResolvedService, manifests: list[dict[str, Any]], view: ClusterView, notes: Notes
+) -> Scheduling | None:
+    """Where the service's pods can run: "fits: <nodes>", or "Pending: <why not>" (a warning).
+
+    Judged on the pod we render; with delivery operator the controller's pod asks the same resources, node
+    selector and tolerations. First against each node's allocatable resources; then, when the pods could be
+    read, against what the pods already there and this stack's earlier services leave (in config order), for
+    every replica (the HPA's minReplicas with autoscaling).
+    """
+    try:
+        deployment = next(m for m in manifests if m["kind"] == "Deployment")
+        hpa = next((m for m in manifests if m["kind"] == "HorizontalPodAutoscaler"), None)
+        replicas = hpa["spec"]["minReplicas"] if hpa else deployment["spec"].get("replicas", 1)
+        pod = deployment["spec"]["template"]["spec"]
+        why = cluster.why_unschedulable(pod, view.nodes)
+        fits: list[str] = []
+        if why is None and view.room is not None:
+            label = f"{service.namespace}/{service.name} (this stack)"
+            fits, why = view.room.place(pod, replicas, service.name, label)
+        elif why is None:
+            fits = [node.name for node in view.nodes if cluster.why_unschedulable(pod, [node]) is None]
+    except Exception as exc:  # a check must never fail the preview
+        notes.infos.append(f"nodes not checked for {service.name}: {type(exc).__name__}: {exc}")
+        return None
+    if replicas == 0:
+        return Scheduling("no pods (replicas: 0)", pending=False)
+    if why is None:
+        return Scheduling(f"fits: {', '.join(fits)}", pending=False)
+    message = f"its pod will stay Pending, {why}; deployed without waiting for it (an autoscaler may add a node)"
+    notes.warnings.append(str(Problem(service.path, message)))
+    return Scheduling(f"Pending: {why}", pending=True)

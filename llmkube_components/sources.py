@@ -1,0 +1,97 @@
+"""Model sources, parsed once: scheme, host, path, file name, download URL and cache key.
+
+Every stage that needs to know where a model comes from asks this module: the checks (an hf:// source that
+names no file), the planner (which file to read metadata from), the workload builders (what the downloader
+fetches, where the file lands, what a pvc:// or local source mounts). One parser, so that all of them agree
+on case (URL schemes are case-insensitive, RFC 3986 3.1, as in the operator) and on decoding (a file:// URL
+is percent-decoded like any URL; an absolute path is taken as written).
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import posixpath
+from dataclasses import dataclass
+from typing import Literal
+from urllib.parse import quote, unquote, urlsplit, urlunsplit
+
+Scheme = Literal["http", "https", "hf", "file", "path", "pvc"]
+
+CACHE_KEY_LENGTH = 16  # the operator's pkg/cachekey Compute: first 16 hex characters of sha256(source)
+FALLBACK_FILE_NAME = "model.gguf"  # the operator's legacy name, for a URL that ends in '/'
+HF_HOST = "huggingface.co"
+
+
+class SourceError(ValueError):
+    """A source that cannot be used as written; the message says why and what to write."""
+
+
+@dataclass(frozen=True)
+class ModelSource:
+    """One model source as written in a Model spec, and what it means."""
+
+    text: str  # as written: the cache key is computed on it
+    scheme: Scheme
+    host: str  # http(s) host, hf organisation's host (huggingface.co); "" otherwise
+    path: str  # decoded path: of the URL, of the hf repository file, of the local file, inside the claim
+    claim: str = ""  # pvc:// only: the PersistentVolumeClaim
+    url: str | None = None  # what the downloader fetches: http(s) as written, hf:// on huggingface.co
+
+    @property
+    def downloaded(self) -> bool:
+        """Fetched over the network by the downloader (http(s):// and hf://)."""
+        return self.scheme in ("http", "https", "hf")
+
+    @property
+    def local(self) -> bool:
+        """A file on the node (file:// or an absolute path): mounted from the host and copied into the cache."""
+        return self.scheme in ("file", "path")
+
+    @property
+    def file_name(self) -> str:
+        """The model file's upstream name (split GGUF parts are found by it), or model.gguf for a bare URL."""
+        return posixpath.basename(self.path) or FALLBACK_FILE_NAME
+
+    @property
+    def cache_key(self) -> str:
+        """The cache directory name of the model: the first 16 hex digits of sha256 of the source as written."""
+        return hashlib.sha256(self.text.encode()).hexdigest()[:CACHE_KEY_LENGTH]
+
+
+def sibling_url(url: str, rel: str) -> str:
+    """The URL of a further file beside the one at ``url`` (a query string belongs to the main file only)."""
+    parts = urlsplit(url)
+    return urlunsplit((parts.scheme, parts.netloc, f"{posixpath.dirname(parts.path)}/{quote(rel)}", "", ""))
+
+
+@functools.lru_cache(maxsize=256)
+def parse_source(text: str) -> ModelSource:
+    """Parse a source once; SourceError for one that names no file (hf://org/repo) or has an unknown scheme."""
+    scheme, sep, rest = text.partition("://")
+    lowered = scheme.lower()
+    if not sep:
+        if text.startswith("/"):
+            return ModelSource(text, "path", "", text)
+        raise SourceError(f"{text!r} is neither a URL nor an absolute path")
+    if lowered in ("http", "https"):
+        return _downloaded(text, lowered, text)
+    if lowered == "hf":
+        org, _, after = rest.partition("/")
+        repo, _, file = after.partition("/")
+        repo, _, revision = repo.partition("@")
+        if not (org and repo and file):
+            raise SourceError(f"{text!r} names no file; write hf://<org>/<repo>/<file>.gguf")
+        # hf://org/repo@rev/file pins a revision the way the operator's hf:// repo sources do.
+        return _downloaded(text, "hf", f"https://{HF_HOST}/{org}/{repo}/resolve/{revision or 'main'}/{file}")
+    if lowered == "file":
+        return ModelSource(text, "file", "", unquote(rest))
+    if lowered == "pvc":
+        claim, _, path = rest.partition("/")
+        return ModelSource(text, "pvc", "", path, claim=claim)
+    raise SourceError(f"{text!r}: unsupported scheme {scheme}://; use a path, file://, http(s)://, hf:// or pvc://")
+
+
+def _downloaded(text: str, scheme: Scheme, url: str) -> ModelSource:
+    parts = urlsplit(url)
+    return ModelSource(text, scheme, parts.hostname or "", unquote(parts.path), url=url)
