@@ -24,7 +24,11 @@ HF_HOST = "huggingface.co"
 
 
 class SourceError(ValueError):
-    """A source that cannot be used as written; the message says why and what to write."""
+    """A source that cannot be used as written: the source, and ``reason`` (why, and what to write)."""
+
+    def __init__(self, text: str, reason: str, *, colon: bool = False) -> None:
+        self.reason = reason
+        super().__init__(f"{text!r}{':' if colon else ''} {reason}")
 
 
 @dataclass(frozen=True)
@@ -73,7 +77,7 @@ def parse_source(text: str) -> ModelSource:
     if not sep:
         if text.startswith("/"):
             return ModelSource(text, "path", "", text)
-        raise SourceError(f"{text!r} is neither a URL nor an absolute path")
+        raise SourceError(text, "is neither a URL nor an absolute path")
     if lowered in ("http", "https"):
         return _downloaded(text, lowered, text)
     if lowered == "hf":
@@ -81,7 +85,7 @@ def parse_source(text: str) -> ModelSource:
         repo, _, file = after.partition("/")
         repo, _, revision = repo.partition("@")
         if not (org and repo and file):
-            raise SourceError(f"{text!r} names no file; write hf://<org>/<repo>/<file>.gguf")
+            raise SourceError(text, "names no file; write hf://<org>/<repo>/<file>.gguf")
         # hf://org/repo@rev/file pins a revision the way the operator's hf:// repo sources do.
         return _downloaded(text, "hf", f"https://{HF_HOST}/{org}/{repo}/resolve/{revision or 'main'}/{file}")
     if lowered == "file":
@@ -89,7 +93,7 @@ def parse_source(text: str) -> ModelSource:
     if lowered == "pvc":
         claim, _, path = rest.partition("/")
         return ModelSource(text, "pvc", "", path, claim=claim)
-    raise SourceError(f"{text!r}: unsupported scheme {scheme}://; use a path, file://, http(s)://, hf:// or pvc://")
+    raise SourceError(text, "unsupported scheme: use a path, file://, http(s)://, hf:// or pvc://", colon=True)
 
 
 def _downloaded(text: str, scheme: Scheme, url: str) -> ModelSource:

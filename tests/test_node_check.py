@@ -7,6 +7,7 @@ API server and scheduler.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -14,6 +15,7 @@ import pulumi
 import pytest
 
 from llmkube_components import cluster
+from llmkube_components.settings import NODE_CHECK_ENV
 from tests.pulumi_program import RecordingMocks, stack_config
 from tests.test_components import run
 
@@ -52,7 +54,13 @@ def fake(monkeypatch: pytest.MonkeyPatch) -> FakeCluster:
 
     class Reader:
         def __init__(
-            self, kubeconfig: str | None, context: str | None, timeout: float = 5.0, *, cluster_name: str | None = None
+            self,
+            kubeconfig: str | None,
+            context: str | None,
+            timeout: float = 5.0,
+            *,
+            cluster_name: str | None = None,
+            environ: Mapping[str, str] | None = None,
         ) -> None:
             state.asked.append((kubeconfig, context, cluster_name))
 
@@ -66,7 +74,7 @@ def fake(monkeypatch: pytest.MonkeyPatch) -> FakeCluster:
                 raise state.fail_pods
             return list(state.pods)
 
-    monkeypatch.setenv(cluster.NODE_CHECK_ENV, "1")
+    monkeypatch.setenv(NODE_CHECK_ENV, "1")
     monkeypatch.setattr(cluster, "ClusterReader", Reader)
     return state
 
@@ -113,7 +121,7 @@ def test_no_node_check_when_rendering_or_switched_off(
 ) -> None:
     config = dict(CONFIG)
     if "env" in setting:
-        monkeypatch.setenv(cluster.NODE_CHECK_ENV, setting["env"])
+        monkeypatch.setenv(NODE_CHECK_ENV, setting["env"])
     else:
         config |= setting
 

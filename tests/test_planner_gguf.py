@@ -17,7 +17,9 @@ import pytest
 from gguf import GGUFEndian, GGUFReader, GGUFValueType, GGUFWriter
 
 from llmkube_components.planner import gguf as reader
-from llmkube_components.planner.gguf import MetadataError, parse_header, read_metadata
+from llmkube_components.planner.gguf import MetadataError, MetadataReader, parse_header, read_metadata
+from llmkube_components.settings import Settings
+from llmkube_components.sources import parse_source
 from tests.gguf_files import (
     ModelServer,
     write_dense,
@@ -199,7 +201,7 @@ def test_truncated_header_and_truncated_data(tmp_path: Path, models: dict[str, P
         ("/nonexistent/model.gguf", "/nonexistent/model.gguf: no such file"),
         ("pvc://models/qwen.gguf", "pvc://models/qwen.gguf: a pvc:// model lives on a claim"),
         ("s3://bucket/qwen.gguf", "s3://bucket/qwen.gguf: unsupported scheme"),
-        ("hf://Qwen/Qwen3-8B-GGUF", "hf://Qwen/Qwen3-8B-GGUF: 'hf://Qwen/Qwen3-8B-GGUF' names no file"),
+        ("hf://Qwen/Qwen3-8B-GGUF", "hf://Qwen/Qwen3-8B-GGUF: names no file"),
     ],
 )
 def test_sources_that_cannot_be_read(tmp_path: Path, source: str, message: str) -> None:
@@ -224,15 +226,17 @@ def test_hf_sources_map_like_the_downloader() -> None:
 # ---------------------------------------------------------------------------------------------------------
 
 
-def test_local_cache_follows_the_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("LLMKUBE_CACHE_DIR", str(tmp_path / "cache"))
+def test_local_cache_follows_the_file(tmp_path: Path) -> None:
+    # The settings' cache dir (LLMKUBE_CACHE_DIR at the edge) reaches the reader.
+    read = MetadataReader.from_settings(Settings.from_env({"LLMKUBE_CACHE_DIR": str(tmp_path / "cache")}))
     path = write_dense(tmp_path / "m.gguf", n_layer=2)
-    first = read_metadata(path)
+    source = parse_source(str(path))
+    first = read(source)
     assert first.arch("block_count") == 2
     assert len(list((tmp_path / "cache" / "gguf").glob("*.json"))) == 1
-    assert read_metadata(path) == first
+    assert read(source) == first
     write_dense(path, n_layer=5)
-    assert read_metadata(path).arch("block_count") == 5
+    assert read(source).arch("block_count") == 5
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -301,9 +305,8 @@ def test_revalidation_asks_once_and_picks_up_a_change(
     time.sleep(0.01)
     write_moe(server.root / "m.gguf", n_layer=3)
     assert read_metadata(url, cache_dir=tmp_path).arch("block_count") == 2
-    monkeypatch.setenv("LLMKUBE_GGUF_REVALIDATE", "1")
-    assert read_metadata(url, cache_dir=tmp_path).arch("block_count") == 3
-    monkeypatch.delenv("LLMKUBE_GGUF_REVALIDATE")
+    settings = Settings.from_env({"LLMKUBE_GGUF_REVALIDATE": "1", "LLMKUBE_CACHE_DIR": str(tmp_path)})
+    assert MetadataReader.from_settings(settings)(parse_source(url)).arch("block_count") == 3
     server.reset()
     assert read_metadata(url, cache_dir=tmp_path).arch("block_count") == 3
     assert server.requests == []

@@ -17,11 +17,13 @@ from typing import Any
 import kubernetes_validate
 import pytest
 
-from llmkube_components import workloads
+from llmkube_components import checks, workloads
 from llmkube_components.api import InferenceServiceSpec, ModelSpec, StackConfig
-from llmkube_components.errors import ConfigError
+from llmkube_components.api.stack import CacheSettings
+from llmkube_components.errors import ConfigError, Problem
 from llmkube_components.hardware import HardwareProfile, builtin_profiles
 from llmkube_components.resolve import ResolvedModel, ResolvedService, ResolvedStack
+from llmkube_components.sources import parse_source
 from llmkube_components.workloads import Download
 
 # The newest Kubernetes whose schemas kubernetes-validate ships; strict: unknown fields fail too.
@@ -85,10 +87,17 @@ def server(service: ResolvedService) -> dict[str, Any]:
     return container
 
 
-def config_error(thunk: Any) -> str:
-    with pytest.raises(ConfigError) as info:
-        thunk()
-    return str(info.value)
+def config_error(problems: list[Problem]) -> str:
+    """The checks' problems as preview prints them."""
+    return str(ConfigError(problems))
+
+
+def cache_key(source: str) -> str:
+    return parse_source(source).cache_key
+
+
+def per_service(**fields: Any) -> CacheSettings:
+    return CacheSettings.model_validate({"mode": "perService", **fields})
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -107,7 +116,7 @@ def config_error(thunk: Any) -> str:
     ],
 )
 def test_cache_key_is_the_sha256_prefix_of_the_source(source: str, key: str) -> None:
-    assert workloads.cache_key(source) == key
+    assert cache_key(source) == key
 
 
 @pytest.mark.parametrize(
@@ -126,7 +135,7 @@ def test_model_path(source: str, path: str | None) -> None:
     model = ModelSpec.model_validate({"source": source})
     if path is None:  # the key is the source's; the name comes from the URL path, or the operator's fallback
         name = "Model Q4.gguf" if "Q4" in source else "model.gguf"
-        path = f"/models/{workloads.cache_key(source)}/{name}"
+        path = f"/models/{cache_key(source)}/{name}"
     assert workloads.model_path(model) == path
 
 
@@ -140,25 +149,25 @@ def test_model_path(source: str, path: str | None) -> None:
     ],
 )
 def test_source_url(source: str, url: str) -> None:
-    assert workloads.source_url(source) == url
+    assert parse_source(source).url == url
+    assert workloads.downloads(ModelSpec.model_validate({"source": source}))[0].url == url
 
 
-@pytest.mark.parametrize("source", ["hf://org/repo", "pvc://claim/m.gguf", "file:///m.gguf", "/m.gguf"])
-def test_source_url_refuses_what_is_not_downloaded(source: str) -> None:
-    with pytest.raises(ValueError):
-        workloads.source_url(source)
+@pytest.mark.parametrize("source", ["pvc://claim/m.gguf", "file:///m.gguf", "/m.gguf"])
+def test_only_http_and_hf_sources_are_downloaded(source: str) -> None:
+    assert parse_source(source).url is None
 
 
 def test_hf_source_without_a_file_is_a_config_error() -> None:
     service = make_service(model={"source": "hf://org/repo"})
-    message = config_error(lambda: workloads.service_workloads(service))
+    message = config_error(checks.model_problems(service.model))
     assert message.startswith("llmkube:models.m.source: 'hf://org/repo' names no file")
 
 
 def test_multi_file_model_downloads_beside_the_main_file() -> None:
     source = "https://example.com/q/Qwen-00001-of-00002.gguf?download=true"
     model = ModelSpec.model_validate({"source": source, "files": ["Qwen-00002-of-00002.gguf", "mmproj/p.gguf"]})
-    key = workloads.cache_key(source)
+    key = cache_key(source)
     assert workloads.downloads(model) == [
         Download(source, f"/models/{key}/Qwen-00001-of-00002.gguf"),
         Download("https://example.com/q/Qwen-00002-of-00002.gguf", f"/models/{key}/Qwen-00002-of-00002.gguf"),
@@ -169,7 +178,7 @@ def test_multi_file_model_downloads_beside_the_main_file() -> None:
 @pytest.mark.parametrize("bad", ["../x.gguf", "/etc/passwd", "a/../../x", ""])
 def test_further_files_must_stay_in_the_model_directory(bad: str) -> None:
     service = make_service(model={"files": ["ok.gguf", bad]})
-    message = config_error(lambda: workloads.service_workloads(service))
+    message = config_error(checks.model_problems(service.model))
     assert message.startswith("llmkube:models.m.files[1]: ")
 
 
@@ -196,7 +205,7 @@ def test_cache_volume(
     model_cache: dict[str, Any] | None, cache_mode: str, kind: str, volume: dict[str, Any], pvcs: list[str]
 ) -> None:
     service = make_service({"modelCache": model_cache} if model_cache else {})
-    manifests = workloads.service_workloads(service, cache_mode=cache_mode)  # type: ignore[arg-type]
+    manifests = workloads.service_workloads(service, cache=CacheSettings.model_validate({"mode": cache_mode}))
     assert workloads.cache_kind(service, cache_mode) == kind  # type: ignore[arg-type]
     assert [m["metadata"]["name"] for m in manifests if m["kind"] == "PersistentVolumeClaim"] == pvcs
     pod = of_kind(manifests, "Deployment")["spec"]["template"]["spec"]
@@ -215,7 +224,7 @@ def test_ephemeral_cache_is_bounded_by_ephemeral_storage() -> None:
 
 def test_pvc_source_is_mounted_read_only_without_download() -> None:
     service = make_service(model={"source": "pvc://weights/qwen/q4.gguf"})
-    manifests = workloads.service_workloads(service, cache_mode="perService")
+    manifests = workloads.service_workloads(service, cache=per_service())
     assert [m["kind"] for m in manifests] == ["Deployment", "Service"]  # no cache PVC: nothing is cached
     pod = pod_of(service)
     assert "initContainers" not in pod
@@ -245,7 +254,7 @@ def test_local_source_is_copied_from_a_host_path(
     assert {"name": "host-model", "hostPath": host_path} in pod["volumes"]
     downloader = pod["initContainers"][1]
     assert {"name": "host-model", "mountPath": mount_path, "readOnly": True} in downloader["volumeMounts"]
-    key = workloads.cache_key(source)
+    key = cache_key(source)
     assert f"fetch {url} /models/{key}/m.gguf\n" in downloader["command"][2]
     # hostPath is beyond even the baseline standard: the namespace can only enforce privileged.
     assert workloads.pod_security_level(pod) == "privileged"
@@ -253,23 +262,22 @@ def test_local_source_is_copied_from_a_host_path(
 
 def test_shared_cache_is_marked_and_per_service_cache_is_not() -> None:
     shared = workloads.shared_cache_pvc("llmkube")
-    per_service = workloads.service_workloads(make_service(), cache_mode="perService")
+    own = workloads.service_workloads(make_service(), cache=per_service())
     assert workloads.is_shared_cache(shared)
-    assert not any(workloads.is_shared_cache(m) for m in per_service)
+    assert not any(workloads.is_shared_cache(m) for m in own)
     assert shared["metadata"]["name"] == "llmkube-model-cache"
     assert shared["spec"] == {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "100Gi"}}}
 
 
 def test_cache_pvc_size_class_and_access_mode_are_arguments() -> None:
-    shared = workloads.shared_cache_pvc("ns", size="500Gi", storage_class="nfs", access_mode="ReadWriteMany")
+    cache = CacheSettings.model_validate({"size": "500Gi", "storageClass": "nfs", "accessMode": "ReadWriteMany"})
+    shared = workloads.shared_cache_pvc("ns", cache)
     assert shared["spec"] == {
         "accessModes": ["ReadWriteMany"],
         "resources": {"requests": {"storage": "500Gi"}},
         "storageClassName": "nfs",
     }
-    (pvc, *_) = workloads.service_workloads(
-        make_service(), cache_mode="perService", cache_size="40Gi", storage_class="ssd"
-    )
+    (pvc, *_) = workloads.service_workloads(make_service(), cache=per_service(size="40Gi", storageClass="ssd"))
     assert pvc["spec"] == {
         "accessModes": ["ReadWriteOnce"],
         "resources": {"requests": {"storage": "40Gi"}},
@@ -279,22 +287,24 @@ def test_cache_pvc_size_class_and_access_mode_are_arguments() -> None:
 
 def test_cache_must_hold_the_models() -> None:
     # 21 GiB of model needs 21 x 1.06 = 22.3 GiB: the root reserve of ext4 is not ours to use.
-    assert workloads.minimum_cache_bytes([21 * GiB]) == 21 * GiB * 106 // 100 + 1  # rounded up
-    assert workloads.minimum_cache_bytes([100, 50]) == 159
-    workloads.shared_cache_pvc("ns", size="23Gi", needed_bytes=21 * GiB)
-    message = config_error(lambda: workloads.shared_cache_pvc("ns", size="22Gi", needed_bytes=21 * GiB))
-    assert "22Gi is too small for the 21.0 GiB of model files" in message
+    assert checks.minimum_cache_bytes([21 * GiB]) == 21 * GiB * 106 // 100 + 1  # rounded up
+    assert checks.minimum_cache_bytes([100, 50]) == 159
+    sizes = {"m": 21 * GiB}
+    assert checks.cache_size_problems("23Gi", ["m"], sizes, "llmkube-model-cache") == []
+    message = config_error(checks.cache_size_problems("22Gi", ["m"], sizes, "llmkube-model-cache"))
+    assert message.startswith("llmkube:modelCache.size: 22Gi is too small for the 21.0 GiB of model files")
     assert "at least 22.3 GiB" in message
-    message = config_error(
-        lambda: workloads.service_workloads(
-            make_service(), cache_mode="perService", cache_size="10Gi", model_bytes=21 * GiB
-        )
+    # Per service: each volume holds its own service's model.
+    stack = _stack(make_service(), cache=per_service(size="10Gi"))
+    message = config_error(checks.planned_problems(stack, sizes))
+    assert message.startswith(
+        "llmkube:modelCache.size: 10Gi is too small for the 21.0 GiB of model files the cache "
+        "qwen-model-cache must hold"
     )
-    assert message.startswith("llmkube:services.qwen.modelCache: the model cache qwen-model-cache of 10Gi")
 
 
-def _stack(*services: ResolvedService) -> ResolvedStack:
-    config = StackConfig.model_validate({})
+def _stack(*services: ResolvedService, cache: CacheSettings | None = None) -> ResolvedStack:
+    config = StackConfig.model_validate({}).model_copy(update={"model_cache": cache or CacheSettings()})
     return ResolvedStack(config, _profile(), {s.model.name: s.model for s in services}, {s.name: s for s in services})
 
 
@@ -303,12 +313,11 @@ def test_shared_cache_manifests_only_when_a_service_uses_it() -> None:
     claimed = make_service({"modelCache": {"claimName": "mine"}}, name="b")
     on_pvc = make_service(model={"source": "pvc://w/m.gguf"}, name="c")
     assert workloads.shared_cache_manifests(_stack(ephemeral, claimed, on_pvc)) == []
-    assert workloads.shared_cache_manifests(_stack(ephemeral, make_service(name="d")), cache_mode="perService") == []
+    assert workloads.shared_cache_manifests(_stack(ephemeral, make_service(name="d"), cache=per_service())) == []
     (pvc,) = workloads.shared_cache_manifests(_stack(ephemeral, make_service(name="d")))
     assert workloads.is_shared_cache(pvc)
-    message = config_error(
-        lambda: workloads.shared_cache_manifests(_stack(make_service(name="d")), size="1Gi", model_bytes={"m": 2 * GiB})
-    )
+    small = _stack(make_service(name="d"), cache=CacheSettings.model_validate({"size": "1Gi"}))
+    message = config_error(checks.planned_problems(small, {"m": 2 * GiB}))
     assert "1Gi is too small for the 2.0 GiB" in message
 
 
@@ -472,7 +481,7 @@ def test_rendered_init_containers_fill_the_cache(http_root: tuple[str, Path], tm
     for container in pod_of(service)["initContainers"]:
         result = run(container["command"][2].replace("/models/", f"{cache}/"))
         assert result.returncode == 0, (container["name"], result.stderr)
-    key = workloads.cache_key(f"{url}/m.gguf")
+    key = cache_key(f"{url}/m.gguf")
     assert (cache / key / "m.gguf").read_bytes() == PAYLOAD
     assert (cache / key / "part-2.gguf").read_bytes() == PAYLOAD[::-1]
     assert workloads.model_path(service.model.spec) == f"/models/{key}/m.gguf"
@@ -522,7 +531,7 @@ def test_container_port_probes_and_args() -> None:
         assert container[probe]["httpGet"] == {"path": "/health", "port": "http"}
     startup = container["startupProbe"]
     assert startup["periodSeconds"] * startup["failureThreshold"] == 30 * 60  # minutes of model loading
-    key = workloads.cache_key(HTTP_SOURCE)
+    key = cache_key(HTTP_SOURCE)
     assert container["args"][:4] == ["--model", f"/models/{key}/m.gguf", "--port", "9000"]
     assert workloads.server_args_for(make_service({"endpoint": {"port": 9000}})) == container["args"]
 
@@ -619,7 +628,7 @@ def test_resources_host_memory_is_the_request(resources: dict[str, Any], expecte
 
 def test_host_memory_above_the_memory_limit_is_a_config_error() -> None:
     service = make_service({"resources": {"memory": "32Gi", "hostMemory": "40Gi"}})
-    message = config_error(lambda: workloads.service_workloads(service))
+    message = config_error(checks.memory_request_problems(service))
     assert message.startswith("llmkube:services.qwen.resources.hostMemory: 40Gi is more than resources.memory 32Gi")
 
 
@@ -762,7 +771,7 @@ def test_service_workloads_order() -> None:
         "Service",
         "HorizontalPodAutoscaler",
     ]
-    kinds = [m["kind"] for m in workloads.service_workloads(service, cache_mode="perService")]
+    kinds = [m["kind"] for m in workloads.service_workloads(service, cache=per_service())]
     assert kinds == ["PersistentVolumeClaim", "Deployment", "Service", "HorizontalPodAutoscaler"]
 
 
@@ -782,7 +791,8 @@ def test_service_workloads_order() -> None:
     ],
 )
 def test_namespace_enforces_what_its_pods_meet(services: list[ResolvedService], delivery: str, level: str) -> None:
-    (namespace,) = workloads.namespace_manifests("llmkube", services, delivery=delivery)  # type: ignore[arg-type]
+    built = [m for s in services for m in workloads.service_workloads(s)]
+    (namespace,) = workloads.namespace_manifests("llmkube", built, delivery=delivery)  # type: ignore[arg-type]
     labels = namespace["metadata"]["labels"]
     assert namespace["metadata"]["name"] == "llmkube"
     assert labels["pod-security.kubernetes.io/enforce"] == level
@@ -828,9 +838,7 @@ SCENARIOS = {
             priorityClassName="llm",
         )
     ),
-    "per-service": lambda: workloads.service_workloads(
-        make_service(model={"sha256": "A" * 64}), cache_mode="perService"
-    ),
+    "per-service": lambda: workloads.service_workloads(make_service(model={"sha256": "A" * 64}), cache=per_service()),
     "claim": lambda: workloads.service_workloads(make_service({"modelCache": {"claimName": "mine"}})),
     "ephemeral": lambda: workloads.service_workloads(
         make_service({"modelCache": {"persistence": "Ephemeral"}, "resources": {"ephemeralStorage": "30Gi"}})
@@ -843,8 +851,8 @@ SCENARIOS = {
         make_service({"endpoint": {"type": "NodePort", "nodePort": 30080}}, {"source": HF_SOURCE})
     ),
     "namespace-level": lambda: [
-        *workloads.namespace_manifests("llmkube", [make_service()]),
-        workloads.shared_cache_pvc("llmkube", storage_class="local-path"),
+        *workloads.namespace_manifests("llmkube", workloads.service_workloads(make_service())),
+        workloads.shared_cache_pvc("llmkube", CacheSettings.model_validate({"storageClass": "local-path"})),
     ],
 }
 

@@ -373,7 +373,7 @@ def _locate(source: str) -> _Location:
     try:
         parsed = parse_source(source)
     except SourceError as exc:
-        raise MetadataError(source, str(exc)) from None
+        raise MetadataError(source, exc.reason) from None
     if parsed.url is not None:
         # The URL the downloader fetches, so the planner reads the file the pod will load.
         return _Location(url=parsed.url)
