@@ -14,6 +14,10 @@ from pulumi import RunError
 
 CONFIG_NAMESPACE = "llmkube"
 
+# The base of every error a user's input can cause: the Pulumi engine prints a RunError's message alone,
+# without a Python stack trace. Modules below the components take it from here, never from Pulumi itself.
+UserError = RunError
+
 
 def config_path(*parts: str | int) -> str:
     """Join path parts as users write them: ``services.qwen.tensorOverrides[0]``."""
@@ -38,7 +42,7 @@ class Problem:
         return f"{where}: {self.message}"
 
 
-class ConfigError(RunError):
+class ConfigError(UserError):
     """Bad configuration, found before anything deploys. Carries every problem found, not only the first."""
 
     def __init__(self, problems: Iterable[Problem]) -> None:

@@ -8,10 +8,11 @@ always win. Pure: no planner, no builder, no I/O.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import functools
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from pydantic import ValidationError
 
@@ -19,12 +20,14 @@ from .api import InferenceServiceSpec, ModelSpec, StackConfig, Toleration
 from .api.base import format_bytes, name_problem, normalize_name, parse_quantity, suggest
 from .api.model import HardwareSpec
 from .api.service import InferenceResources, offload_fields
-from .api.stack import CacheMode
+from .api.stack import CacheMode, Delivery
 from .api.validation import problems_from_validation_error
 from .errors import ConfigError, Problem, config_path
 from .hardware import HardwareProfile, resolve_profile
 from .hardware.profile import VENDOR_DEFAULTS
 from .sources import parse_source
+
+T = TypeVar("T")
 
 # A memory figure below this is almost surely a missing suffix ("48" is 48 bytes, not 48Gi).
 _SMALLEST_SENSIBLE_MEMORY = Decimal(2**20)
@@ -72,7 +75,7 @@ class ResolvedStack:
         return self.config.namespace
 
     @property
-    def delivery(self) -> str:
+    def delivery(self) -> Delivery:
         return self.config.delivery
 
 
@@ -112,9 +115,8 @@ def resolve_stack(config: StackConfig) -> ResolvedStack:
             problems.append(Problem(f"{path}.modelRef", f"{spec.model_ref!r} names no model; {hint}"))
             continue
         if spec.hardware_profile is not None:
-            profile = _collect(
-                problems, lambda s=spec, p=path: resolve_profile(s.hardware_profile, f"{p}.hardwareProfile")
-            )
+            choice = functools.partial(resolve_profile, spec.hardware_profile, f"{path}.hardwareProfile")
+            profile = _collect(problems, choice)
         else:
             profile = stack_profile
         if profile is None:
@@ -160,7 +162,7 @@ def resolve_stack(config: StackConfig) -> ResolvedStack:
     return ResolvedStack(config, stack_profile, models, services, tuple(warnings))
 
 
-def _collect(problems: list[Problem], thunk: Any) -> Any:
+def _collect(problems: list[Problem], thunk: Callable[[], T]) -> T | None:
     try:
         return thunk()
     except ConfigError as exc:

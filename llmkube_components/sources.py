@@ -79,7 +79,7 @@ def parse_source(text: str) -> ModelSource:
             return ModelSource(text, "path", "", text)
         raise SourceError(text, "is neither a URL nor an absolute path")
     if lowered in ("http", "https"):
-        return _downloaded(text, lowered, text)
+        return _downloaded(text, "https" if lowered == "https" else "http", text)
     if lowered == "hf":
         org, _, after = rest.partition("/")
         repo, _, file = after.partition("/")

@@ -9,13 +9,13 @@ from typing import Any
 import pytest
 from pydantic import BaseModel, ValidationError
 
+from llmkube_components import checks
 from llmkube_components.api import InferenceServiceSpec, ModelSpec
+from llmkube_components.api.service import InferenceResources
 from llmkube_components.errors import ConfigError
 from llmkube_components.flags import FIELD_FLAGS, FLAG_TABLE, REPEATED, Inputs, effective, from_extra_args_only
-from llmkube_components.llamacpp import build_args
-from llmkube_components import checks
-from llmkube_components.api.service import InferenceResources
 from llmkube_components.hardware import builtin_profiles
+from llmkube_components.llamacpp import build_args
 from llmkube_components.resolve import ResolvedModel, ResolvedService
 from tests.stacks import load_stack
 

@@ -38,8 +38,8 @@ from llmkube_components.planner.memory import (
     Placement,
     plan_memory,
 )
-from tests.stacks import load_stack
 from tests.gguf_files import write_dense, write_hybrid, write_moe, write_sliding_window
+from tests.stacks import load_stack
 
 F32 = 4  # bytes per F32 weight value
 GPU0 = "gpu0"

@@ -11,8 +11,8 @@ import pytest
 from llmkube_components.errors import ConfigError
 from llmkube_components.planner.memory import Placement
 from llmkube_components.planner.plan import GiB, settings_from_args
-from tests.stacks import load_stack
 from tests.gguf_files import write_moe
+from tests.stacks import load_stack
 
 QWEN36 = "https://huggingface.co/ggml-org/Qwen3.6-35B-A3B-GGUF/resolve/main/Qwen3.6-35B-A3B-Q4_K_M.gguf"
 

@@ -63,7 +63,8 @@ class OperatorSettings(ApiModel):
 # size is an explicit choice, never derived. RWO is what every storage class offers: pods on one node share
 # it; services on several nodes need an RWX class.
 DEFAULT_CACHE_SIZE = "100Gi"
-DEFAULT_CACHE_ACCESS_MODE = "ReadWriteOnce"
+AccessMode = Literal["ReadWriteOnce", "ReadWriteMany", "ReadWriteOncePod"]
+DEFAULT_CACHE_ACCESS_MODE: AccessMode = "ReadWriteOnce"
 
 
 CacheMode = Literal["shared", "perService"]
@@ -85,7 +86,7 @@ class CacheSettings(ApiModel):
         DEFAULT_CACHE_SIZE, description="Requested size; a PVC cannot shrink later, so leave room for new models."
     )
     storage_class: str | None = Field(None, min_length=1, description="StorageClass; default: the cluster's.")
-    access_mode: Literal["ReadWriteOnce", "ReadWriteMany", "ReadWriteOncePod"] = Field(
+    access_mode: AccessMode = Field(
         DEFAULT_CACHE_ACCESS_MODE,
         description="ReadWriteMany lets services on several nodes share one cache (needs such storage).",
     )

@@ -209,8 +209,8 @@ def _node_failures(pod_spec: dict, requests: dict[str, int], node: Node, left: s
     selector = pod_spec.get("nodeSelector") or {}
     for key, want in sorted(selector.items()):
         if node.labels.get(key) != str(want):
-            have = f" (node has {key}={node.labels[key]})" if key in node.labels else ""
-            reasons.append(f"node selector {key}={want} not matched{have}")
+            actual = f" (node has {key}={node.labels[key]})" if key in node.labels else ""
+            reasons.append(f"node selector {key}={want} not matched{actual}")
     affinity = _affinity_failure(pod_spec, node)
     if affinity:
         reasons.append(affinity)

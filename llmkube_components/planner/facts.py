@@ -40,8 +40,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, Final
 
-from pulumi import RunError
-
+from ..errors import UserError
 from .types import GGUFMetadata, TensorInfo
 
 __all__ = [
@@ -55,7 +54,7 @@ __all__ = [
 F32_BYTES: Final = 4
 
 
-class ModelFactsError(RunError):
+class ModelFactsError(UserError):
     """GGUF metadata the planner cannot use: the source, then the key or rule at fault.
 
     A ``pulumi.RunError``, like the GGUF reader's ``MetadataError``, so that an unhandled one prints as its

@@ -49,9 +49,8 @@ from urllib.error import HTTPError, URLError
 from urllib.parse import unquote, urlsplit
 from urllib.request import Request, build_opener
 
-from pulumi import RunError
-
 from ..api.base import format_bytes
+from ..errors import UserError
 from ..settings import Settings, default_cache_dir
 from ..sources import ModelSource, SourceError, parse_source, sibling_url
 from .types import TYPES_BY_ID, GGUFMetadata, TensorInfo
@@ -79,7 +78,7 @@ USER_AGENT: Final = "llmkube-planner (GGUF metadata reader)"
 SPLIT_NAME: Final = re.compile(r"^(?P<prefix>.+)-(?P<no>\d{5})-of-(?P<count>\d{5})\.gguf$")
 
 
-class MetadataError(RunError):
+class MetadataError(UserError):
     """A model's GGUF metadata could not be read: the source, then what went wrong and what to do.
 
     A ``pulumi.RunError``, like ``ConfigError``, so that an unhandled one prints as its message alone.
@@ -704,8 +703,8 @@ def _split_parts(loc: _Location, first: _FileHeader, files: Sequence[str]) -> tu
         return [], []
     n = int(m.group("count"))
     no = int(m.group("no"))
-    others = [i for i in range(1, n + 1) if i != no]
-    return [loc.sibling(f"{m.group('prefix')}-{i:05d}-of-{n:05d}.gguf") for i in others], []
+    numbers = [i for i in range(1, n + 1) if i != no]
+    return [loc.sibling(f"{m.group('prefix')}-{i:05d}-of-{n:05d}.gguf") for i in numbers], []
 
 
 def _merge(source: str, locs: list[_Location], headers: list[_FileHeader]) -> tuple[dict[str, Any], list[TensorInfo]]:

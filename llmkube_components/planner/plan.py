@@ -26,6 +26,7 @@ from ..flags import ALL_LAYERS, Inputs, effective, read_args
 from ..hardware import HardwareProfile
 from .facts import ModelFacts, TensorClass
 from .memory import (
+    DEFAULT_CACHE_RAM_MIB,
     HOST,
     KV_K,
     KV_V,
@@ -164,7 +165,7 @@ def bytes_per_token(memory: MemoryPlan, facts: ModelFacts) -> dict[str, float]:
     out: dict[str, float] = {}
     for device in memory.devices:
         b = device.bytes
-        read = sum(
+        read: float = sum(
             b[c.value]
             for c in TensorClass
             if c.value in b and c not in (TensorClass.TOKEN_EMBD, TensorClass.ROUTED_EXPERT, TensorClass.MTP)
@@ -196,7 +197,7 @@ def evaluate(
         batch=settings.batch,
         ubatch=settings.ubatch,
         flash_attn=settings.flash_attn,
-        **({"cache_ram_mib": settings.cache_ram_mib} if settings.cache_ram_mib is not None else {}),
+        cache_ram_mib=DEFAULT_CACHE_RAM_MIB if settings.cache_ram_mib is None else settings.cache_ram_mib,
     )
     gpu_bw = float(parse_quantity(profile.gpu.memory_bandwidth)) if profile.gpu else 1.0
     host_bw = float(parse_quantity(profile.host_memory_bandwidth))

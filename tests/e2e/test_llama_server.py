@@ -29,7 +29,6 @@ from llmkube_components import workloads
 from llmkube_components.api.model import ModelSpec
 from llmkube_components.api.service import InferenceServiceSpec
 from llmkube_components.llamacpp import build_args
-from tests.stacks import load_stack
 from tests import gguf_files
 from tests.e2e.llama_server import (
     LlamaServer,
@@ -41,6 +40,7 @@ from tests.e2e.llama_server import (
     overridden_tensors,
     require_server,
 )
+from tests.stacks import load_stack
 
 pytestmark = pytest.mark.e2e
 
