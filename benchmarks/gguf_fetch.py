@@ -1,26 +1,23 @@
 """What reading GGUF metadata costs: a 20 GB model over HTTP ranges, cold and warm, and cached planning reads.
 
-A local server (tests.gguf_files.ModelServer: Range, ETag, a 302 like Hugging Face's resolve/ URLs) serves
+A local server (testkit.gguf_files.ModelServer: Range, ETag, a 302 like Hugging Face's resolve/ URLs) serves
 sparse 20 GB GGUF files whose headers are real: one shaped like Qwen3-30B-A3B (151936 tokens, 579 tensors)
 and one with the 248320-token vocabulary of Qwen3.5/3.6, whose header is larger. Prints requests, bytes and
 seconds; asserts nothing.
 
-    .venv/bin/python benchmarks/gguf_fetch.py [--reads 100] [--size-gb 20]
+    .venv/bin/python -m benchmarks.gguf_fetch [--reads 100] [--size-gb 20]   (from the repository root)
 """
 
 from __future__ import annotations
 
 import argparse
-import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
 from llmkube_components.planner.gguf import parse_header, read_metadata
-from tests.gguf_files import ModelServer, write_sparse_large
+from testkit.gguf_files import ModelServer, write_sparse_large
 
 MiB = 1024 * 1024
 CASES: dict[str, dict[str, Any]] = {

@@ -1,6 +1,6 @@
 """The memory plan of generated GGUF files, checked against byte counts worked out by hand from their dims.
 
-Each model is written by tests/gguf_files.py (F32 weights, so a weight is 4 B per value), read back with
+Each model is written by testkit/gguf_files.py (F32 weights, so a weight is 4 B per value), read back with
 ``read_metadata`` and ``ModelFacts.from_metadata``, and planned with ``plan_memory``. The expectations below
 are computed from the writer's dimensions alone, never from the planner, following llama.cpp's rules as
 cited in llmkube_components/planner/memory.py (the tree vendored in llama-cpp-python 0.3.36):
@@ -38,7 +38,7 @@ from llmkube_components.planner.memory import (
     Placement,
     plan_memory,
 )
-from tests.gguf_files import write_dense, write_hybrid, write_moe, write_sliding_window
+from testkit.gguf_files import write_dense, write_hybrid, write_moe, write_sliding_window
 from tests.stacks import load_stack
 
 F32 = 4  # bytes per F32 weight value

@@ -20,7 +20,7 @@ from llmkube_components.planner import gguf as reader
 from llmkube_components.planner.gguf import MetadataError, MetadataReader, parse_header, read_metadata
 from llmkube_components.settings import Settings
 from llmkube_components.sources import parse_source
-from tests.gguf_files import (
+from testkit.gguf_files import (
     ModelServer,
     write_dense,
     write_hybrid,
@@ -29,7 +29,7 @@ from tests.gguf_files import (
     write_sliding_window,
     write_sparse_large,
 )
-from tests.gguf_files import dense_model as dense_model_file
+from testkit.gguf_files import dense_model as dense_model_file
 
 MiB = 1024 * 1024
 

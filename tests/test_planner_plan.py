@@ -11,7 +11,7 @@ import pytest
 from llmkube_components.errors import ConfigError
 from llmkube_components.planner.memory import Placement
 from llmkube_components.planner.plan import GiB, settings_from_args
-from tests.gguf_files import write_moe
+from testkit.gguf_files import write_moe
 from tests.stacks import load_stack
 
 QWEN36 = "https://huggingface.co/ggml-org/Qwen3.6-35B-A3B-GGUF/resolve/main/Qwen3.6-35B-A3B-Q4_K_M.gguf"
@@ -158,7 +158,7 @@ def test_auto_decision_reaches_the_operator_custom_resource() -> None:
 
 def test_a_quantized_kv_cache_that_llama_cpp_would_refuse_fails_the_preview(tmp_path: Path) -> None:
     # llama.cpp: "K cache type q8_0 with block size 32 does not divide n_embd_head_k=16".
-    from tests.gguf_files import write_dense
+    from testkit.gguf_files import write_dense
 
     path = write_dense(tmp_path / "tiny.gguf", head_dim=16, n_embd=64, n_head=4)
     with pytest.raises(ConfigError) as info:

@@ -29,8 +29,8 @@ from llmkube_components import workloads
 from llmkube_components.api.model import ModelSpec
 from llmkube_components.api.service import InferenceServiceSpec
 from llmkube_components.llamacpp import build_args
-from tests import gguf_files
-from tests.e2e.llama_server import (
+from testkit import gguf_files
+from testkit.llama_server import (
     LlamaServer,
     ServerFailed,
     free_port,

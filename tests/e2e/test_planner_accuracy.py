@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks.planner_accuracy import (
+from testkit.accuracy import (
     QUANTITIES,
     TARGETS,
     Case,
@@ -35,7 +35,7 @@ from benchmarks.planner_accuracy import (
     run_server,
     write_models,
 )
-from tests.e2e.llama_server import require_server
+from testkit.llama_server import require_server
 
 pytestmark = pytest.mark.e2e
 
