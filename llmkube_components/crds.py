@@ -11,9 +11,11 @@ from __future__ import annotations
 import functools
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Literal, cast
+from typing import TYPE_CHECKING, Any, Literal, cast
 
-import jsonschema
+if TYPE_CHECKING:
+    import jsonschema
+
 from pydantic.json_schema import GenerateJsonSchema, JsonSchemaValue
 from pydantic_core import core_schema
 
@@ -491,6 +493,8 @@ def validate_custom_resource(kind: CrdKind, obj: Mapping[str, Any]) -> list[str]
 
 @functools.cache
 def _validator(kind: CrdKind) -> jsonschema.Draft202012Validator:
+    import jsonschema  # only custom resource validation needs it: kept out of `pulumi preview`'s imports
+
     return jsonschema.Draft202012Validator(_closed(resource_schema(kind)))
 
 

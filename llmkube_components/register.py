@@ -7,26 +7,35 @@ unchanged, so registering an object needs only its kind and its top-level keys.
 
 from __future__ import annotations
 
+import functools
+import importlib
 import re
 from typing import Any
 
 import pulumi
-import pulumi_kubernetes as k8s
 
-_CLASSES: dict[tuple[str, str], type[pulumi.CustomResource]] = {
-    ("v1", "Namespace"): k8s.core.v1.Namespace,
-    ("v1", "ServiceAccount"): k8s.core.v1.ServiceAccount,
-    ("v1", "Service"): k8s.core.v1.Service,
-    ("v1", "ConfigMap"): k8s.core.v1.ConfigMap,
-    ("v1", "PersistentVolumeClaim"): k8s.core.v1.PersistentVolumeClaim,
-    ("apps/v1", "Deployment"): k8s.apps.v1.Deployment,
-    ("autoscaling/v2", "HorizontalPodAutoscaler"): k8s.autoscaling.v2.HorizontalPodAutoscaler,
-    ("rbac.authorization.k8s.io/v1", "ClusterRole"): k8s.rbac.v1.ClusterRole,
-    ("rbac.authorization.k8s.io/v1", "ClusterRoleBinding"): k8s.rbac.v1.ClusterRoleBinding,
-    ("rbac.authorization.k8s.io/v1", "Role"): k8s.rbac.v1.Role,
-    ("rbac.authorization.k8s.io/v1", "RoleBinding"): k8s.rbac.v1.RoleBinding,
-    ("apiextensions.k8s.io/v1", "CustomResourceDefinition"): k8s.apiextensions.v1.CustomResourceDefinition,
+# The SDK module and class of each kind we register. Resolved on first use: importing every SDK module up
+# front costs a `pulumi preview` most of a second, and a stack uses a few kinds.
+_CLASSES: dict[tuple[str, str], tuple[str, str]] = {
+    ("v1", "Namespace"): ("core.v1", "Namespace"),
+    ("v1", "ServiceAccount"): ("core.v1", "ServiceAccount"),
+    ("v1", "Service"): ("core.v1", "Service"),
+    ("v1", "ConfigMap"): ("core.v1", "ConfigMap"),
+    ("v1", "PersistentVolumeClaim"): ("core.v1", "PersistentVolumeClaim"),
+    ("apps/v1", "Deployment"): ("apps.v1", "Deployment"),
+    ("autoscaling/v2", "HorizontalPodAutoscaler"): ("autoscaling.v2", "HorizontalPodAutoscaler"),
+    ("rbac.authorization.k8s.io/v1", "ClusterRole"): ("rbac.v1", "ClusterRole"),
+    ("rbac.authorization.k8s.io/v1", "ClusterRoleBinding"): ("rbac.v1", "ClusterRoleBinding"),
+    ("rbac.authorization.k8s.io/v1", "Role"): ("rbac.v1", "Role"),
+    ("rbac.authorization.k8s.io/v1", "RoleBinding"): ("rbac.v1", "RoleBinding"),
+    ("apiextensions.k8s.io/v1", "CustomResourceDefinition"): ("apiextensions.v1", "CustomResourceDefinition"),
 }
+
+
+@functools.cache
+def _sdk_class(module: str, name: str) -> type[pulumi.CustomResource]:
+    cls: type[pulumi.CustomResource] = getattr(importlib.import_module(f"pulumi_kubernetes.{module}"), name)
+    return cls
 
 
 def _snake(key: str) -> str:
@@ -37,10 +46,11 @@ def register(resource_name: str, manifest: dict[str, Any], opts: pulumi.Resource
     """Register one Kubernetes object; kinds without an SDK class here become CustomResources."""
     api_version, kind = manifest["apiVersion"], manifest["kind"]
     body = {key: value for key, value in manifest.items() if key not in ("apiVersion", "kind")}
-    cls = _CLASSES.get((api_version, kind))
-    if cls is None:
+    where = _CLASSES.get((api_version, kind))
+    if where is None:
         extra = {_snake(key): value for key, value in body.items() if key not in ("metadata", "spec")}
-        return k8s.apiextensions.CustomResource(
+        custom: type[pulumi.CustomResource] = _sdk_class("apiextensions", "CustomResource")
+        return custom(
             resource_name,
             api_version=api_version,
             kind=kind,
@@ -49,6 +59,7 @@ def register(resource_name: str, manifest: dict[str, Any], opts: pulumi.Resource
             opts=opts,
             **extra,
         )
+    cls = _sdk_class(*where)
     return cls(resource_name, opts=opts, **{_snake(key): value for key, value in body.items()})
 
 
