@@ -1,8 +1,9 @@
 """Planner accuracy (issue 5): plan_memory's figures against llama.cpp's own accounting, per row.
 
 The matrix of testkit/accuracy.py, printed whole by benchmarks/planner_accuracy.py (6 generated shapes x KV
-cache f16/q8_0/q4_0 x context 2048/8192 x --parallel unset/2, F16 weights): the CPU llama-server runs once per combination with ``-lv 4 --fit off
---no-repack`` (about 25 s for all 72) and each quantity it reports is compared with the planner's:
+cache f16/q8_0/q4_0 x context 2048/8192 x --parallel unset/2, F16 weights): the CPU llama-server runs once
+per combination with ``-lv 4 --fit off --no-repack`` (about 25 s for all 72) and each quantity it reports is
+compared with the planner's:
 
 - weights: the model buffer (every tensor, token_embd included) against the sum of the weight categories;
 - K and V cache, recurrent state: within 1%;
