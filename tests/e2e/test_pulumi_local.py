@@ -2,11 +2,14 @@
 against the local control plane (tests/e2e/cluster.py): a real API server, scheduler and controller-manager,
 with KWOK playing a dual-rtx5060ti node, an rtx4090 node and a cpu-only node.
 
-One stack goes through a user's life, in order (each test builds on the previous one's cluster state):
-delivery direct (the llama-server pod is placed by the scheduler and awaited by Pulumi), a no-op second up,
-a contextSize change that updates only the Deployment, a service added and removed, a service no node can
-run, one for which no node has room left, a bad config, destroy; then delivery operator (CRDs, custom
-resources checked by the API server against our schema, the operator's workloads) and its destroy.
+One stack goes through a user's life: delivery direct (the llama-server pod is placed by the scheduler and
+awaited by Pulumi), a no-op second up, a contextSize change that updates only the Deployment, a service added
+and removed, a service no node can run, one for which no node has room left, a bad config, destroy; then
+delivery operator (CRDs, custom resources checked by the API server against our schema, the operator's
+workloads) and its destroy.
+
+Each test starts from the state it needs, whatever ran before it (``-k`` on any one passes): ``deployed``
+brings the stack back to its stack file as committed and up, ``fresh`` to its stack file and destroyed.
 """
 
 from __future__ import annotations
@@ -60,6 +63,15 @@ class Local:
         self.project = project
         self.cluster = cluster
         self.before = objects(cluster)
+        self.base = ""  # the stack file as committed, pointed at the tests' cluster
+
+    @property
+    def stack_file(self) -> Path:
+        return self.project / "stacks" / f"Pulumi.{STACK}.yaml"
+
+    def reset(self) -> None:
+        """Back to the stack file as committed (what a test edited is undone)."""
+        self.stack_file.write_text(self.base)
 
     def pulumi(self, *args: str, check: bool = True) -> Any:
         return pulumi_cli(self.project, *args, "--stack", STACK, check=check, env=ENV)
@@ -78,10 +90,9 @@ class Local:
 
     def edit(self, change: Callable[[dict[str, Any]], None]) -> None:
         """Edit the stack file's config (what a user does in a pull request)."""
-        path = self.project / "stacks" / f"Pulumi.{STACK}.yaml"
-        document = yaml.safe_load(path.read_text())
+        document = yaml.safe_load(self.stack_file.read_text())
         change(document["config"])
-        path.write_text(yaml.safe_dump(document, sort_keys=False))
+        self.stack_file.write_text(yaml.safe_dump(document, sort_keys=False))
 
     def kubectl(self, *args: str, check: bool = True) -> str:
         return kubectl(self.cluster, *args, check=check)
@@ -114,10 +125,27 @@ def local(tmp_path_factory: pytest.TempPathFactory, cluster: dict[str, str]) -> 
     state.pulumi("stack", "init")
     # The stack file points at tools/cluster's kubeconfig; the tests' cluster has its own.
     state.pulumi("config", "set", "kubernetes:kubeconfig", cluster["KUBECONFIG"])
+    state.base = state.stack_file.read_text()
     yield state
     # Leave the cluster to the other tests as this module found it: without what a destroy keeps on purpose.
     state.pulumi("destroy", "--yes", check=False)
     state.kubectl("delete", "namespace", NAMESPACE, "--ignore-not-found", "--timeout=120s")
+
+
+@pytest.fixture
+def deployed(local: Local) -> Local:
+    """The stack as committed, up (delivery direct): an update converges whatever state a test left."""
+    local.reset()
+    local.up()
+    return local
+
+
+@pytest.fixture
+def fresh(local: Local) -> Local:
+    """The stack as committed, destroyed: only what a destroy keeps on purpose is left."""
+    local.reset()
+    local.pulumi("destroy", "--yes")
+    return local
 
 
 def short(urn: str) -> str:
@@ -128,7 +156,8 @@ def short(urn: str) -> str:
 # --- delivery direct ------------------------------------------------------------------------------------------
 
 
-def test_up_places_the_llama_server_pod_on_the_node_that_fits_and_awaits_it(local: Local) -> None:
+def test_up_places_the_llama_server_pod_on_the_node_that_fits_and_awaits_it(fresh: Local) -> None:
+    local = fresh
     preview = local.pulumi("preview").stdout
     assert "fits: kwok-dual-rtx5060ti" in preview, preview
 
@@ -152,11 +181,13 @@ def test_up_places_the_llama_server_pod_on_the_node_that_fits_and_awaits_it(loca
     assert service["endpoint"] == f"http://{SERVICE}.{NAMESPACE}.svc.cluster.local:8080"
 
 
-def test_a_second_up_with_no_change_changes_nothing(local: Local) -> None:
+def test_a_second_up_with_no_change_changes_nothing(deployed: Local) -> None:
+    local = deployed
     local.up("--expect-no-changes")
 
 
-def test_changing_context_size_updates_only_the_deployment_argument(local: Local) -> None:
+def test_changing_context_size_updates_only_the_deployment_argument(deployed: Local) -> None:
+    local = deployed
     args = local.get("deployment", SERVICE, "-n", NAMESPACE)["spec"]["template"]["spec"]["containers"][0]["args"]
     index = args.index("--ctx-size") + 1
     assert args[index] == "90112"
@@ -183,7 +214,9 @@ def test_changing_context_size_updates_only_the_deployment_argument(local: Local
     assert ready(pod)
 
 
-def test_removing_a_service_deletes_its_workloads_but_never_the_shared_cache(local: Local) -> None:
+def test_removing_a_service_deletes_its_workloads_but_never_the_shared_cache(deployed: Local) -> None:
+    local = deployed
+
     def add(config: dict[str, Any]) -> None:
         config["llmkube:models"]["llama32-1b"] = {
             "source": "https://huggingface.co/bartowski/Llama-3.2-1B-Instruct-GGUF/resolve/main/"
@@ -222,7 +255,9 @@ def test_removing_a_service_deletes_its_workloads_but_never_the_shared_cache(loc
     assert local.get("deployment", SERVICE, "-n", NAMESPACE)["status"]["availableReplicas"] == 1
 
 
-def test_a_service_no_node_can_run_stays_pending_and_the_stack_says_why(local: Local) -> None:
+def test_a_service_no_node_can_run_stays_pending_and_the_stack_says_why(deployed: Local) -> None:
+    local = deployed
+
     # The profile claims four GPUs; the cluster's biggest node has two.
     def add(config: dict[str, Any]) -> None:
         config["llmkube:hardware"] = {"extends": "dual-rtx5060ti", "gpu": {"count": 4}}
@@ -256,7 +291,9 @@ def test_a_service_no_node_can_run_stays_pending_and_the_stack_says_why(local: L
     assert local.pods("too-big") == []
 
 
-def test_a_service_wanting_the_gpus_another_holds_stays_pending_and_says_whose(local: Local) -> None:
+def test_a_service_wanting_the_gpus_another_holds_stays_pending_and_says_whose(deployed: Local) -> None:
+    local = deployed
+
     # Both GPUs of the only node that fits are held by the first service: the second gets no room.
     def add(config: dict[str, Any]) -> None:
         config["llmkube:services"]["second"] = {
@@ -285,7 +322,8 @@ def test_a_service_wanting_the_gpus_another_holds_stays_pending_and_says_whose(l
     assert local.pods("second") == []
 
 
-def test_a_bad_config_fails_before_anything_is_applied(local: Local) -> None:
+def test_a_bad_config_fails_before_anything_is_applied(deployed: Local) -> None:
+    local = deployed
     before = objects(local.cluster)
     local.pulumi("config", "set", "--path", f"llmkube:services.{SERVICE}.contextSize", "50")
     for command in (("preview",), ("up", "--yes")):
@@ -295,11 +333,12 @@ def test_a_bad_config_fails_before_anything_is_applied(local: Local) -> None:
         assert f"llmkube:services.{SERVICE}.contextSize: 50: input should be greater than or equal to 128" in output
         assert "Traceback" not in output
     assert objects(local.cluster) == before
-    local.pulumi("config", "set", "--path", f"llmkube:services.{SERVICE}.contextSize", "65536")
+    local.reset()
     local.up("--expect-no-changes")
 
 
-def test_destroy_leaves_the_cluster_as_it_was_but_for_the_protected_cache(local: Local) -> None:
+def test_destroy_leaves_the_cluster_as_it_was_but_for_the_protected_cache(deployed: Local) -> None:
+    local = deployed
     local.pulumi("destroy", "--yes")
     wait_until("the cluster to be as before plus the cache", lambda: objects(local.cluster) == local.after_destroy())
     assert local.get("pvc", CACHE, "-n", NAMESPACE)["status"]["phase"] == "Bound"
@@ -308,7 +347,10 @@ def test_destroy_leaves_the_cluster_as_it_was_but_for_the_protected_cache(local:
 # --- delivery operator ----------------------------------------------------------------------------------------
 
 
-def test_operator_delivery_custom_resources_are_accepted_and_checked_by_the_api_server(local: Local) -> None:
+def test_operator_delivery_custom_resources_are_accepted_and_checked_by_the_api_server(deployed: Local) -> None:
+    # A direct stack destroyed, keeping its namespace and cache; then the other delivery into that namespace.
+    local = deployed
+    local.pulumi("destroy", "--yes")
     local.pulumi("config", "set", "llmkube:delivery", "operator")
     local.up()
 
@@ -316,7 +358,7 @@ def test_operator_delivery_custom_resources_are_accepted_and_checked_by_the_api_
         conditions = local.get("crd", crd)["status"]["conditions"]
         assert {"type": "Established", "status": "True"} in [{k: c[k] for k in ("type", "status")} for c in conditions]
     isvc = local.get("inferenceservice", SERVICE, "-n", NAMESPACE)
-    assert isvc["spec"]["contextSize"] == 65536
+    assert isvc["spec"]["contextSize"] == 90112
     assert isvc["spec"]["modelRef"] == "qwen36-35b-a3b"
     assert local.get("model", "qwen36-35b-a3b", "-n", NAMESPACE)["spec"]["format"] == "gguf"
     # The operator's controller: scheduled and Ready (its image never runs under KWOK), awaited by Pulumi.
@@ -337,6 +379,10 @@ def test_operator_delivery_custom_resources_are_accepted_and_checked_by_the_api_
     local.up("--expect-no-changes")
 
 
-def test_operator_delivery_destroy_removes_crds_and_operator_but_not_the_cache(local: Local) -> None:
+def test_operator_delivery_destroy_removes_crds_and_operator_but_not_the_cache(deployed: Local) -> None:
+    local = deployed
+    local.pulumi("destroy", "--yes")
+    local.pulumi("config", "set", "llmkube:delivery", "operator")
+    local.up()
     local.pulumi("destroy", "--yes")
     wait_until("the operator and its CRDs to be gone", lambda: objects(local.cluster) == local.after_destroy())
