@@ -25,6 +25,8 @@ from .errors import ConfigError
 from .register import register, resource_names
 from .settings import Settings
 
+Options = pulumi.ResourceOptions | None
+
 
 class OperatorArgs(TypedDict, total=False):
     """LLMKube operator install settings (the ``llmkube:operator`` config)."""
@@ -162,12 +164,7 @@ class InferenceService(pulumi.ComponentResource):
     scheduling: str | None  # where the cluster's nodes can run its pods, when they were checked
 
     def __init__(
-        self,
-        name: str,
-        args: InferenceServiceArgs,
-        opts: pulumi.ResourceOptions | None = None,
-        *,
-        settings: Settings | None = None,
+        self, name: str, args: InferenceServiceArgs, opts: Options = None, *, settings: Settings | None = None
     ):
         super().__init__("llmkube:index:InferenceService", name, {}, opts)
         built, planned = pipeline.standalone_service(name, args, args["model"].built, _settings(settings))
@@ -229,14 +226,7 @@ class Platform(pulumi.ComponentResource):
     namespace: str
     delivery: str
 
-    def __init__(
-        self,
-        name: str,
-        args: PlatformArgs,
-        opts: pulumi.ResourceOptions | None = None,
-        *,
-        settings: Settings | None = None,
-    ):
+    def __init__(self, name: str, args: PlatformArgs, opts: Options = None, *, settings: Settings | None = None):
         super().__init__("llmkube:index:Platform", name, {}, opts)
         settings = _settings(settings)
         built = pipeline.platform(args, settings)

@@ -49,7 +49,7 @@ def register(resource_name: str, manifest: dict[str, Any], opts: pulumi.Resource
     where = _CLASSES.get((api_version, kind))
     if where is None:
         extra = {_snake(key): value for key, value in body.items() if key not in ("metadata", "spec")}
-        custom: type[pulumi.CustomResource] = _sdk_class("apiextensions", "CustomResource")
+        custom: Any = _sdk_class("apiextensions", "CustomResource")  # takes apiVersion, kind, metadata, spec
         return custom(
             resource_name,
             api_version=api_version,

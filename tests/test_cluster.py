@@ -21,16 +21,22 @@ import yaml
 
 from llmkube_components import cluster
 from llmkube_components.cluster import (
+    ClusterReader,
     ClusterUnavailable,
     Node,
     amount,
     kubeconfig_target,
     pod_requests,
-    read_nodes,
     why_unschedulable,
 )
 
 GI = 2**30
+
+
+def read_nodes(kubeconfig: str | None, context: str | None, timeout: float = 5.0) -> list[Node]:
+    return ClusterReader(kubeconfig, context, timeout).nodes()
+
+
 GPU = "nvidia.com/gpu"
 PRODUCT = "nvidia.com/gpu.product"
 

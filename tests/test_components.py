@@ -218,7 +218,13 @@ def test_snapshot_of_the_reference_home_lab(delivery: str) -> None:
     ],
 )
 def test_bad_config_fails_the_program_with_its_path_and_no_resources(override: dict[str, Any], expected: str) -> None:
-    config = {**stack_config("dev"), **override}
+    error = preview_fails({**stack_config("dev"), **override})
+    assert str(error).startswith(expected)
+    assert isinstance(error, pulumi.RunError)  # printed by Pulumi without a stack trace
+
+
+def preview_fails(config: dict[str, Any]) -> ConfigError:
+    """The ConfigError the stack program fails with; nothing was registered with the Kubernetes provider."""
     mocks = install_mocks(config)
 
     @pulumi.runtime.test
@@ -227,9 +233,8 @@ def test_bad_config_fails_the_program_with_its_path_and_no_resources(override: d
 
     with pytest.raises(ConfigError) as info:
         program()
-    assert str(info.value).startswith(expected)
-    assert isinstance(info.value, pulumi.RunError)  # printed by Pulumi without a stack trace
     assert [r for r in mocks.resources if r.type.startswith("kubernetes:")] == []
+    return info.value
 
 
 def test_components_can_be_used_from_another_program() -> None:
@@ -384,17 +389,8 @@ def test_per_service_caches_take_the_stacks_size_and_storage_class() -> None:
 @pytest.mark.parametrize("mode", ["shared", "perService"])
 def test_a_model_cache_too_small_for_the_model_fails_the_preview(mode: str) -> None:
     # Llama-3.2-1B Q4_K_M is about 0.75 GiB of weights: a 100Mi cache cannot hold it.
-    config = {**stack_config("dev"), "llmkube:modelCache": {"mode": mode, "size": "100Mi"}}
-    mocks = install_mocks(config)
-
-    @pulumi.runtime.test
-    def program() -> None:
-        run_main()
-
-    with pytest.raises(ConfigError) as info:
-        program()
-    assert str(info.value).startswith("llmkube:modelCache.size: 100Mi is too small"), str(info.value)
-    assert [r for r in mocks.resources if r.type.startswith("kubernetes:")] == []
+    error = preview_fails({**stack_config("dev"), "llmkube:modelCache": {"mode": mode, "size": "100Mi"}})
+    assert str(error).startswith("llmkube:modelCache.size: 100Mi is too small"), str(error)
 
 
 def test_a_standalone_models_catalog_reaches_its_standalone_service(caplog: pytest.LogCaptureFixture) -> None:

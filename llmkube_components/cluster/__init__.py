@@ -1,6 +1,6 @@
 """The target cluster: which one the provider targets (kubeconfig), reading it (client), what fits (scheduling)."""
 
-from .client import ClusterReader, read_nodes, read_pods
+from .client import ClusterReader
 from .kubeconfig import ClusterUnavailable, Connection, kubeconfig_target
 from .scheduling import Node, Pod, Room, amount, pod_requests, why_unschedulable
 
@@ -14,7 +14,5 @@ __all__ = [
     "amount",
     "kubeconfig_target",
     "pod_requests",
-    "read_nodes",
-    "read_pods",
     "why_unschedulable",
 ]

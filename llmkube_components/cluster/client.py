@@ -230,27 +230,3 @@ class ClusterReader:
         """The pods bound to nodes and not finished, in every namespace (a 403 when the credentials may not
         list pods is a ClusterUnavailable too)."""
         return sorted(self._items(_BOUND_PODS, "pod", Pod.from_api), key=lambda p: (p.node, p.namespace, p.name))
-
-
-def read_nodes(
-    kubeconfig: str | None,
-    context: str | None,
-    timeout: float = 5.0,
-    *,
-    cluster_name: str | None = None,
-    environ: Mapping[str, str] | None = None,
-) -> list[Node]:
-    """The cluster's nodes, sorted by name; ClusterUnavailable on any failure."""
-    return ClusterReader(kubeconfig, context, timeout, cluster_name=cluster_name, environ=environ).nodes()
-
-
-def read_pods(
-    kubeconfig: str | None,
-    context: str | None,
-    timeout: float = 5.0,
-    *,
-    cluster_name: str | None = None,
-    environ: Mapping[str, str] | None = None,
-) -> list[Pod]:
-    """The pods bound to nodes and not finished; ClusterUnavailable on any failure."""
-    return ClusterReader(kubeconfig, context, timeout, cluster_name=cluster_name, environ=environ).pods()

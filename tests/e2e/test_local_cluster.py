@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from llmkube_components.cluster import read_nodes, read_pods
+from llmkube_components.cluster import ClusterReader
 from tests.e2e.cluster import PROFILES, cluster_tools, get, kubectl, ready, unschedulable_reason, wait_until
 
 pytestmark = pytest.mark.e2e
@@ -110,10 +110,10 @@ def test_gpu_pod_lands_on_the_node_that_fits_and_becomes_ready(cluster: dict[str
     assert pod["spec"]["nodeName"] == "kwok-dual-rtx5060ti"
     assert pod["status"]["phase"] == "Running"
     # What the preview-time node check reads sees the same: the nodes, and the pod holding the GPUs.
-    nodes = {n.name: n for n in read_nodes(cluster["KUBECONFIG"], None)}
+    nodes = {n.name: n for n in ClusterReader(cluster["KUBECONFIG"], None).nodes()}
     assert set(nodes) == {f"kwok-{p}" for p in PROFILES}
     assert nodes["kwok-dual-rtx5060ti"].allocatable["nvidia.com/gpu"] == "2"
-    (held,) = [p for p in read_pods(cluster["KUBECONFIG"], None) if p.name == "fits-dual"]
+    (held,) = [p for p in ClusterReader(cluster["KUBECONFIG"], None).pods() if p.name == "fits-dual"]
     assert (held.node, held.requests["nvidia.com/gpu"], held.requests["memory"]) == (
         "kwok-dual-rtx5060ti",
         2,
@@ -134,7 +134,7 @@ def test_pod_larger_than_any_node_stays_pending(cluster: dict[str, str], created
     assert pod["status"]["phase"] == "Pending"
     assert not pod["spec"].get("nodeName")
     # Unbound, it holds nothing: the node check's pod list leaves it out.
-    assert "too-big" not in {p.name for p in read_pods(cluster["KUBECONFIG"], None)}
+    assert "too-big" not in {p.name for p in ClusterReader(cluster["KUBECONFIG"], None).pods()}
 
 
 def test_a_claim_without_storage_class_binds_and_its_volume_goes_with_it(
