@@ -16,7 +16,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from llmkube_components.planner.gguf import parse_header, read_metadata
+from llmkube_components.planner.gguf import parse_header
+from llmkube_components.planner.metadata import read_metadata
 from testkit.gguf_files import ModelServer, write_sparse_large
 
 MiB = 1024 * 1024

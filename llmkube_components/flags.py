@@ -161,18 +161,14 @@ _LAYER_RANGE = re.compile(r"^\s*(\d+)\s*-\s*(\d+)\s*$")
 _PROPORTION = re.compile(r"^\s*\d+(\.\d+)?\s*$")
 
 
-def port_of(spec: InferenceServiceSpec) -> int:
-    return spec.serving_port
-
-
 def model_file(given: Inputs) -> str:
     return given.model_path
 
 
 @reads("endpoint.port")
-def port(given: Inputs) -> int:
+def serving_port(given: Inputs) -> int:
     # Always emitted: the Service, the container port and the probes use the same number.
-    return port_of(given.spec)
+    return given.spec.serving_port
 
 
 def listen_address(given: Inputs) -> str:
@@ -326,7 +322,7 @@ def prompt_cache_off(given: Inputs) -> str | None:
 FLAG_TABLE: tuple[Flag, ...] = (
     #    flag                 kind      changes   value                                     aliases, negations
     Flag("--model",            VALUED,   SERVING,  model_file,                               "-m"),
-    Flag("--port",             VALUED,   SERVING,  port),
+    Flag("--port",             VALUED,   SERVING,  serving_port),
     Flag("--host",             VALUED,   SERVING,  listen_address),
     Flag("--n-gpu-layers",     VALUED,   MEMORY,   gpu_layers,                               "-ngl", "--gpu-layers"),
     Flag("--split-mode",       VALUED,   MEMORY,   split_mode,                               "-sm"),
@@ -419,8 +415,8 @@ def extra_args_problems(spec: InferenceServiceSpec, path: str) -> list[Problem]:
     return [
         Problem(
             config_path(path, "extraArgs", index),
-            f"{arg!r} would move the server off port {port_of(spec)}, where the Service and the probes connect; "
-            "set endpoint.port instead",
+            f"{arg!r} would move the server off port {spec.serving_port}, where the Service and the probes "
+            "connect; set endpoint.port instead",
         )
         for index, arg in enumerate(spec.extra_args or [])
         if arg.partition("=")[0] == "--port"

@@ -25,6 +25,11 @@ def _check_label_value(key: str, value: str) -> str:
     return value
 
 
+def sorted_by_key(mapping: Mapping[str, Any]) -> dict[str, Any]:
+    """A copy with its keys in sorted order: manifests come out the same whatever order a spec listed them in."""
+    return {key: mapping[key] for key in sorted(mapping)}
+
+
 def recommended_labels(name: str, component: str, instance: str, version: str | None = None) -> dict[str, str]:
     """The Kubernetes recommended labels (app.kubernetes.io/*) of an llmkube object."""
     labels = {

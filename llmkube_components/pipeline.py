@@ -18,7 +18,7 @@ from .api import ModelSpec, OperatorSettings
 from .api.base import normalize_name
 from .errors import raise_if_any
 from .hardware import resolve_profile
-from .planner.gguf import MetadataReader
+from .planner.metadata import MetadataReader
 from .planner.plan import ServicePlan
 from .planner.stack import PlannedStack, plan_stack
 from .resolve import ResolvedModel, ResolvedService, ResolvedStack, model_hardware_for, resolve_stack, validate_stack

@@ -36,7 +36,6 @@ from pathlib import Path
 from typing import Any
 
 from llmkube_components.planner.facts import ModelFacts
-from llmkube_components.planner.gguf import read_metadata
 from llmkube_components.planner.memory import (
     COMPUTE,
     KV_K,
@@ -46,6 +45,7 @@ from llmkube_components.planner.memory import (
     Placement,
     plan_memory,
 )
+from llmkube_components.planner.metadata import read_metadata
 from testkit import gguf_files
 from testkit.llama_server import LlamaServer, free_port
 

@@ -14,6 +14,7 @@ from llmkube_components import llamacpp, pipeline, workloads
 from llmkube_components.errors import ConfigError
 from llmkube_components.planner import plan, stack
 from llmkube_components.settings import Settings
+from llmkube_components.workloads import objects
 from tests.pulumi_program import RecordingMocks, stack_config
 from tests.test_components import run
 
@@ -40,9 +41,10 @@ def calls(monkeypatch: pytest.MonkeyPatch) -> Counter[str]:
 
         monkeypatch.setattr(module, name, counted)
 
-    for name in ("service_workloads", "deployment", "service_manifest", "hpa", "namespace_manifests"):
-        count(workloads, name)
-    count(workloads, "build_args")  # the argument builder, as the Deployment builder calls it
+    count(workloads, "service_workloads")  # as the pipeline calls it
+    count(workloads, "namespace_manifests")
+    for name in ("deployment", "service_manifest", "hpa", "build_args"):  # as service_workloads calls them
+        count(objects, name)
     count(llamacpp, "build_args")
     count(stack, "plan_service")
     count(stack, "model_facts")

@@ -28,7 +28,6 @@ from pathlib import Path
 import pytest
 
 from llmkube_components.planner.facts import ModelFacts
-from llmkube_components.planner.gguf import read_metadata
 from llmkube_components.planner.memory import (
     HOST,
     KV_K,
@@ -38,6 +37,7 @@ from llmkube_components.planner.memory import (
     Placement,
     plan_memory,
 )
+from llmkube_components.planner.metadata import read_metadata
 from testkit.gguf_files import write_dense, write_hybrid, write_moe, write_sliding_window
 from tests.stacks import load_stack
 

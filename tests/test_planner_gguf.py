@@ -16,8 +16,10 @@ import numpy as np
 import pytest
 from gguf import GGUFEndian, GGUFReader, GGUFValueType, GGUFWriter
 
-from llmkube_components.planner import gguf as reader
-from llmkube_components.planner.gguf import MetadataError, MetadataReader, parse_header, read_metadata
+from llmkube_components.planner import gguf
+from llmkube_components.planner import metadata as reader
+from llmkube_components.planner.gguf import MetadataError, parse_header
+from llmkube_components.planner.metadata import MetadataReader, read_metadata
 from llmkube_components.settings import Settings
 from llmkube_components.sources import parse_source
 from testkit.gguf_files import (
@@ -79,7 +81,7 @@ def expected_value(field: Any) -> Any:
     if main == GGUFValueType.ARRAY:
         n = len(field.data)
         numeric = field.types[-1] not in (GGUFValueType.STRING, GGUFValueType.ARRAY)
-        if n > reader.LONG_ARRAY and not (numeric and n <= reader.LONG_NUMERIC_ARRAY):
+        if n > gguf.LONG_ARRAY and not (numeric and n <= gguf.LONG_NUMERIC_ARRAY):
             return n
     value = field.contents()
     if main == GGUFValueType.BOOL:
@@ -447,7 +449,7 @@ def test_import_uses_no_network_numpy_or_gguf() -> None:
         "def refuse(*a, **k): raise AssertionError('network at import')\n"
         "socket.socket.connect = refuse\n"
         "socket.getaddrinfo = refuse\n"
-        "import llmkube_components.planner.gguf\n"
+        "import llmkube_components.planner.metadata\n"
         "assert 'numpy' not in sys.modules and 'gguf' not in sys.modules, sorted(sys.modules)\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).parent.parent)

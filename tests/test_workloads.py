@@ -22,7 +22,7 @@ from llmkube_components.api import InferenceServiceSpec, ModelSpec, StackConfig
 from llmkube_components.api.stack import CacheSettings
 from llmkube_components.errors import ConfigError, Problem
 from llmkube_components.hardware import HardwareProfile, builtin_profiles
-from llmkube_components.resolve import ResolvedModel, ResolvedService, ResolvedStack
+from llmkube_components.resolve import ResolvedModel, ResolvedService, ResolvedStack, cache_kind
 from llmkube_components.sources import parse_source
 from llmkube_components.workloads import Download
 
@@ -206,7 +206,7 @@ def test_cache_volume(
 ) -> None:
     service = make_service({"modelCache": model_cache} if model_cache else {})
     manifests = workloads.service_workloads(service, cache=CacheSettings.model_validate({"mode": cache_mode}))
-    assert workloads.cache_kind(service, cache_mode) == kind  # type: ignore[arg-type]
+    assert cache_kind(service, cache_mode) == kind  # type: ignore[arg-type]
     assert [m["metadata"]["name"] for m in manifests if m["kind"] == "PersistentVolumeClaim"] == pvcs
     pod = of_kind(manifests, "Deployment")["spec"]["template"]["spec"]
     (cache,) = pod["volumes"]

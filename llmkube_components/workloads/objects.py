@@ -14,16 +14,11 @@ difference is stated next to the code that makes it.
 
 from __future__ import annotations
 
-import posixpath
-import shlex
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
-from typing import Any, Final, Literal, NamedTuple
-from urllib.parse import quote
+from typing import Any, Final
 
-from .api.core import tolerates
-from .api.model import ModelSpec
-from .api.service import (
+from ..api.core import tolerates
+from ..api.service import (
     DEFAULT_AUTOSCALING_METRIC,
     DEFAULT_AUTOSCALING_TARGET,
     DEFAULT_ENDPOINT_TYPE,
@@ -32,31 +27,16 @@ from .api.service import (
     InferenceResources,
     MetricSpec,
 )
-from .api.stack import PER_SERVICE_CACHE_SUFFIX, SHARED_CACHE_PVC_NAME, CacheMode, CacheSettings, Delivery
-from .hardware import gpu_resource_name
-from .llamacpp import build_args
-from .meta import (
-    object_meta,
-    recommended_labels,
-    restricted_container_security_context,
-    restricted_pod_security_context,
-)
-from .resolve import ResolvedService, ResolvedStack, cache_kind
-from .sources import parse_source, sibling_url
+from ..api.stack import PER_SERVICE_CACHE_SUFFIX, SHARED_CACHE_PVC_NAME, CacheMode, CacheSettings, Delivery
+from ..hardware import gpu_resource_name
+from ..llamacpp import build_args
+from ..meta import object_meta, recommended_labels, restricted_container_security_context, sorted_by_key
+from ..resolve import ResolvedService, ResolvedStack, cache_kind
+from .podsecurity import namespace_pod_security, pod_security_context
+from .storage import DOWNLOADER_IMAGE, model_path, model_storage
 
 Manifest = dict[str, Any]
-PodSecurityLevel = Literal["restricted", "baseline", "privileged"]
 
-# ---------------------------------------------------------------------------------------------------------
-# Facts shared with the operator (v0.9.19)
-# ---------------------------------------------------------------------------------------------------------
-
-MODELS_DIR: Final = "/models"
-PVC_SOURCE_DIR: Final = "/model-source"  # where a pvc:// source is mounted (buildPVCStorageConfig)
-HOST_MODEL_DIR: Final = "/host-model"  # where a local source is mounted for the copy (buildCachedStorageConfig)
-# The operator's default --init-container-image, pinned by tag. Alpine-based: curl plus busybox sh,
-# sha256sum, mv and friends, all the scripts below need.
-DOWNLOADER_IMAGE: Final = "docker.io/curlimages/curl:8.18.0"
 RUNTIME: Final = "llamacpp"
 CONTAINER_NAME: Final = "llama-server"
 PORT_NAME: Final = "http"
@@ -72,20 +52,6 @@ LABEL_RUNTIME: Final = "inference.llmkube.dev/runtime"
 # retain_on_delete and removing a service never deletes tens of gigabytes of downloads.
 SHARED_CACHE_ANNOTATION: Final = "inference.llmkube.dev/shared-model-cache"
 
-# Who the pod runs as: a fixed numeric uid, because runAsNonRoot can only be enforced against a numeric user and
-# llama.cpp's server images declare none (they would run as root). 65532 is the conventional "nonroot" uid of
-# distroless images. fsGroup makes a freshly provisioned cache volume group-writable for it; OnRootMismatch
-# skips the recursive chown of tens of gigabytes on every later start. The operator instead runs a root prep
-# container that chowns the volume (for CSI drivers that ignore fsGroup, such as NFS and CephFS); that needs
-# CAP_CHOWN, which the restricted Pod Security Standard forbids. We keep every container restricted and have the
-# prep container fail with instructions where fsGroup is not applied.
-# GPUs: NVIDIA's container toolkit opens its device nodes to any uid. AMD (/dev/kfd, /dev/dri) and Intel
-# (/dev/dri) device nodes belong to the node's video/render groups, whose GIDs differ from host to host; such
-# pods need those as supplemental groups, which no spec field carries yet (the operator leaves them to the
-# user too, #1572).
-POD_UID: Final = 65532
-POD_GID: Final = 65532
-
 # Probes (the operator's LlamaCppBackend.BuildProbes figures). llama-server answers /health with 503 while it
 # loads the model; reading 21 GB from a network volume and warming the GPUs can take many minutes, so the
 # startup probe allows 180 x 10 s = 30 minutes before the kubelet restarts the container. Liveness and
@@ -96,256 +62,10 @@ READINESS_PROBE: Final = {"periodSeconds": 10, "timeoutSeconds": 5, "failureThre
 
 DEFAULT_CACHE: Final = CacheSettings()
 
-# Volume types the restricted Pod Security Standard allows (pod-security-admission, restrictedVolumes).
-_RESTRICTED_VOLUME_TYPES: Final = frozenset(
-    {"configMap", "csi", "downwardAPI", "emptyDir", "ephemeral", "persistentVolumeClaim", "projected", "secret"}
-)
-
-
-# ---------------------------------------------------------------------------------------------------------
-# Model sources and the cache layout
-# ---------------------------------------------------------------------------------------------------------
-
-
-def model_dir(model: ModelSpec) -> str:
-    """The directory the model's files are in, inside the pod."""
-    source = parse_source(model.source)
-    if source.scheme == "pvc":
-        return posixpath.dirname(posixpath.join(PVC_SOURCE_DIR, source.path))
-    return posixpath.join(MODELS_DIR, source.cache_key)
-
-
-def model_path(model: ModelSpec) -> str:
-    """The path of the model file llama-server loads: ``/models/<key>/<file>``, or on the pvc:// claim.
-
-    The file keeps its upstream name: llama.cpp finds the other parts of a split GGUF by the first part's
-    name (<prefix>-00001-of-0000N.gguf), and the name is all a path derived from the spec alone can use.
-    (The operator renames a single file after its GGUF general.name once its controller has read the
-    metadata; a cache filled by one delivery is found by the other through the shared directory, not the name.)
-    """
-    source = parse_source(model.source)
-    if source.scheme == "pvc":
-        return posixpath.join(PVC_SOURCE_DIR, source.path)
-    return posixpath.join(model_dir(model), source.file_name)
-
-
-class Download(NamedTuple):
-    """One file the downloader fetches: from ``url`` to ``path``, checked against ``sha256`` when given."""
-
-    url: str
-    path: str
-    sha256: str | None = None
-
-
-def downloads(model: ModelSpec) -> list[Download]:
-    """What the downloader fetches for a model, main file first; empty for a pvc:// source.
-
-    A local source is fetched with curl's file:// from where the Deployment mounts it (HOST_MODEL_DIR), so one
-    script copies and downloads alike. Further files (spec.files, checked by ``checks.model_problems``) sit
-    beside the main file upstream.
-    """
-    source = parse_source(model.source)
-    if source.scheme == "pvc":
-        return []
-    directory = model_dir(model)
-    name = source.file_name
-    local = f"file://{HOST_MODEL_DIR}/{{}}"
-    url = source.url or local.format(quote(name))
-    sha = model.sha256.lower() if model.sha256 else None
-    result = [Download(url, posixpath.join(directory, name), sha)]
-    for rel in model.files or []:
-        rel = posixpath.normpath(rel)
-        further = sibling_url(source.url, rel) if source.url else local.format(quote(rel))
-        result.append(Download(further, posixpath.join(directory, rel)))
-    return result
-
-
-# ---------------------------------------------------------------------------------------------------------
-# Init container scripts
-# ---------------------------------------------------------------------------------------------------------
-
-# The scripts run under busybox sh in the downloader image, and under any POSIX sh in the tests. Their
-# comments live here, not in the scripts, to keep the pod spec short.
-#
-# prepare DIR: the cache volume must be writable by the pod's uid. fsGroup makes it so wherever the storage
-# driver applies fsGroup; some (NFS, CephFS with fsGroupPolicy None) do not, and the volume stays root-owned:
-# say so and what to do, instead of a bare "Permission denied" from curl.
-_PREPARE_PREAMBLE = """\
-set -eu
-prepare() {
-  if ! mkdir -p "$1" || ! touch "$1/.llmkube-write-check"; then
-    echo "llmkube: ERROR: cannot write to $1 as uid $(id -u), gid $(id -g): the volume ignores the pod's" \\
-      "fsGroup; use a storage class whose driver applies fsGroup, or make the volume group-writable for" \\
-      "gid $(id -g)" >&2
-    exit 1
-  fi
-  rm -f "$1/.llmkube-write-check"
-  echo "llmkube: $1 is ready"
-}
-"""
-
-# fetch URL DEST [SHA256]: download URL to DEST unless DEST exists. The bytes land in a temporary file
-# named after the pod (several pods share one cache: replicas, a scale-up, two services on one model, and a
-# shared temp name let one pod publish another's half-written file) and are renamed onto DEST only when
-# complete (and matching SHA256): the skip is a bare existence check, so a file
-# published in place and cut short by an eviction or OOM kill would count as cached forever. A cached file is
-# not hashed again: it was checked when written, and hashing tens of GB would slow every start. curl retries
-# only transient failures (timeouts, 408, 429, 5xx); a 404 fails at once. Each start begins the download
-# afresh, like the operator: resuming needs range support that not every server has.
-_DOWNLOAD_PREAMBLE = """\
-set -eu
-fetch() {
-  url=$1 dest=$2 want=${3:-}
-  if [ -f "$dest" ]; then
-    echo "llmkube: $dest is cached; skipping download"
-    return 0
-  fi
-  tmp="$dest.tmp.${POD_NAME:-$(cat /proc/sys/kernel/hostname)}"
-  rm -f "$tmp"
-  echo "llmkube: downloading $url to $dest"
-  if ! curl --fail --location --no-progress-meter --retry 5 --retry-delay 10 --output "$tmp" "$url"; then
-    rm -f "$tmp"
-    echo "llmkube: ERROR: could not download $url" >&2
-    exit 1
-  fi
-  if [ -n "$want" ]; then
-    got=$(sha256sum "$tmp" | cut -d ' ' -f 1)
-    if [ "$got" != "$want" ]; then
-      rm -f "$tmp"
-      echo "llmkube: ERROR: sha256 mismatch for $url: expected $want, got $got; the download was discarded" >&2
-      exit 1
-    fi
-    echo "llmkube: sha256 of $dest verified"
-  fi
-  # rename(2) is atomic: whichever complete copy lands last wins, and readers never see a partial file.
-  mv "$tmp" "$dest"
-  echo "llmkube: saved $dest"
-}
-"""
-
-
-def prepare_script(directories: Iterable[str]) -> str:
-    """The cache-prep script: create each directory and check it is writable, or fail saying why."""
-    return _PREPARE_PREAMBLE + "".join(f"prepare {shlex.quote(d)}\n" for d in directories)
-
-
-def download_script(files: Iterable[Download]) -> str:
-    """The downloader script: one ``fetch`` line per file, values shell-quoted (sources are user input)."""
-    lines = []
-    for f in files:
-        args = [f.url, f.path] + ([f.sha256] if f.sha256 else [])
-        lines.append("fetch " + " ".join(shlex.quote(a) for a in args) + "\n")
-    return _DOWNLOAD_PREAMBLE + "".join(lines)
-
-
-# ---------------------------------------------------------------------------------------------------------
-# Model storage: which volume holds the cache, and how the model gets onto it
-# ---------------------------------------------------------------------------------------------------------
-
-
-def cache_claim_name(service: ResolvedService, cache_mode: CacheMode = "shared") -> str | None:
-    """The PVC a service's cache lives on, or None for an emptyDir or a pvc:// source."""
-    kind = cache_kind(service, cache_mode)
-    if kind == "shared":
-        return SHARED_CACHE_PVC_NAME
-    if kind == "perService":
-        return service.name + PER_SERVICE_CACHE_SUFFIX
-    if kind == "claim":
-        assert service.spec.model_cache is not None and service.spec.model_cache.claim_name is not None
-        return service.spec.model_cache.claim_name
-    return None
-
-
-@dataclass
-class ModelStorage:
-    """What a model adds to the pod: volumes, the server's mounts, init containers, and the model path."""
-
-    model_path: str
-    volumes: list[Manifest] = field(default_factory=list)
-    mounts: list[Manifest] = field(default_factory=list)
-    init_containers: list[Manifest] = field(default_factory=list)
-
-
-def _init_container(name: str, image: str, script: str, mounts: list[Manifest]) -> Manifest:
-    return {
-        "name": name,
-        "image": image,
-        "command": ["sh", "-c", script],
-        "volumeMounts": mounts,
-        # The pod's own name keeps concurrent downloads into one cache apart (see _DOWNLOAD_PREAMBLE).
-        "env": [{"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}}],
-        # The init containers write only to the cache volume.
-        "securityContext": restricted_container_security_context(read_only_root_filesystem=True),
-        # curl and the scripts print their error to the log; make it the termination message too, so
-        # `kubectl describe pod` shows why the download failed (operator issue #1437).
-        "terminationMessagePolicy": "FallbackToLogsOnError",
-    }
-
-
-def model_storage(
-    service: ResolvedService, *, cache_mode: CacheMode = "shared", downloader_image: str = DOWNLOADER_IMAGE
-) -> ModelStorage:
-    """The volumes, mounts and init containers that put a service's model at ``model_path``."""
-    model = service.model.spec
-    kind = cache_kind(service, cache_mode)
-    if kind == "pvcSource":
-        # Pre-staged on the user's claim: mounted read-only, nothing downloaded (buildPVCStorageConfig).
-        claim = parse_source(model.source).claim
-        return ModelStorage(
-            model_path=model_path(model),
-            volumes=[{"name": "model-source", "persistentVolumeClaim": {"claimName": claim, "readOnly": True}}],
-            mounts=[{"name": "model-source", "mountPath": PVC_SOURCE_DIR, "readOnly": True}],
-        )
-
-    files = downloads(model)
-    if kind == "ephemeral":
-        empty_dir: Manifest = {}
-        resources = service.spec.resources
-        if resources is not None and resources.ephemeral_storage:
-            # Bounded so that an overrun evicts this pod, not whatever else shares the node's disk.
-            empty_dir["sizeLimit"] = resources.ephemeral_storage
-        volume: Manifest = {"name": "model-storage", "emptyDir": empty_dir}
-    else:
-        volume = {"name": "model-cache", "persistentVolumeClaim": {"claimName": cache_claim_name(service, cache_mode)}}
-    volumes = [volume]
-    cache_mount = {"name": volume["name"], "mountPath": MODELS_DIR}
-    download_mounts = [cache_mount]
-
-    source = parse_source(model.source)
-    if source.local:
-        # Like the operator: the file (or, for a multi-file model, its directory) is mounted from the node
-        # and copied into the cache, so the server reads the cache like for any other source. hostPath makes
-        # the namespace fall short of the baseline Pod Security Standard (see pod_security_level), and the
-        # file must be readable by uid/gid 65532 on the node.
-        local = source.path
-        if model.files:
-            host = {"path": posixpath.dirname(local), "type": "Directory"}
-            mount_path = HOST_MODEL_DIR
-        else:
-            host = {"path": local, "type": "File"}
-            mount_path = posixpath.join(HOST_MODEL_DIR, source.file_name)
-        volumes.append({"name": "host-model", "hostPath": host})
-        download_mounts = [cache_mount, {"name": "host-model", "mountPath": mount_path, "readOnly": True}]
-
-    directories = sorted({posixpath.dirname(f.path) for f in files})
-    return ModelStorage(
-        model_path=model_path(model),
-        volumes=volumes,
-        mounts=[{**cache_mount, "readOnly": True}],
-        init_containers=[
-            _init_container("model-cache-prep", downloader_image, prepare_script(directories), [dict(cache_mount)]),
-            _init_container("model-downloader", downloader_image, download_script(files), download_mounts),
-        ],
-    )
-
 
 # ---------------------------------------------------------------------------------------------------------
 # Labels, resources, scheduling
 # ---------------------------------------------------------------------------------------------------------
-
-
-def _sorted(mapping: Mapping[str, Any]) -> dict[str, Any]:
-    return {key: mapping[key] for key in sorted(mapping)}
 
 
 def selector_labels(service: ResolvedService) -> dict[str, str]:
@@ -355,7 +75,7 @@ def selector_labels(service: ResolvedService) -> dict[str, str]:
 
 def service_labels(service: ResolvedService) -> dict[str, str]:
     """Labels of every object of a service: the operator's four plus the recommended app.kubernetes.io ones."""
-    return _sorted(
+    return sorted_by_key(
         {
             **recommended_labels("llama-server", "inference-server", service.name),
             **selector_labels(service),
@@ -427,24 +147,14 @@ def container_resources(service: ResolvedService) -> Manifest:
         requests["memory"] = request_memory
     out: Manifest = {}
     if limits:
-        out["limits"] = _sorted(limits)
+        out["limits"] = sorted_by_key(limits)
     if requests:
-        out["requests"] = _sorted(requests)
+        out["requests"] = sorted_by_key(requests)
     return out
 
 
 def _probe(port: str, timing: Mapping[str, int]) -> Manifest:
     return {"httpGet": {"path": HEALTH_PATH, "port": port}, **timing}
-
-
-def port(service: ResolvedService) -> int:
-    return service.spec.serving_port
-
-
-def pod_security_context() -> Manifest:
-    context = restricted_pod_security_context(run_as_user=POD_UID, run_as_group=POD_GID, fs_group=POD_GID)
-    context["fsGroupChangePolicy"] = "OnRootMismatch"
-    return _sorted(context)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -468,7 +178,7 @@ def deployment(
         "name": CONTAINER_NAME,
         "image": spec.image,
         "args": build_args(service.spec, service.model.spec, storage.model_path, service.gpu_count),
-        "ports": [{"name": PORT_NAME, "containerPort": port(service), "protocol": "TCP"}],
+        "ports": [{"name": PORT_NAME, "containerPort": service.spec.serving_port, "protocol": "TCP"}],
         "startupProbe": _probe(PORT_NAME, STARTUP_PROBE),
         "livenessProbe": _probe(PORT_NAME, LIVENESS_PROBE),
         "readinessProbe": _probe(PORT_NAME, READINESS_PROBE),
@@ -491,7 +201,7 @@ def deployment(
     if storage.init_containers:
         pod["initContainers"] = storage.init_containers
     if spec.node_selector:
-        pod["nodeSelector"] = _sorted(spec.node_selector)
+        pod["nodeSelector"] = sorted_by_key(spec.node_selector)
     pod_tolerations = tolerations(service)
     if pod_tolerations:
         pod["tolerations"] = pod_tolerations
@@ -504,9 +214,9 @@ def deployment(
 
     # User pod labels merge in, but ours win on a conflict: the selector must keep matching the pods, and the
     # operator resolves the same conflict the same way (mergePodLabels).
-    template_meta: Manifest = {"labels": _sorted({**(spec.pod_labels or {}), **labels})}
+    template_meta: Manifest = {"labels": sorted_by_key({**(spec.pod_labels or {}), **labels})}
     if spec.pod_annotations:
-        template_meta["annotations"] = _sorted(spec.pod_annotations)
+        template_meta["annotations"] = sorted_by_key(spec.pod_annotations)
 
     if service.gpu_count:
         # A rolling update starts the new pod before stopping the old one, and the new pod cannot get the GPUs
@@ -538,7 +248,12 @@ def deployment(
 def service_manifest(service: ResolvedService) -> Manifest:
     """The Service in front of the pods: ``<name>:<port>``, port named http."""
     endpoint = service.spec.endpoint
-    service_port: Manifest = {"name": PORT_NAME, "port": port(service), "targetPort": PORT_NAME, "protocol": "TCP"}
+    service_port: Manifest = {
+        "name": PORT_NAME,
+        "port": service.spec.serving_port,
+        "targetPort": PORT_NAME,
+        "protocol": "TCP",
+    }
     service_type = (endpoint.type if endpoint is not None else None) or DEFAULT_ENDPOINT_TYPE
     # The API only admits nodePort with type NodePort or LoadBalancer; both allocate node ports. (The operator
     # drops it for LoadBalancer; we keep what the user asked for.)
@@ -604,7 +319,7 @@ def _pvc(
     return {
         "apiVersion": "v1",
         "kind": "PersistentVolumeClaim",
-        "metadata": object_meta(name, namespace, _sorted(labels), annotations),
+        "metadata": object_meta(name, namespace, sorted_by_key(labels), annotations),
         "spec": spec,
     }
 
@@ -668,56 +383,6 @@ def shared_cache_manifests(stack: ResolvedStack) -> list[Manifest]:
 # ---------------------------------------------------------------------------------------------------------
 # The namespace and Pod Security
 # ---------------------------------------------------------------------------------------------------------
-
-
-def _containers(pod: Mapping[str, Any]) -> list[Mapping[str, Any]]:
-    return [*pod.get("initContainers", []), *pod.get("containers", [])]
-
-
-def pod_security_level(pod: Mapping[str, Any]) -> PodSecurityLevel:
-    """The strictest Pod Security Standard a pod spec meets, for the pods these builders make.
-
-    Checks what our pods can vary in (volumes, privilege, user, capabilities, seccomp), not every rule of the
-    standard: a hostPath volume (a local model source) is privileged-only; restricted needs every container
-    non-root, without privilege escalation, dropping ALL capabilities, under a RuntimeDefault seccomp profile.
-    """
-    containers = _containers(pod)
-    if (
-        any("hostPath" in v for v in pod.get("volumes", []))
-        or any(pod.get(k) for k in ("hostNetwork", "hostPID", "hostIPC"))
-        or any((c.get("securityContext") or {}).get("privileged") for c in containers)
-    ):
-        return "privileged"
-    pod_context = pod.get("securityContext") or {}
-
-    def restricted(container: Mapping[str, Any]) -> bool:
-        context = container.get("securityContext") or {}
-        capabilities = context.get("capabilities") or {}
-        seccomp = (context.get("seccompProfile") or pod_context.get("seccompProfile") or {}).get("type")
-        return (
-            context.get("allowPrivilegeEscalation") is False
-            and "ALL" in capabilities.get("drop", [])
-            and set(capabilities.get("add", [])) <= {"NET_BIND_SERVICE"}
-            and context.get("runAsNonRoot", pod_context.get("runAsNonRoot")) is True
-            and context.get("runAsUser", pod_context.get("runAsUser")) != 0
-            and seccomp in ("RuntimeDefault", "Localhost")
-        )
-
-    volume_types_ok = all(set(v) - {"name"} <= _RESTRICTED_VOLUME_TYPES for v in pod.get("volumes", []))
-    if volume_types_ok and all(restricted(c) for c in containers):
-        return "restricted"
-    return "baseline"
-
-
-_LEVELS: Final = ("restricted", "baseline", "privileged")
-
-
-def namespace_pod_security(manifests: Iterable[Mapping[str, Any]]) -> PodSecurityLevel:
-    """The level a namespace can enforce: the most permissive one any of its Deployments needs."""
-    levels = [pod_security_level(m["spec"]["template"]["spec"]) for m in manifests if m.get("kind") == "Deployment"]
-    return max(levels, key=_LEVELS.index, default="restricted")
-
-
 def namespace_manifests(
     namespace: str, workloads: Iterable[Manifest] = (), *, delivery: Delivery = "direct"
 ) -> list[Manifest]:
@@ -742,7 +407,7 @@ def namespace_manifests(
         "pod-security.kubernetes.io/audit": "restricted",
         "pod-security.kubernetes.io/audit-version": "latest",
     }
-    return [{"apiVersion": "v1", "kind": "Namespace", "metadata": object_meta(namespace, labels=_sorted(labels))}]
+    return [{"apiVersion": "v1", "kind": "Namespace", "metadata": object_meta(namespace, labels=sorted_by_key(labels))}]
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -752,7 +417,7 @@ def namespace_manifests(
 
 def endpoint_url(service: ResolvedService) -> str:
     """The in-cluster URL of a service: ``http://<name>.<namespace>.svc.cluster.local:<port>``."""
-    return f"http://{service.name}.{service.namespace}.svc.cluster.local:{port(service)}"
+    return f"http://{service.name}.{service.namespace}.svc.cluster.local:{service.spec.serving_port}"
 
 
 def openai_base_url(service: ResolvedService) -> str:
