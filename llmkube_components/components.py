@@ -12,16 +12,13 @@ environment once, as the edge of that program (``Settings.from_env``).
 from __future__ import annotations
 
 import os
-from typing import Any, NotRequired, Required, TypedDict, cast
+from typing import Any, NotRequired, Required, Self, TypedDict
 
 import pulumi
-from pydantic import ValidationError
 
-from . import crds, operator, pipeline, placement
-from .api import ModelSpec, OperatorSettings
+from . import pipeline, placement
+from .api import ModelSpec
 from .api.stack import Delivery
-from .api.validation import problems_from_validation_error
-from .errors import ConfigError
 from .register import register, resource_names
 from .settings import Settings
 
@@ -91,48 +88,66 @@ def _annotated(manifests: list[dict[str, Any]], key: str, kinds: tuple[str, ...]
     return out
 
 
-class Operator(pulumi.ComponentResource):
+class _Component(pulumi.ComponentResource):
+    """A component that either builds from its args (``__init__``) or registers what Platform built."""
+
+    TYPE: str
+
+    @classmethod
+    def _shell(cls, name: str, opts: Options) -> Self:
+        """The component registered with the engine, without running ``__init__`` (which builds from args)."""
+        self = cls.__new__(cls)
+        pulumi.ComponentResource.__init__(self, cls.TYPE, name, {}, opts)
+        return self
+
+
+class Operator(_Component):
     """The LLMKube operator: its CRDs, RBAC, controller Deployment and metrics Service."""
+
+    TYPE = "llmkube:index:Operator"
 
     namespace: str
     image: str
 
     def __init__(self, name: str, args: OperatorArgs | None = None, opts: pulumi.ResourceOptions | None = None):
-        super().__init__("llmkube:index:Operator", name, {}, opts)
-        settings = _validate_operator(dict(args or {}))
+        super().__init__(self.TYPE, name, {}, opts)
+        self._register(name, pipeline.operator(args or {}))
+
+    @classmethod
+    def from_build(cls, name: str, built: pipeline.OperatorBuild, opts: Options = None) -> Operator:
+        """An Operator component for an install that Platform's pipeline has already built."""
+        self = cls._shell(name, opts)
+        self._register(name, built)
+        return self
+
+    def _register(self, name: str, built: pipeline.OperatorBuild) -> None:
         child = _child(self)
-        self.crds = _register_all(f"{name}-crd", crds.all_crds() + crds.companion_crds(), child)
+        self.crds = _register_all(f"{name}-crd", built.crds, child)
         # The controller starts only once the kinds it watches exist.
         after_crds = pulumi.ResourceOptions.merge(child, pulumi.ResourceOptions(depends_on=self.crds))
-        self.resources = _register_all(name, operator.operator_manifests(settings), after_crds)
-        self.namespace = settings.namespace
-        self.image = settings.image_ref
+        self.resources = _register_all(name, built.manifests, after_crds)
+        self.namespace = built.settings.namespace
+        self.image = built.settings.image_ref
         self.register_outputs({"namespace": self.namespace, "image": self.image})
 
 
-def _validate_operator(args: dict[str, Any]) -> OperatorSettings:
-    try:
-        return OperatorSettings.model_validate(args)
-    except ValidationError as exc:
-        raise ConfigError(problems_from_validation_error(exc, "operator")) from None
-
-
-class Model(pulumi.ComponentResource):
+class Model(_Component):
     """A model file. Delivery operator: a Model custom resource. Direct: the services' init containers fetch it."""
+
+    TYPE = "llmkube:index:Model"
 
     name: str
     spec: ModelSpec
     cache_path: str
 
     def __init__(self, name: str, args: ModelArgs, opts: pulumi.ResourceOptions | None = None):
-        super().__init__("llmkube:index:Model", name, {}, opts)
+        super().__init__(self.TYPE, name, {}, opts)
         self._register(name, pipeline.standalone_model(name, args))
 
     @classmethod
     def from_build(cls, name: str, built: pipeline.ModelBuild, opts: pulumi.ResourceOptions | None = None) -> Model:
         """A Model component for a model that Platform's pipeline has already built."""
-        self = cls.__new__(cls)
-        pulumi.ComponentResource.__init__(self, "llmkube:index:Model", name, {}, opts)
+        self = cls._shell(name, opts)
         self._register(name, built)
         return self
 
@@ -149,12 +164,14 @@ class Model(pulumi.ComponentResource):
         self.register_outputs({"name": self.name, "cachePath": self.cache_path})
 
 
-class InferenceService(pulumi.ComponentResource):
+class InferenceService(_Component):
     """One llama.cpp server. Delivery operator: an InferenceService custom resource. Direct: its workloads.
 
     Used on its own (not through Platform), a direct-delivery service keeps its model in a cache volume of
     its own, since no shared one is there; Platform gives all its services the namespace's shared cache.
     """
+
+    TYPE = "llmkube:index:InferenceService"
 
     endpoint: str
     base_url: str
@@ -166,7 +183,7 @@ class InferenceService(pulumi.ComponentResource):
     def __init__(
         self, name: str, args: InferenceServiceArgs, opts: Options = None, *, settings: Settings | None = None
     ):
-        super().__init__("llmkube:index:InferenceService", name, {}, opts)
+        super().__init__(self.TYPE, name, {}, opts)
         built, planned = pipeline.standalone_service(name, args, args["model"].built, _settings(settings))
         for warning in planned.stack.warnings:
             pulumi.log.warn(str(warning), resource=self)
@@ -181,8 +198,7 @@ class InferenceService(pulumi.ComponentResource):
         scheduling: placement.Scheduling | None = None,
     ) -> InferenceService:
         """An InferenceService component for a service that Platform's pipeline has already built and placed."""
-        self = cls.__new__(cls)
-        pulumi.ComponentResource.__init__(self, "llmkube:index:InferenceService", name, {}, opts)
+        self = cls._shell(name, opts)
         self._register(name, built, scheduling)
         return self
 
@@ -261,7 +277,7 @@ class Platform(pulumi.ComponentResource):
             # Adoptable in both deliveries: a namespace kept by an earlier direct stack is taken over.
             foundation += _register_all(name, _annotated(built.namespace, PATCH_FORCE), _child(self, keep))
         if built.operator is not None:
-            self.operator = Operator(f"{name}-operator", _operator_args(built.operator), child)
+            self.operator = Operator.from_build(f"{name}-operator", built.operator, child)
             foundation.append(self.operator)
         keep_after = pulumi.ResourceOptions.merge(keep, pulumi.ResourceOptions(depends_on=list(foundation)))
         cache = _annotated(built.cache, PATCH_FORCE)
@@ -289,10 +305,6 @@ SKIP_AWAIT = "pulumi.com/skipAwait"
 def _settings(settings: Settings | None) -> Settings:
     # A component made without settings is at the edge of someone else's program: the environment decides.
     return settings if settings is not None else Settings.from_env(os.environ)
-
-
-def _operator_args(settings: OperatorSettings) -> OperatorArgs:
-    return cast(OperatorArgs, settings.model_dump(by_alias=True, exclude_none=True))
 
 
 def _cluster_target(settings: Settings, opts: pulumi.ResourceOptions | None) -> placement.ClusterTarget | None:

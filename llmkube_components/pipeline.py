@@ -13,10 +13,14 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from pydantic import ValidationError
+
 from . import checks, crds, workloads
+from . import operator as operator_install
 from .api import ModelSpec, OperatorSettings
 from .api.base import normalize_name
-from .errors import raise_if_any
+from .api.validation import problems_from_validation_error
+from .errors import ConfigError, raise_if_any
 from .hardware import resolve_profile
 from .planner.metadata import MetadataReader
 from .planner.plan import ServicePlan
@@ -57,13 +61,22 @@ class ServiceBuild:
 
 
 @dataclass(frozen=True)
+class OperatorBuild:
+    """The LLMKube operator install: its settings, the CRDs, and the controller's objects."""
+
+    settings: OperatorSettings
+    crds: list[Manifest]
+    manifests: list[Manifest]  # RBAC, the controller Deployment and its metrics Service
+
+
+@dataclass(frozen=True)
 class StackBuild:
     """A whole stack as the components register it."""
 
     planned: PlannedStack
     namespace: list[Manifest]  # the Namespace, when the stack creates it
     cache: list[Manifest]  # the shared model cache volume (delivery direct)
-    operator: OperatorSettings | None  # the operator to install (delivery operator)
+    operator: OperatorBuild | None  # the operator to install (delivery operator)
     models: dict[str, ModelBuild]  # by Kubernetes name
     services: dict[str, ServiceBuild]  # by Kubernetes name
 
@@ -95,7 +108,7 @@ def build(planned: PlannedStack) -> StackBuild:
         planned=planned,
         namespace=namespace,
         cache=[] if operator else workloads.shared_cache_manifests(stack),
-        operator=stack.config.operator if operator and stack.config.operator.install else None,
+        operator=_operator(stack.config.operator) if operator and stack.config.operator.install else None,
         models={name: _model(m, stack) for name, m in stack.models.items()},
         services=services,
     )
@@ -134,6 +147,20 @@ def _service(service: ResolvedService, plan: ServicePlan | None, stack: Resolved
         base_url=workloads.openai_base_url(service),
         client_config=workloads.client_config(service),
     )
+
+
+def operator(args: Mapping[str, Any]) -> OperatorBuild:
+    """The operator install from its settings (the ``llmkube:operator`` keys); ConfigError at ``operator.*``."""
+    try:
+        settings = OperatorSettings.model_validate(dict(args))
+    except ValidationError as exc:
+        raise ConfigError(problems_from_validation_error(exc, "operator")) from None
+    return _operator(settings)
+
+
+def _operator(settings: OperatorSettings) -> OperatorBuild:
+    crd_manifests = crds.all_crds() + crds.companion_crds()
+    return OperatorBuild(settings, crd_manifests, operator_install.operator_manifests(settings))
 
 
 # --- standalone components --------------------------------------------------------------------------------------
