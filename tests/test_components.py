@@ -409,3 +409,31 @@ def test_a_standalone_models_catalog_reaches_its_standalone_service(caplog: pyte
         run({}, check, user_program)
     warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
     assert not [w for w in warnings if "catalog" in w], warnings
+
+
+def test_per_service_caches_through_the_platform_component() -> None:
+    from llmkube_components import Platform
+
+    def user_program() -> Any:
+        cache = {"mode": "perService", "size": "500Gi", "storageClass": "fast-ssd"}
+        config = {k.removeprefix("llmkube:"): v for k, v in stack_config("dev").items() if k.startswith("llmkube:")}
+        return Platform("llm", {**config, "modelCache": cache})  # type: ignore[typeddict-item]
+
+    def check(platform: Any, mocks: RecordingMocks) -> None:
+        (pvc,) = [r for r in mocks.resources if r.kind == "PersistentVolumeClaim"]
+        assert pvc.inputs["spec"]["resources"]["requests"]["storage"] == "500Gi"
+        assert pvc.inputs["spec"]["storageClassName"] == "fast-ssd"
+
+    run({}, check, user_program)
+
+
+def test_a_models_catalog_plans_it_through_the_stack_contract(caplog: pytest.LogCaptureFixture) -> None:
+    model = {"source": "https://example.com/models/my-finetune.gguf", "catalog": "Llama-3.2-1B"}
+    config = {**stack_config("dev"), "llmkube:models": {"llama32-1b": model}}
+
+    def check(platform: Any, mocks: RecordingMocks) -> None:
+        assert platform.services["llama32-1b"]["plan"]["source"] == "catalog:Llama-3.2-1B"
+
+    with caplog.at_level("WARNING"):
+        run(config, check)
+    assert not [r for r in caplog.records if r.levelname == "WARNING" and "catalog" in r.getMessage()]

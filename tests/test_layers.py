@@ -95,3 +95,30 @@ def test_nothing_below_the_edge_reads_the_environment(path: Path) -> None:
 def test_the_environment_check_sees_a_read() -> None:
     assert _reads_environment(ast.parse("import os\nx = os.environ.get('A')\n")) == [2]
     assert _reads_environment(ast.parse("from os import environ\n")) == [1]
+
+
+def _is_environ(node: ast.AST) -> bool:
+    return isinstance(node, ast.Attribute) and node.attr == "environ"
+
+
+def _writes_environment(tree: ast.AST) -> list[int]:
+    lines = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Subscript) and isinstance(node.ctx, ast.Store | ast.Del) and _is_environ(node.value):
+            lines.append(node.lineno)
+        elif isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute):
+            mutates = node.func.attr in ("update", "setdefault", "pop", "clear") and _is_environ(node.func.value)
+            if mutates or node.func.attr in ("putenv", "unsetenv"):
+                lines.append(node.lineno)
+    return lines
+
+
+@pytest.mark.parametrize("path", sorted(PACKAGE.rglob("*.py")), ids=lambda p: str(p.relative_to(PACKAGE)))
+def test_nothing_writes_the_environment(path: Path) -> None:
+    # Not even the CLI: a setting is passed down in Settings, never smuggled through os.environ.
+    assert _writes_environment(ast.parse(path.read_text())) == []
+
+
+def test_the_write_check_sees_a_write() -> None:
+    code = "import os\nos.environ['A'] = '1'\nos.environ.setdefault('B', '2')\nos.putenv('C', '3')\n"
+    assert _writes_environment(ast.parse(code)) == [2, 3, 4]
