@@ -54,11 +54,6 @@ class ServiceBuild:
     base_url: str
     client_config: dict[str, Any]
 
-    @property
-    def manifests(self) -> list[Manifest]:
-        """What the delivery deploys for this service."""
-        return [self.custom_resource] if self.custom_resource is not None else self.workloads
-
 
 @dataclass(frozen=True)
 class OperatorBuild:
