@@ -12,15 +12,18 @@ environment once, as the edge of that program (``Settings.from_env``).
 from __future__ import annotations
 
 import os
-from typing import Any, NotRequired, Required, Self, TypedDict
+from typing import TYPE_CHECKING, Any, NotRequired, Required, Self, TypedDict
 
 import pulumi
 
-from . import pipeline, placement
+from . import pipeline
 from .api import ModelSpec
 from .api.stack import Delivery
 from .register import register, resource_names
 from .settings import Settings
+
+if TYPE_CHECKING:
+    from . import placement
 
 Options = pulumi.ResourceOptions | None
 
@@ -254,6 +257,8 @@ class Platform(pulumi.ComponentResource):
         placed: dict[str, placement.Scheduling | None] = {}
         target = _cluster_target(settings, opts)
         if target is not None:
+            from . import placement  # the node check's reader and rules: not imported when nothing is checked
+
             notes = placement.Notes()
             view = placement.cluster_view(stack, target, notes)
             for service_name, service in built.services.items():
@@ -318,6 +323,8 @@ def _cluster_target(settings: Settings, opts: pulumi.ResourceOptions | None) -> 
     config = pulumi.Config("kubernetes")
     if config.get("renderYamlToDirectory"):
         return None
+    from . import placement
+
     return placement.ClusterTarget(
         config.get("kubeconfig"), config.get("context"), config.get("cluster"), settings.environ
     )

@@ -15,7 +15,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from . import checks, crds, workloads
+from . import checks, workloads
 from . import operator as operator_install
 from .api import ModelSpec, OperatorSettings
 from .api.base import normalize_name
@@ -117,6 +117,8 @@ def platform(raw: Mapping[str, Any], settings: Settings) -> StackBuild:
 def _model(model: ResolvedModel, stack: ResolvedStack) -> ModelBuild:
     resource = None
     if stack.delivery == "operator":
+        from . import crds  # delivery operator only: kept out of a direct stack's imports
+
         resource = crds.custom_resource("Model", model.name, stack.namespace, model.spec.wire())
     return ModelBuild(model, stack.namespace, workloads.model_path(model.spec), resource)
 
@@ -128,6 +130,8 @@ def _service(service: ResolvedService, plan: ServicePlan | None, stack: Resolved
     if stack.delivery == "operator":
         # The controller renders its own arguments; the workloads built here only judge the pod (node check,
         # the namespace's Pod Security level).
+        from . import crds
+
         resource = crds.custom_resource("InferenceService", service.name, service.namespace, service.spec.wire())
     else:
         deployment = next(m for m in built if m["kind"] == "Deployment")
@@ -154,6 +158,8 @@ def operator(args: Mapping[str, Any]) -> OperatorBuild:
 
 
 def _operator(settings: OperatorSettings) -> OperatorBuild:
+    from . import crds
+
     crd_manifests = crds.all_crds() + crds.companion_crds()
     return OperatorBuild(settings, crd_manifests, operator_install.operator_manifests(settings))
 
