@@ -85,6 +85,7 @@ from enum import StrEnum
 from typing import TYPE_CHECKING, Final
 
 from ..api.base import format_bytes
+from ..flags import ALL_LAYERS  # --n-gpu-layers 99: every layer of any model we plan for
 from .facts import F32_BYTES, ModelFacts, TensorClass
 from .types import GgmlType, TensorInfo, ggml_type, row_bytes
 
@@ -92,7 +93,6 @@ if TYPE_CHECKING:
     from ..hardware.profile import HardwareProfile
 
 __all__ = [
-    "ALL_LAYERS",
     "CATEGORIES",
     "COMPUTE",
     "GPU_RUNTIME_OVERHEAD",
@@ -120,7 +120,6 @@ __all__ = [
 ]
 
 MiB: Final = 1024 * 1024
-ALL_LAYERS: Final = 99  # --n-gpu-layers 99: every layer of any model we plan for
 GPU_RUNTIME_OVERHEAD: Final = 128 * MiB
 HOST_RUNTIME_OVERHEAD: Final = 64 * MiB
 HOST_GPU_RUNTIME_OVERHEAD: Final = 512 * MiB
