@@ -105,17 +105,26 @@ def reads(*fields: str) -> Callable[[_G], _G]:
 class Flag:
     """One row of the table: a llama-server flag, its kind, where its value comes from, its other spellings.
 
-    ``aliases`` are llama.cpp's other names for the flag, ``negations`` the names that turn a switch off
-    (``--no-jinja`` for ``--jinja``): when ``extraArgs`` holds any spelling, the row is left out and the user's
-    value wins. ``memory`` (MEMORY) marks the rows the planner reads: they change what the server allocates.
+        ``aliases`` are llama.cpp's other names for the flag, ``negations`` the names that turn a switch off
+        (``--no-jinja`` for ``--jinja``): when ``extraArgs`` holds any spelling, the row is left out and the user's
+        value wins. ``memory`` (MEMORY) marks the rows the planner reads: they change what the server allocates.
+    ``default`` is what llama-server runs with when the command line leaves the flag out (common/common.h).
     """
 
-    __slots__ = ("aliases", "flag", "kind", "memory", "negations", "spellings", "value")
+    __slots__ = ("aliases", "default", "flag", "kind", "memory", "negations", "spellings", "value")
 
     def __init__(
-        self, flag: str, kind: Kind, memory: bool, value: Getter, *aliases: str, negations: tuple[str, ...] = ()
+        self,
+        flag: str,
+        kind: Kind,
+        memory: bool,
+        value: Getter,
+        *aliases: str,
+        negations: tuple[str, ...] = (),
+        default: str | None = None,
     ):
         self.flag = flag
+        self.default = default
         self.kind = kind
         self.value = value
         self.aliases = aliases
@@ -325,35 +334,39 @@ FLAG_TABLE: tuple[Flag, ...] = (
     Flag("--port",             VALUED,   SERVING,  serving_port),
     Flag("--host",             VALUED,   SERVING,  listen_address),
     Flag("--n-gpu-layers",     VALUED,   MEMORY,   gpu_layers,                               "-ngl", "--gpu-layers"),
-    Flag("--split-mode",       VALUED,   MEMORY,   split_mode,                               "-sm"),
+    Flag("--split-mode",       VALUED,   MEMORY,   split_mode,                               "-sm", default="layer"),
     Flag("--tensor-split",     VALUED,   MEMORY,   tensor_split,                             "-ts"),
-    Flag("--ctx-size",         VALUED,   MEMORY,   field("contextSize"),                     "-c"),
+    Flag("--ctx-size",         VALUED,   MEMORY,   field("contextSize"),                     "-c", default="0"),
     Flag("--parallel",         VALUED,   MEMORY,   field("parallelSlots"),                   "-np"),
     # No spec field: read from extraArgs only. One KV stream for all sequences instead of one each.
     Flag("--kv-unified",       SWITCH,   MEMORY,   from_extra_args_only,  "-kvu", negations=("--no-kv-unified",)),
-    Flag("--flash-attn",       VALUED,   MEMORY,   flash_attention,                          "-fa"),
+    Flag("--flash-attn",       VALUED,   MEMORY,   flash_attention,                          "-fa", default="auto"),
     # false emits nothing, as in the operator: --no-jinja would stop older images ("invalid argument").
     # Builds where Jinja is the default need --no-jinja in extraArgs, which also drops this row.
     Flag("--jinja",            SWITCH,   SERVING,  field("jinja"),                           negations=("--no-jinja",)),
     # The custom type wins over the enum: fork-only cache types (e.g. turbo3) without widening the API.
-    Flag("--cache-type-k",     VALUED,   MEMORY,   field("cacheTypeCustomK", "cacheTypeK"),  "-ctk"),
-    Flag("--cache-type-v",     VALUED,   MEMORY,   field("cacheTypeCustomV", "cacheTypeV"),  "-ctv"),
+    Flag("--cache-type-k",     VALUED,   MEMORY,   field("cacheTypeCustomK", "cacheTypeK"),  "-ctk", default="f16"),
+    Flag("--cache-type-v",     VALUED,   MEMORY,   field("cacheTypeCustomV", "cacheTypeV"),  "-ctv", default="f16"),
     Flag("--cpu-moe",          SWITCH,   MEMORY,   field("moeCPUOffload"),                   "-cmoe"),
-    Flag("--n-cpu-moe",        VALUED,   MEMORY,   field("moeCPULayers"),                    "-ncmoe"),
+    Flag("--n-cpu-moe",        VALUED,   MEMORY,   field("moeCPULayers"),                    "-ncmoe", default="0"),
     Flag("--no-kv-offload",    SWITCH,   MEMORY,   field("noKvOffload"),  "-nkvo", negations=("--kv-offload", "-kvo")),
     # One flag per entry, as in the operator. Every -ot adds rules (llama.cpp warns that the flag repeats, but
     # its handler appends each one), so extraArgs add to these instead of replacing them.
     Flag("--override-tensor",  REPEATED, MEMORY,   field("tensorOverrides"),                 "-ot"),
-    Flag("--batch-size",       VALUED,   MEMORY,   field("batchSize"),                       "-b"),
-    Flag("--ubatch-size",      VALUED,   MEMORY,   field("uBatchSize"),                      "-ub"),
+    Flag("--batch-size",       VALUED,   MEMORY,   field("batchSize"),                       "-b", default="2048"),
+    Flag("--ubatch-size",      VALUED,   MEMORY,   field("uBatchSize"),                      "-ub", default="512"),
     Flag("--no-warmup",        SWITCH,   SERVING,  field("noWarmup"),                        negations=("--warmup",)),
     Flag("--fit",              VALUED,   SERVING,  fit_off,                                  "-fit"),
     Flag("--reranking",        SWITCH,   SERVING,  reranking,                                "--rerank"),
     Flag("--embedding",        SWITCH,   SERVING,  embedding,                                "--embeddings"),
     Flag("--pooling",          VALUED,   SERVING,  pooling),
-    Flag("--cache-ram",        VALUED,   MEMORY,   prompt_cache_off,                         "-cram"),
+    Flag("--cache-ram",        VALUED,   MEMORY,   prompt_cache_off,                         "-cram", default="8192"),
 )
 # fmt: on
+
+
+# What llama-server runs with for a flag the command line leaves out, by canonical flag.
+DEFAULTS: dict[str, str] = {row.flag: row.default for row in FLAG_TABLE if row.default is not None}
 
 
 def _field_flags() -> dict[str, tuple[str, ...]]:

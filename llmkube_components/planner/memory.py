@@ -85,7 +85,7 @@ from enum import StrEnum
 from typing import TYPE_CHECKING, Final
 
 from ..api.base import format_bytes
-from ..flags import ALL_LAYERS  # --n-gpu-layers 99: every layer of any model we plan for
+from ..flags import ALL_LAYERS, DEFAULTS  # ALL_LAYERS: --n-gpu-layers 99, every layer of any model
 from .facts import F32_BYTES, ModelFacts, TensorClass
 from .types import GgmlType, TensorInfo, ggml_type, row_bytes
 
@@ -123,7 +123,7 @@ MiB: Final = 1024 * 1024
 GPU_RUNTIME_OVERHEAD: Final = 128 * MiB
 HOST_RUNTIME_OVERHEAD: Final = 64 * MiB
 HOST_GPU_RUNTIME_OVERHEAD: Final = 512 * MiB
-DEFAULT_CACHE_RAM_MIB: Final = 8192  # common/common.h cache_ram_mib
+DEFAULT_CACHE_RAM_MIB: Final = int(DEFAULTS["--cache-ram"])  # common/common.h cache_ram_mib
 AUTO_PARALLEL: Final = 4  # tools/server/server.cpp: n_parallel auto -> 4 sequences, unified KV
 CTX_PAD: Final = 256  # src/llama-context.cpp and src/llama-kv-cache-iswa.cpp pad to 256 cells
 OP_OFFLOAD_MIN_BATCH: Final = 32  # ggml-cuda.cu: GGML_OP_OFFLOAD_MIN_BATCH default
@@ -445,10 +445,10 @@ def plan_memory(
     context_size: int,
     parallel: int | None = None,
     kv_unified: bool | None = None,
-    cache_type_k: str = "f16",
-    cache_type_v: str = "f16",
-    batch: int = 2048,
-    ubatch: int = 512,
+    cache_type_k: str = DEFAULTS["--cache-type-k"],
+    cache_type_v: str = DEFAULTS["--cache-type-v"],
+    batch: int = int(DEFAULTS["--batch-size"]),
+    ubatch: int = int(DEFAULTS["--ubatch-size"]),
     flash_attn: bool = True,
     cache_ram_mib: int = DEFAULT_CACHE_RAM_MIB,
     gpu_runtime_overhead: int = GPU_RUNTIME_OVERHEAD,

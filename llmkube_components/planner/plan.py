@@ -22,11 +22,10 @@ from ..api import InferenceServiceSpec, ModelSpec, parse_quantity
 from ..api.base import format_bytes
 from ..api.service import OFFLOAD_FIELDS, InferenceResources, offload_fields
 from ..errors import Problem
-from ..flags import ALL_LAYERS, Inputs, effective, read_args
+from ..flags import ALL_LAYERS, DEFAULTS, Inputs, effective, read_args
 from ..hardware import HardwareProfile
 from .facts import ModelFacts, TensorClass
 from .memory import (
-    DEFAULT_CACHE_RAM_MIB,
     HOST,
     KV_K,
     KV_V,
@@ -54,12 +53,12 @@ class ServerSettings:
     context_size: int = 0
     parallel: int | None = None
     kv_unified: bool | None = None  # None: llama-server's default for the parallel setting
-    cache_type_k: str = "f16"
-    cache_type_v: str = "f16"
-    batch: int = 2048
-    ubatch: int = 512
+    cache_type_k: str = DEFAULTS["--cache-type-k"]
+    cache_type_v: str = DEFAULTS["--cache-type-v"]
+    batch: int = int(DEFAULTS["--batch-size"])
+    ubatch: int = int(DEFAULTS["--ubatch-size"])
     flash_attn: bool = True
-    cache_ram_mib: int | None = None
+    cache_ram_mib: int = int(DEFAULTS["--cache-ram"])
 
 
 def settings_from_args(args: Sequence[str], gpu_count: int) -> ServerSettings:
@@ -72,34 +71,34 @@ def server_settings(spec: InferenceServiceSpec, model: ModelSpec, gpu_count: int
     return _settings(effective(Inputs(spec, model, "", gpu_count)), gpu_count)
 
 
-def _settings(values: Mapping[str, Any], gpu_count: int) -> ServerSettings:
+def _settings(given: Mapping[str, Any], gpu_count: int) -> ServerSettings:
+    values = {**DEFAULTS, **given}
     layers = int(values.get("--n-gpu-layers", ALL_LAYERS if gpu_count else 0))
     split = values.get("--tensor-split")
     shares = tuple(float(x) for x in split.split(",")) if split else ()
     placement = Placement(
         gpu_count=gpu_count,
         n_gpu_layers=layers if gpu_count else 0,
-        split_mode=values.get("--split-mode", "layer"),
+        split_mode=values["--split-mode"],
         tensor_split=shares,
         cpu_moe=values.get("--cpu-moe") is True,
-        n_cpu_moe=int(values.get("--n-cpu-moe", 0)),
+        n_cpu_moe=int(values["--n-cpu-moe"]),
         overrides=parse_overrides(values.get("--override-tensor", [])),
         no_kv_offload=values.get("--no-kv-offload") is True,
     )
     parallel = values.get("--parallel")
-    cache_ram = values.get("--cache-ram")
     return ServerSettings(
         placement=placement,
-        context_size=int(values.get("--ctx-size", 0)),
+        context_size=int(values["--ctx-size"]),
         parallel=int(parallel) if parallel is not None else None,
         kv_unified=values.get("--kv-unified"),
-        cache_type_k=values.get("--cache-type-k", "f16"),
-        cache_type_v=values.get("--cache-type-v", "f16"),
-        batch=int(values.get("--batch-size", 2048)),
-        ubatch=int(values.get("--ubatch-size", 512)),
+        cache_type_k=values["--cache-type-k"],
+        cache_type_v=values["--cache-type-v"],
+        batch=int(values["--batch-size"]),
+        ubatch=int(values["--ubatch-size"]),
         # auto turns flash attention on where the device supports it, which every GPU backend we target does.
-        flash_attn=values.get("--flash-attn", "auto") != "off",
-        cache_ram_mib=int(cache_ram) if cache_ram is not None else None,
+        flash_attn=values["--flash-attn"] != "off",
+        cache_ram_mib=int(values["--cache-ram"]),
     )
 
 
@@ -197,7 +196,7 @@ def evaluate(
         batch=settings.batch,
         ubatch=settings.ubatch,
         flash_attn=settings.flash_attn,
-        cache_ram_mib=DEFAULT_CACHE_RAM_MIB if settings.cache_ram_mib is None else settings.cache_ram_mib,
+        cache_ram_mib=settings.cache_ram_mib,
     )
     gpu_bw = float(parse_quantity(profile.gpu.memory_bandwidth)) if profile.gpu else 1.0
     host_bw = float(parse_quantity(profile.host_memory_bandwidth))
@@ -392,7 +391,7 @@ def _no_fit(option: Option, profile: HardwareProfile, spec: InferenceServiceSpec
     # sits on a host that runs short.
     missing = sum(s.missing for s in option.shortfalls)
     kv = sum(d[KV_K] + d[KV_V] for d in option.memory.devices)
-    kv_type = spec.cache_type_custom_k or spec.cache_type_k or "f16"
+    kv_type = spec.cache_type_custom_k or spec.cache_type_k or DEFAULTS["--cache-type-k"]
     if kv_type not in ("q4_0", "q4_1", "iq4_nl") and kv > missing / 4:
         hints.append(f"use a q8_0 or q4_0 KV cache (cacheTypeK/cacheTypeV; it takes {format_bytes(kv)} now)")
     prompt_cache = option.memory.host[PROMPT_CACHE]
