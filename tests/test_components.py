@@ -437,3 +437,18 @@ def test_a_models_catalog_plans_it_through_the_stack_contract(caplog: pytest.Log
     with caplog.at_level("WARNING"):
         run(config, check)
     assert not [r for r in caplog.records if r.levelname == "WARNING" and "catalog" in r.getMessage()]
+
+
+def test_a_bad_setting_fails_the_stack_program_with_one_clear_line(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("LLMKUBE_NODE_CHECK", "sometimes")
+    install_mocks(stack_config("dev"))
+
+    @pulumi.runtime.test
+    def program() -> None:
+        run_main()
+
+    with pytest.raises(pulumi.RunError) as info:  # printed by Pulumi without a stack trace
+        program()
+    assert str(info.value) == (
+        "LLMKUBE_NODE_CHECK='sometimes' is neither true (1, true, yes, on) nor false (0, false, no, off)"
+    )
