@@ -3,10 +3,10 @@
 They run on the resolved stack before any builder, so the builders can trust their input, and every problem
 of a stack is reported at once (``llmkube check`` and ``pulumi preview`` show the whole list):
 
-- ``spec_problems``: what the effective specs say (model sources, further files, layerSplit, --port in
-  extraArgs), before planning;
-- ``planned_problems``: what needs the planned specs and the model sizes the planner read (a hostMemory
-  request above the memory limit, a model cache too small for its models), before building.
+- ``spec_problems``: what the effective specs say (model sources, further files, layerSplit, extraArgs
+  llama-server cannot take, a hostMemory request above the memory limit), before planning;
+- ``planned_problems``: what needs the model sizes the planner read (a model cache too small for its
+  models), reported together with the planner's own findings, before building.
 """
 
 from __future__ import annotations
@@ -28,10 +28,9 @@ CACHE_HEADROOM: Final = Decimal("1.06")
 
 
 def spec_problems(stack: ResolvedStack) -> list[Problem]:
-    """Every problem of the effective specs of a stack's services and the models they use, sorted."""
+    """Every problem of the effective specs of a stack's models and services, sorted."""
     problems: list[Problem] = []
-    used = {service.model.name: service.model for service in stack.services.values()}
-    for model in used.values():
+    for model in stack.models.values():
         problems += model_problems(model)
     for service in stack.services.values():
         problems += service_problems(service)
@@ -63,8 +62,8 @@ def relative_inside(rel: str) -> bool:
 
 
 def service_problems(service: ResolvedService) -> list[Problem]:
-    """A layerSplit the GPUs cannot use, --port in extraArgs."""
-    problems = extra_args_problems(service.spec, service.path)
+    """A layerSplit the GPUs cannot use, extraArgs llama-server cannot take, a request above its limit."""
+    problems = extra_args_problems(service.spec, service.path) + memory_request_problems(service)
     gpu = service.model.spec.hardware.gpu if service.model.spec.hardware else None
     sharding = gpu.sharding if gpu else None
     inputs = Inputs(service.spec, service.model.spec, "", service.gpu_count)
@@ -75,13 +74,11 @@ def service_problems(service: ResolvedService) -> list[Problem]:
 
 
 def planned_problems(stack: ResolvedStack, model_bytes: Mapping[str, int]) -> list[Problem]:
-    """Problems of the planned specs: requests against limits, and (delivery direct) the model cache's size.
+    """Problems that need what the planner read: (delivery direct) the model cache's size.
 
     ``model_bytes`` maps model names to the bytes of their files, where the planner knows them.
     """
     problems: list[Problem] = []
-    for service in stack.services.values():
-        problems += memory_request_problems(service)
     if stack.delivery == "direct":
         cache = stack.config.model_cache
         kinds = {name: cache_kind(service, cache.mode) for name, service in stack.services.items()}

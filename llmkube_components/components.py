@@ -309,7 +309,12 @@ SKIP_AWAIT = "pulumi.com/skipAwait"
 
 def _settings(settings: Settings | None) -> Settings:
     # A component made without settings is at the edge of someone else's program: the environment decides.
-    return settings if settings is not None else Settings.from_env(os.environ)
+    if settings is not None:
+        return settings
+    try:
+        return Settings.from_env(os.environ)
+    except ValueError as exc:
+        raise pulumi.RunError(str(exc)) from None
 
 
 def _cluster_target(settings: Settings, opts: pulumi.ResourceOptions | None) -> placement.ClusterTarget | None:
@@ -325,6 +330,6 @@ def _cluster_target(settings: Settings, opts: pulumi.ResourceOptions | None) -> 
         return None
     from . import placement
 
-    return placement.ClusterTarget(
-        config.get("kubeconfig"), config.get("context"), config.get("cluster"), settings.environ
-    )
+    # Settings made by hand carry no environment; the kubeconfig's exec plugins need this process's (PATH).
+    environ = settings.environ or os.environ
+    return placement.ClusterTarget(config.get("kubeconfig"), config.get("context"), config.get("cluster"), environ)

@@ -339,7 +339,8 @@ FLAG_TABLE: tuple[Flag, ...] = (
     Flag("--ctx-size",         VALUED,   MEMORY,   field("contextSize"),                     "-c", default="0"),
     Flag("--parallel",         VALUED,   MEMORY,   field("parallelSlots"),                   "-np"),
     # No spec field: read from extraArgs only. One KV stream for all sequences instead of one each.
-    Flag("--kv-unified",       SWITCH,   MEMORY,   from_extra_args_only,  "-kvu", negations=("--no-kv-unified",)),
+    Flag("--kv-unified",       SWITCH,   MEMORY,   from_extra_args_only,
+         "-kvu", negations=("--no-kv-unified", "-no-kvu")),
     Flag("--flash-attn",       VALUED,   MEMORY,   flash_attention,                          "-fa", default="auto"),
     # false emits nothing, as in the operator: --no-jinja would stop older images ("invalid argument").
     # Builds where Jinja is the default need --no-jinja in extraArgs, which also drops this row.
@@ -424,16 +425,30 @@ def metrics_once(user_flags: set[str]) -> list[str]:
 
 
 def extra_args_problems(spec: InferenceServiceSpec, path: str) -> list[Problem]:
-    """--port in extraArgs would move the server off the port its Service and probes use."""
-    return [
-        Problem(
-            config_path(path, "extraArgs", index),
-            f"{arg!r} would move the server off port {spec.serving_port}, where the Service and the probes "
-            "connect; set endpoint.port instead",
-        )
-        for index, arg in enumerate(spec.extra_args or [])
-        if arg.partition("=")[0] == "--port"
-    ]
+    """extraArgs llama-server cannot take: --port (the server would leave the port its Service and probes
+    use), and a table flag that takes a value without one (llama-server stops on it, or reads the next flag
+    as its value)."""
+    problems: list[Problem] = []
+    given = spec.extra_args or []
+    for index, arg in enumerate(given):
+        name, equals, _ = arg.partition("=")
+        where = config_path(path, "extraArgs", index)
+        if name == "--port":
+            problems.append(
+                Problem(
+                    where,
+                    f"{arg!r} would move the server off port {spec.serving_port}, where the Service and the probes "
+                    "connect; set endpoint.port instead",
+                )
+            )
+            continue
+        known = _BY_SPELLING.get(arg.replace("_", "-") if arg.startswith("--") else arg)
+        if equals or known is None or known[0].kind is SWITCH:
+            continue
+        following = given[index + 1] if index + 1 < len(given) else None
+        if following is None or _FLAG_TOKEN.match(following):
+            problems.append(Problem(where, f"{arg!r} needs a value; write {arg!r} and its value as two entries"))
+    return problems
 
 
 # --- reading a command line, as llama-server does --------------------------------------------------------------

@@ -86,7 +86,7 @@ def load(raw: Mapping[str, Any], settings: Settings) -> PlannedStack:
     raise_if_any(checks.spec_problems(stack))
     planned = plan_stack(stack, MetadataReader.from_settings(settings))
     sizes = {name: known.file_bytes for name, known in planned.models.items()}
-    raise_if_any(checks.planned_problems(planned.stack, sizes))
+    raise_if_any(sorted({*planned.problems, *checks.planned_problems(planned.stack, sizes)}))
     return planned
 
 
@@ -172,6 +172,7 @@ def standalone_model(name: str, args: Mapping[str, Any]) -> ModelBuild:
     config = validate_stack({**_given(args, "namespace", "delivery"), "models": {name: args["spec"]}})
     stack = resolve_stack(config)
     model = stack.models[normalize_name(name)]
+    raise_if_any(checks.model_problems(model))
     if "hardware" in args:
         model = _with_profile_hardware(model, args["hardware"])
     return _model(model, stack)

@@ -3,8 +3,9 @@
 Every stage that needs to know where a model comes from asks this module: the checks (an hf:// source that
 names no file), the planner (which file to read metadata from), the workload builders (what the downloader
 fetches, where the file lands, what a pvc:// or local source mounts). One parser, so that all of them agree
-on case (URL schemes are case-insensitive, RFC 3986 3.1, as in the operator) and on decoding (a file:// URL
-is percent-decoded like any URL; an absolute path is taken as written).
+on case (URL schemes are case-insensitive, RFC 3986 3.1, as in the operator) and on decoding: an http(s)
+URL's path is percent-decoded for the file name; a file:// path is taken as written after the scheme, as the
+operator takes it, so that both deliveries mount, and the planner reads, the same node path.
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ class ModelSource:
     text: str  # as written: the cache key is computed on it
     scheme: Scheme
     host: str  # http(s) host, hf organisation's host (huggingface.co); "" otherwise
-    path: str  # decoded path: of the URL, of the hf repository file, of the local file, inside the claim
+    path: str  # the URL's decoded path, the hf repository file's, the local file's (as written), in the claim
     claim: str = ""  # pvc:// only: the PersistentVolumeClaim
     url: str | None = None  # what the downloader fetches: http(s) as written, hf:// on huggingface.co
 
@@ -66,7 +67,8 @@ class ModelSource:
 def sibling_url(url: str, rel: str) -> str:
     """The URL of a further file beside the one at ``url`` (a query string belongs to the main file only)."""
     parts = urlsplit(url)
-    return urlunsplit((parts.scheme, parts.netloc, f"{posixpath.dirname(parts.path)}/{quote(rel)}", "", ""))
+    path = posixpath.join(posixpath.dirname(parts.path), quote(rel))
+    return urlunsplit((parts.scheme, parts.netloc, path, "", ""))
 
 
 @functools.lru_cache(maxsize=256)
@@ -89,7 +91,7 @@ def parse_source(text: str) -> ModelSource:
         # hf://org/repo@rev/file pins a revision the way the operator's hf:// repo sources do.
         return _downloaded(text, "hf", f"https://{HF_HOST}/{org}/{repo}/resolve/{revision or 'main'}/{file}")
     if lowered == "file":
-        return ModelSource(text, "file", "", unquote(rest))
+        return ModelSource(text, "file", "", rest)
     if lowered == "pvc":
         claim, _, path = rest.partition("/")
         return ModelSource(text, "pvc", "", path, claim=claim)

@@ -452,3 +452,18 @@ def test_a_bad_setting_fails_the_stack_program_with_one_clear_line(monkeypatch: 
     assert str(info.value) == (
         "LLMKUBE_NODE_CHECK='sometimes' is neither true (1, true, yes, on) nor false (0, false, no, off)"
     )
+
+
+def test_a_component_made_without_settings_reports_a_bad_setting_in_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
+    from llmkube_components import Platform
+
+    monkeypatch.setenv("LLMKUBE_OFFLINE", "perhaps")
+    install_mocks({})
+
+    @pulumi.runtime.test
+    def program() -> None:
+        Platform("llm", {"models": {}})
+
+    with pytest.raises(pulumi.RunError) as info:
+        program()
+    assert str(info.value).startswith("LLMKUBE_OFFLINE='perhaps' is neither true")

@@ -43,6 +43,7 @@ class FakeCluster:
     pods: list[cluster.Pod] = field(default_factory=list)  # bound pods: a test may add some
     # (kubeconfig, context, cluster) each reader was made for
     asked: list[tuple[str | None, str | None, str | None]] = field(default_factory=list)
+    environs: list[Mapping[str, str]] = field(default_factory=list)  # the environment each reader was given
     fail_nodes: Exception | None = None  # what listing the nodes raises instead, if set
     fail_pods: Exception | None = None  # what listing the pods raises instead, if set
 
@@ -63,6 +64,7 @@ def fake(monkeypatch: pytest.MonkeyPatch) -> FakeCluster:
             environ: Mapping[str, str] | None = None,
         ) -> None:
             state.asked.append((kubeconfig, context, cluster_name))
+            state.environs.append(environ or {})
 
         def nodes(self) -> list[cluster.Node]:
             if state.fail_nodes:
@@ -320,3 +322,20 @@ def test_a_failing_check_is_an_info_line(fake: FakeCluster, caplog: pytest.LogCa
 def stack_args() -> dict[str, Any]:
     """The local stack's llmkube: keys, as Platform arguments."""
     return {key.removeprefix("llmkube:"): value for key, value in CONFIG.items() if key.startswith("llmkube:")}
+
+
+def test_settings_made_by_hand_still_give_the_kubeconfig_its_environment(
+    fake: FakeCluster, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # KUBECONFIG and the exec plugins' PATH come from the process, not from a Settings built in code.
+    from llmkube_components import Platform
+    from llmkube_components.settings import Settings
+
+    monkeypatch.setenv("KUBECONFIG", "/somewhere/config")
+
+    def user_program() -> Any:
+        return Platform("llmkube", dict(stack_args()), settings=Settings(offline=True))
+
+    run(CONFIG, lambda platform, mocks: None, user_program)
+    (environ,) = fake.environs
+    assert environ.get("KUBECONFIG") == "/somewhere/config" and "PATH" in environ

@@ -119,3 +119,44 @@ def test_settings_from_the_environment() -> None:
 def test_a_bad_setting_is_an_error_naming_it(environ: dict[str, str], message: str) -> None:
     with pytest.raises(ValueError, match=message):
         Settings.from_env(environ)
+
+
+# --- found in review: each reproduced here first ---------------------------------------------------------------
+
+GOOD = "https://example.com/models/Llama-3.2-1B-Instruct-Q4_K_M.gguf"
+
+
+def test_a_bad_source_on_a_model_no_service_uses_is_a_config_error() -> None:
+    raw = {"models": {"m": {"source": GOOD}, "u": {"source": "hf://org/repo"}}, "services": {"s": {"modelRef": "m"}}}
+    with pytest.raises(ConfigError) as info:
+        pipeline.platform(raw, Settings(offline=True))
+    assert str(info.value).startswith("llmkube:models.u.source: 'hf://org/repo' names no file")
+    with pytest.raises(ConfigError):
+        pipeline.standalone_model("u", {"spec": {"source": "hf://org/repo"}})
+
+
+def test_a_request_above_its_limit_is_reported_beside_the_planners_findings() -> None:
+    raw = {"models": {"m": {"source": GOOD}}, "services": {"s": {"modelRef": "m", "contextSize": 131072,
+           "resources": {"hostMemory": "10Gi", "memory": "8Gi"}}}}  # fmt: skip
+    with pytest.raises(ConfigError) as info:
+        pipeline.load(raw, Settings(offline=True))
+    paths = [p.path for p in info.value.problems]
+    assert "services.s.resources.hostMemory" in paths
+    assert any("is more than resources.memory 8Gi" in p.message for p in info.value.problems), info.value.problems
+
+
+def test_the_cache_size_is_reported_beside_the_planners_findings() -> None:
+    raw = {"modelCache": {"size": "100Mi"}, "models": {"m": {"source": GOOD}},
+           "services": {"s": {"modelRef": "m", "contextSize": 8192, "resources": {"hostMemory": "1Gi"}}}}  # fmt: skip
+    with pytest.raises(ConfigError) as info:
+        pipeline.load(raw, Settings(offline=True))
+    paths = {p.path for p in info.value.problems}
+    assert {"modelCache.size", "services.s.resources.hostMemory"} <= paths, info.value.problems
+
+
+@pytest.mark.parametrize("extra", [["-c"], ["--ctx-size", "--jinja"], ["-ot"]])
+def test_a_table_flag_without_its_value_in_extra_args_is_a_config_error(extra: list[str]) -> None:
+    raw = {"models": {"m": {"source": GOOD}}, "services": {"s": {"modelRef": "m", "extraArgs": extra}}}
+    with pytest.raises(ConfigError) as info:
+        pipeline.load(raw, Settings(offline=True))
+    assert str(info.value).startswith(f"llmkube:services.s.extraArgs[0]: {extra[0]!r} needs a value"), info.value

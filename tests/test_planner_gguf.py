@@ -220,7 +220,8 @@ def test_hf_sources_map_like_the_downloader() -> None:
     assert reader._locate("hf://Qwen/Qwen3-8B-GGUF/sub/q4.gguf").url == (
         "https://huggingface.co/Qwen/Qwen3-8B-GGUF/resolve/main/sub/q4.gguf"
     )
-    assert reader._locate("file:///models/my%20model.gguf").path == "/models/my model.gguf"
+    # A file:// path as written, as the operator and the Deployment's hostPath take it: the file the pod reads.
+    assert reader._locate("file:///models/my%20model.gguf").path == "/models/my%20model.gguf"
 
 
 # ---------------------------------------------------------------------------------------------------------

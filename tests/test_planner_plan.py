@@ -252,3 +252,11 @@ def test_calibration_through_the_planner_on_the_reference_home_lab() -> None:
 def test_embedding_services_are_planned_too() -> None:
     s = stack({"contextSize": 8192, "mode": "embedding"})
     assert "s" in s.plans
+
+
+@pytest.mark.parametrize("extra", [["--no-kv-unified"], ["-no-kvu"], ["--kv-unified"]])
+def test_without_parallel_llama_server_always_unifies_the_kv_cache(extra: list[str]) -> None:
+    # server.cpp: --parallel unset means 4 sequences and a unified cache, whatever --kv-unified says.
+    assert settings_from_args(extra, 1).kv_unified is None
+    planned = stack({"contextSize": 16384, "extraArgs": extra}).plans["s"].chosen.memory.totals()
+    assert planned == stack({"contextSize": 16384}).plans["s"].chosen.memory.totals()

@@ -885,3 +885,16 @@ def test_map_order_in_the_spec_does_not_change_the_output() -> None:
         }
     )
     assert json.dumps(workloads.service_workloads(a)) == json.dumps(workloads.service_workloads(b))
+
+
+def test_a_local_source_is_mounted_from_the_path_as_written_like_the_operator() -> None:
+    # The operator takes a file:// path as written (no percent-decoding): both deliveries mount the same path.
+    service = make_service(model={"source": "file:///srv/my%20models/m.gguf"})
+    host = next(v for v in pod_of(service)["volumes"] if v["name"] == "host-model")
+    assert host["hostPath"] == {"path": "/srv/my%20models/m.gguf", "type": "File"}
+
+
+def test_further_files_of_a_model_at_a_hosts_root_have_one_slash() -> None:
+    model = ModelSpec.model_validate({"source": "https://example.com/m-00001-of-00002.gguf",
+                                      "files": ["m-00002-of-00002.gguf"]})  # fmt: skip
+    assert workloads.downloads(model)[1].url == "https://example.com/m-00002-of-00002.gguf"

@@ -91,7 +91,8 @@ def _settings(given: Mapping[str, Any], gpu_count: int) -> ServerSettings:
         placement=placement,
         context_size=int(values["--ctx-size"]),
         parallel=int(parallel) if parallel is not None else None,
-        kv_unified=values.get("--kv-unified"),
+        # server.cpp: without --parallel it serves 4 sequences from one unified cache, whatever --kv-unified says.
+        kv_unified=values.get("--kv-unified") if parallel is not None else None,
         cache_type_k=values["--cache-type-k"],
         cache_type_v=values["--cache-type-v"],
         batch=int(values["--batch-size"]),

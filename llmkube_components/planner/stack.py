@@ -44,6 +44,7 @@ class PlannedStack:
     stack: ResolvedStack  # services carry the planned specs; warnings include the planner's
     plans: dict[str, ServicePlan] = field(default_factory=dict)  # by service Kubernetes name
     models: dict[str, ModelPlanFacts] = field(default_factory=dict)  # by model Kubernetes name
+    problems: tuple[Problem, ...] = ()  # what does not fit, with the numbers: the caller reports them
 
 
 def model_facts(model: ResolvedModel, read: MetadataReader) -> tuple[ModelPlanFacts, list[Problem]]:
@@ -75,7 +76,8 @@ def model_facts(model: ResolvedModel, read: MetadataReader) -> tuple[ModelPlanFa
 
 
 def plan_stack(stack: ResolvedStack, read: MetadataReader) -> PlannedStack:
-    """The stack with a plan per service and the auto decisions applied; ConfigError when a plan cannot fit."""
+    """The stack with a plan per service and the auto decisions applied, and the problems of those that do not
+    fit (returned, not raised, so that the caller reports them together with its own)."""
     problems: list[Problem] = []
     warnings = list(stack.warnings)
     models: dict[str, ModelPlanFacts] = {}
@@ -110,10 +112,8 @@ def plan_stack(stack: ResolvedStack, read: MetadataReader) -> PlannedStack:
         else:
             # Recorded so the argument builder knows a plan stands behind these settings (--fit off).
             services[name] = dataclasses.replace(service, spec=service.spec.model_copy(update={"offload": "manual"}))
-    if problems:
-        raise ConfigError(problems)
     planned = dataclasses.replace(stack, services=services, warnings=tuple(warnings))
-    return PlannedStack(planned, plans, models)
+    return PlannedStack(planned, plans, models, tuple(problems))
 
 
 def _apply(service: ResolvedService, plan: ServicePlan, problems: list[Problem]) -> InferenceServiceSpec:
