@@ -22,8 +22,8 @@ from .api.base import normalize_name
 from .api.validation import problems_from_validation_error
 from .errors import ConfigError, raise_if_any
 from .hardware import resolve_profile
-from .planner.metadata import MetadataReader
 from .planner.plan import ServicePlan
+from .planner.reader import MetadataReader
 from .planner.stack import PlannedStack, plan_stack
 from .resolve import ResolvedModel, ResolvedService, ResolvedStack, model_hardware_for, resolve_stack, validate_stack
 from .settings import Settings

@@ -19,7 +19,8 @@ from gguf import GGUFEndian, GGUFReader, GGUFValueType, GGUFWriter
 from llmkube_components.planner import gguf
 from llmkube_components.planner import metadata as reader
 from llmkube_components.planner.gguf import MetadataError, parse_header
-from llmkube_components.planner.metadata import MetadataReader, read_metadata
+from llmkube_components.planner.metadata import read_metadata
+from llmkube_components.planner.reader import MetadataReader
 from llmkube_components.settings import Settings
 from llmkube_components.sources import parse_source
 from testkit.gguf_files import (

@@ -25,8 +25,7 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from ..api.base import format_bytes
-from ..errors import UserError
-from .types import TYPES_BY_ID, TensorInfo
+from .types import TYPES_BY_ID, MetadataError, TensorInfo
 
 Read = Callable[[int, int], bytes]
 
@@ -39,18 +38,6 @@ GGML_MAX_DIMS: Final = 4
 LONG_ARRAY: Final = 64
 LONG_NUMERIC_ARRAY: Final = 1024
 DEFAULT_ALIGNMENT: Final = 32  # general.alignment when the file does not say
-
-
-class MetadataError(UserError):
-    """A model's GGUF metadata could not be read: the source, then what went wrong and what to do.
-
-    A ``pulumi.RunError``, like ``ConfigError``, so that an unhandled one prints as its message alone.
-    """
-
-    def __init__(self, source: str, message: str) -> None:
-        self.source = source
-        self.message = message
-        super().__init__(f"{source}: {message}" if source else message)
 
 
 # ---------------------------------------------------------------------------------------------------------

@@ -36,8 +36,8 @@ from urllib.parse import unquote, urlsplit
 from urllib.request import Request, build_opener
 
 from ..api.base import format_bytes
-from ..settings import Settings, default_cache_dir
-from ..sources import ModelSource, SourceError, parse_source, sibling_url
+from ..settings import default_cache_dir
+from ..sources import SourceError, parse_source, sibling_url
 from .gguf import FormatError, Header, MetadataError, MiB, parse
 from .types import GGUFMetadata, TensorInfo
 
@@ -506,26 +506,3 @@ def read_metadata(
     for h in headers:
         notes.extend(h.notes)
     return GGUFMetadata(source=source, fields=fields, tensors=tuple(tensors), files=len(headers), notes=tuple(notes))
-
-
-@dataclass(frozen=True)
-class MetadataReader:
-    """How the planner reads model metadata in this run: the settings' timeout, cache and network policy."""
-
-    offline: bool = False
-    timeout: float = 10.0
-    cache_dir: Path | None = None
-    revalidate: bool = False
-
-    @classmethod
-    def from_settings(cls, settings: Settings) -> MetadataReader:
-        return cls(settings.offline, settings.metadata_timeout, settings.cache_dir, settings.revalidate)
-
-    def can_read(self, source: ModelSource) -> bool:
-        """Offline, only local files are read."""
-        return source.local or not self.offline
-
-    def __call__(self, source: ModelSource, files: Sequence[str] = ()) -> GGUFMetadata:
-        return read_metadata(
-            source.text, files=files, cache_dir=self.cache_dir, timeout=self.timeout, revalidate=self.revalidate
-        )

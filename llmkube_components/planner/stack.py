@@ -19,9 +19,9 @@ from ..settings import OFFLINE_ENV
 from ..sources import SourceError, parse_source
 from .catalog import CatalogError, catalog_entries, catalog_metadata, recognise, recognise_quantization
 from .facts import ModelFacts, ModelFactsError
-from .gguf import MetadataError
-from .metadata import MetadataReader
 from .plan import GiB, ServicePlan, plan_service
+from .reader import MetadataReader
+from .types import MetadataError
 
 
 @dataclass(frozen=True)

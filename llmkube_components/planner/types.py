@@ -1,4 +1,5 @@
-"""The planner's shared vocabulary: ggml tensor types and their sizes, tensors, and a GGUF file's metadata.
+"""The planner's shared vocabulary: ggml tensor types and their sizes, tensors, a GGUF file's metadata, and
+the error for metadata that cannot be read.
 
 Kept free of numpy and of the gguf package: metadata is read from a few megabytes of header, often over
 HTTP range requests, and planning runs inside ``pulumi preview``.
@@ -10,6 +11,8 @@ import functools
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
+
+from ..errors import UserError
 
 
 @dataclass(frozen=True)
@@ -115,3 +118,15 @@ class GGUFMetadata:
     def arch(self, key: str, default: Any = None) -> Any:
         """An architecture-scoped key: ``arch("block_count")`` reads ``<architecture>.block_count``."""
         return self.fields.get(f"{self.architecture}.{key}", default)
+
+
+class MetadataError(UserError):
+    """A model's GGUF metadata could not be read: the source, then what went wrong and what to do.
+
+    A ``pulumi.RunError``, like ``ConfigError``, so that an unhandled one prints as its message alone.
+    """
+
+    def __init__(self, source: str, message: str) -> None:
+        self.source = source
+        self.message = message
+        super().__init__(f"{source}: {message}" if source else message)
