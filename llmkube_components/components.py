@@ -1,82 +1,141 @@
 """Pulumi components: thin shells that register what the pipeline builds.
 
-Arguments are plain typed dicts with the LLMKube JSON names, so that these components can later be served
-to other Pulumi languages as a component provider; the pydantic API validates them inside. A bad argument
-raises ConfigError, which Pulumi prints as one clean message (no stack trace) and which fails the preview.
+Arguments are typed dicts with the LLMKube JSON names (the Args in ``spec_args``, generated from ``api/``),
+and every value may be a ``pulumi.Input``: a plain value or an Output of another resource. Plain arguments
+are built at once; arguments holding Outputs are built when those are known, which in a preview may be
+never (a resource not yet created): the plan and the workloads then wait for the update, and an info line
+says which arguments they wait for. What is built from Outputs keeps their dependencies and secrecy.
+
+A bad argument raises ConfigError, which Pulumi prints as one clean message (no stack trace) and which
+fails the preview, or the update before anything of the component is applied. Its paths are the
+component's argument paths (``InferenceService chat: spec.contextSize: ...``); a Platform made by the stack
+program reports the stack's config paths (``llmkube:services.chat.contextSize``).
 
 Settings (offline planning, timeouts, the node check, ...) come from the caller: the stack program passes
 the ones it built; a component made by someone else's program without them reads the ``LLMKUBE_*``
 environment once, as the edge of that program (``Settings.from_env``).
+
+No ``from __future__ import annotations`` here: Pulumi's schema inference reads these annotations as types.
 """
 
-from __future__ import annotations
-
 import os
-from typing import TYPE_CHECKING, Any, NotRequired, Required, Self, TypedDict
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any, NotRequired, Required, Self, TypedDict, TypeVar
 
 import pulumi
 
-from . import pipeline
-from .api import ModelSpec
-from .api.stack import Delivery
+from . import inputs, pipeline
+from .errors import ConfigError
 from .register import register, resource_names
 from .settings import Settings
+from .spec_args import Delivery, InferenceServiceSpec, ModelSpec, OperatorSettings, PlatformArgs
 
 if TYPE_CHECKING:
     from . import placement
 
 Options = pulumi.ResourceOptions | None
+Carry = pulumi.Output[None] | None  # the arguments' dependencies and secrecy, when they held Outputs
+B = TypeVar("B")
 
-
-class OperatorArgs(TypedDict, total=False):
-    """LLMKube operator install settings (the ``llmkube:operator`` config)."""
-
-    version: str
-    namespace: str
-    image: str
-    install: bool
-    resources: dict[str, str]
+__all__ = [
+    "InferenceService",
+    "InferenceServiceArgs",
+    "Model",
+    "ModelArgs",
+    "Operator",
+    "OperatorArgs",
+    "Platform",
+    "PlatformArgs",
+    "ServiceOutputs",
+]
 
 
 class ModelArgs(TypedDict):
-    spec: Required[dict[str, Any]]  # an LLMKube Model spec (JSON names)
-    namespace: NotRequired[str]
-    delivery: NotRequired[Delivery]
-    hardware: NotRequired[str | dict[str, Any]]  # fills the spec's GPU section when it has none
+    """Arguments of a Model component."""
+
+    spec: Required[pulumi.Input[ModelSpec]]
+    """The LLMKube Model spec (JSON names): source, sha256, format, quantization, hardware, resources, files."""
+
+    namespace: NotRequired[pulumi.Input[str]]
+    """Namespace of the Model (default: the stack default, llmkube)."""
+
+    delivery: NotRequired[pulumi.Input[Delivery]]
+    """direct (default): the services' init containers fetch the file; operator: a Model custom resource."""
+
+    hardware: NotRequired[pulumi.Input[Any]]
+    """A hardware profile (a built-in name, or {extends: name, ...}) whose GPUs fill the spec's GPU section when
+    it has none."""
 
 
 class InferenceServiceArgs(TypedDict):
-    spec: Required[dict[str, Any]]  # an LLMKube InferenceService spec (JSON names)
-    model: Required[Model]
-    namespace: NotRequired[str]
-    delivery: NotRequired[Delivery]
-    hardware: NotRequired[str | dict[str, Any]]  # a hardware profile name or {extends: ..., ...}
+    """Arguments of an InferenceService component."""
+
+    spec: Required[pulumi.Input[InferenceServiceSpec]]
+    """The LLMKube InferenceService spec (JSON names); its modelRef names the Model."""
+
+    model: Required[pulumi.Input[ModelSpec]]
+    """The served Model's spec: a Model component's spec output (from Python, the Model component itself)."""
+
+    namespace: NotRequired[pulumi.Input[str]]
+    """Namespace of the service (default: the Model component's, else the stack default, llmkube)."""
+
+    delivery: NotRequired[pulumi.Input[Delivery]]
+    """direct (default): Pulumi renders the llama.cpp workloads; operator: an InferenceService custom resource."""
+
+    hardware: NotRequired[pulumi.Input[Any]]
+    """The hardware profile the service is planned for: a built-in name, or {extends: name, ...overrides}."""
 
 
-class PlatformArgs(TypedDict, total=False):
-    """A whole stack: the keys of the ``llmkube:`` config namespace (StackConfig; a test keeps them equal)."""
+class ServiceOutputs(TypedDict):
+    """What one service exposes (InferenceService outputs, and Platform's services by name)."""
 
-    delivery: Delivery
+    endpoint: str
+    """The in-cluster URL of the server's API path."""
+
+    baseUrl: str
+    """The OpenAI-compatible base URL (…/v1)."""
+
+    serviceName: str
+    """The Kubernetes Service name."""
+
     namespace: str
-    createNamespace: bool
-    hardware: str | dict[str, Any]
-    operator: OperatorArgs
-    modelCache: dict[str, str]
-    models: dict[str, dict[str, Any]]
-    services: dict[str, dict[str, Any]]
+    """The namespace of the service."""
+
+    clientConfig: dict[str, Any]
+    """Settings for an OpenAI-compatible client."""
+
+    plan: NotRequired[dict[str, Any]]
+    """The planner's placement, memory per device and speed estimate (when the model was planned)."""
+
+    serverArgs: NotRequired[list[str]]
+    """The llama-server arguments (delivery direct)."""
+
+    scheduling: NotRequired[str]
+    """Where the cluster's nodes can run the pods (when the node check ran)."""
 
 
 def _child(parent: pulumi.Resource, opts: pulumi.ResourceOptions | None = None) -> pulumi.ResourceOptions:
     return pulumi.ResourceOptions.merge(pulumi.ResourceOptions(parent=parent), opts)
 
 
-def _register_all(prefix: str, manifests: list[dict[str, Any]], opts: pulumi.ResourceOptions) -> list[Any]:
-    return [register(n, m, opts) for n, m in zip(resource_names(prefix, manifests), manifests, strict=True)]
+def _register_all(
+    prefix: str, manifests: list[dict[str, Any]], opts: pulumi.ResourceOptions, carry: Carry
+) -> list[Any]:
+    names = resource_names(prefix, manifests)
+    return [_register_one(n, m, opts, carry) for n, m in zip(names, manifests, strict=True)]
+
+
+def _register_one(name: str, manifest: dict[str, Any], opts: pulumi.ResourceOptions, carry: Carry) -> Any:
+    if carry is not None:
+        fixed = ("apiVersion", "kind")
+        manifest = {k: v if k in fixed else inputs.carried(v, carry) for k, v in manifest.items()}
+    return register(name, manifest, opts)
 
 
 # Retained objects outlive the stack; the next stack to deploy them (after a destroy, or with the other
 # delivery) adopts them, taking over the fields its own Pulumi field manager did not write.
 PATCH_FORCE = "pulumi.com/patchForce"
+SKIP_AWAIT = "pulumi.com/skipAwait"
 
 
 def _annotated(manifests: list[dict[str, Any]], key: str, kinds: tuple[str, ...] = ()) -> list[dict[str, Any]]:
@@ -91,46 +150,150 @@ def _annotated(manifests: list[dict[str, Any]], key: str, kinds: tuple[str, ...]
     return out
 
 
-class _Component(pulumi.ComponentResource):
-    """A component that either builds from its args (``__init__``) or registers what Platform built."""
+def _ready(resources: list[Any], outputs: dict[str, Any], carry: Carry) -> pulumi.Output[dict[str, Any]]:
+    """The component's outputs, resolved once its resources are registered (and carrying the arguments')."""
+    urns = [r.urn for r in resources]
+    return pulumi.Output.all(*urns, inputs.carried(None, carry)).apply(lambda _: outputs)
 
-    TYPE: str
+
+class _Component(pulumi.ComponentResource):
+    """A component that builds from its arguments (``__init__``) or registers what Platform built."""
+
+    # Not annotated: schema inference reads every public annotation of a component class as an output.
+    TYPE = ""
+    _PROPS: tuple[str, ...] = ()  # the keys of the component's own properties (see _start)
+    _outputs: pulumi.Output[dict[str, Any]]
 
     @classmethod
-    def _shell(cls, name: str, opts: Options) -> Self:
+    def _shell(cls, name: str, props: dict[str, Any], opts: Options) -> Self:
         """The component registered with the engine, without running ``__init__`` (which builds from args)."""
         self = cls.__new__(cls)
-        pulumi.ComponentResource.__init__(self, cls.TYPE, name, {}, opts)
+        pulumi.ComponentResource.__init__(self, cls.TYPE, name, props, opts)
         return self
+
+    def _start(
+        self,
+        name: str,
+        args: Mapping[str, Any],
+        opts: Options,
+        *,
+        label: str | None,
+        paths: Callable[[str], str],
+        build: Callable[[Mapping[str, Any]], B],
+        props: Callable[[B], dict[str, Any]],
+        register: Callable[[B, Carry], pulumi.Output[dict[str, Any]]],
+    ) -> None:
+        """Register the component, build it from its arguments now or once they are known, register the rest.
+
+        ``build`` runs the pipeline on plain values; ``props`` are the component's own properties (the
+        validated, effective spec, which policies read); ``register`` registers the children and returns the
+        outputs, resolved once the children are registered.
+        """
+
+        def built_from(plain: Mapping[str, Any]) -> B:
+            try:
+                return build(inputs.plain(plain))
+            except ConfigError as error:
+                raise (error if label is None else error.relabeled(label, paths)) from None
+
+        if not inputs.has_outputs(args):
+            built = built_from(dict(args))
+            pulumi.ComponentResource.__init__(self, self.TYPE, name, props(built), opts)
+            self._outputs = register(built, None)
+        else:
+            settled = pulumi.Output.from_input(args)
+            later = settled.apply(built_from)
+            known_later: dict[str, Any] = {key: later.apply(_prop(props, key)) for key in self._PROPS}
+            pulumi.ComponentResource.__init__(self, self.TYPE, name, known_later, opts)
+            carry = settled.apply(lambda _: None)
+            self._outputs = later.apply(lambda b: register(b, carry))
+            what = label or f"{self.TYPE.rsplit(':', 1)[-1]} {name}"
+            inputs.unknown_paths(args).apply(lambda unknown: self._deferred(what, unknown))
+
+    def _deferred(self, what: str, unknown: list[str]) -> None:
+        if unknown:
+            pulumi.log.info(
+                f"{what}: plan and workloads deferred to the update: {', '.join(unknown)} not known until then",
+                resource=self,
+            )
+
+    def _output(self, key: str) -> pulumi.Output[Any]:
+        return self._outputs.apply(lambda o: o.get(key))
+
+
+def _carried_props(props: dict[str, Any], carry: Carry) -> dict[str, Any]:
+    return {key: inputs.carried(value, carry) for key, value in props.items()}
+
+
+def _prop(props: Callable[[B], dict[str, Any]], key: str) -> Callable[[B], Any]:
+    return lambda built: props(built).get(key)
+
+
+def _relabel_paths(renames: dict[str, str]) -> Callable[[str], str]:
+    """Config paths -> argument paths: the longest matching prefix is renamed."""
+
+    def paths(path: str) -> str:
+        for old, new in sorted(renames.items(), key=lambda kv: -len(kv[0])):
+            if path == old:
+                return new
+            if path.startswith(old + ".") or path.startswith(old + "["):
+                return new + path[len(old) :] if new else path[len(old) + 1 :]
+        return path
+
+    return paths
+
+
+OperatorArgs = OperatorSettings  # the Operator component's arguments are the llmkube:operator settings
+
+_DEFAULTS: OperatorArgs = {}  # read only: the operator's defaults (schema inference refuses `X | None`)
 
 
 class Operator(_Component):
     """The LLMKube operator: its CRDs, RBAC, controller Deployment and metrics Service."""
 
     TYPE = "llmkube:index:Operator"
+    _PROPS = ("settings",)
 
-    namespace: str
-    image: str
+    namespace: pulumi.Output[str]
+    """Namespace of the controller."""
 
-    def __init__(self, name: str, args: OperatorArgs | None = None, opts: pulumi.ResourceOptions | None = None):
-        super().__init__(self.TYPE, name, {}, opts)
-        self._register(name, pipeline.operator(args or {}))
+    image: pulumi.Output[str]
+    """The controller image."""
+
+    def __init__(self, name: str, args: OperatorArgs = _DEFAULTS, opts: pulumi.ResourceOptions | None = None):
+        self._start(
+            name,
+            args,
+            opts,
+            label=f"Operator {name}",
+            paths=_relabel_paths({"operator": ""}),
+            build=pipeline.operator,
+            props=lambda built: {"settings": built.settings.document()},
+            register=lambda built, carry: self._register(name, built, carry),
+        )
+        self._expose()
 
     @classmethod
-    def from_build(cls, name: str, built: pipeline.OperatorBuild, opts: Options = None) -> Operator:
+    def from_build(cls, name: str, built: pipeline.OperatorBuild, opts: Options = None, carry: Carry = None) -> Self:
         """An Operator component for an install that Platform's pipeline has already built."""
-        self = cls._shell(name, opts)
-        self._register(name, built)
+        self = cls._shell(name, _carried_props({"settings": built.settings.document()}, carry), opts)
+        self._outputs = self._register(name, built, carry)
+        self._expose()
         return self
 
-    def _register(self, name: str, built: pipeline.OperatorBuild) -> None:
+    def _register(self, name: str, built: pipeline.OperatorBuild, carry: Carry) -> pulumi.Output[dict[str, Any]]:
         child = _child(self)
-        self.crds = _register_all(f"{name}-crd", built.crds, child)
+        crds = _register_all(f"{name}-crd", built.crds, child, carry)
         # The controller starts only once the kinds it watches exist.
-        after_crds = pulumi.ResourceOptions.merge(child, pulumi.ResourceOptions(depends_on=self.crds))
-        self.resources = _register_all(name, built.manifests, after_crds)
-        self.namespace = built.settings.namespace
-        self.image = built.settings.image_ref
+        after_crds = pulumi.ResourceOptions.merge(child, pulumi.ResourceOptions(depends_on=crds))
+        resources = _register_all(name, built.manifests, after_crds, carry)
+        return _ready(
+            crds + resources, {"namespace": built.settings.namespace, "image": built.settings.image_ref}, carry
+        )
+
+    def _expose(self) -> None:
+        self.namespace = self._output("namespace")
+        self.image = self._output("image")
         self.register_outputs({"namespace": self.namespace, "image": self.image})
 
 
@@ -138,33 +301,68 @@ class Model(_Component):
     """A model file. Delivery operator: a Model custom resource. Direct: the services' init containers fetch it."""
 
     TYPE = "llmkube:index:Model"
+    _PROPS = ("name", "namespace", "spec")
 
-    name: str
-    spec: ModelSpec
-    cache_path: str
+    name: pulumi.Output[str]
+    """The Kubernetes name of the Model (what a service's modelRef names)."""
+
+    namespace: pulumi.Output[str]
+    """Namespace of the Model."""
+
+    spec: pulumi.Output[dict[str, Any]]
+    """The validated, effective Model spec (JSON names): what an InferenceService's model argument takes."""
+
+    cache_path: pulumi.Output[str]
+    """Where llama-server finds the file inside its pod."""
 
     def __init__(self, name: str, args: ModelArgs, opts: pulumi.ResourceOptions | None = None):
-        super().__init__(self.TYPE, name, {}, opts)
-        self._register(name, pipeline.standalone_model(name, args))
+        self.built: pipeline.ModelBuild | None = None  # set when built from plain arguments
+        self._start(
+            name,
+            args,
+            opts,
+            label=f"Model {name}",
+            paths=_relabel_paths({f"models.{name}": "spec"}),
+            build=lambda plain: pipeline.standalone_model(name, plain),
+            props=_model_props,
+            register=lambda built, carry: self._register(name, built, carry),
+        )
+        self._expose()
 
     @classmethod
-    def from_build(cls, name: str, built: pipeline.ModelBuild, opts: pulumi.ResourceOptions | None = None) -> Model:
+    def from_build(cls, name: str, built: pipeline.ModelBuild, opts: Options = None, carry: Carry = None) -> Self:
         """A Model component for a model that Platform's pipeline has already built."""
-        self = cls._shell(name, opts)
-        self._register(name, built)
+        self = cls._shell(name, _carried_props(_model_props(built), carry), opts)
+        self._outputs = self._register(name, built, carry)
+        self._expose()
         return self
 
-    def _register(self, name: str, built: pipeline.ModelBuild) -> None:
-        self.built = built
-        self.key = built.model.key
-        self.name = built.model.name
-        self.spec = built.model.spec
-        self.namespace = built.namespace
-        self.cache_path = built.cache_path
-        self.custom_resource = None
+    def _register(self, name: str, built: pipeline.ModelBuild, carry: Carry) -> pulumi.Output[dict[str, Any]]:
+        if carry is None:
+            self.built = built
+        resources = []
         if built.custom_resource is not None:
-            self.custom_resource = register(f"{name}-model", built.custom_resource, _child(self))
-        self.register_outputs({"name": self.name, "cachePath": self.cache_path})
+            resources.append(_register_one(f"{name}-model", built.custom_resource, _child(self), carry))
+        outputs = {
+            "name": built.model.name,
+            "namespace": built.namespace,
+            "spec": built.model.spec.document(),
+            "cachePath": built.cache_path,
+        }
+        return _ready(resources, outputs, carry)
+
+    def _expose(self) -> None:
+        self.name = self._output("name")
+        self.namespace = self._output("namespace")
+        self.spec = self._output("spec")
+        self.cache_path = self._output("cachePath")
+        self.register_outputs(
+            {"name": self.name, "namespace": self.namespace, "spec": self.spec, "cachePath": self.cache_path}
+        )
+
+
+def _model_props(built: pipeline.ModelBuild) -> dict[str, Any]:
+    return {"name": built.model.name, "namespace": built.namespace, "spec": built.model.spec.document()}
 
 
 class InferenceService(_Component):
@@ -175,80 +373,232 @@ class InferenceService(_Component):
     """
 
     TYPE = "llmkube:index:InferenceService"
+    _PROPS = ("name", "namespace", "delivery", "spec", "model", "hardware", "plan")
 
-    endpoint: str
-    base_url: str
-    client_config: dict[str, Any]
-    server_args: list[str] | None
-    plan: dict[str, Any] | None  # the planner's placement, memory per device and throughput estimate
-    scheduling: str | None  # where the cluster's nodes can run its pods, when they were checked
+    endpoint: pulumi.Output[str]
+    """The in-cluster URL of the server's API path."""
+
+    base_url: pulumi.Output[str]
+    """The OpenAI-compatible base URL (…/v1)."""
+
+    service_name: pulumi.Output[str]
+    """The Kubernetes Service name."""
+
+    namespace: pulumi.Output[str]
+    """The namespace of the service."""
+
+    client_config: pulumi.Output[dict[str, Any]]
+    """Settings for an OpenAI-compatible client."""
+
+    plan: pulumi.Output[dict[str, Any] | None]
+    """The planner's placement, memory per device and speed estimate (when the model was planned)."""
+
+    server_args: pulumi.Output[list[str] | None]
+    """The llama-server arguments (delivery direct)."""
+
+    scheduling: pulumi.Output[str | None]
+    """Where the cluster's nodes can run the pods (when the node check ran)."""
 
     def __init__(
-        self, name: str, args: InferenceServiceArgs, opts: Options = None, *, settings: Settings | None = None
+        self,
+        name: str,
+        args: InferenceServiceArgs,
+        opts: pulumi.ResourceOptions | None = None,
+        *,
+        settings: Settings | None = None,
     ):
-        super().__init__(self.TYPE, name, {}, opts)
-        built, planned = pipeline.standalone_service(name, args, args["model"].built, _settings(settings))
-        for warning in planned.stack.warnings:
-            pulumi.log.warn(str(warning), resource=self)
-        self._register(name, built, None)
+        settings = _settings(settings)
+        given: dict[str, Any] = dict(args)
+        model = given.get("model")
+        model_key: str | None = None
+        if isinstance(model, Model):
+            # A Model component: its built spec when it had plain arguments, else its spec output (known when
+            # its own arguments are); its namespace is the service's default either way.
+            opts = pulumi.ResourceOptions.merge(opts, pulumi.ResourceOptions(depends_on=[model]))
+            if model.built is not None:
+                model_key = model.built.model.key
+                given["model"] = model.built.model.spec.document()
+                given.setdefault("namespace", model.built.namespace)
+            else:
+                given["model"] = model.spec
+                given.setdefault("namespace", model.namespace)
+        spec = given.get("spec")
+        model_ref = spec.get("modelRef") if isinstance(spec, Mapping) else None
+        renames = {f"services.{name}": "spec"}
+        if isinstance(model_key or model_ref, str):
+            renames[f"models.{model_key or model_ref}"] = "model"
+        self._start(
+            name,
+            given,
+            opts,
+            label=f"InferenceService {name}",
+            paths=_relabel_paths(renames),
+            build=lambda plain: _standalone_service(name, plain, model_key, settings),
+            props=lambda built: _service_props(built[0]),
+            register=lambda built, carry: self._register_built(name, built, carry),
+        )
+        self._expose()
+
+    def _register_built(
+        self, name: str, built: tuple[pipeline.ServiceBuild, list[str]], carry: Carry
+    ) -> pulumi.Output[dict[str, Any]]:
+        service, warnings = built
+        for warning in warnings:
+            pulumi.log.warn(warning, resource=self)
+        return self._register(name, service, None, carry)
 
     @classmethod
     def from_build(
         cls,
         name: str,
         built: pipeline.ServiceBuild,
-        opts: pulumi.ResourceOptions | None = None,
-        scheduling: placement.Scheduling | None = None,
-    ) -> InferenceService:
+        opts: Options = None,
+        scheduling: "placement.Scheduling | None" = None,
+        carry: Carry = None,
+    ) -> Self:
         """An InferenceService component for a service that Platform's pipeline has already built and placed."""
-        self = cls._shell(name, opts)
-        self._register(name, built, scheduling)
+        self = cls._shell(name, _carried_props(_service_props(built), carry), opts)
+        self._outputs = self._register(name, built, scheduling, carry)
+        self._expose()
         return self
 
-    def _register(self, name: str, built: pipeline.ServiceBuild, placed: placement.Scheduling | None) -> None:
+    def _register(
+        self, name: str, built: pipeline.ServiceBuild, placed: "placement.Scheduling | None", carry: Carry
+    ) -> pulumi.Output[dict[str, Any]]:
         child = _child(self)
-        self.scheduling = placed.text if placed is not None else None
         if built.custom_resource is not None:
-            self.resources = [register(f"{name}-isvc", built.custom_resource, child)]
+            resources = [_register_one(f"{name}-isvc", built.custom_resource, child, carry)]
         else:
             manifests = built.workloads
             if placed is not None and placed.pending:
                 # A Deployment no node can run never becomes available, nor its Service's endpoints ready:
                 # Pulumi would wait out its timeout and fail the update. The rest is still awaited.
                 manifests = _annotated(manifests, SKIP_AWAIT, ("Deployment", "Service"))
-            self.resources = _register_all(name, manifests, child)
-        self.server_args = built.server_args
-        self.service_name = built.service.name
-        self.plan = built.plan.output() if built.plan is not None else None
+            resources = _register_all(name, manifests, child, carry)
         if built.plan is not None:
             pulumi.log.info(built.plan.table(), resource=self)
-        self.endpoint = built.endpoint
-        self.base_url = built.base_url
-        self.client_config = built.client_config
-        self.register_outputs(self.outputs())
+        return _ready(resources, service_outputs(built, placed), carry)
 
-    def outputs(self) -> dict[str, Any]:
-        out = {"endpoint": self.endpoint, "baseUrl": self.base_url, "clientConfig": self.client_config}
-        if self.server_args is not None:
-            out["serverArgs"] = self.server_args
-        if self.plan is not None:
-            out["plan"] = self.plan
-        if self.scheduling is not None:
-            out["scheduling"] = self.scheduling
-        return out
+    def _expose(self) -> None:
+        self.endpoint = self._output("endpoint")
+        self.base_url = self._output("baseUrl")
+        self.service_name = self._output("serviceName")
+        self.namespace = self._output("namespace")
+        self.client_config = self._output("clientConfig")
+        self.plan = self._output("plan")
+        self.server_args = self._output("serverArgs")
+        self.scheduling = self._output("scheduling")
+        self.register_outputs(
+            {
+                "endpoint": self.endpoint,
+                "baseUrl": self.base_url,
+                "serviceName": self.service_name,
+                "namespace": self.namespace,
+                "clientConfig": self.client_config,
+                "plan": self.plan,
+                "serverArgs": self.server_args,
+                "scheduling": self.scheduling,
+            }
+        )
 
 
-class Platform(pulumi.ComponentResource):
+def service_outputs(built: pipeline.ServiceBuild, placed: "placement.Scheduling | None") -> dict[str, Any]:
+    """A service's outputs (ServiceOutputs), the optional ones only when they apply."""
+    out: dict[str, Any] = {
+        "endpoint": built.endpoint,
+        "baseUrl": built.base_url,
+        "serviceName": built.service.name,
+        "namespace": built.service.namespace,
+        "clientConfig": built.client_config,
+    }
+    if built.plan is not None:
+        out["plan"] = built.plan.output()
+    if built.server_args is not None:
+        out["serverArgs"] = built.server_args
+    if placed is not None:
+        out["scheduling"] = placed.text
+    return out
+
+
+def _service_props(built: pipeline.ServiceBuild) -> dict[str, Any]:
+    """What a policy reads about a service: its validated, effective spec, its model, and its plan."""
+    service = built.service
+    props: dict[str, Any] = {
+        "name": service.name,
+        "namespace": service.namespace,
+        "delivery": "operator" if built.custom_resource is not None else "direct",
+        "spec": service.spec.document(),
+        "model": service.model.spec.document(),
+        "hardware": service.profile.name,
+    }
+    if built.plan is not None:
+        props["plan"] = built.plan.output()
+    return props
+
+
+def _standalone_service(
+    name: str, plain: Mapping[str, Any], model_key: str | None, settings: Settings
+) -> tuple[pipeline.ServiceBuild, list[str]]:
+    """A service on the model spec it was given: the Model's own name (from Python) or its modelRef keys it."""
+    spec = plain["spec"]
+    model_key = model_key or (spec.get("modelRef") if isinstance(spec, Mapping) else None)
+    model_args: dict[str, Any] = {"spec": plain["model"]}
+    model_args.update({k: plain[k] for k in ("namespace", "delivery") if k in plain})
+    model = pipeline.standalone_model(str(model_key or name), model_args)
+    built, planned = pipeline.standalone_service(name, plain, model, settings)
+    return built, [str(w) for w in planned.stack.warnings]
+
+
+class Platform(_Component):
     """A whole stack: namespace, model cache, operator (delivery operator), models and services."""
 
-    services: dict[str, dict[str, Any]]
-    namespace: str
-    delivery: str
+    TYPE = "llmkube:index:Platform"
+    _PROPS = ("namespace", "delivery", "hardware")
 
-    def __init__(self, name: str, args: PlatformArgs, opts: Options = None, *, settings: Settings | None = None):
-        super().__init__("llmkube:index:Platform", name, {}, opts)
+    services: pulumi.Output[dict[str, ServiceOutputs]]
+    """Each service's outputs, by its key under services."""
+
+    namespace: pulumi.Output[str]
+    """Namespace of the models and services."""
+
+    delivery: pulumi.Output[str]
+    """direct or operator."""
+
+    def __init__(
+        self,
+        name: str,
+        args: PlatformArgs,
+        opts: pulumi.ResourceOptions | None = None,
+        *,
+        settings: Settings | None = None,
+        stack_config: bool = False,
+    ):
+        """``stack_config``: the arguments are a stack's ``llmkube:`` config (errors name ``llmkube:`` paths)."""
         settings = _settings(settings)
-        built = pipeline.platform(args, settings)
+        self.inference_services: dict[str, InferenceService] = {}
+        self.models: dict[str, Model] = {}
+        self._start(
+            name,
+            args,
+            opts,
+            label=None if stack_config else f"Platform {name}",
+            paths=lambda path: path,
+            build=lambda plain: pipeline.platform(plain, settings),
+            props=lambda built: {
+                "namespace": built.stack.namespace,
+                "delivery": built.stack.delivery,
+                "hardware": built.stack.profile.name,
+            },
+            register=lambda built, carry: self._register(name, built, settings, opts, carry),
+        )
+        self.services = self._output("services")
+        self.namespace = self._output("namespace")
+        self.delivery = self._output("delivery")
+        self.register_outputs({"services": self.services, "namespace": self.namespace, "delivery": self.delivery})
+
+    def _register(
+        self, name: str, built: pipeline.StackBuild, settings: Settings, opts: Options, carry: Carry
+    ) -> pulumi.Output[dict[str, Any]]:
         stack = built.stack
         for warning in stack.warnings:
             pulumi.log.warn(str(warning), resource=self)
@@ -257,13 +607,13 @@ class Platform(pulumi.ComponentResource):
         placed: dict[str, placement.Scheduling | None] = {}
         target = _cluster_target(settings, opts)
         if target is not None:
-            from . import placement  # the node check's reader and rules: not imported when nothing is checked
+            from . import placement as node_check  # not imported when nothing is checked
 
-            notes = placement.Notes()
-            view = placement.cluster_view(stack, target, notes)
+            notes = node_check.Notes()
+            view = node_check.cluster_view(stack, target, notes)
             for service_name, service in built.services.items():
                 placed[service_name] = (
-                    None if view is None else placement.scheduling(service.service, service.workloads, view, notes)
+                    None if view is None else node_check.scheduling(service.service, service.workloads, view, notes)
                 )
             for info in notes.infos:
                 pulumi.log.info(info, resource=self)
@@ -280,31 +630,33 @@ class Platform(pulumi.ComponentResource):
         foundation: list[pulumi.Resource] = []
         if built.namespace:
             # Adoptable in both deliveries: a namespace kept by an earlier direct stack is taken over.
-            foundation += _register_all(name, _annotated(built.namespace, PATCH_FORCE), _child(self, keep))
+            namespace = _annotated(built.namespace, PATCH_FORCE)
+            foundation += _register_all(name, namespace, _child(self, keep), carry)
         if built.operator is not None:
-            self.operator = Operator.from_build(f"{name}-operator", built.operator, child)
+            self.operator = Operator.from_build(f"{name}-operator", built.operator, child, carry)
             foundation.append(self.operator)
         keep_after = pulumi.ResourceOptions.merge(keep, pulumi.ResourceOptions(depends_on=list(foundation)))
         cache = _annotated(built.cache, PATCH_FORCE)
-        foundation += [register(f"{name}-model-cache", m, _child(self, keep_after)) for m in cache]
+        foundation += [_register_one(f"{name}-model-cache", m, _child(self, keep_after), carry) for m in cache]
 
         after = pulumi.ResourceOptions.merge(child, pulumi.ResourceOptions(depends_on=foundation))
-        self.models = {m: Model.from_build(f"{name}-{m}", b, after) for m, b in built.models.items()}
-        self.inference_services = {}
+        self.models = {m: Model.from_build(f"{name}-{m}", b, after, carry) for m, b in built.models.items()}
         for service_name, service in built.services.items():
             model = self.models[service.service.model.name]
             opts_after_model = pulumi.ResourceOptions.merge(after, pulumi.ResourceOptions(depends_on=[model]))
             self.inference_services[service.service.key] = InferenceService.from_build(
-                f"{name}-{service_name}", service, opts_after_model, placed.get(service_name)
+                f"{name}-{service_name}", service, opts_after_model, placed.get(service_name), carry
             )
         # Keyed by the config keys users wrote, so `pulumi stack output services` reads like the stack file.
-        self.services = {key: svc.outputs() for key, svc in self.inference_services.items()}
-        self.namespace = stack.namespace
-        self.delivery = stack.delivery
-        self.register_outputs({"services": self.services, "delivery": self.delivery, "namespace": self.namespace})
-
-
-SKIP_AWAIT = "pulumi.com/skipAwait"
+        services = {
+            service.service.key: service_outputs(service, placed.get(service_name))
+            for service_name, service in built.services.items()
+        }
+        children: list[Any] = [*foundation, *self.models.values(), *self.inference_services.values()]
+        outputs = {"services": services, "namespace": stack.namespace, "delivery": stack.delivery}
+        # Ready once every child component's own outputs are (so its workloads are registered too).
+        ready = [c._outputs for c in children if isinstance(c, _Component)]
+        return pulumi.Output.all(_ready(children, outputs, carry), *ready).apply(lambda all_: all_[0])
 
 
 def _settings(settings: Settings | None) -> Settings:
@@ -317,7 +669,7 @@ def _settings(settings: Settings | None) -> Settings:
         raise pulumi.RunError(str(exc)) from None
 
 
-def _cluster_target(settings: Settings, opts: pulumi.ResourceOptions | None) -> placement.ClusterTarget | None:
+def _cluster_target(settings: Settings, opts: pulumi.ResourceOptions | None) -> "placement.ClusterTarget | None":
     """The cluster the stack's provider targets, or None when there is none to ask.
 
     None when the node check is off, when the caller passes its own provider (its kubeconfig is not ours to

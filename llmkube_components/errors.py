@@ -7,7 +7,7 @@ engine prints the message alone, without a Python stack trace, and ``pulumi prev
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 from pulumi import RunError
@@ -41,15 +41,25 @@ class Problem:
         where = f"{CONFIG_NAMESPACE}:{self.path}" if self.path else CONFIG_NAMESPACE
         return f"{where}: {self.message}"
 
+    def within(self, label: str) -> str:
+        """The problem as a component argument's: ``InferenceService chat: spec.contextSize: ...``."""
+        return f"{label}: {self.path}: {self.message}" if self.path else f"{label}: {self.message}"
+
 
 class ConfigError(UserError):
     """Bad configuration, found before anything deploys. Carries every problem found, not only the first."""
 
-    def __init__(self, problems: Iterable[Problem]) -> None:
+    def __init__(self, problems: Iterable[Problem], *, label: str | None = None) -> None:
         self.problems: tuple[Problem, ...] = tuple(problems)
+        self.label = label  # the component whose arguments these paths are, or None for the stack config
         if not self.problems:
             raise ValueError("ConfigError needs at least one problem")
-        super().__init__("\n".join(str(p) for p in self.problems))
+        lines = [str(p) if label is None else p.within(label) for p in self.problems]
+        super().__init__("\n".join(lines))
+
+    def relabeled(self, label: str, paths: Callable[[str], str]) -> ConfigError:
+        """The same problems told as a component's: ``paths`` turns each config path into an argument path."""
+        return ConfigError([Problem(paths(p.path), p.message) for p in self.problems], label=label)
 
     @classmethod
     def at(cls, path: str, message: str) -> ConfigError:

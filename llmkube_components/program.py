@@ -61,7 +61,7 @@ def main() -> Platform:
         settings = Settings.from_env(os.environ)  # the edge: nothing below it reads the environment
     except ValueError as exc:
         raise pulumi.RunError(str(exc)) from None
-    platform = Platform(pulumi.get_project(), cast(PlatformArgs, stack_config()), settings=settings)
+    platform = Platform(pulumi.get_project(), cast(PlatformArgs, stack_config()), settings=settings, stack_config=True)
     pulumi.export("namespace", platform.namespace)
     pulumi.export("delivery", platform.delivery)
     pulumi.export("services", platform.services)

@@ -82,3 +82,23 @@ def install_mocks(config: dict[str, Any], *, preview: bool = True) -> RecordingM
 def run_main() -> Any:
     """Run __main__.py as Pulumi would; returns its Platform component."""
     return runpy.run_path(str(ROOT / "__main__.py"), run_name="__main__")["platform"]
+
+
+class Resolved:
+    """A component's outputs once resolved, read as its attributes are named (``svc.server_args``)."""
+
+    def __init__(self, outputs: dict[str, Any]) -> None:
+        self.outputs = outputs
+
+    def __getattr__(self, name: str) -> Any:
+        head, *rest = name.split("_")
+        return self.outputs.get(head + "".join(part.title() for part in rest))
+
+
+def resolved(result: Any) -> Any:
+    """An Output of ``result`` with its outputs known: a component becomes ``Resolved``, anything else stays."""
+    from llmkube_components.components import _Component
+
+    if isinstance(result, _Component):
+        return result._outputs.apply(Resolved)
+    return pulumi.Output.from_input(result)

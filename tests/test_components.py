@@ -22,6 +22,7 @@ from tests.pulumi_program import (
     RecordingMocks,
     Registered,
     install_mocks,
+    resolved,
     run_main,
     stack_config,
     stack_files,
@@ -76,7 +77,9 @@ def run(config: dict[str, Any], check: Any, body: Any = run_main) -> Any:
         result = body()
         # Resolves once the engine (here the mocks) has registered every resource the program created.
         everything = pulumi.Output.all(*[r.urn for r in created])
-        return everything.apply(lambda _: check(result, mocks))
+        # A component's outputs resolve once everything it registers is registered (Outputs in its arguments
+        # can make that later than the resources created so far).
+        return everything.apply(lambda _: resolved(result)).apply(lambda known: check(known, mocks))
 
     return program()
 

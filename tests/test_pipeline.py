@@ -83,7 +83,7 @@ def test_a_standalone_service_gets_the_same_checks() -> None:
 
     with pytest.raises(ConfigError) as info:
         run({}, lambda svc, mocks: None, user_program)
-    assert str(info.value).startswith("llmkube:services.chat.extraArgs[0]: '--port' would move the server off port")
+    assert str(info.value).startswith("InferenceService chat: spec.extraArgs[0]: '--port' would move the server off")
 
 
 # --- settings: one object from the edge, one rule for booleans ---------------------------------------------

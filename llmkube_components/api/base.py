@@ -100,6 +100,10 @@ class ApiModel(BaseModel):
             errors += [_reraisable(e) for e in exc.errors()]
         raise ValidationError.from_exception_data(cls.__name__, errors)
 
+    def document(self) -> dict[str, Any]:
+        """The JSON form with LLMKube names and unset fields left out, llmkube-only fields kept."""
+        return self.model_dump(by_alias=True, exclude_none=True, mode="json")
+
     def wire(self) -> dict[str, Any]:
         """The JSON form with LLMKube names, unset fields left out, llmkube-only fields removed."""
         return _strip_llmkube_only(self, self.model_dump(by_alias=True, exclude_none=True, mode="json"))

@@ -16,6 +16,7 @@ EndpointType = Literal["ClusterIP", "NodePort", "LoadBalancer"]
 CacheType = Literal["f16", "f32", "q8_0", "q4_0", "q4_1", "q5_0", "q5_1", "iq4_nl"]
 CachePersistence = Literal["Cached", "Ephemeral"]
 MetricType = Literal["Pods", "Resource"]
+OffloadMode = Literal["auto", "manual"]
 
 # Defaults the operator applies to unset fields; the builders apply the same ones.
 DEFAULT_PORT = 8080
@@ -249,7 +250,7 @@ class InferenceServiceSpec(ApiModel):
         description="llmkube only: a hardware profile for this service (a name, or {extends: name, ...}); "
         "default: the stack's llmkube:hardware.",
     )
-    offload: Literal["auto", "manual"] | None = Field(
+    offload: OffloadMode | None = Field(
         None,
         json_schema_extra=llmkube_only(),
         description="llmkube only: auto lets the planner pick the fastest placement that fits (GPU layers, "
@@ -259,7 +260,7 @@ class InferenceServiceSpec(ApiModel):
     )
 
     @property
-    def offload_mode(self) -> Literal["auto", "manual"]:
+    def offload_mode(self) -> OffloadMode:
         """auto unless the service sets it, or sets any of the fields auto would decide."""
         if self.offload is not None:
             return self.offload
