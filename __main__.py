@@ -1,5 +1,18 @@
-"""llmkube: one stack per environment. The stack file (stacks/Pulumi.<stack>.yaml) says what to deploy."""
+"""llmkube, run by Pulumi in two ways.
 
-from llmkube_components.program import main
+- As the stack program of this project (``pulumi up -s <stack>``): the stack file
+  (stacks/Pulumi.<stack>.yaml) says what to deploy.
+- As the component provider of this package (PulumiPlugin.yaml), which serves the components to programs in
+  other languages: Pulumi starts it as a plugin, with no program runtime configured.
+"""
 
-platform = main()
+from pulumi.runtime.settings import get_monitor
+
+if get_monitor() is None:
+    from llmkube_components.provider import serve
+
+    serve()
+else:
+    from llmkube_components.program import main
+
+    platform = main()

@@ -11,9 +11,11 @@
 // (sdk/v3/python/toolchain) and the Python-side shim that actually runs the
 // program (sdk/v3/python/cmd/pulumi-language-python-exec, which
 // tools/setup-pulumi copies next to this binary). So this host implements only
-// what `pulumi preview/up/destroy/install/about` use and leaves the rest
-// (codegen, `pulumi new` templating, packing, python-based providers)
-// Unimplemented, which the engine treats as "not supported".
+// what `pulumi preview/up/destroy/install/about` use, plus RunPlugin, which
+// runs Python plugins (component providers such as llmkube's own, served to
+// YAML and other languages; later policy packs), and leaves the rest (codegen,
+// `pulumi new` templating, packing) Unimplemented, which the engine treats as
+// "not supported".
 package main
 
 import (
@@ -391,6 +393,84 @@ func (h *pythonHost) RuntimeOptionsPrompts(
 	context.Context, *pulumirpc.RuntimeOptionsRequest,
 ) (*pulumirpc.RuntimeOptionsResponse, error) {
 	return &pulumirpc.RuntimeOptionsResponse{}, nil
+}
+
+// RunPlugin runs a Python plugin: `python -u <plugin directory> <args>`, which
+// runs the directory's __main__.py (for a component provider, the call to
+// pulumi.provider.experimental.component_provider_host) in the plugin's own
+// virtualenv (runtime options of its PulumiPlugin.yaml). The plugin's output is
+// streamed back as it comes: the engine reads the port it serves on from the
+// first line of its stdout.
+func (h *pythonHost) RunPlugin(
+	req *pulumirpc.RunPluginRequest, server grpc.ServerStreamingServer[pulumirpc.RunPluginResponse],
+) error {
+	info := req.GetInfo()
+	tc, err := resolveToolchain(info)
+	if err != nil {
+		return err
+	}
+	ctx := server.Context()
+	if err := tc.ValidateVenv(ctx); err != nil {
+		return err
+	}
+	program := info.GetProgramDirectory()
+	if entry := info.GetEntryPoint(); entry != "" && entry != "." {
+		program = filepath.Join(program, entry)
+	}
+	if program == "" {
+		program = req.GetProgram() // older engines: the deprecated field
+	}
+	cmd, err := tc.Command(ctx, append([]string{"-u", program}, req.GetArgs()...)...)
+	if err != nil {
+		return err
+	}
+	cmd.Dir = req.GetPwd()
+	if cmd.Env == nil {
+		cmd.Env = os.Environ()
+	}
+	cmd.Env = append(cmd.Env, req.GetEnv()...)
+	stream := &pluginStream{server: server}
+	cmd.Stdout, cmd.Stderr = pluginOutput{stream, false}, pluginOutput{stream, true}
+
+	code := 0
+	if err := cmd.Run(); err != nil {
+		var exitErr *exec.ExitError
+		if !errors.As(err, &exitErr) {
+			return fmt.Errorf("running python plugin %s: %w", program, err)
+		}
+		code = exitErr.ExitCode()
+	}
+	return stream.send(&pulumirpc.RunPluginResponse{Output: &pulumirpc.RunPluginResponse_Exitcode{Exitcode: int32(code)}})
+}
+
+// pluginStream serialises sends: a gRPC stream is not safe for concurrent
+// Send, and the plugin's stdout and stderr are copied by two goroutines.
+type pluginStream struct {
+	mu     sync.Mutex
+	server grpc.ServerStreamingServer[pulumirpc.RunPluginResponse]
+}
+
+func (s *pluginStream) send(resp *pulumirpc.RunPluginResponse) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.server.Send(resp)
+}
+
+type pluginOutput struct {
+	stream *pluginStream
+	stderr bool
+}
+
+func (w pluginOutput) Write(p []byte) (int, error) {
+	data := append([]byte(nil), p...)
+	resp := &pulumirpc.RunPluginResponse{Output: &pulumirpc.RunPluginResponse_Stdout{Stdout: data}}
+	if w.stderr {
+		resp = &pulumirpc.RunPluginResponse{Output: &pulumirpc.RunPluginResponse_Stderr{Stderr: data}}
+	}
+	if err := w.stream.send(resp); err != nil {
+		return 0, err
+	}
+	return len(p), nil
 }
 
 // streamWriter must satisfy io.Writer for the toolchain's install functions.
