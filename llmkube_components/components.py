@@ -73,8 +73,10 @@ class InferenceServiceArgs(TypedDict):
     spec: Required[pulumi.Input[InferenceServiceSpec]]
     """The LLMKube InferenceService spec (JSON names); its modelRef names the Model."""
 
-    model: Required[pulumi.Input[ModelSpec]]
-    """The served Model's spec: a Model component's spec output (from Python, the Model component itself)."""
+    model: Required[pulumi.Input[dict[str, Any]]]
+    """The served Model's spec (a ModelSpec object): a Model component's spec output, or from Python the Model
+    component itself. A free-form object in the schema: a whole spec output could not be checked field by field
+    before it is known."""
 
     namespace: NotRequired[pulumi.Input[str]]
     """Namespace of the service (default: the Model component's, else the stack default, llmkube)."""

@@ -52,6 +52,11 @@ func main() {
 	flag.String("root", "", "Project root path (unused: the engine sends it in each request)")
 	executor := flag.String("use-executor", "",
 		"Path of pulumi-language-python-exec (default: next to this binary, then $PATH)")
+	// Runtime options as flags: how the engine starts the host when it loads a Python plugin
+	// (a component provider's schema, say); requests that carry options in ProgramInfo win.
+	flag.StringVar(&defaultOptions.virtualenv, "virtualenv", "", "Virtualenv of the program or plugin")
+	flag.StringVar(&defaultOptions.toolchain, "toolchain", "", "Python toolchain: pip, poetry or uv")
+	flag.StringVar(&defaultOptions.typechecker, "typechecker", "", "Type checker to run first (not supported)")
 	flag.Parse()
 	logging.InitLogging(false, 0, false)
 
@@ -107,6 +112,9 @@ func findShim(given string) (string, error) {
 	return path, nil
 }
 
+// defaultOptions are the runtime options given as flags (see main).
+var defaultOptions struct{ virtualenv, toolchain, typechecker string }
+
 type pythonHost struct {
 	pulumirpc.UnimplementedLanguageRuntimeServer
 
@@ -140,11 +148,16 @@ func resolveToolchain(info *pulumirpc.ProgramInfo) (toolchain.Toolchain, error) 
 		Toolchain:  toolchain.Pip,
 	}
 	fields := info.GetOptions().GetFields()
+	opts.Virtualenv = defaultOptions.virtualenv
 	if v, ok := fields["virtualenv"]; ok {
 		opts.Virtualenv = v.GetStringValue()
 	}
+	toolchainName := defaultOptions.toolchain
 	if v, ok := fields["toolchain"]; ok {
-		switch name := v.GetStringValue(); name {
+		toolchainName = v.GetStringValue()
+	}
+	if toolchainName != "" {
+		switch name := toolchainName; name {
 		case "pip", "":
 			opts.Toolchain = toolchain.Pip
 		case "poetry":
@@ -155,11 +168,14 @@ func resolveToolchain(info *pulumirpc.ProgramInfo) (toolchain.Toolchain, error) 
 			return nil, fmt.Errorf("unsupported python toolchain %q", name)
 		}
 	}
-	if v, ok := fields["typechecker"]; ok && v.GetStringValue() != "" {
+	typechecker := defaultOptions.typechecker
+	if v, ok := fields["typechecker"]; ok {
+		typechecker = v.GetStringValue()
+	}
+	if typechecker != "" {
 		// Running mypy/pyright before the program is not implemented here;
 		// fail loudly rather than silently skip a check the project asked for.
-		return nil, fmt.Errorf("runtime option typechecker=%q is not supported by this language host",
-			v.GetStringValue())
+		return nil, fmt.Errorf("runtime option typechecker=%q is not supported by this language host", typechecker)
 	}
 	return toolchain.ResolveToolchain(opts)
 }
