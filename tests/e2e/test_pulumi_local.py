@@ -193,7 +193,11 @@ def test_changing_context_size_updates_only_the_deployment_argument(deployed: Lo
     assert args[index] == "90112"
     local.pulumi("config", "set", "--path", f"llmkube:services.{SERVICE}.contextSize", "65536")
 
-    (step,) = local.preview_steps()
+    steps = local.preview_steps()
+    # The service component's own properties (its effective spec and plan, which policies read) change too.
+    component = f"llmkube:index:InferenceService::llmkube-{SERVICE}"
+    assert {short(s["urn"]) for s in steps if s["op"] == "update" and not s["urn"].count("kubernetes:")} == {component}
+    (step,) = [s for s in steps if short(s["urn"]).startswith("kubernetes:")]
     assert step["op"] == "update"
     assert short(step["urn"]) == f"kubernetes:apps/v1:Deployment::llmkube-{SERVICE}-deployment"
     assert set(step["detailedDiff"]) == {f"spec.template.spec.containers[0].args[{index}]"}
