@@ -222,3 +222,29 @@ def test_the_schema_is_inferred_with_every_component_and_description() -> None:
     spec = result["type_definitions"]["InferenceServiceSpec"]
     assert all(p.description for p in spec.properties.values())
     assert spec.properties["contextSize"].description.startswith("Context window in tokens")
+
+
+def _fails(context_size: Any) -> tuple[str, list[str]]:
+    """The error of a 120B model on the cpu-only profile, and the Kubernetes kinds registered."""
+    from llmkube_components import InferenceService, Model
+
+    mocks = install_mocks({})
+
+    @pulumi.runtime.test
+    def test() -> None:
+        model = Model("big", {"spec": {"source": SOURCE, "catalog": "gpt-oss-120b"}, "namespace": "ai"})
+        spec = {"modelRef": "big", "contextSize": context_size}
+        InferenceService("chat", {"spec": spec, "model": model, "hardware": "cpu-only"})
+
+    with pytest.raises(ConfigError) as info:
+        test()
+    return str(info.value), [r.kind for r in mocks.resources if r.type.startswith("kubernetes:")]
+
+
+def test_a_plan_that_does_not_fit_fails_the_update_as_it_fails_the_preview() -> None:
+    # Known at preview (a plain value) or only at the update (an Output): the same message, nothing applied.
+    plain_message, plain_kinds = _fails(131072)
+    later_message, later_kinds = _fails(later(131072))
+    assert "does not fit" in plain_message, plain_message
+    assert later_message == plain_message
+    assert plain_kinds == later_kinds == []
