@@ -4,13 +4,16 @@ The CLI runs our components through the component provider (PulumiPlugin.yaml, _
 Python language host's plugin mode; the consumers are Pulumi YAML programs (the YAML language host built
 from github.com/pulumi/pulumi-yaml by tools/setup-pulumi --with-yaml) in temporary folders, with
 ``packages: {llmkube: <this checkout>}``. They render manifests to a folder (no cluster), and one deploys to
-the local control plane and has Pulumi await the llama-server pod.
+the local control plane and has Pulumi await the llama-server pod. A Python program gets the components
+through ``pulumi package add`` (our host generates and links the SDK) and the provider builds them.
 """
 
 from __future__ import annotations
 
 import json
 import shutil
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -182,3 +185,50 @@ def test_a_yaml_program_deploys_to_the_cluster_and_awaits_the_pod(cluster_progra
     # A second up changes nothing.
     again = pulumi_cli(program, "preview", "--stack", "test", "--expect-no-changes", env=ENV)
     assert again.returncode == 0
+
+
+SDK_PROGRAM = """\
+import pulumi
+import pulumi_llmkube as llmkube
+
+tiny = llmkube.Model(
+    "tiny",
+    spec=llmkube.ModelSpecArgs(source="https://example.com/models/tiny.gguf", catalog="Llama-3.2-1B"),
+    namespace="team",
+)
+chat = llmkube.InferenceService(
+    "chat",
+    spec=llmkube.InferenceServiceSpecArgs(model_ref="tiny", context_size=2048, cache_type_k=llmkube.CacheType.Q8_0),
+    model=tiny.spec,
+    namespace=tiny.namespace,
+)
+pulumi.export("endpoint", chat.endpoint)
+pulumi.export("serverArgs", chat.server_args)
+"""
+
+
+def test_pulumi_package_add_gives_a_python_program_the_components_through_the_provider(tmp_path: Path) -> None:
+    # The generated SDK's components are remote: our provider builds them, the program passes Outputs across.
+    program = tmp_path
+    pins = [line for line in (ROOT / "requirements.txt").read_text().splitlines() if line.startswith("pulumi==")]
+    (program / "requirements.txt").write_text("\n".join(pins) + "\n")
+    (program / "Pulumi.yaml").write_text("name: consumer\nruntime:\n  name: python\n  options:\n    virtualenv: venv\n")
+    subprocess.run([sys.executable, "-m", "venv", program / "venv"], check=True, timeout=300)
+    subprocess.run([program / "venv/bin/pip", "install", "-q", *pins], check=True, timeout=600)
+    added = pulumi_cli(program, "package", "add", str(ROOT))
+    assert "import pulumi_llmkube as llmkube" in added.stdout + added.stderr
+    assert yaml.safe_load((program / "Pulumi.yaml").read_text())["packages"] == {"llmkube": str(ROOT)}
+    assert "sdks/llmkube" in (program / "requirements.txt").read_text().splitlines()
+
+    (program / "__main__.py").write_text(SDK_PROGRAM)
+    (program / "state").mkdir()
+    pulumi_cli(program, "stack", "init", "test")
+    pulumi_cli(program, "config", "set", "--stack", "test", "kubernetes:renderYamlToDirectory", str(program / "out"))
+    outputs = up_outputs(program)
+    assert outputs["endpoint"] == "http://chat.team.svc.cluster.local:8080"
+    assert outputs["serverArgs"][outputs["serverArgs"].index("--cache-type-k") + 1] == "q8_0"
+    assert set(rendered(program)) == {
+        ("PersistentVolumeClaim", "team", "chat-model-cache"),
+        ("Deployment", "team", "chat"),
+        ("Service", "team", "chat"),
+    }

@@ -13,9 +13,11 @@
 // tools/setup-pulumi copies next to this binary). So this host implements only
 // what `pulumi preview/up/destroy/install/about` use, plus RunPlugin, which
 // runs Python plugins (component providers such as llmkube's own, served to
-// YAML and other languages; later policy packs), and leaves the rest (codegen,
-// `pulumi new` templating, packing) Unimplemented, which the engine treats as
-// "not supported".
+// YAML and other languages; later policy packs), and GeneratePackage and Link
+// (`pulumi package add`, `gen-sdk`: pkg/v3's generator at the CLI's version,
+// see ./codegen), and leaves the rest (program codegen, `pulumi new`
+// templating, packing) Unimplemented, which the engine treats as "not
+// supported". ./nodejs is a codegen-only Node.js host on the same glue.
 package main
 
 import (
@@ -28,9 +30,14 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
+
+	"github.com/pulumi/pulumi/pkg/v3/codegen/python"
+	"github.com/pulumi/pulumi/pkg/v3/codegen/schema"
+	"llmkube.local/tools/pulumi-language-python/codegen"
 
 	"github.com/pulumi/pulumi/sdk/v3/go/common/util/cmdutil"
 	"github.com/pulumi/pulumi/sdk/v3/go/common/util/logging"
@@ -487,6 +494,75 @@ func (w pluginOutput) Write(p []byte) (int, error) {
 		return 0, err
 	}
 	return len(p), nil
+}
+
+// GeneratePackage writes a Python SDK with pkg/v3's Python generator: what
+// `pulumi package add` and `pulumi package gen-sdk --language python` ask for.
+func (h *pythonHost) GeneratePackage(
+	ctx context.Context, req *pulumirpc.GeneratePackageRequest,
+) (*pulumirpc.GeneratePackageResponse, error) {
+	return codegen.GeneratePackage(ctx, req, func(
+		pkg *schema.Package, req *pulumirpc.GeneratePackageRequest, loader schema.ReferenceLoader,
+	) (map[string][]byte, error) {
+		return python.GeneratePackage("pulumi-language-python", pkg, req.GetExtraFiles(), loader)
+	})
+}
+
+// Link adds generated SDKs to a Python program (`pulumi package add`): each
+// SDK's folder, relative to the program, becomes a line of requirements.txt
+// and is installed into the program's virtualenv. Only the pip toolchain keeps
+// requirements.txt; poetry and uv projects are refused with a clear error
+// rather than half-linked.
+func (h *pythonHost) Link(ctx context.Context, req *pulumirpc.LinkRequest) (*pulumirpc.LinkResponse, error) {
+	info := req.GetInfo()
+	if name := info.GetOptions().GetFields()["toolchain"].GetStringValue(); name != "" && name != "pip" {
+		return nil, fmt.Errorf("linking a package into a %s project is not supported by this language host; "+
+			"add the SDK folder to the project's dependencies by hand", name)
+	}
+	tc, err := resolveToolchain(info)
+	if err != nil {
+		return nil, err
+	}
+	if err := tc.ValidateVenv(ctx); err != nil {
+		return nil, err
+	}
+	dir := info.GetProgramDirectory()
+	requirements := filepath.Join(dir, "requirements.txt")
+	existing, err := os.ReadFile(requirements)
+	if err != nil && !errors.Is(err, os.ErrNotExist) {
+		return nil, err
+	}
+	lines := strings.Split(strings.TrimRight(string(existing), "\n"), "\n")
+	var imports []string
+	for _, dep := range req.GetPackages() {
+		// The engine gives the SDK's folder relative to the program, or absolute.
+		rel, path := dep.GetPath(), dep.GetPath()
+		if filepath.IsAbs(path) {
+			if rel, err = filepath.Rel(dir, path); err != nil {
+				return nil, err
+			}
+		} else {
+			path = filepath.Join(dir, path)
+		}
+		if !slices.Contains(lines, rel) {
+			lines = append(lines, rel)
+		}
+		cmd, err := tc.Command(ctx, "-m", "pip", "install", "--quiet", path)
+		if err != nil {
+			return nil, err
+		}
+		cmd.Dir = dir
+		if out, err := cmd.CombinedOutput(); err != nil {
+			return nil, fmt.Errorf("installing %s into the program's virtualenv: %w\n%s", path, err, out)
+		}
+		name := dep.GetPackage().GetName()
+		imports = append(imports, fmt.Sprintf("import pulumi_%s as %s", strings.ReplaceAll(name, "-", "_"), name))
+	}
+	text := strings.TrimLeft(strings.Join(lines, "\n"), "\n") + "\n"
+	if err := os.WriteFile(requirements, []byte(text), 0o644); err != nil { //nolint:gosec // a project file
+		return nil, err
+	}
+	return &pulumirpc.LinkResponse{ImportInstructions: strings.Join(imports, "\n")}, nil
 }
 
 // streamWriter must satisfy io.Writer for the toolchain's install functions.

@@ -4,17 +4,14 @@
 // package (ours: the llmkube components). Upstream's Node.js host module is
 // refused by the Go module proxy reachable here, so running Node.js programs
 // is not possible; every other call is Unimplemented, which the engine reports
-// as "not supported". pkg/v3 is pinned to the CLI's version (../pulumi/go.mod),
-// so the generated SDK is what the CLI's own release would generate.
+// as "not supported". It shares its code generation glue (../codegen) with
+// the Python host of this module.
 package main
 
 import (
 	"context"
-	"encoding/json"
 	"flag"
 	"fmt"
-	"os"
-	"path/filepath"
 
 	"github.com/pulumi/pulumi/pkg/v3/codegen/nodejs"
 	"github.com/pulumi/pulumi/pkg/v3/codegen/schema"
@@ -22,9 +19,9 @@ import (
 	"github.com/pulumi/pulumi/sdk/v3/go/common/util/rpcutil"
 	"github.com/pulumi/pulumi/sdk/v3/go/common/version"
 	pulumirpc "github.com/pulumi/pulumi/sdk/v3/proto/go"
-	codegenrpc "github.com/pulumi/pulumi/sdk/v3/proto/go/codegen"
 	"google.golang.org/grpc"
 	"google.golang.org/protobuf/types/known/emptypb"
+	"llmkube.local/tools/pulumi-language-python/codegen"
 )
 
 func main() {
@@ -65,50 +62,14 @@ func (h *codegenHost) GetPluginInfo(context.Context, *emptypb.Empty) (*pulumirpc
 	return &pulumirpc.PluginInfo{Version: version.Version}, nil
 }
 
-// GeneratePackage binds the schema the engine sends (resolving the packages it
-// references through the engine's schema loader), generates the SDK and
-// writes its files under the requested directory. Schema problems come back
-// as diagnostics, as upstream's hosts return them.
+// GeneratePackage writes a TypeScript SDK with pkg/v3's Node.js generator.
 func (h *codegenHost) GeneratePackage(
 	ctx context.Context, req *pulumirpc.GeneratePackageRequest,
 ) (*pulumirpc.GeneratePackageResponse, error) {
-	client, err := schema.NewLoaderClient(req.GetLoaderTarget())
-	if err != nil {
-		return nil, fmt.Errorf("connecting to the engine's schema loader: %w", err)
-	}
-	defer client.Close()
-	loader := schema.NewCachedLoader(client)
-
-	var spec schema.PackageSpec
-	if err := json.Unmarshal([]byte(req.GetSchema()), &spec); err != nil {
-		return nil, fmt.Errorf("parsing the package schema: %w", err)
-	}
-	pkg, diags, err := schema.BindSpec(spec, loader, schema.ValidationOptions{})
-	if err != nil {
-		return nil, err
-	}
-	var out []*codegenrpc.Diagnostic
-	for _, d := range diags {
-		out = append(out, &codegenrpc.Diagnostic{
-			Severity: codegenrpc.DiagnosticSeverity(d.Severity), Summary: d.Summary, Detail: d.Detail,
-		})
-	}
-	if diags.HasErrors() {
-		return &pulumirpc.GeneratePackageResponse{Diagnostics: out}, nil
-	}
-	files, err := nodejs.GeneratePackage("pulumi-language-nodejs", pkg, req.GetExtraFiles(),
-		req.GetLocalDependencies(), req.GetLocal(), loader)
-	if err != nil {
-		return nil, err
-	}
-	for name, data := range files {
-		path := filepath.Join(req.GetDirectory(), name)
-		if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
-			return nil, err
-		}
-		if err := os.WriteFile(path, data, 0o600); err != nil {
-			return nil, err
-		}
-	}
-	return &pulumirpc.GeneratePackageResponse{Diagnostics: out}, nil
+	return codegen.GeneratePackage(ctx, req, func(
+		pkg *schema.Package, req *pulumirpc.GeneratePackageRequest, loader schema.ReferenceLoader,
+	) (map[string][]byte, error) {
+		return nodejs.GeneratePackage("pulumi-language-nodejs", pkg, req.GetExtraFiles(),
+			req.GetLocalDependencies(), req.GetLocal(), loader)
+	})
 }
