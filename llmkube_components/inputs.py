@@ -33,9 +33,12 @@ def has_outputs(value: Any) -> bool:
 
 
 def plain(value: Any) -> Any:
-    """Known argument values as the typed API reads them: string enums become their strings, tuples lists."""
+    """Known argument values as the typed API reads them: string enums become their strings, tuples lists, and
+    whole floats integers (other languages' numbers reach a provider as floats: 2048.0 for a contextSize)."""
     if isinstance(value, Enum):
         return value.value
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
     if isinstance(value, Mapping):
         return {str(key): plain(item) for key, item in value.items()}
     if isinstance(value, list | tuple):

@@ -248,3 +248,13 @@ def test_a_plan_that_does_not_fit_fails_the_update_as_it_fails_the_preview() -> 
     assert "does not fit" in plain_message, plain_message
     assert later_message == plain_message
     assert plain_kinds == later_kinds == []
+
+
+def test_plain_values_read_as_the_typed_api_reads_them() -> None:
+    from llmkube_components import inputs
+    from llmkube_components.spec_args import CacheType
+
+    # Other languages' numbers reach the provider as floats; string enums are their strings.
+    given = {"contextSize": 2048.0, "ratio": 0.5, "cacheTypeK": CacheType.Q8_0, "extraArgs": ("--jinja",)}
+    assert inputs.plain(given) == {"contextSize": 2048, "ratio": 0.5, "cacheTypeK": "q8_0", "extraArgs": ["--jinja"]}
+    assert type(inputs.plain(2048.0)) is int

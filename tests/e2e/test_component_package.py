@@ -47,7 +47,8 @@ def yaml_program(folder: Path, resources: dict[str, Any], outputs: dict[str, str
         "resources": resources,
         "outputs": outputs,
     }
-    (folder / "Pulumi.yaml").write_text(yaml.safe_dump(program, sort_keys=False))
+    # Through JSON: an object used twice must not become a YAML alias, which Pulumi YAML refuses.
+    (folder / "Pulumi.yaml").write_text(yaml.safe_dump(json.loads(json.dumps(program)), sort_keys=False))
     (folder / "state").mkdir()
     pulumi_cli(folder, "stack", "init", "test")
     return folder
@@ -232,3 +233,28 @@ def test_pulumi_package_add_gives_a_python_program_the_components_through_the_pr
         ("Deployment", "team", "chat"),
         ("Service", "team", "chat"),
     }
+
+
+@pytest.mark.parametrize("model", ["${tiny.spec}", MODEL], ids=["from-an-output", "plain"])
+def test_a_bad_argument_from_another_language_names_its_path_without_a_stack_trace(tmp_path: Path, model: Any) -> None:
+    resources = {
+        "render": renderer(tmp_path),
+        "tiny": {
+            "type": "llmkube:index:Model",
+            "properties": {"spec": MODEL, "namespace": "team"},
+            "options": {"providers": ["${render}"]},
+        },
+        "chat": {
+            "type": "llmkube:index:InferenceService",
+            "properties": {"spec": {"modelRef": "tiny", "contextSize": -1}, "model": model, "namespace": "team"},
+            "options": {"providers": ["${render}"]},
+        },
+    }
+    program = yaml_program(tmp_path, resources, {})
+    preview = pulumi_cli(program, "preview", "--stack", "test", check=False, env=ENV)
+    out = preview.stdout + preview.stderr
+    assert preview.returncode != 0
+    assert "InferenceService chat: spec.contextSize: -1: input should be greater than or equal to 128" in out, out
+    assert "property spec.contextSize with value -1 has a problem" in out, out
+    assert 'File "' not in out and "Traceback" not in out and "Unexpected" not in out, out
+    assert not (tmp_path / "out").exists()  # nothing rendered
