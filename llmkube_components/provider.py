@@ -14,7 +14,9 @@ import argparse
 import asyncio
 import contextlib
 import sys
+import tomllib
 from importlib import metadata
+from pathlib import Path
 from typing import Any
 
 import grpc  # type: ignore[import-untyped]  # grpcio ships no type hints
@@ -33,10 +35,12 @@ COMPONENTS = [Platform, Model, InferenceService, Operator]
 
 
 def version() -> str:
-    try:
-        return metadata.version("llmkube-components")
-    except metadata.PackageNotFoundError:  # run from a checkout that is not installed
-        return "0.0.0"
+    """The package version: the checkout's pyproject.toml when run from one (a plugin folder need not have the
+    package installed), else the installed distribution's."""
+    pyproject = Path(__file__).resolve().parent.parent / "pyproject.toml"
+    if pyproject.is_file():
+        return str(tomllib.loads(pyproject.read_text())["project"]["version"])
+    return metadata.version("llmkube-components")
 
 
 class _Provider(ComponentProvider):
