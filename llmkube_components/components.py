@@ -20,6 +20,7 @@ No ``from __future__ import annotations`` here: Pulumi's schema inference reads 
 
 import os
 from collections.abc import Callable, Mapping
+from fnmatch import fnmatch
 from typing import TYPE_CHECKING, Any, NotRequired, Required, Self, TypedDict, TypeVar
 
 import pulumi
@@ -35,6 +36,22 @@ if TYPE_CHECKING:
 
 Options = pulumi.ResourceOptions | None
 Carry = pulumi.Output[None] | None  # the arguments' dependencies and secrecy, when they held Outputs
+
+# InferenceService spec fields that say where and how its pods run, never how much memory the server needs
+# (``*``: and everything under them).
+PLACEMENT_FIELDS = (
+    "image",
+    "nodeSelector*",
+    "tolerations*",
+    "affinity*",
+    "podAnnotations*",
+    "podLabels*",
+    "runtimeClassName",
+    "priorityClassName",
+    "endpoint*",
+    "autoscaling*",
+    "modelCache*",
+)
 B = TypeVar("B")
 
 __all__ = [
@@ -164,6 +181,9 @@ class _Component(pulumi.ComponentResource):
     # Not annotated: schema inference reads every public annotation of a component class as an output.
     TYPE = ""
     _PROPS: tuple[str, ...] = ()  # the keys of the component's own properties (see _start)
+    # Argument paths (fnmatch patterns) that place the pods but never size them: unknown at preview, they leave
+    # the plan to be made all the same (see _preview).
+    _PLACES_ONLY: tuple[str, ...] = ()
     _outputs: pulumi.Output[dict[str, Any]]
 
     @classmethod
@@ -184,12 +204,13 @@ class _Component(pulumi.ComponentResource):
         build: Callable[[Mapping[str, Any]], B],
         props: Callable[[B], dict[str, Any]],
         register: Callable[[B, Carry], pulumi.Output[dict[str, Any]]],
+        plans: Callable[[B], list[str]] = lambda built: [],
     ) -> None:
         """Register the component, build it from its arguments now or once they are known, register the rest.
 
         ``build`` runs the pipeline on plain values; ``props`` are the component's own properties (the
         validated, effective spec, which policies read); ``register`` registers the children and returns the
-        outputs, resolved once the children are registered.
+        outputs, resolved once the children are registered; ``plans`` are the plan tables a build logs.
         """
 
         def built_from(plain: Mapping[str, Any]) -> B:
@@ -210,14 +231,30 @@ class _Component(pulumi.ComponentResource):
             carry = settled.apply(lambda _: None)
             self._outputs = later.apply(lambda b: register(b, carry))
             what = label or f"{self.TYPE.rsplit(':', 1)[-1]} {name}"
-            inputs.unknown_paths(args).apply(lambda unknown: self._deferred(what, unknown))
+            inputs.known(args).apply(lambda known: self._preview(what, known, built_from, plans))
 
-    def _deferred(self, what: str, unknown: list[str]) -> None:
-        if unknown:
-            pulumi.log.info(
-                f"{what}: plan and workloads deferred to the update: {', '.join(unknown)} not known until then",
-                resource=self,
-            )
+    def _preview(
+        self, what: str, known: inputs.Known, build: Callable[[Mapping[str, Any]], B], plans: Callable[[B], list[str]]
+    ) -> None:
+        """What a preview says when some arguments are unknown: the plan all the same when only arguments that
+        place the pods (namespace, image, labels, ...) are, else that the plan waits for the update too."""
+        if not known.unknown:
+            return  # everything is known: the component is built and planned as usual
+        unknown = ", ".join(known.unknown)
+        sizing = [p for p in known.unknown if not any(fnmatch(p, pattern) for pattern in self._PLACES_ONLY)]
+        if not sizing:
+            try:
+                tables = plans(build(known.without_unknown))
+            except ConfigError:
+                tables = []  # judged on the real values at the update, where an error is reported
+            if tables:
+                pulumi.log.info(f"{what}: workloads deferred to the update: {unknown} not known until then", self)
+                for table in tables:
+                    pulumi.log.info(table, resource=self)
+                return
+        pulumi.log.info(
+            f"{what}: plan and workloads deferred to the update: {unknown} not known until then", resource=self
+        )
 
     def _output(self, key: str) -> pulumi.Output[Any]:
         return self._outputs.apply(lambda o: o.get(key))
@@ -376,6 +413,7 @@ class InferenceService(_Component):
 
     TYPE = "llmkube:index:InferenceService"
     _PROPS = ("name", "namespace", "delivery", "spec", "model", "hardware", "plan")
+    _PLACES_ONLY = ("namespace", "delivery", "model.sha256", *(f"spec.{f}" for f in PLACEMENT_FIELDS))
 
     endpoint: pulumi.Output[str]
     """The in-cluster URL of the server's API path."""
@@ -438,6 +476,7 @@ class InferenceService(_Component):
             build=lambda plain: _standalone_service(name, plain, model_key, settings),
             props=lambda built: _service_props(built[0]),
             register=lambda built, carry: self._register_built(name, built, carry),
+            plans=lambda built: [built[0].plan.table()] if built[0].plan is not None else [],
         )
         self._expose()
 
@@ -556,6 +595,14 @@ class Platform(_Component):
 
     TYPE = "llmkube:index:Platform"
     _PROPS = ("namespace", "delivery", "hardware")
+    _PLACES_ONLY = (
+        "namespace",
+        "createNamespace",
+        "modelCache*",
+        "operator*",
+        "models.*.sha256",
+        *(f"services.*.{f}" for f in PLACEMENT_FIELDS),
+    )
 
     services: pulumi.Output[dict[str, ServiceOutputs]]
     """Each service's outputs, by its key under services."""
@@ -592,6 +639,7 @@ class Platform(_Component):
                 "hardware": built.stack.profile.name,
             },
             register=lambda built, carry: self._register(name, built, settings, opts, carry),
+            plans=lambda built: [s.plan.table() for s in built.services.values() if s.plan is not None],
         )
         self.services = self._output("services")
         self.namespace = self._output("namespace")

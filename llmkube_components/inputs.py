@@ -9,6 +9,7 @@ which argument paths a preview could not know.
 import asyncio
 import inspect
 from collections.abc import Mapping
+from dataclasses import dataclass
 from enum import Enum
 from typing import Any
 
@@ -46,14 +47,45 @@ def plain(value: Any) -> Any:
     return value
 
 
-def unknown_paths(value: Any) -> pulumi.Output[list[str]]:
-    """The argument paths whose Outputs are not known (in a preview, those of resources not yet created)."""
+@dataclass(frozen=True)
+class Known:
+    """What a preview knows of some arguments: the paths of the Outputs it cannot know, and the values of the
+    others (the arguments with the unknown ones left out)."""
+
+    unknown: list[str]
+    without_unknown: Any
+
+
+def known(value: Any) -> pulumi.Output[Known]:
+    """``value``'s Outputs resolved as far as a preview can: an unknown one is left out, with its path noted."""
     found = leaves(value)
 
-    async def unknown() -> list[str]:
-        return [path for path, output in found if not await output.is_known()]
+    async def resolve() -> Known:
+        values: dict[str, Any] = {}
+        unknown: list[str] = []
+        for path, output in found:
+            if await output.is_known():
+                values[path] = await output.future()
+            else:
+                unknown.append(path)
+        return Known(unknown, _replaced(value, values, ""))
 
-    return pulumi.Output.from_input(asyncio.ensure_future(unknown()))
+    return pulumi.Output.from_input(asyncio.ensure_future(resolve()))
+
+
+_LEFT_OUT = object()
+
+
+def _replaced(value: Any, values: dict[str, Any], path: str) -> Any:
+    if isinstance(value, pulumi.Output) or inspect.isawaitable(value):
+        return values.get(path, _LEFT_OUT)
+    if isinstance(value, Mapping):
+        items = ((key, _replaced(item, values, f"{path}.{key}" if path else str(key))) for key, item in value.items())
+        return {key: item for key, item in items if item is not _LEFT_OUT}
+    if isinstance(value, list | tuple):
+        items = (_replaced(item, values, f"{path}[{i}]") for i, item in enumerate(value))
+        return [item for item in items if item is not _LEFT_OUT]
+    return value
 
 
 def carried(value: Any, carry: pulumi.Output[None] | None) -> Any:

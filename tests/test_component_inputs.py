@@ -99,6 +99,29 @@ def test_an_unknown_sizing_value_defers_the_plan_to_the_update(caplog: pytest.Lo
     ]
 
 
+def test_an_unknown_namespace_leaves_the_plan_to_be_made_at_preview(caplog: pytest.LogCaptureFixture) -> None:
+    # Only where the pods go is unknown: the preview still plans; the workloads wait for the update.
+    from llmkube_components import InferenceService, Model
+
+    mocks = install_mocks({})
+
+    @pulumi.runtime.test
+    def test() -> None:
+        model = Model("tiny", {"spec": {"source": SOURCE, "catalog": CATALOG}, "namespace": "ai"})
+        spec = {"modelRef": "tiny", "contextSize": 4096, "podLabels": {"team": unknown()}}
+        InferenceService("chat", {"spec": spec, "model": model, "namespace": unknown()})
+
+    with caplog.at_level(logging.INFO):
+        test()
+    assert [r for r in mocks.resources if r.kind == "Deployment"] == []
+    messages = [r.getMessage() for r in caplog.records]
+    assert (
+        "InferenceService chat: workloads deferred to the update: spec.podLabels.team, namespace not known until then"
+    ) in messages
+    (table,) = [m for m in messages if m.startswith("plan for chat ")]
+    assert "everything in system RAM" in table
+
+
 def test_a_bad_value_from_an_output_fails_with_the_argument_path() -> None:
     from llmkube_components import InferenceService, Model
 
@@ -258,3 +281,26 @@ def test_plain_values_read_as_the_typed_api_reads_them() -> None:
     given = {"contextSize": 2048.0, "ratio": 0.5, "cacheTypeK": CacheType.Q8_0, "extraArgs": ("--jinja",)}
     assert inputs.plain(given) == {"contextSize": 2048, "ratio": 0.5, "cacheTypeK": "q8_0", "extraArgs": ["--jinja"]}
     assert type(inputs.plain(2048.0)) is int
+
+
+def test_a_platform_with_an_unknown_namespace_is_planned_at_preview(caplog: pytest.LogCaptureFixture) -> None:
+    from llmkube_components import Platform
+
+    install_mocks({})
+
+    @pulumi.runtime.test
+    def test() -> None:
+        config: Any = {
+            "namespace": unknown(),
+            "models": {"tiny": {"source": SOURCE, "catalog": CATALOG}},
+            "services": {"chat": {"modelRef": "tiny", "contextSize": 2048, "image": unknown()}},
+        }
+        Platform("llm", config)
+
+    with caplog.at_level(logging.INFO):
+        test()
+    messages = [r.getMessage() for r in caplog.records]
+    assert "Platform llm: workloads deferred to the update: namespace, services.chat.image not known until then" in (
+        messages
+    )
+    assert [m for m in messages if m.startswith("plan for chat ")]
