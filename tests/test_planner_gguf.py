@@ -170,7 +170,7 @@ def _cut(src: Path, dst: Path, n: int) -> Path:
     ("content", "message"),
     [
         (b"", "not a GGUF file: it has only 0 bytes"),
-        (b"PK\x03\x04 a zip", "not a GGUF file: it starts with b'PK\\x03\\x04 a z'"),
+        (b"PK\x03\x04 a zip", "not a GGUF file: it does not start with the GGUF magic"),  # its bytes never echoed
         (b"version https://git-lfs.github.com/spec/v1\noid sha256:ab\n", "a Git LFS pointer, not the file"),
         (b"<!DOCTYPE html><html>Sign in</html>", "an HTML page"),
         (b"GGUF" + struct.pack("<I", 1) + bytes(16), "GGUF version 1 is not supported"),

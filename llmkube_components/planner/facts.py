@@ -40,6 +40,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, Final
 
+from ..api.model import MAX_LAYERS
 from ..errors import UserError
 from .types import GGUFMetadata, TensorInfo
 
@@ -52,6 +53,11 @@ __all__ = [
 ]
 
 F32_BYTES: Final = 4
+
+
+# No hyperparameter of a real model comes near this (context lengths are millions, widths tens of thousands);
+# a larger one is a corrupt or hostile header, refused before any arithmetic sizes memory with it.
+MAX_HYPERPARAMETER: Final = 1 << 40
 
 
 class ModelFactsError(UserError):
@@ -330,6 +336,10 @@ class _Reader:
             return default
         if isinstance(value, bool) or not isinstance(value, int) or value < 0:
             raise self.fail(f"{self.key(name)} is {value!r}, expected a non-negative integer")
+        if value > MAX_HYPERPARAMETER:
+            raise self.fail(
+                f"{self.key(name)} is {value}, beyond any model (at most {MAX_HYPERPARAMETER}): a corrupt header?"
+            )
         return int(value)
 
     def per_layer(self, name: str, n: int, default: int | None = None, *, why: str = "") -> tuple[int, ...]:
@@ -363,6 +373,9 @@ class _Reader:
         n = self.uint("block_count")
         if n == 0:
             raise self.fail(f"{self.key('block_count')} is 0; a model needs at least one block")
+        if n > MAX_LAYERS:
+            # Everything per layer is sized by it: an absurd count would take minutes and gigabytes to plan.
+            raise self.fail(f"{self.key('block_count')} is {n}; llama.cpp loads at most {MAX_LAYERS} blocks")
         nextn = self.uint("nextn_predict_layers", 0)
         if nextn > n:
             raise self.fail(f"{self.key('nextn_predict_layers')} is {nextn}, more than the {n} blocks")

@@ -220,7 +220,8 @@ def _describe_start(head: bytes) -> str:
         return "a Git LFS pointer, not the file it points to"
     if head.lstrip()[:15].lower().startswith((b"<!doctype", b"<html")):
         return "an HTML page (a login or error page?)"
-    return f"it starts with {head[:8]!r}"
+    # Never the bytes themselves: the source may be any file on the Pulumi machine (a key, /etc/shadow).
+    return "it does not start with the GGUF magic"
 
 
 def parse(read: Read, first_chunk: int = FIRST_CHUNK) -> Header:

@@ -96,9 +96,11 @@ class TensorInfo:
 
     @functools.cached_property
     def nbytes(self) -> int:
-        # Rows of ne[0] elements are stored in whole blocks.
-        rows = self.n_elements // self.shape[0] if self.shape else 0
-        return rows * row_bytes(self.type, self.shape[0]) if self.shape else 0
+        # Rows of ne[0] elements are stored in whole blocks; a tensor with no elements has no bytes.
+        if not self.shape or 0 in self.shape:
+            return 0
+        rows = self.n_elements // self.shape[0]
+        return rows * row_bytes(self.type, self.shape[0])
 
 
 @dataclass(frozen=True)
