@@ -3,8 +3,9 @@
 They run on the resolved stack before any builder, so the builders can trust their input, and every problem
 of a stack is reported at once (``llmkube check`` and ``pulumi preview`` show the whole list):
 
-- ``spec_problems``: what the effective specs say (model sources, further files, layerSplit, extraArgs
-  llama-server cannot take, a hostMemory request above the memory limit), before planning;
+- ``spec_problems``: what the effective specs say (a namespace the stack must not take over, model sources,
+  node paths without consent, further files, layerSplit, extraArgs llama-server cannot take, a hostMemory
+  request above the memory limit), before planning;
 - ``planned_problems``: what needs the model sizes the planner read (a model cache too small for its
   models), reported together with the planner's own findings, before building.
 """
@@ -17,7 +18,13 @@ from decimal import ROUND_CEILING, Decimal
 from typing import Final
 
 from .api.base import format_bytes, parse_quantity
-from .api.stack import PER_SERVICE_CACHE_SUFFIX, SHARED_CACHE_PVC_NAME
+from .api.stack import (
+    PER_SERVICE_CACHE_SUFFIX,
+    RESERVED_NAMESPACES,
+    SHARED_CACHE_PVC_NAME,
+    SHARED_NAMESPACES,
+    StackConfig,
+)
 from .errors import Problem, config_path
 from .flags import Inputs, extra_args_problems, layer_split_problems, split_mode
 from .resolve import ResolvedModel, ResolvedService, ResolvedStack, cache_kind
@@ -29,12 +36,66 @@ CACHE_HEADROOM: Final = Decimal("1.06")
 
 def spec_problems(stack: ResolvedStack) -> list[Problem]:
     """Every problem of the effective specs of a stack's models and services, sorted."""
-    problems: list[Problem] = []
+    problems: list[Problem] = namespace_problems(stack.config)
     for model in stack.models.values():
         problems += model_problems(model)
+        problems += host_path_problems(model, stack.config.allow_host_path)
     for service in stack.services.values():
         problems += service_problems(service)
     return sorted(set(problems))
+
+
+def namespace_problems(config: StackConfig) -> list[Problem]:
+    """A namespace the stack must not take over: the cluster's own, or a shared one it would relabel."""
+    problems = []
+    if config.namespace in RESERVED_NAMESPACES:
+        problems.append(
+            Problem(
+                "namespace",
+                f"{config.namespace!r} is reserved for the cluster's own components (kube-system, kube-public, "
+                "kube-node-lease); deploy into a namespace of your own",
+            )
+        )
+    elif config.namespace in SHARED_NAMESPACES and config.create_namespace:
+        problems.append(
+            Problem(
+                "namespace",
+                f"{config.namespace!r} is shared by the whole cluster: creating it would set its Pod Security "
+                "labels for everyone (and keep them after a destroy); set createNamespace: false to deploy into it "
+                "as it is, or choose a namespace of your own",
+            )
+        )
+    operator = config.operator
+    if config.delivery == "operator" and operator.install and operator.namespace in RESERVED_NAMESPACES:
+        problems.append(
+            Problem(
+                "operator.namespace",
+                f"{operator.namespace!r} is reserved for the cluster's own components; install the operator in "
+                "a namespace of its own (default llmkube-system)",
+            )
+        )
+    return problems
+
+
+def host_path_problems(model: ResolvedModel, allowed: bool) -> list[Problem]:
+    """A model from a node path (hostPath) without the stack's explicit consent."""
+    if allowed or not is_host_path(model):
+        return []
+    return [
+        Problem(
+            config_path(model.path, "source"),
+            f"{model.spec.source!r} is a path of the node, mounted as hostPath, which only a privileged "
+            "namespace admits (any pod there could then mount the node's files); set llmkube:allowHostPath: "
+            "true to accept that, or serve the model from a URL or a PersistentVolumeClaim (pvc://)",
+        )
+    ]
+
+
+def is_host_path(model: ResolvedModel) -> bool:
+    try:
+        return parse_source(model.spec.source).on_node
+    except SourceError:
+        return False
 
 
 def model_problems(model: ResolvedModel) -> list[Problem]:

@@ -83,6 +83,9 @@ class ModelArgs(TypedDict):
     """A hardware profile (a built-in name, or {extends: name, ...}) whose GPUs fill the spec's GPU section when
     it has none."""
 
+    allowHostPath: NotRequired[pulumi.Input[bool]]
+    """Allow a source that is a path of the node (file://), mounted as hostPath (default false)."""
+
 
 class InferenceServiceArgs(TypedDict):
     """Arguments of an InferenceService component."""
@@ -103,6 +106,9 @@ class InferenceServiceArgs(TypedDict):
 
     hardware: NotRequired[pulumi.Input[Any]]
     """The hardware profile the service is planned for: a built-in name, or {extends: name, ...overrides}."""
+
+    allowHostPath: NotRequired[pulumi.Input[bool]]
+    """Allow a model that is a path of the node (file://), mounted as hostPath (default false)."""
 
 
 class ServiceOutputs(TypedDict):
@@ -584,7 +590,7 @@ def _standalone_service(
     spec = plain["spec"]
     model_key = model_key or (spec.get("modelRef") if isinstance(spec, Mapping) else None)
     model_args: dict[str, Any] = {"spec": plain["model"]}
-    model_args.update({k: plain[k] for k in ("namespace", "delivery") if k in plain})
+    model_args.update({k: plain[k] for k in ("namespace", "delivery", "allowHostPath") if k in plain})
     model = pipeline.standalone_model(str(model_key or name), model_args)
     built, planned = pipeline.standalone_service(name, plain, model, settings)
     return built, [str(w) for w in planned.stack.warnings]

@@ -169,10 +169,10 @@ def _operator(settings: OperatorSettings) -> OperatorBuild:
 
 def standalone_model(name: str, args: Mapping[str, Any]) -> ModelBuild:
     """A Model component used on its own: its spec validated and, given a GPU profile, its GPU section filled."""
-    config = validate_stack({**_given(args, "namespace", "delivery"), "models": {name: args["spec"]}})
+    config = validate_stack({**_given(args, "namespace", "delivery", "allowHostPath"), "models": {name: args["spec"]}})
     stack = resolve_stack(config)
     model = stack.models[normalize_name(name)]
-    raise_if_any(checks.model_problems(model))
+    raise_if_any(checks.model_problems(model) + checks.host_path_problems(model, config.allow_host_path))
     if "hardware" in args:
         model = _with_profile_hardware(model, args["hardware"])
     return _model(model, stack)
@@ -187,7 +187,7 @@ def standalone_service(
     models: dict[str, ModelSpec] = {model.model.key: model.model.spec}
     raw = {
         "namespace": model.namespace,
-        **_given(args, "namespace", "delivery", "hardware"),
+        **_given(args, "namespace", "delivery", "hardware", "allowHostPath"),
         "modelCache": {"mode": "perService"},
         "models": models,
         "services": {name: args["spec"]},

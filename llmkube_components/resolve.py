@@ -25,7 +25,7 @@ from .api.validation import problems_from_validation_error
 from .errors import ConfigError, Problem, config_path
 from .hardware import HardwareProfile, resolve_profile
 from .hardware.profile import VENDOR_DEFAULTS
-from .sources import parse_source
+from .sources import SourceError, parse_source
 
 T = TypeVar("T")
 
@@ -154,6 +154,7 @@ def resolve_stack(config: StackConfig) -> ResolvedStack:
     }
     if problems or stack_profile is None:
         raise ConfigError(problems)
+    warnings.extend(_host_path_warnings(config))
     # Services point at the final models (with the hardware the profiles filled in).
     services = {
         name: ResolvedService(s.key, s.name, s.namespace, s.spec, models[s.model.name], s.profile)
@@ -291,6 +292,27 @@ def _merge_tolerations(first: list[Toleration], second: list[Toleration]) -> lis
         if t not in merged:
             merged.append(t)
     return merged
+
+
+def _host_path_warnings(config: StackConfig) -> list[Problem]:
+    """Each model from a node path the stack allows (allowHostPath): said at every preview."""
+    out: list[Problem] = []
+    if not config.allow_host_path:
+        return out
+    for key, model in config.models.items():
+        try:
+            on_node = parse_source(model.source).on_node
+        except SourceError:
+            continue
+        if on_node:
+            out.append(
+                Problem(
+                    config_path("models", key, "source"),
+                    "a path of the node, mounted as hostPath (allowHostPath): the namespace's Pod Security is "
+                    "privileged, so any pod there may mount the node's files",
+                )
+            )
+    return out
 
 
 def _offload_warnings(spec: InferenceServiceSpec, path: str) -> list[Problem]:

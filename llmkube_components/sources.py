@@ -44,6 +44,11 @@ class ModelSource:
     url: str | None = None  # what the downloader fetches: http(s) as written, hf:// on huggingface.co
 
     @property
+    def on_node(self) -> bool:
+        """A path of the node (file:// or an absolute path): mounted into the pod as hostPath."""
+        return self.scheme in ("file", "path")
+
+    @property
     def downloaded(self) -> bool:
         """Fetched over the network by the downloader (http(s):// and hf://)."""
         return self.scheme in ("http", "https", "hf")

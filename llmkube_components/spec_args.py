@@ -479,7 +479,10 @@ class PlatformArgs(TypedDict, total=False):
     """Namespace of the models and services."""
 
     createNamespace: NotRequired[pulumi.Input[bool]]
-    """Create the namespace (false when it exists already)."""
+    """Create the namespace and set its Pod Security labels (false when it exists already; it is then used as it is)."""
+
+    allowHostPath: NotRequired[pulumi.Input[bool]]
+    """Allow models from a path of the node (file:// or an absolute path), mounted as hostPath: the namespace's Pod Security then has to be privileged."""
 
     hardware: NotRequired[pulumi.Input[Any]]
     """Hardware profile: a built-in name, or {extends: name, ...overrides}, or a whole profile."""

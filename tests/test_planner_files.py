@@ -512,6 +512,7 @@ def test_load_stack_plans_the_kv_cache_of_a_local_file(tmp_path: Path) -> None:
     stack = load_stack(
         {
             "hardware": "cpu-only",
+            "allowHostPath": True,
             "models": {"m": {"source": str(path)}},
             "services": {"s": {"modelRef": "m", "contextSize": 4096}},
         }

@@ -64,9 +64,11 @@ def test_other_settings_are_read_too() -> None:
 
 
 def stack(service: dict[str, Any], hardware: Any = "dual-rtx5060ti", source: str = QWEN36) -> Any:
+    local = source.startswith("/")  # a generated file on this machine: a node path, allowed explicitly
     return load_stack(
-        {"hardware": hardware, "models": {"m": {"source": source}}, "services": {"s": {"modelRef": "m", **service}}}
-    )
+        {"hardware": hardware, "allowHostPath": local, "models": {"m": {"source": source}},
+         "services": {"s": {"modelRef": "m", **service}}}
+    )  # fmt: skip
 
 
 def gpu_profile(usable_bytes: int) -> dict[str, Any]:

@@ -12,6 +12,11 @@ from .service import InferenceServiceSpec
 
 Delivery = Literal["direct", "operator"]
 
+# Namespaces of the cluster's own components: a stack never deploys into them, nor labels them.
+RESERVED_NAMESPACES = frozenset({"kube-system", "kube-public", "kube-node-lease"})
+# Namespaces every cluster has and shares: a stack may deploy into one as it is, never create (relabel) it.
+SHARED_NAMESPACES = frozenset({"default"})
+
 OPERATOR_VERSION = "0.9.19"
 OPERATOR_IMAGE_REPOSITORY = "ghcr.io/defilantech/llmkube-controller"
 
@@ -101,7 +106,16 @@ class StackConfig(ApiModel):
         "operator and Model/InferenceService custom resources.",
     )
     namespace: DnsLabel = Field("llmkube", description="Namespace of the models and services.")
-    create_namespace: bool = Field(True, description="Create the namespace (false when it exists already).")
+    create_namespace: bool = Field(
+        True,
+        description="Create the namespace and set its Pod Security labels (false when it exists already; it is "
+        "then used as it is).",
+    )
+    allow_host_path: bool = Field(
+        False,
+        description="Allow models from a path of the node (file:// or an absolute path), mounted as hostPath: "
+        "the namespace's Pod Security then has to be privileged.",
+    )
     hardware: str | dict[str, Any] = Field(
         "cpu-only",
         description="Hardware profile: a built-in name, or {extends: name, ...overrides}, or a whole profile.",

@@ -1,0 +1,73 @@
+"""Security checks at preview (#11): namespaces a stack must not take over, node paths only by consent."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from llmkube_components.errors import ConfigError
+from tests.stacks import load_stack
+
+MODEL = {"source": "hf://Qwen/Qwen2.5-0.5B-Instruct-GGUF/q.gguf", "catalog": "Llama-3.2-1B"}
+
+
+def problems(config: dict[str, Any]) -> str:
+    with pytest.raises(ConfigError) as info:
+        load_stack({"models": {"m": MODEL}, "services": {"s": {"modelRef": "m"}}, **config}, plan=False)
+    return str(info.value)
+
+
+@pytest.mark.parametrize("namespace", ["kube-system", "kube-public", "kube-node-lease"])
+def test_the_clusters_own_namespaces_are_refused(namespace: str) -> None:
+    for create in (True, False):
+        assert problems({"namespace": namespace, "createNamespace": create}) == (
+            f"llmkube:namespace: {namespace!r} is reserved for the cluster's own components (kube-system, "
+            "kube-public, kube-node-lease); deploy into a namespace of your own"
+        )
+
+
+def test_the_default_namespace_is_used_as_it_is_never_relabelled() -> None:
+    assert problems({"namespace": "default"}).startswith(
+        "llmkube:namespace: 'default' is shared by the whole cluster: creating it would set its Pod Security labels"
+    )
+    stack = load_stack(
+        {
+            "namespace": "default",
+            "createNamespace": False,
+            "models": {"m": MODEL},
+            "services": {"s": {"modelRef": "m"}},
+        },
+        plan=False,
+    )
+    assert stack.namespace == "default"
+
+
+def test_the_operator_is_not_installed_in_a_reserved_namespace() -> None:
+    message = problems({"delivery": "operator", "operator": {"namespace": "kube-system"}})
+    assert message.startswith("llmkube:operator.namespace: 'kube-system' is reserved")
+
+
+@pytest.mark.parametrize("source", ["file:///data/m.gguf", "/data/m.gguf"])
+def test_a_node_path_needs_explicit_consent_and_is_warned_about(source: str) -> None:
+    config = {"models": {"m": {"source": source, "catalog": "Llama-3.2-1B"}}, "services": {"s": {"modelRef": "m"}}}
+    with pytest.raises(ConfigError) as info:
+        load_stack(config, plan=False)
+    assert str(info.value).startswith(
+        f"llmkube:models.m.source: {source!r} is a path of the node, mounted as hostPath, which only a privileged "
+        "namespace admits"
+    )
+    stack = load_stack({**config, "allowHostPath": True}, plan=False)
+    assert [str(w) for w in stack.warnings] == [
+        "llmkube:models.m.source: a path of the node, mounted as hostPath (allowHostPath): the namespace's Pod "
+        "Security is privileged, so any pod there may mount the node's files"
+    ]
+
+
+def test_a_standalone_model_on_a_node_path_needs_consent_too() -> None:
+    from llmkube_components import pipeline
+
+    with pytest.raises(ConfigError):
+        pipeline.standalone_model("m", {"spec": {"source": "file:///data/m.gguf"}})
+    built = pipeline.standalone_model("m", {"spec": {"source": "file:///data/m.gguf"}, "allowHostPath": True})
+    assert built.cache_path
