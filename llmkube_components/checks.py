@@ -13,11 +13,12 @@ of a stack is reported at once (``llmkube check`` and ``pulumi preview`` show th
 from __future__ import annotations
 
 import posixpath
+import re
 from collections.abc import Iterable, Mapping
 from decimal import ROUND_CEILING, Decimal
 from typing import Final
 
-from .api.base import format_bytes, parse_quantity
+from .api.base import DNS_SUBDOMAIN_PATTERN, PATTERN_HINTS, format_bytes, label_problem, parse_quantity
 from .api.stack import (
     PER_SERVICE_CACHE_SUFFIX,
     RESERVED_NAMESPACES,
@@ -29,6 +30,9 @@ from .errors import Problem, config_path
 from .flags import Inputs, extra_args_problems, layer_split_problems, split_mode
 from .resolve import ResolvedModel, ResolvedService, ResolvedStack, cache_kind
 from .sources import SourceError, parse_source
+
+# A Hugging Face organisation or repository name (and not "." or "..", which would climb the URL's path).
+HF_NAME: Final = re.compile(r"^(?!\.{1,2}(@|$))[A-Za-z0-9][A-Za-z0-9._-]*(@[A-Za-z0-9._/-]+)?$")
 
 # ext4 keeps 5% of a volume for root by default and the pod runs as non-root; ~1% more goes to metadata.
 CACHE_HEADROOM: Final = Decimal("1.06")
@@ -104,8 +108,26 @@ def model_problems(model: ResolvedModel) -> list[Problem]:
         source = parse_source(model.spec.source)
     except SourceError as exc:
         return [Problem(config_path(model.path, "source"), str(exc))]
+    where = config_path(model.path, "source")
+    text = model.spec.source
     if source.scheme == "pvc":
+        if not re.match(DNS_SUBDOMAIN_PATTERN, source.claim) or len(source.claim) > 253:
+            return [
+                Problem(where, f"{text!r}: the claim {source.claim!r} is not {PATTERN_HINTS[DNS_SUBDOMAIN_PATTERN]}")
+            ]
+        if not relative_inside(source.path):
+            return [Problem(where, f"{text!r}: the path in the claim must be relative, without '..'")]
         return []
+    if source.scheme == "hf" and not all(HF_NAME.match(part) for part in text.split("://", 1)[1].split("/")[:2]):
+        return [
+            Problem(
+                where,
+                f"{text!r}: the organisation and repository must be Hugging Face names (letters, digits, '-', "
+                "'_', '.'; not '.' or '..')",
+            )
+        ]
+    if source.downloaded and (source.file_name in (".", "..") or not relative_inside(source.path.lstrip("/"))):
+        return [Problem(where, f"{text!r}: the file name must not be '.' or '..', nor the path climb out with '..'")]
     return [
         Problem(
             config_path(model.path, "files", i),
@@ -125,6 +147,11 @@ def relative_inside(rel: str) -> bool:
 def service_problems(service: ResolvedService) -> list[Problem]:
     """A layerSplit the GPUs cannot use, extraArgs llama-server cannot take, a request above its limit."""
     problems = extra_args_problems(service.spec, service.path) + memory_request_problems(service)
+    for field, labels in (("nodeSelector", service.spec.node_selector), ("podLabels", service.spec.pod_labels)):
+        for key, value in (labels or {}).items():
+            problem = label_problem(key, value)
+            if problem:
+                problems.append(Problem(config_path(service.path, field), problem))
     gpu = service.model.spec.hardware.gpu if service.model.spec.hardware else None
     sharding = gpu.sharding if gpu else None
     inputs = Inputs(service.spec, service.model.spec, "", service.gpu_count)

@@ -424,9 +424,14 @@ def metrics_once(user_flags: set[str]) -> list[str]:
     return [] if "--metrics" in user_flags else ["--metrics"]
 
 
+# Addresses that keep the server reachable on the pod's own IP, where the Service and the probes connect.
+ALL_INTERFACES = ("0.0.0.0", "::")
+
+
 def extra_args_problems(spec: InferenceServiceSpec, path: str) -> list[Problem]:
     """extraArgs llama-server cannot take: --port (the server would leave the port its Service and probes
-    use), and a table flag that takes a value without one (llama-server stops on it, or reads the next flag
+    use), --host other than all interfaces (likewise), and a table flag that takes a value without one
+    (llama-server stops on it, or reads the next flag
     as its value)."""
     problems: list[Problem] = []
     given = spec.extra_args or []
@@ -441,6 +446,18 @@ def extra_args_problems(spec: InferenceServiceSpec, path: str) -> list[Problem]:
                     "connect; set endpoint.port instead",
                 )
             )
+            continue
+        if name == "--host":
+            value = arg.partition("=")[2] if equals else (given[index + 1] if index + 1 < len(given) else "")
+            if value not in ALL_INTERFACES:
+                problems.append(
+                    Problem(
+                        where,
+                        f"{arg!r} {value!r} would listen where the Service and the probes cannot connect (they "
+                        f"reach the pod's own address); the server listens on {', '.join(ALL_INTERFACES)} as "
+                        "rendered: leave --host out",
+                    )
+                )
             continue
         known = _BY_SPELLING.get(arg.replace("_", "-") if arg.startswith("--") else arg)
         if equals or known is None or known[0].kind is SWITCH:

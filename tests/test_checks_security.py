@@ -71,3 +71,59 @@ def test_a_standalone_model_on_a_node_path_needs_consent_too() -> None:
         pipeline.standalone_model("m", {"spec": {"source": "file:///data/m.gguf"}})
     built = pipeline.standalone_model("m", {"spec": {"source": "file:///data/m.gguf"}, "allowHostPath": True})
     assert built.cache_path
+
+
+# --- accepted at preview, failing only at apply: now refused at preview, with path, value and what is allowed ---
+
+
+@pytest.mark.parametrize(
+    ("source", "expected"),
+    [
+        ("pvc:///m.gguf", "llmkube:models.m.source: 'pvc:///m.gguf': the claim '' is not a Kubernetes object name"),
+        ("pvc://Bad_Claim/m.gguf", "llmkube:models.m.source: 'pvc://Bad_Claim/m.gguf': the claim 'Bad_Claim' is not"),
+        ("pvc://claim/../../x.gguf", "llmkube:models.m.source: 'pvc://claim/../../x.gguf': the path in the claim"),
+        ("hf://../../x.gguf", "llmkube:models.m.source: 'hf://../../x.gguf': the organisation and repository must"),
+        ("https://example.com/%2e%2e", "llmkube:models.m.source: 'https://example.com/%2e%2e': the file name must"),
+        ("https://example.com/a/../../b.gguf", "llmkube:models.m.source: 'https://example.com/a/../../b.gguf': the"),
+    ],
+)
+def test_a_source_that_would_climb_or_name_no_claim_is_refused(source: str, expected: str) -> None:
+    assert problems({"models": {"m": {"source": source, "catalog": "Llama-3.2-1B"}}}).startswith(expected)
+
+
+@pytest.mark.parametrize(
+    ("service", "expected"),
+    [
+        (
+            {"modelCache": {"claimName": "My_Cache"}},
+            "llmkube:services.s.modelCache.claimName: 'My_Cache' is not a Kubernetes object name",
+        ),
+        (
+            {"priorityClassName": "High Priority"},
+            "llmkube:services.s.priorityClassName: 'High Priority' is not a Kubernetes",
+        ),
+        ({"nodeSelector": {"bad key!": "x"}}, "llmkube:services.s.nodeSelector: key 'bad key!' is not a label key"),
+        ({"podLabels": {"team": "-x-"}}, "llmkube:services.s.podLabels: team='-x-': the value is not a label value"),
+        ({"image": "ghcr.io/ggml-org/llama.cpp: server"}, "llmkube:services.s.image: "),
+        ({"extraArgs": ["--host", "127.0.0.1"]}, "llmkube:services.s.extraArgs[0]: '--host' '127.0.0.1' would listen"),
+        ({"extraArgs": ["--host=localhost"]}, "llmkube:services.s.extraArgs[0]: '--host=localhost' 'localhost'"),
+    ],
+)
+def test_names_labels_images_and_host_are_checked_at_preview(service: dict[str, Any], expected: str) -> None:
+    message = problems({"services": {"s": {"modelRef": "m", **service}}})
+    assert message.startswith(expected), message
+
+
+def test_the_server_may_still_listen_on_all_interfaces() -> None:
+    stack = load_stack(
+        {"models": {"m": MODEL}, "services": {"s": {"modelRef": "m", "extraArgs": ["--host", "0.0.0.0"]}}},
+        plan=False,
+    )
+    assert stack.services["s"].spec.extra_args == ["--host", "0.0.0.0"]
+
+
+def test_a_storage_class_and_cache_size_are_checked() -> None:
+    assert problems({"modelCache": {"storageClass": "Fast SSD"}}).startswith(
+        "llmkube:modelCache.storageClass: 'Fast SSD' is not a Kubernetes object name"
+    )
+    assert problems({"modelCache": {"size": "0"}}).startswith("llmkube:modelCache.size: 0 must be more than 0")

@@ -8,6 +8,7 @@ from decimal import Decimal, InvalidOperation
 from typing import Annotated, Any, ClassVar
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -239,3 +240,46 @@ DNS_LABEL_PATTERN = pattern(
     r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$", "a DNS label: lower-case letters, digits and '-', at most 63 characters"
 )
 DnsLabel = Annotated[str, Field(pattern=DNS_LABEL_PATTERN, max_length=63)]
+
+DNS_SUBDOMAIN_PATTERN = pattern(
+    r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$",
+    "a Kubernetes object name: lower-case letters, digits, '-' and '.', at most 253 characters",
+)
+# Names of PersistentVolumeClaims, StorageClasses, PriorityClasses, ...
+DnsSubdomain = Annotated[str, Field(pattern=DNS_SUBDOMAIN_PATTERN, max_length=253)]
+
+LABEL_KEY_PATTERN = pattern(
+    r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$",
+    "a label key: an optional DNS prefix and '/', then up to 63 letters, digits, '-', '_' or '.'",
+)
+LABEL_VALUE_PATTERN = pattern(
+    r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$",
+    "a label value: up to 63 letters, digits, '-', '_' or '.', starting and ending with a letter or digit",
+)
+LABEL_NAME_MAX = 63  # a label value, and a label key's name part; a key's DNS prefix may take 253 more
+
+
+def label_problem(key: str, value: str) -> str | None:
+    """Why a label (or node selector term) is not one Kubernetes takes, or None.
+
+    Checked outside the schema: a CRD cannot constrain map keys, and the operator's CRD does not.
+    """
+    prefix, _, name = key.rpartition("/")
+    if not re.match(LABEL_KEY_PATTERN, key) or len(name) > LABEL_NAME_MAX or len(prefix) > 253:
+        return f"key {key!r} is not {PATTERN_HINTS[LABEL_KEY_PATTERN]}"
+    if not re.match(LABEL_VALUE_PATTERN, value) or len(value) > LABEL_NAME_MAX:
+        return f"{key}={value!r}: the value is not {PATTERN_HINTS[LABEL_VALUE_PATTERN]}"
+    return None
+
+
+IMAGE_PATTERN = pattern(r"^\S+$", "an image reference without whitespace")
+
+
+def _positive(value: str) -> str:
+    # A zero size or bandwidth would make the planner divide by zero or plan for nothing.
+    if parse_quantity(value) <= 0:
+        raise PydanticCustomError("llmkube_rule", "{value} must be more than 0", {"value": value})
+    return value
+
+
+PositiveQuantity = Annotated[Quantity, AfterValidator(_positive)]

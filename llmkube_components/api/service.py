@@ -7,7 +7,14 @@ from typing import Any, ClassVar, Final, Literal
 from pydantic import Field, model_validator
 from pydantic_core import PydanticCustomError
 
-from .base import ApiModel, Quantity, crd_default, llmkube_only
+from .base import (
+    IMAGE_PATTERN,
+    ApiModel,
+    DnsSubdomain,
+    Quantity,
+    crd_default,
+    llmkube_only,
+)
 from .core import Toleration
 from .model import MAX_LAYERS
 
@@ -154,9 +161,7 @@ class ModelCacheSpec(ApiModel):
         description="Cached (default): a persistent volume shared by the namespace's services; "
         "Ephemeral: an emptyDir, downloaded again on every start.",
     )
-    claim_name: str | None = Field(
-        None, min_length=1, max_length=253, description="Use this existing PersistentVolumeClaim as the cache."
-    )
+    claim_name: DnsSubdomain | None = Field(None, description="Use this existing PersistentVolumeClaim as the cache.")
 
     cel_rules: ClassVar[tuple[tuple[str, str], ...]] = (
         (
@@ -189,7 +194,7 @@ class InferenceServiceSpec(ApiModel):
         description=f"Pod replicas (0-10, default {DEFAULT_REPLICAS}).",
     )
     image: str | None = Field(
-        None, min_length=1, description="llama.cpp server image; default: the hardware profile's."
+        None, pattern=IMAGE_PATTERN, description="llama.cpp server image; default: the hardware profile's."
     )
     endpoint: EndpointSpec | None = Field(None, description="How the server is exposed.")
     resources: InferenceResources | None = Field(None, description="GPUs, CPU and memory for the server.")
@@ -200,8 +205,8 @@ class InferenceServiceSpec(ApiModel):
     affinity: dict[str, Any] | None = Field(None, description="Pod affinity (core/v1 Affinity), passed through.")
     pod_annotations: dict[str, str] | None = Field(None, description="Annotations added to the pod template.")
     pod_labels: dict[str, str] | None = Field(None, description="Labels added to the pod template.")
-    runtime_class_name: str | None = Field(None, description="RuntimeClass of the pod, e.g. nvidia.")
-    priority_class_name: str | None = Field(None, description="PriorityClass of the pod.")
+    runtime_class_name: DnsSubdomain | None = Field(None, description="RuntimeClass of the pod, e.g. nvidia.")
+    priority_class_name: DnsSubdomain | None = Field(None, description="PriorityClass of the pod.")
     context_size: int | None = Field(
         None, ge=128, le=2097152, description="Context window in tokens (--ctx-size), shared by the parallel slots."
     )

@@ -6,7 +6,7 @@ from typing import Any, Literal
 
 from pydantic import Field
 
-from .base import ApiModel, DnsLabel, Quantity
+from .base import IMAGE_PATTERN, ApiModel, DnsLabel, DnsSubdomain, PositiveQuantity, Quantity
 from .model import ModelSpec
 from .service import InferenceServiceSpec
 
@@ -50,7 +50,7 @@ class OperatorSettings(ApiModel):
     )
     namespace: DnsLabel = Field("llmkube-system", description="Namespace of the controller.")
     image: str | None = Field(
-        None, min_length=1, description=f"Controller image; default {OPERATOR_IMAGE_REPOSITORY}:<version>."
+        None, pattern=IMAGE_PATTERN, description=f"Controller image; default {OPERATOR_IMAGE_REPOSITORY}:<version>."
     )
     install: bool = Field(
         True, description="Install the controller and CRDs; false when the cluster already runs LLMKube."
@@ -87,10 +87,10 @@ class CacheSettings(ApiModel):
         description="shared: one volume for the namespace (the operator's default); perService: one per service, "
         "deleted with it.",
     )
-    size: Quantity = Field(
+    size: PositiveQuantity = Field(
         DEFAULT_CACHE_SIZE, description="Requested size; a PVC cannot shrink later, so leave room for new models."
     )
-    storage_class: str | None = Field(None, min_length=1, description="StorageClass; default: the cluster's.")
+    storage_class: DnsSubdomain | None = Field(None, description="StorageClass; default: the cluster's.")
     access_mode: AccessMode = Field(
         DEFAULT_CACHE_ACCESS_MODE,
         description="ReadWriteMany lets services on several nodes share one cache (needs such storage).",

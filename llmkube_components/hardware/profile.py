@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Annotated, Any
+from typing import Any
 
-from pydantic import AfterValidator, Field, ValidationInfo, field_validator
+from pydantic import Field, ValidationInfo, field_validator
 from pydantic_core import PydanticCustomError
 
-from ..api.base import ApiModel, Quantity, parse_quantity, pattern
+from ..api.base import LABEL_VALUE_PATTERN, ApiModel, PositiveQuantity, Quantity, parse_quantity
 from ..api.core import Toleration
 from ..api.model import RESOURCE_NAME_PATTERN, GpuVendor
 
@@ -83,19 +83,6 @@ def gpu_product_label(product: str) -> str:
 # ---------------------------------------------------------------------------------------------------------
 
 
-def _positive(value: str) -> str:
-    # A zero size or bandwidth would make the planner divide by zero or plan for nothing.
-    if parse_quantity(value) <= 0:
-        raise PydanticCustomError("llmkube_rule", "{value} must be more than 0", {"value": value})
-    return value
-
-
-PositiveQuantity = Annotated[Quantity, AfterValidator(_positive)]
-
-LABEL_VALUE_PATTERN = pattern(
-    r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$",
-    "a node label value (letters, digits, '-', '_', '.', starting and ending with a letter or digit)",
-)
 GPU_PRODUCT_LABEL = "nvidia.com/gpu.product"  # the node label NVIDIA GPU feature discovery sets
 
 
