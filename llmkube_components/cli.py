@@ -20,9 +20,29 @@ from .settings import Settings
 
 
 def _stack_file_config(path: Path) -> dict[str, Any]:
-    config = (yaml.safe_load(path.read_text()) or {}).get("config") or {}
+    """The ``llmkube:`` keys of a stack file; ConfigError (one clean line) for a file that is not one."""
+    try:
+        document = yaml.safe_load(path.read_text())
+    except OSError as exc:
+        raise ConfigError.at("", f"cannot read {path}: {exc.strerror}") from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else ""
+        raise ConfigError.at("", f"{path} is not YAML{where}") from None
+    if document is None:
+        document = {}
+    if not isinstance(document, dict):
+        raise ConfigError.at("", f"{path}: a stack file is a mapping with a config: key, not a {_kind(document)}")
+    config = document.get("config") or {}
+    if not isinstance(config, dict):
+        raise ConfigError.at("", f"{path}: config: must be a mapping of keys to values, not a {_kind(config)}")
     prefix = f"{CONFIG_NAMESPACE}:"
-    return {key.removeprefix(prefix): value for key, value in config.items() if key.startswith(prefix)}
+    return {key.removeprefix(prefix): value for key, value in config.items() if str(key).startswith(prefix)}
+
+
+def _kind(value: Any) -> str:
+    names: dict[type, str] = {list: "list", str: "string"}
+    return names.get(type(value), type(value).__name__)
 
 
 def cmd_check(args: argparse.Namespace, settings: Settings) -> int:
@@ -47,13 +67,18 @@ def cmd_check(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_plan(args: argparse.Namespace, settings: Settings) -> int:
     """Plan one service (from flags) or every service of a stack file, as tables or JSON."""
     if args.stack_file:
-        raw = _stack_file_config(Path(args.stack_file))
+        try:
+            raw = _stack_file_config(Path(args.stack_file))
+        except ConfigError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 1
     else:
         if not args.model:
             print("llmkube plan: give --model SOURCE|CATALOG-ENTRY, or --stack-file", file=sys.stderr)
             return 2
         model: dict[str, Any] = {"source": args.model}
-        if Path(args.model).exists():
+        local = Path(args.model).exists()
+        if local:
             model = {"source": str(Path(args.model).resolve())}
         elif "://" not in args.model:
             # A catalog entry name: plan it from the catalog only (no file to read), under a placeholder source.
@@ -73,7 +98,13 @@ def cmd_plan(args: argparse.Namespace, settings: Settings) -> int:
         ):
             if value is not None:
                 service[key] = value
-        raw = {"hardware": args.profile, "models": {"model": model}, "services": {"plan": service}}
+        # A file on this machine is only read here, never mounted into a pod: no hostPath to consent to.
+        raw = {
+            "hardware": args.profile,
+            "allowHostPath": local,
+            "models": {"model": model},
+            "services": {"plan": service},
+        }
     if sys.stderr.isatty():
         print("llmkube: reading model metadata (header only; cached after the first time)...", file=sys.stderr)
     try:

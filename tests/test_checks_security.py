@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -127,3 +128,33 @@ def test_a_storage_class_and_cache_size_are_checked() -> None:
         "llmkube:modelCache.storageClass: 'Fast SSD' is not a Kubernetes object name"
     )
     assert problems({"modelCache": {"size": "0"}}).startswith("llmkube:modelCache.size: 0 must be more than 0")
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("- a\n- b\n", "a stack file is a mapping with a config: key, not a list"),
+        ("config:\n  - llmkube:namespace\n", "config: must be a mapping of keys to values, not a list"),
+        ("config: {llmkube:namespace: [unclosed\n", "is not YAML (line 2, column 1)"),
+    ],
+)
+def test_the_cli_reports_a_malformed_stack_file_in_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], text: str, expected: str
+) -> None:
+    from llmkube_components import cli
+
+    path = tmp_path / "Pulumi.bad.yaml"
+    path.write_text(text)
+    assert cli.main(["check", str(path)]) == 1
+    assert cli.main(["plan", "--stack-file", str(path)]) == 1
+    err = capsys.readouterr().err
+    assert expected in err and "Traceback" not in err, err
+
+
+def test_the_cli_plans_a_local_file_without_a_host_path_consent(tmp_path: Path) -> None:
+    # Planning reads the file on this machine; nothing is mounted into a pod.
+    from llmkube_components import cli
+    from testkit.gguf_files import write_dense
+
+    path = write_dense(tmp_path / "m.gguf")
+    assert cli.main(["plan", "--model", str(path), "--json"]) == 0
