@@ -29,7 +29,7 @@ from .api.stack import (
 from .errors import Problem, config_path
 from .flags import Inputs, extra_args_problems, layer_split_problems, split_mode
 from .resolve import ResolvedModel, ResolvedService, ResolvedStack, cache_kind
-from .sources import SourceError, parse_source
+from .sources import SourceError, on_node, parse_source
 
 # A Hugging Face organisation or repository name (and not "." or "..", which would climb the URL's path).
 HF_NAME: Final = re.compile(r"^(?!\.{1,2}(@|$))[A-Za-z0-9][A-Za-z0-9._-]*(@[A-Za-z0-9._/-]+)?$")
@@ -83,7 +83,7 @@ def namespace_problems(config: StackConfig) -> list[Problem]:
 
 def host_path_problems(model: ResolvedModel, allowed: bool) -> list[Problem]:
     """A model from a node path (hostPath) without the stack's explicit consent."""
-    if allowed or not is_host_path(model):
+    if allowed or not on_node(model.spec.source):
         return []
     return [
         Problem(
@@ -93,13 +93,6 @@ def host_path_problems(model: ResolvedModel, allowed: bool) -> list[Problem]:
             "true to accept that, or serve the model from a URL or a PersistentVolumeClaim (pvc://)",
         )
     ]
-
-
-def is_host_path(model: ResolvedModel) -> bool:
-    try:
-        return parse_source(model.spec.source).on_node
-    except SourceError:
-        return False
 
 
 def model_problems(model: ResolvedModel) -> list[Problem]:

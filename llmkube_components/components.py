@@ -18,7 +18,9 @@ environment once, as the edge of that program (``Settings.from_env``).
 No ``from __future__ import annotations`` here: Pulumi's schema inference reads these annotations as types.
 """
 
+import inspect
 import os
+import re
 from collections.abc import Callable, Mapping
 from fnmatch import fnmatch
 from typing import TYPE_CHECKING, Any, NotRequired, Required, Self, TypedDict, TypeVar
@@ -53,18 +55,6 @@ PLACEMENT_FIELDS = (
     "modelCache*",
 )
 B = TypeVar("B")
-
-__all__ = [
-    "InferenceService",
-    "InferenceServiceArgs",
-    "Model",
-    "ModelArgs",
-    "Operator",
-    "OperatorArgs",
-    "Platform",
-    "PlatformArgs",
-    "ServiceOutputs",
-]
 
 
 class ModelArgs(TypedDict):
@@ -265,6 +255,17 @@ class _Component(pulumi.ComponentResource):
     def _output(self, key: str) -> pulumi.Output[Any]:
         return self._outputs.apply(lambda o: o.get(key))
 
+    def _expose(self) -> None:
+        """Set and register the outputs: every public annotation of the class, as schema inference reads them
+        (``base_url: pulumi.Output[str]`` is the output ``baseUrl``)."""
+        outputs: dict[str, pulumi.Output[Any]] = {}
+        for attr in inspect.get_annotations(type(self)):
+            if not attr.startswith("_"):
+                key = re.sub(r"_([a-z])", lambda m: m.group(1).upper(), attr)
+                outputs[key] = self._output(key)
+                setattr(self, attr, outputs[key])
+        self.register_outputs(outputs)
+
 
 def _carried_props(props: dict[str, Any], carry: Carry) -> dict[str, Any]:
     return {key: inputs.carried(value, carry) for key, value in props.items()}
@@ -336,11 +337,6 @@ class Operator(_Component):
             crds + resources, {"namespace": built.settings.namespace, "image": built.settings.image_ref}, carry
         )
 
-    def _expose(self) -> None:
-        self.namespace = self._output("namespace")
-        self.image = self._output("image")
-        self.register_outputs({"namespace": self.namespace, "image": self.image})
-
 
 class Model(_Component):
     """A model file. Delivery operator: a Model custom resource. Direct: the services' init containers fetch it."""
@@ -395,15 +391,6 @@ class Model(_Component):
             "cachePath": built.cache_path,
         }
         return _ready(resources, outputs, carry)
-
-    def _expose(self) -> None:
-        self.name = self._output("name")
-        self.namespace = self._output("namespace")
-        self.spec = self._output("spec")
-        self.cache_path = self._output("cachePath")
-        self.register_outputs(
-            {"name": self.name, "namespace": self.namespace, "spec": self.spec, "cachePath": self.cache_path}
-        )
 
 
 def _model_props(built: pipeline.ModelBuild) -> dict[str, Any]:
@@ -526,28 +513,6 @@ class InferenceService(_Component):
             pulumi.log.info(built.plan.table(), resource=self)
         return _ready(resources, service_outputs(built, placed), carry)
 
-    def _expose(self) -> None:
-        self.endpoint = self._output("endpoint")
-        self.base_url = self._output("baseUrl")
-        self.service_name = self._output("serviceName")
-        self.namespace = self._output("namespace")
-        self.client_config = self._output("clientConfig")
-        self.plan = self._output("plan")
-        self.server_args = self._output("serverArgs")
-        self.scheduling = self._output("scheduling")
-        self.register_outputs(
-            {
-                "endpoint": self.endpoint,
-                "baseUrl": self.base_url,
-                "serviceName": self.service_name,
-                "namespace": self.namespace,
-                "clientConfig": self.client_config,
-                "plan": self.plan,
-                "serverArgs": self.server_args,
-                "scheduling": self.scheduling,
-            }
-        )
-
 
 def service_outputs(built: pipeline.ServiceBuild, placed: "placement.Scheduling | None") -> dict[str, Any]:
     """A service's outputs (ServiceOutputs), the optional ones only when they apply."""
@@ -647,10 +612,7 @@ class Platform(_Component):
             register=lambda built, carry: self._register(name, built, settings, opts, carry),
             plans=lambda built: [s.plan.table() for s in built.services.values() if s.plan is not None],
         )
-        self.services = self._output("services")
-        self.namespace = self._output("namespace")
-        self.delivery = self._output("delivery")
-        self.register_outputs({"services": self.services, "namespace": self.namespace, "delivery": self.delivery})
+        self._expose()
 
     def _register(
         self, name: str, built: pipeline.StackBuild, settings: Settings, opts: Options, carry: Carry

@@ -25,7 +25,7 @@ from .api.validation import problems_from_validation_error
 from .errors import ConfigError, Problem, config_path
 from .hardware import HardwareProfile, resolve_profile
 from .hardware.profile import VENDOR_DEFAULTS
-from .sources import SourceError, parse_source
+from .sources import on_node, parse_source
 
 T = TypeVar("T")
 
@@ -300,11 +300,7 @@ def _host_path_warnings(config: StackConfig) -> list[Problem]:
     if not config.allow_host_path:
         return out
     for key, model in config.models.items():
-        try:
-            on_node = parse_source(model.source).on_node
-        except SourceError:
-            continue
-        if on_node:
+        if on_node(model.source):
             out.append(
                 Problem(
                     config_path("models", key, "source"),

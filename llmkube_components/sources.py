@@ -103,6 +103,14 @@ def parse_source(text: str) -> ModelSource:
     raise SourceError(text, "unsupported scheme: use a path, file://, http(s)://, hf:// or pvc://", colon=True)
 
 
+def on_node(text: str) -> bool:
+    """Whether a source is a path of the node (hostPath); False for one that does not parse (reported apart)."""
+    try:
+        return parse_source(text).on_node
+    except SourceError:
+        return False
+
+
 def _downloaded(text: str, scheme: Scheme, url: str) -> ModelSource:
     parts = urlsplit(url)
     return ModelSource(text, scheme, parts.hostname or "", unquote(parts.path), url=url)

@@ -15,7 +15,7 @@
 // runs Python plugins (component providers such as llmkube's own, served to
 // YAML and other languages; later policy packs), and GeneratePackage and Link
 // (`pulumi package add`, `gen-sdk`: pkg/v3's generator at the CLI's version,
-// see ./codegen), and leaves the rest (program codegen, `pulumi new`
+// see ./langhost), and leaves the rest (program codegen, `pulumi new`
 // templating, packing) Unimplemented, which the engine treats as "not
 // supported". ./nodejs is a codegen-only Node.js host on the same glue.
 package main
@@ -37,11 +37,10 @@ import (
 
 	"github.com/pulumi/pulumi/pkg/v3/codegen/python"
 	"github.com/pulumi/pulumi/pkg/v3/codegen/schema"
-	"llmkube.local/tools/pulumi-language-python/codegen"
+	"llmkube.local/tools/pulumi-language-python/langhost"
 
 	"github.com/pulumi/pulumi/sdk/v3/go/common/util/cmdutil"
 	"github.com/pulumi/pulumi/sdk/v3/go/common/util/logging"
-	"github.com/pulumi/pulumi/sdk/v3/go/common/util/rpcutil"
 	"github.com/pulumi/pulumi/sdk/v3/go/common/version"
 	pulumirpc "github.com/pulumi/pulumi/sdk/v3/proto/go"
 	"github.com/pulumi/pulumi/sdk/v3/python/toolchain"
@@ -77,23 +76,7 @@ func main() {
 		engineAddress = args[0]
 	}
 
-	host := &pythonHost{shim: shim, engineAddress: engineAddress}
-	handle, err := rpcutil.ServeWithOptions(rpcutil.ServeOptions{
-		Init: func(srv *grpc.Server) error {
-			pulumirpc.RegisterLanguageRuntimeServer(srv, host)
-			return nil
-		},
-	})
-	if err != nil {
-		cmdutil.Exit(fmt.Errorf("could not start language host RPC server: %w", err))
-	}
-
-	// The engine reads the port from our first line of stdout.
-	fmt.Printf("%d\n", handle.Port)
-
-	if err := <-handle.Done; err != nil {
-		cmdutil.Exit(fmt.Errorf("language host RPC stopped serving: %w", err))
-	}
+	langhost.Serve(&pythonHost{shim: shim, engineAddress: engineAddress})
 }
 
 // findShim locates pulumi-language-python-exec. Looking next to our own
@@ -501,7 +484,7 @@ func (w pluginOutput) Write(p []byte) (int, error) {
 func (h *pythonHost) GeneratePackage(
 	ctx context.Context, req *pulumirpc.GeneratePackageRequest,
 ) (*pulumirpc.GeneratePackageResponse, error) {
-	return codegen.GeneratePackage(ctx, req, func(
+	return langhost.GeneratePackage(ctx, req, func(
 		pkg *schema.Package, req *pulumirpc.GeneratePackageRequest, loader schema.ReferenceLoader,
 	) (map[string][]byte, error) {
 		return python.GeneratePackage("pulumi-language-python", pkg, req.GetExtraFiles(), loader)

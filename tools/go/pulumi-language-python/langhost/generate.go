@@ -1,9 +1,10 @@
-// Package codegen is the GeneratePackage call of our language hosts: it binds
+// Package langhost is what our language hosts share: serving the gRPC protocol
+// (Serve) and the GeneratePackage call (GeneratePackage), which binds
 // the schema the engine sends (resolving referenced packages through the
 // engine's schema loader), runs one of pkg/v3's SDK generators and writes the
 // files. pkg/v3 is pinned to the CLI's version (../../pulumi/go.mod), so an SDK
 // is what the CLI's own release would generate.
-package codegen
+package langhost
 
 import (
 	"context"
