@@ -24,9 +24,10 @@ from .api.stack import (
     RESERVED_NAMESPACES,
     SHARED_CACHE_PVC_NAME,
     SHARED_NAMESPACES,
+    OperatorSettings,
     StackConfig,
 )
-from .errors import Problem, config_path
+from .errors import Problem, config_path, redact
 from .flags import Inputs, extra_args_problems, layer_split_problems, split_mode
 from .resolve import ResolvedModel, ResolvedService, ResolvedStack, cache_kind
 from .sources import SourceError, on_node, parse_source
@@ -78,6 +79,40 @@ def namespace_problems(config: StackConfig) -> list[Problem]:
                 "a namespace of its own (default llmkube-system)",
             )
         )
+    if config.delivery == "operator" and operator.install:
+        problems += served_namespace_problems(operator, stack_namespace=config.namespace)
+    return problems
+
+
+def served_namespace_problems(operator: OperatorSettings, *, stack_namespace: str | None) -> list[Problem]:
+    """Where the controller is granted its writes (rbac, servedNamespaces): somewhere, and never the cluster's own
+    namespaces. ``stack_namespace``: the namespace a stack adds to the served ones, None for an Operator alone."""
+    served = operator.served_namespaces or []
+    problems = [
+        Problem(
+            config_path("operator", "servedNamespaces", i),
+            f"{ns!r} is reserved for the cluster's own components; the controller must not write there",
+        )
+        for i, ns in enumerate(served)
+        if ns in RESERVED_NAMESPACES
+    ]
+    if operator.rbac == "clusterWide" and served:
+        problems.append(
+            Problem(
+                "operator.servedNamespaces",
+                f"{served} applies only with rbac namespaced; rbac clusterWide grants the controller its rights in "
+                "every namespace: remove servedNamespaces, or set rbac: namespaced",
+            )
+        )
+    elif operator.rbac == "namespaced" and not served and stack_namespace is None:
+        problems.append(
+            Problem(
+                "operator.servedNamespaces",
+                "none given: with rbac namespaced (the default) the controller may write only in the namespaces it "
+                "serves; list the namespaces of its Models and InferenceServices, or set rbac: clusterWide to let "
+                "it write in every namespace",
+            )
+        )
     return problems
 
 
@@ -96,7 +131,7 @@ def host_path_problems(model: ResolvedModel, allowed: bool) -> list[Problem]:
 
 
 def model_problems(model: ResolvedModel) -> list[Problem]:
-    """A source that names no file, further files outside the model's directory."""
+    """A source that names no file or carries a credential, further files outside the model's directory."""
     try:
         source = parse_source(model.spec.source)
     except SourceError as exc:
@@ -111,6 +146,17 @@ def model_problems(model: ResolvedModel) -> list[Problem]:
         if not relative_inside(source.path):
             return [Problem(where, f"{text!r}: the path in the claim must be relative, without '..'")]
         return []
+    if source.credentials:
+        return [
+            Problem(
+                where,
+                f"{redact(text)!r} carries a credential ({', '.join(source.credentials)}), which the Pulumi state, "
+                "the pod spec and the download logs would keep; write the URL without user information or credential "
+                "query parameters (token, access_token, sig, X-Amz-Signature, ...). For a private model, stage the "
+                "file on a claim (pvc://) for now: a Secret whose keys become the downloader's environment "
+                "(sourceSecretRef, as in LLMKube) is planned",
+            )
+        ]
     if source.scheme == "hf" and not all(HF_NAME.match(part) for part in text.split("://", 1)[1].split("/")[:2]):
         return [
             Problem(
@@ -121,13 +167,22 @@ def model_problems(model: ResolvedModel) -> list[Problem]:
         ]
     if source.downloaded and (source.file_name in (".", "..") or not relative_inside(source.path.lstrip("/"))):
         return [Problem(where, f"{text!r}: the file name must not be '.' or '..', nor the path climb out with '..'")]
+    files = model.spec.files or []
     return [
         Problem(
             config_path(model.path, "files", i),
             f"{rel!r} must be a path relative to the model file's directory, without '..'",
         )
-        for i, rel in enumerate(model.spec.files or [])
+        for i, rel in enumerate(files)
         if not relative_inside(rel)
+    ] + [
+        Problem(
+            config_path(model.path, "fileSha256", key),
+            f"{key!r} is not an entry of files ({', '.join(files) or 'none'}); key each digest by its file as "
+            "files writes it",
+        )
+        for key in model.spec.file_sha256 or {}
+        if key not in files
     ]
 
 

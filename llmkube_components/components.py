@@ -27,8 +27,8 @@ from typing import TYPE_CHECKING, Any, NotRequired, Required, Self, TypedDict, T
 
 import pulumi
 
-from . import inputs, pipeline
-from .errors import ConfigError
+from . import inputs, pipeline, workloads
+from .errors import ConfigError, Problem, raise_if_any
 from .register import register, resource_names
 from .settings import Settings
 from .spec_args import Delivery, InferenceServiceSpec, ModelSpec, OperatorSettings, PlatformArgs
@@ -100,6 +100,14 @@ class InferenceServiceArgs(TypedDict):
     allowHostPath: NotRequired[pulumi.Input[bool]]
     """Allow a model that is a path of the node (file://), mounted as hostPath (default false)."""
 
+    downloadMbps: NotRequired[pulumi.Input[int]]
+    """Download speed to expect for the model in megabits per second, as the stack's llmkube:downloadMbps: Pulumi
+    waits for the Deployment as long as the model takes to download at it, with headroom, on top of its usual wait."""
+
+    apiKey: NotRequired[pulumi.Input[str]]
+    """An API key the server requires (delivery direct), kept secret: written to a Secret of the service's and
+    mounted as a file (--api-key-file). Or name an existing Secret in spec.apiKey."""
+
 
 class ServiceOutputs(TypedDict):
     """What one service exposes (InferenceService outputs, and Platform's services by name)."""
@@ -128,16 +136,28 @@ class ServiceOutputs(TypedDict):
     scheduling: NotRequired[str]
     """Where the cluster's nodes can run the pods (when the node check ran)."""
 
+    apiKeySecret: NotRequired[dict[str, str]]
+    """The Secret (name) and key that hold the server's API key, when it requires one."""
+
 
 def _child(parent: pulumi.Resource, opts: pulumi.ResourceOptions | None = None) -> pulumi.ResourceOptions:
     return pulumi.ResourceOptions.merge(pulumi.ResourceOptions(parent=parent), opts)
 
 
 def _register_all(
-    prefix: str, manifests: list[dict[str, Any]], opts: pulumi.ResourceOptions, carry: Carry
+    prefix: str,
+    manifests: list[dict[str, Any]],
+    opts: pulumi.ResourceOptions,
+    carry: Carry,
+    by_kind: Mapping[str, pulumi.ResourceOptions] | None = None,
 ) -> list[Any]:
+    """Register each manifest with ``opts``, merged with ``by_kind``'s options for its kind where it has some."""
     names = resource_names(prefix, manifests)
-    return [_register_one(n, m, opts, carry) for n, m in zip(names, manifests, strict=True)]
+    extra = by_kind or {}
+    return [
+        _register_one(n, m, pulumi.ResourceOptions.merge(opts, extra.get(m["kind"])), carry)
+        for n, m in zip(names, manifests, strict=True)
+    ]
 
 
 def _register_one(name: str, manifest: dict[str, Any], opts: pulumi.ResourceOptions, carry: Carry) -> Any:
@@ -333,6 +353,10 @@ class Operator(_Component):
         # The controller starts only once the kinds it watches exist.
         after_crds = pulumi.ResourceOptions.merge(child, pulumi.ResourceOptions(depends_on=crds))
         resources = _register_all(name, built.manifests, after_crds, carry)
+        # rbac namespaced: the controller's writes in each namespace it serves (named apart from the objects above,
+        # so theirs stay as they were).
+        for served, manifests in built.served.items():
+            resources += _register_all(f"{name}-in-{served}", manifests, after_crds, carry)
         return _ready(
             crds + resources, {"namespace": built.settings.namespace, "image": built.settings.image_ref}, carry
         )
@@ -406,7 +430,14 @@ class InferenceService(_Component):
 
     TYPE = "llmkube:index:InferenceService"
     _PROPS = ("name", "namespace", "delivery", "spec", "model", "hardware", "plan")
-    _PLACES_ONLY = ("namespace", "delivery", "model.sha256", *(f"spec.{f}" for f in PLACEMENT_FIELDS))
+    _PLACES_ONLY = (
+        "namespace",
+        "delivery",
+        "model.sha256",
+        "model.fileSha256*",
+        "downloadMbps",
+        *(f"spec.{f}" for f in PLACEMENT_FIELDS),
+    )
 
     endpoint: pulumi.Output[str]
     """The in-cluster URL of the server's API path."""
@@ -432,6 +463,9 @@ class InferenceService(_Component):
     scheduling: pulumi.Output[str | None]
     """Where the cluster's nodes can run the pods (when the node check ran)."""
 
+    api_key_secret: pulumi.Output[dict[str, str] | None]
+    """The Secret (name) and key that hold the server's API key, when it requires one."""
+
     def __init__(
         self,
         name: str,
@@ -442,6 +476,9 @@ class InferenceService(_Component):
     ):
         settings = _settings(settings)
         given: dict[str, Any] = dict(args)
+        api_key = given.pop("apiKey", None)
+        if api_key is not None:
+            given["apiKeys"] = {name: pipeline.KEY_GIVEN}
         model = given.get("model")
         model_key: str | None = None
         if isinstance(model, Model):
@@ -468,18 +505,18 @@ class InferenceService(_Component):
             paths=_relabel_paths(renames),
             build=lambda plain: _standalone_service(name, plain, model_key, settings),
             props=lambda built: _service_props(built[0]),
-            register=lambda built, carry: self._register_built(name, built, carry),
+            register=lambda built, carry: self._register_built(name, built, carry, api_key),
             plans=lambda built: [built[0].plan.table()] if built[0].plan is not None else [],
         )
         self._expose()
 
     def _register_built(
-        self, name: str, built: tuple[pipeline.ServiceBuild, list[str]], carry: Carry
+        self, name: str, built: tuple[pipeline.ServiceBuild, list[str]], carry: Carry, api_key: Any
     ) -> pulumi.Output[dict[str, Any]]:
         service, warnings = built
         for warning in warnings:
             pulumi.log.warn(warning, resource=self)
-        return self._register(name, service, None, carry)
+        return self._register(name, service, None, carry, api_key)
 
     @classmethod
     def from_build(
@@ -489,29 +526,55 @@ class InferenceService(_Component):
         opts: Options = None,
         scheduling: "placement.Scheduling | None" = None,
         carry: Carry = None,
+        api_key: pulumi.Input[str] | None = None,
     ) -> Self:
         """An InferenceService component for a service that Platform's pipeline has already built and placed."""
         self = cls._shell(name, _carried_props(_service_props(built), carry), opts)
-        self._outputs = self._register(name, built, scheduling, carry)
+        self._outputs = self._register(name, built, scheduling, carry, api_key)
         self._expose()
         return self
 
     def _register(
-        self, name: str, built: pipeline.ServiceBuild, placed: "placement.Scheduling | None", carry: Carry
+        self,
+        name: str,
+        built: pipeline.ServiceBuild,
+        placed: "placement.Scheduling | None",
+        carry: Carry,
+        api_key: pulumi.Input[str] | None = None,
     ) -> pulumi.Output[dict[str, Any]]:
         child = _child(self)
+        policy = [built.network_policy] if built.network_policy is not None else []
         if built.custom_resource is not None:
             resources = [_register_one(f"{name}-isvc", built.custom_resource, child, carry)]
+            resources += _register_all(name, policy, child, carry)
         else:
-            manifests = built.workloads
+            manifests = [_with_key(m, api_key) for m in built.workloads]
             if placed is not None and placed.pending:
                 # A Deployment no node can run never becomes available, nor its Service's endpoints ready:
                 # Pulumi would wait out its timeout and fail the update. The rest is still awaited.
                 manifests = _annotated(manifests, SKIP_AWAIT, ("Deployment", "Service"))
-            resources = _register_all(name, manifests, child, carry)
+            # The policy first: a pod that starts before it would run unfiltered for a while.
+            resources = _register_all(name, policy, child, carry)
+            resources += _register_all(name, manifests, child, carry, _rollout_wait(built.rollout_minutes))
         if built.plan is not None:
             pulumi.log.info(built.plan.table(), resource=self)
         return _ready(resources, service_outputs(built, placed), carry)
+
+
+def _rollout_wait(minutes: int | None) -> dict[str, pulumi.ResourceOptions] | None:
+    """How long Pulumi waits for the Deployment (pipeline.ServiceBuild.rollout_minutes): its await includes the
+    init containers, the model's download among them, which Pulumi's default 10 minutes may not cover."""
+    if minutes is None:
+        return None
+    wait = f"{minutes}m"
+    return {"Deployment": pulumi.ResourceOptions(custom_timeouts=pulumi.CustomTimeouts(create=wait, update=wait))}
+
+
+def _with_key(manifest: dict[str, Any], api_key: pulumi.Input[str] | None) -> dict[str, Any]:
+    """The managed API key Secret (workloads.api_key_secret) with its value, always a secret Output."""
+    if manifest["kind"] != "Secret" or api_key is None:
+        return manifest
+    return {**manifest, "stringData": {workloads.API_KEY_DATA_KEY: pulumi.Output.secret(api_key)}}
 
 
 def service_outputs(built: pipeline.ServiceBuild, placed: "placement.Scheduling | None") -> dict[str, Any]:
@@ -529,6 +592,8 @@ def service_outputs(built: pipeline.ServiceBuild, placed: "placement.Scheduling 
         out["serverArgs"] = built.server_args
     if placed is not None:
         out["scheduling"] = placed.text
+    if built.api_key_secret is not None:
+        out["apiKeySecret"] = built.api_key_secret
     return out
 
 
@@ -572,6 +637,8 @@ class Platform(_Component):
         "modelCache*",
         "operator*",
         "models.*.sha256",
+        "models.*.fileSha256*",
+        "downloadMbps",
         *(f"services.*.{f}" for f in PLACEMENT_FIELDS),
     )
 
@@ -597,9 +664,10 @@ class Platform(_Component):
         settings = _settings(settings)
         self.inference_services: dict[str, InferenceService] = {}
         self.models: dict[str, Model] = {}
+        given, api_keys = _split_api_keys(dict(args), None if stack_config else f"Platform {name}")
         self._start(
             name,
-            args,
+            given,
             opts,
             label=None if stack_config else f"Platform {name}",
             paths=lambda path: path,
@@ -609,13 +677,19 @@ class Platform(_Component):
                 "delivery": built.stack.delivery,
                 "hardware": built.stack.profile.name,
             },
-            register=lambda built, carry: self._register(name, built, settings, opts, carry),
+            register=lambda built, carry: self._register(name, built, settings, opts, carry, api_keys),
             plans=lambda built: [s.plan.table() for s in built.services.values() if s.plan is not None],
         )
         self._expose()
 
     def _register(
-        self, name: str, built: pipeline.StackBuild, settings: Settings, opts: Options, carry: Carry
+        self,
+        name: str,
+        built: pipeline.StackBuild,
+        settings: Settings,
+        opts: Options,
+        carry: Carry,
+        api_keys: Mapping[str, Any],
     ) -> pulumi.Output[dict[str, Any]]:
         stack = built.stack
         for warning in stack.warnings:
@@ -628,7 +702,14 @@ class Platform(_Component):
             from . import placement as node_check  # not imported when nothing is checked
 
             notes = node_check.Notes()
-            view = node_check.cluster_view(stack, target, notes)
+            reader = node_check.open_reader(target, notes)
+            view = None
+            if reader is not None:
+                created = {"namespace": stack.namespace} if built.namespace else {}
+                if built.operator is not None:
+                    created["operator.namespace"] = built.operator.settings.namespace
+                raise_if_any(node_check.foreign_namespaces(created, reader, notes))
+                view = node_check.cluster_view(stack, reader, notes)
             for service_name, service in built.services.items():
                 placed[service_name] = (
                     None if view is None else node_check.scheduling(service.service, service.workloads, view, notes)
@@ -651,7 +732,9 @@ class Platform(_Component):
             namespace = _annotated(built.namespace, PATCH_FORCE)
             foundation += _register_all(name, namespace, _child(self, keep), carry)
         if built.operator is not None:
-            self.operator = Operator.from_build(f"{name}-operator", built.operator, child, carry)
+            # After the namespace: the controller's Role goes into it.
+            after_namespace = pulumi.ResourceOptions.merge(child, pulumi.ResourceOptions(depends_on=list(foundation)))
+            self.operator = Operator.from_build(f"{name}-operator", built.operator, after_namespace, carry)
             foundation.append(self.operator)
         keep_after = pulumi.ResourceOptions.merge(keep, pulumi.ResourceOptions(depends_on=list(foundation)))
         cache = _annotated(built.cache, PATCH_FORCE)
@@ -663,7 +746,12 @@ class Platform(_Component):
             model = self.models[service.service.model.name]
             opts_after_model = pulumi.ResourceOptions.merge(after, pulumi.ResourceOptions(depends_on=[model]))
             self.inference_services[service.service.key] = InferenceService.from_build(
-                f"{name}-{service_name}", service, opts_after_model, placed.get(service_name), carry
+                f"{name}-{service_name}",
+                service,
+                opts_after_model,
+                placed.get(service_name),
+                carry,
+                api_keys.get(service.service.key),
             )
         # Keyed by the config keys users wrote, so `pulumi stack output services` reads like the stack file.
         services = {
@@ -675,6 +763,20 @@ class Platform(_Component):
         # Ready once every child component's own outputs are (so its workloads are registered too).
         ready = [c._outputs for c in children if isinstance(c, _Component)]
         return pulumi.Output.all(_ready(children, outputs, carry), *ready).apply(lambda all_: all_[0])
+
+
+def _split_api_keys(args: dict[str, Any], label: str | None) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The arguments with each API key replaced by a mark, and the keys by service: they never reach the
+    pipeline, so that secrecy stays on the keys alone instead of spreading to everything built from them."""
+    keys = args.get("apiKeys")
+    if keys is None:
+        return args, {}
+    if not isinstance(keys, Mapping):
+        error = ConfigError(
+            [Problem("apiKeys", "must be a map of service name to API key, known at preview (each key a secret)")]
+        )
+        raise (error if label is None else error.relabeled(label, lambda path: path)) from None
+    return pipeline.without_key_values(args), dict(keys)
 
 
 def _settings(settings: Settings | None) -> Settings:

@@ -2,13 +2,17 @@
 
 Every message reads the same way: the config path first (``llmkube:services.qwen.contextSize``), then the
 bad value, then what is allowed or what to do. ``ConfigError`` is a ``pulumi.RunError`` so that the Pulumi
-engine prints the message alone, without a Python stack trace, and ``pulumi preview`` exits non-zero.
+engine prints the message alone, without a Python stack trace, and ``pulumi preview`` exits non-zero. A message
+never carries a credential: every URL in it is redacted (``redact``), whoever wrote the message.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from typing import Final
+from urllib.parse import unquote
 
 from pulumi import RunError
 
@@ -17,6 +21,35 @@ CONFIG_NAMESPACE = "llmkube"
 # The base of every error a user's input can cause: the Pulumi engine prints a RunError's message alone,
 # without a Python stack trace. Modules below the components take it from here, never from Pulumi itself.
 UserError = RunError
+
+
+# Query parameters that carry a credential: signed URLs (S3 X-Amz-Signature and X-Amz-Security-Token, GCS
+# X-Goog-Signature, Azure SAS sig) and tokens or keys passed in the query. A name is secret when it is one of
+# SECRET_QUERY_NAMES or contains one of SECRET_QUERY_WORDS (case-insensitive).
+SECRET_QUERY_NAMES: Final = frozenset({"sig", "key", "apikey", "api_key", "auth", "pwd", "pass"})
+SECRET_QUERY_WORDS: Final = ("token", "secret", "signature", "credential", "password")
+REDACTED: Final = "***"
+_URL: Final = re.compile(r"\b[A-Za-z][A-Za-z0-9+.-]*://[^\s'\"<>]+")
+_USERINFO: Final = re.compile(r"^([^:/]+://)[^/?#]*@")
+_QUERY_PARAMETER: Final = re.compile(r"([?&;])([^=&;#]*)=([^&;#]*)")
+
+
+def secret_query_parameter(name: str) -> bool:
+    """Whether a URL query parameter of this name carries a credential."""
+    lowered = unquote(name).lower()
+    return lowered in SECRET_QUERY_NAMES or any(word in lowered for word in SECRET_QUERY_WORDS)
+
+
+def redact(text: str) -> str:
+    """``text`` with the user information and the credential query values of every URL in it replaced by ***."""
+
+    def url(match: re.Match[str]) -> str:
+        hidden = _USERINFO.sub(rf"\g<1>{REDACTED}@", match.group(0))
+        return _QUERY_PARAMETER.sub(
+            lambda p: f"{p[1]}{p[2]}={REDACTED}" if secret_query_parameter(p[2]) else p[0], hidden
+        )
+
+    return _URL.sub(url, text)
 
 
 def config_path(*parts: str | int) -> str:
@@ -36,6 +69,10 @@ class Problem:
 
     path: str
     message: str
+
+    def __post_init__(self) -> None:
+        # Messages reach preview output, logs and CI artefacts: a credential in a URL must never be among them.
+        object.__setattr__(self, "message", redact(self.message))
 
     def __str__(self) -> str:
         where = f"{CONFIG_NAMESPACE}:{self.path}" if self.path else CONFIG_NAMESPACE

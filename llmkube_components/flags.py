@@ -306,6 +306,28 @@ def from_extra_args_only(given: Inputs) -> None:
     return None
 
 
+# Where the pod mounts the API key's Secret (workloads) and llama-server reads it (--api-key-file): the key
+# never appears in the command line, the Deployment or the Pulumi state, only in the Secret.
+API_KEY_DIR = "/etc/llmkube/api-key"
+API_KEY_FILE = f"{API_KEY_DIR}/api-key"
+
+
+@reads("apiKey")
+def api_key_file(given: Inputs) -> str | None:
+    return API_KEY_FILE if given.spec.api_key is not None else None
+
+
+@reads("webUI", "endpoint.type")
+def web_ui_off(given: Inputs) -> bool:
+    # Only ever switched off: the web UI is llama-server's default.
+    return not given.spec.web_ui_on
+
+
+@reads("slotsEndpoint", "endpoint.type")
+def slots_off(given: Inputs) -> bool:
+    return not given.spec.slots_on
+
+
 @reads("offload")
 def fit_off(given: Inputs) -> str | None:
     """``off`` once the planner has placed the service: llama-server's --fit (on by default in current builds)
@@ -362,6 +384,10 @@ FLAG_TABLE: tuple[Flag, ...] = (
     Flag("--embedding",        SWITCH,   SERVING,  embedding,                                "--embeddings"),
     Flag("--pooling",          VALUED,   SERVING,  pooling),
     Flag("--cache-ram",        VALUED,   MEMORY,   prompt_cache_off,                         "-cram", default="8192"),
+    # llmkube only (the operator has no such fields): the key file, and the endpoints an exposed server hides.
+    Flag("--api-key-file",     VALUED,   SERVING,  api_key_file),
+    Flag("--no-ui",            SWITCH,   SERVING,  web_ui_off,            "--no-webui", negations=("--ui", "--webui")),
+    Flag("--no-slots",         SWITCH,   SERVING,  slots_off,                                negations=("--slots",)),
 )
 # fmt: on
 
@@ -444,6 +470,17 @@ def extra_args_problems(spec: InferenceServiceSpec, path: str) -> list[Problem]:
                     where,
                     f"{arg!r} would move the server off port {spec.serving_port}, where the Service and the probes "
                     "connect; set endpoint.port instead",
+                )
+            )
+            continue
+        if name in ("--api-key", "--api-key-file"):
+            # The value would sit in plain text in the Deployment, the Pulumi state and the serverArgs output.
+            problems.append(
+                Problem(
+                    where,
+                    f"{name!r} in extraArgs would put the key in plain text in the Deployment, the Pulumi state "
+                    "and the serverArgs output; set it with pulumi config set --secret --path "
+                    "'llmkube:apiKeys.<service>' KEY, or name an existing Secret in apiKey.secretName",
                 )
             )
             continue

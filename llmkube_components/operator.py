@@ -35,6 +35,9 @@ COMPONENT: Final = "controller-manager"
 CONTROLLER_NAME: Final = "llmkube-controller-manager"  # Deployment and ServiceAccount
 MANAGER_ROLE: Final = "llmkube-manager-role"
 MANAGER_ROLE_BINDING: Final = "llmkube-manager-rolebinding"
+# rbac namespaced: the controller's writes, a Role and its RoleBinding in each served namespace.
+NAMESPACE_ROLE: Final = "llmkube-manager-namespace-role"
+NAMESPACE_ROLE_BINDING: Final = "llmkube-manager-namespace-rolebinding"
 METRICS_AUTH_ROLE: Final = "llmkube-metrics-auth-role"
 METRICS_AUTH_ROLE_BINDING: Final = "llmkube-metrics-auth-rolebinding"
 METRICS_READER_ROLE: Final = "llmkube-metrics-reader"
@@ -54,68 +57,93 @@ METRICS_PORT: Final = 8443
 
 
 # ---------------------------------------------------------------------------------------------------------
-# What the controller may do, one line per (apiGroup, resources). Sources: the +kubebuilder:rbac markers in
-# internal/controller/*.go and config/rbac/role.yaml at v0.9.19, cut down to what Models and
-# InferenceServices need plus what the binary watches unconditionally. Left out on purpose: the optional
-# integrations that self-gate on a flag or a CRD we do not install (Envoy AI Gateway, Pyrra, Grafana),
-# ModelRouter's own RBAC/ServiceAccount writes, pod eviction (maxPodLifetime) and DRA claims, which our API
-# cannot express; and priorityclasses, which the controller only names and never reads.
+# What the controller may do, one line per (apiGroup, resources), each with the calls that need it. Source:
+# internal/controller/*.go and cmd/main.go at v0.9.19 (the +kubebuilder:rbac markers and config/rbac/role.yaml
+# grant far more: every integration the binary has). Cut down to what the Models and InferenceServices our API
+# can express make the controller do, plus what it watches whatever the objects. Left out on purpose, with the
+# spec field or integration that would need it, none of which our API has: Secrets (s3:// sourceSecretRef,
+# model_controller.go s3Credentials; ModelRouter auth), prefetch Jobs (spec.prefetch, model_prefetch.go, which
+# also makes the Model's owner reference block deletion: models/finalizers), pod eviction (maxPodLifetime,
+# pod_lifetime.go), DRA claims (resourceclaims), ModelPool's patch of its member InferenceServices, ModelRouter's
+# ConfigMap/ServiceAccount/RBAC writes, the status patches of the SLO and gateway controllers (spec.slo,
+# spec.gateway), the Envoy AI Gateway, Pyrra and Grafana integrations (they self-gate on a flag or a CRD we do
+# not install), namespaces (read only by the GPUQuota reconciler), and priorityclasses (named, never read).
+#
+# Reads are cluster-wide in every mode: cmd/main.go builds the manager without cache.Options.DefaultNamespaces
+# (there is no watch-namespace flag), so controller-runtime's informers list and watch each kind in every
+# namespace; and its cached client starts such an informer on the first Get or List of a kind. Without
+# list/watch at cluster scope a cache never syncs: at startup the manager exits (a crash loop), later the
+# reconcile that asked waits forever. Writes are what rbac chooses: namespaced puts them in a Role in each
+# served namespace, clusterWide in the ClusterRole.
 # ---------------------------------------------------------------------------------------------------------
 
-_READ = ("get", "list", "watch")
-_WRITE = ("create", "get", "list", "patch", "update", "watch")
-_MANAGE = ("create", "delete", "get", "list", "patch", "update", "watch")
+Rule = tuple[str, tuple[str, ...], tuple[str, ...]]
 
-MANAGER_RULES: Final[tuple[tuple[str, tuple[str, ...], tuple[str, ...]], ...]] = (
-    # The controller's inputs: it never creates or deletes them, it adds and removes its finalizer.
-    ("inference.llmkube.dev", ("inferenceservices", "models"), ("get", "list", "patch", "update", "watch")),
-    ("inference.llmkube.dev", ("inferenceservices/status", "models/status"), ("get", "patch", "update")),
-    # Owner references with blockOwnerDeletion need update on the owner's finalizers subresource.
-    ("inference.llmkube.dev", ("inferenceservices/finalizers", "models/finalizers"), ("update",)),
-    # cmd/main.go starts the GPUQuota, LoRAAdapter, ModelPool and ModelRouter controllers unconditionally:
-    # without list/watch their caches never sync and the manager exits, so the pod crash-loops.
+_READ = ("get", "list", "watch")
+
+CACHE_READ_RULES: Final[tuple[Rule, ...]] = (
+    # model_controller.go For(Model); inferenceservice_controller.go For(InferenceService), Watches(Model);
+    # scheduling.go evaluateGPUQueue lists every InferenceService (the cluster-wide GPU queue).
+    ("inference.llmkube.dev", ("inferenceservices", "models"), _READ),
+    # cmd/main.go starts the GPUQuota, LoRAAdapter, ModelPool and ModelRouter controllers unconditionally: For()
+    # of each.
     ("inference.llmkube.dev", ("gpuquotas", "loraadapters", "modelpools", "modelrouters"), _READ),
     # The FederatedCluster hub controller, likewise started by default (--federation-role=hub).
     ("federation.llmkube.dev", ("federatedclusters",), _READ),
-    # The llama.cpp workloads. A Deployment is deleted and recreated when its selector must change, an HPA
-    # when autoscaling is switched off; Services are only ever garbage-collected through owner references.
-    ("apps", ("deployments",), _MANAGE),
-    ("", ("services",), _WRITE),
-    ("autoscaling", ("horizontalpodautoscalers",), _MANAGE),
-    # The model cache PVCs. Never delete: a cache holds tens of GiB of downloaded weights.
-    ("", ("persistentvolumeclaims",), _WRITE),
-    # Model prefetch Jobs; the garbage collector removes them with their Model.
-    ("batch", ("jobs",), ("create", "get", "list", "watch")),
-    # Only ModelRouters write ConfigMaps; their controller's Owns(ConfigMap) still needs the cache.
-    ("", ("configmaps",), _READ),
-    # Read-only lookups: GPU capacity on nodes, pod state and the offload line in the llama-server log,
-    # source credentials in secrets, namespaces for quotas, the PV behind a model cache that cannot schedule.
-    ("", ("namespaces", "nodes", "persistentvolumes", "pods", "secrets"), _READ),
-    ("", ("pods/log",), ("get",)),  # the log subresource has no list or watch
-    # The InferenceService controller watches EndpointSlices to see ready replicas.
+    # inferenceservice_controller.go SetupWithManager: Owns(Deployment, Service, HorizontalPodAutoscaler),
+    # Watches(Pod, EndpointSlice); modelrouter_controller.go Owns(ConfigMap) too.
+    ("apps", ("deployments",), _READ),
+    ("", ("configmaps", "pods", "services"), _READ),
+    ("autoscaling", ("horizontalpodautoscalers",), _READ),
     ("discovery.k8s.io", ("endpointslices",), _READ),
-    # Events through both the legacy and the events.k8s.io recorder.
+    # Cached Gets: model_storage.go ensureSharedModelCachePVC/ensureModelCachePVC (the model cache claim),
+    # model_controller.go (a pvc:// source's claim).
+    ("", ("persistentvolumeclaims",), _READ),
+    # Cluster-scoped lookups: model_controller.go lists nodes (GPU capacity), driver_compat.go gets a pod's node,
+    # volume_affinity.go the PersistentVolume behind a cache claim whose pod cannot schedule.
+    ("", ("nodes", "persistentvolumes"), _READ),
+)
+
+WRITE_RULES: Final[tuple[Rule, ...]] = (
+    # Status().Update: model_controller.go updateStatus, model_revalidate.go; inferenceservice_controller.go
+    # and drain_before_rollout.go. The controller never creates, changes or deletes the objects themselves.
+    ("inference.llmkube.dev", ("inferenceservices/status", "models/status"), ("update",)),
+    # inferenceservice_controller.go reconcileDeployment: Create, Update, and Delete then Create when the
+    # immutable selector must change.
+    ("apps", ("deployments",), ("create", "delete", "update")),
+    # reconcileService: Create, Update; garbage-collected through its owner reference, never deleted.
+    ("", ("services",), ("create", "update")),
+    # hpa_reconciler.go reconcileHPA: Create, Update; Delete when autoscaling is switched off.
+    ("autoscaling", ("horizontalpodautoscalers",), ("create", "delete", "update")),
+    # model_storage.go: Create of the shared or per-service model cache claim. Never delete: a cache holds tens
+    # of GiB of downloaded weights.
+    ("", ("persistentvolumeclaims",), ("create",)),
+    # acceleration.go readPodLogs: the offload line of the llama-server log, read through a clientset
+    # (cmd/main.go clientsetPodLogReader), not the cache; the subresource has no list or watch.
+    ("", ("pods/log",), ("get",)),
+    # The InferenceService reconciler's recorder (client-go tools/events: events.k8s.io, core as its fallback)
+    # writes its events in the InferenceService's namespace.
     ("", ("events",), ("create", "patch")),
     ("events.k8s.io", ("events",), ("create", "patch")),
 )
 
 # With --metrics-secure (the default) every scrape is authenticated and authorized through the API server
 # (controller-runtime filters.WithAuthenticationAndAuthorization); without these every scrape fails.
-METRICS_AUTH_RULES: Final[tuple[tuple[str, tuple[str, ...], tuple[str, ...]], ...]] = (
+METRICS_AUTH_RULES: Final[tuple[Rule, ...]] = (
     ("authentication.k8s.io", ("tokenreviews",), ("create",)),
     ("authorization.k8s.io", ("subjectaccessreviews",), ("create",)),
 )
 
 # leader-elect takes a Lease in the controller's namespace (controller-runtime discovers the namespace from the
 # service account, so no POD_NAMESPACE is needed). configmaps is the legacy lock upstream still grants.
-LEADER_ELECTION_RULES: Final[tuple[tuple[str, tuple[str, ...], tuple[str, ...]], ...]] = (
+LEADER_ELECTION_RULES: Final[tuple[Rule, ...]] = (
     ("", ("configmaps",), ("create", "delete", "get", "list", "patch", "update", "watch")),
     ("coordination.k8s.io", ("leases",), ("create", "delete", "get", "list", "patch", "update", "watch")),
     ("", ("events",), ("create", "patch")),
 )
 
 
-def _rules(table: tuple[tuple[str, tuple[str, ...], tuple[str, ...]], ...]) -> list[dict[str, Any]]:
+def _rules(table: tuple[Rule, ...]) -> list[dict[str, Any]]:
     return [
         {"apiGroups": [group], "resources": list(resources), "verbs": sorted(verbs)}
         for group, resources, verbs in table
@@ -175,33 +203,17 @@ def controller_resources(resources: OperatorResources | None) -> dict[str, dict[
 
 
 def operator_manifests(settings: OperatorSettings, *, instance: str = APP_NAME) -> list[dict[str, Any]]:
-    """Every object of the controller install except the CRDs, in apply order.
+    """Every object of the controller install in its own namespace and at cluster scope, in apply order.
 
-    Namespace first, then the ServiceAccount and RBAC, then the Deployment and its metrics Service. The caller
-    decides whether to install at all (``settings.install``); this only says what an install is.
-    ``instance`` fills app.kubernetes.io/instance, e.g. the Pulumi component's name.
+    Namespace first, then the ServiceAccount and RBAC, then the Deployment and its metrics Service. Not here: the
+    CRDs (``crds.py``) and, with rbac namespaced, the Roles in the served namespaces
+    (``served_namespace_manifests``). The caller decides whether to install at all (``settings.install``); this
+    only says what an install is. ``instance`` fills app.kubernetes.io/instance, e.g. the Pulumi component's name.
     """
     ns = settings.namespace
     labels = controller_labels(settings, instance)
-    subject = [{"kind": "ServiceAccount", "name": CONTROLLER_NAME, "namespace": ns}]
-
-    def cluster_role(name: str, rules: list[dict[str, Any]]) -> dict[str, Any]:
-        return {
-            "apiVersion": "rbac.authorization.k8s.io/v1",
-            "kind": "ClusterRole",
-            "metadata": object_meta(name, labels=labels),
-            "rules": rules,
-        }
-
-    def cluster_role_binding(name: str, role: str) -> dict[str, Any]:
-        return {
-            "apiVersion": "rbac.authorization.k8s.io/v1",
-            "kind": "ClusterRoleBinding",
-            "metadata": object_meta(name, labels=labels),
-            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": role},
-            "subjects": [dict(s) for s in subject],
-        }
-
+    # The ClusterRole holds the cache's reads; the writes only when the stack opted into clusterWide.
+    manager_table = CACHE_READ_RULES + (WRITE_RULES if settings.rbac == "clusterWide" else ())
     return [
         {
             "apiVersion": "v1",
@@ -214,25 +226,14 @@ def operator_manifests(settings: OperatorSettings, *, instance: str = APP_NAME) 
             "kind": "ServiceAccount",
             "metadata": object_meta(CONTROLLER_NAME, ns, labels),
         },
-        cluster_role(MANAGER_ROLE, _rules(MANAGER_RULES)),
-        cluster_role_binding(MANAGER_ROLE_BINDING, MANAGER_ROLE),
-        cluster_role(METRICS_AUTH_ROLE, _rules(METRICS_AUTH_RULES)),
-        cluster_role_binding(METRICS_AUTH_ROLE_BINDING, METRICS_AUTH_ROLE),
+        _role(MANAGER_ROLE, None, labels, _rules(manager_table)),
+        _binding(MANAGER_ROLE_BINDING, None, labels, MANAGER_ROLE, ns),
+        _role(METRICS_AUTH_ROLE, None, labels, _rules(METRICS_AUTH_RULES)),
+        _binding(METRICS_AUTH_ROLE_BINDING, None, labels, METRICS_AUTH_ROLE, ns),
         # Bind a scraper's ServiceAccount to this to let it read /metrics; nothing is bound here.
-        cluster_role(METRICS_READER_ROLE, [{"nonResourceURLs": ["/metrics"], "verbs": ["get"]}]),
-        {
-            "apiVersion": "rbac.authorization.k8s.io/v1",
-            "kind": "Role",
-            "metadata": object_meta(LEADER_ELECTION_ROLE, ns, labels),
-            "rules": _rules(LEADER_ELECTION_RULES),
-        },
-        {
-            "apiVersion": "rbac.authorization.k8s.io/v1",
-            "kind": "RoleBinding",
-            "metadata": object_meta(LEADER_ELECTION_ROLE_BINDING, ns, labels),
-            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": LEADER_ELECTION_ROLE},
-            "subjects": [dict(s) for s in subject],
-        },
+        _role(METRICS_READER_ROLE, None, labels, [{"nonResourceURLs": ["/metrics"], "verbs": ["get"]}]),
+        _role(LEADER_ELECTION_ROLE, ns, labels, _rules(LEADER_ELECTION_RULES)),
+        _binding(LEADER_ELECTION_ROLE_BINDING, ns, labels, LEADER_ELECTION_ROLE, ns),
         controller_deployment(settings, instance=instance),
         {
             "apiVersion": "v1",
@@ -244,6 +245,48 @@ def operator_manifests(settings: OperatorSettings, *, instance: str = APP_NAME) 
             },
         },
     ]
+
+
+def served_namespace_manifests(
+    settings: OperatorSettings, *, instance: str = APP_NAME
+) -> dict[str, list[dict[str, Any]]]:
+    """rbac namespaced: the controller's writes in each served namespace (a Role and its RoleBinding), by namespace.
+
+    Empty with rbac clusterWide, whose ClusterRole holds the writes. The namespaces must exist when these are
+    applied; ``settings.served_namespaces`` is the full list (a stack has added its own namespace to it).
+    """
+    if settings.rbac == "clusterWide":
+        return {}
+    labels = controller_labels(settings, instance)
+    return {
+        served: [
+            _role(NAMESPACE_ROLE, served, labels, _rules(WRITE_RULES)),
+            _binding(NAMESPACE_ROLE_BINDING, served, labels, NAMESPACE_ROLE, settings.namespace),
+        ]
+        for served in sorted(set(settings.served_namespaces or ()))
+    }
+
+
+def _role(name: str, namespace: str | None, labels: dict[str, str], rules: list[dict[str, Any]]) -> dict[str, Any]:
+    """A Role in ``namespace``, or a ClusterRole when it is None."""
+    return {
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "ClusterRole" if namespace is None else "Role",
+        "metadata": object_meta(name, namespace, labels),
+        "rules": rules,
+    }
+
+
+def _binding(name: str, namespace: str | None, labels: dict[str, str], role: str, controller_ns: str) -> dict[str, Any]:
+    """The binding of ``role`` (a ClusterRole when ``namespace`` is None, else a Role there) to the controller."""
+    kind = "ClusterRole" if namespace is None else "Role"
+    return {
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": f"{kind}Binding",
+        "metadata": object_meta(name, namespace, labels),
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": kind, "name": role},
+        "subjects": [{"kind": "ServiceAccount", "name": CONTROLLER_NAME, "namespace": controller_ns}],
+    }
 
 
 def controller_deployment(settings: OperatorSettings, *, instance: str = APP_NAME) -> dict[str, Any]:

@@ -49,10 +49,19 @@ class ServiceBuild:
     plan: ServicePlan | None
     workloads: list[Manifest]  # the llama.cpp workloads, built once: registered with delivery direct
     custom_resource: Manifest | None  # delivery operator: the InferenceService custom resource
+    network_policy: Manifest | None  # who may reach the pods and where they connect (both deliveries)
     server_args: list[str] | None  # delivery direct: the llama-server arguments of the Deployment
     endpoint: str
     base_url: str
     client_config: dict[str, Any]
+    # delivery direct: how long Pulumi may wait for the Deployment, its model's download included
+    rollout_minutes: int | None = None
+
+    @property
+    def api_key_secret(self) -> dict[str, str] | None:
+        """Where the service's API key is: the Secret and its key, when the server asks for one."""
+        key = self.service.spec.api_key
+        return None if key is None else {"name": key.secret_name, "key": key.secret_key}
 
 
 @dataclass(frozen=True)
@@ -62,6 +71,7 @@ class OperatorBuild:
     settings: OperatorSettings
     crds: list[Manifest]
     manifests: list[Manifest]  # RBAC, the controller Deployment and its metrics Service
+    served: dict[str, list[Manifest]]  # rbac namespaced: the controller's Role and RoleBinding, by served namespace
 
 
 @dataclass(frozen=True)
@@ -80,9 +90,22 @@ class StackBuild:
         return self.planned.stack
 
 
+# What the stages see of an API key (llmkube:apiKeys): that there is one. The key itself goes from the
+# component's arguments straight into its Secret's data, so no plan, output, error or log can show it.
+KEY_GIVEN = "(secret)"
+
+
+def without_key_values(raw: Mapping[str, Any]) -> dict[str, Any]:
+    """The config with each apiKeys value replaced by KEY_GIVEN (a stack file's may be encrypted objects)."""
+    keys = raw.get("apiKeys")
+    if not isinstance(keys, Mapping):
+        return dict(raw)
+    return {**raw, "apiKeys": dict.fromkeys(keys, KEY_GIVEN)}
+
+
 def load(raw: Mapping[str, Any], settings: Settings) -> PlannedStack:
     """Typed, resolved, checked and planned: a ConfigError naming every problem of a stage, or the plans."""
-    stack = resolve_stack(validate_stack(raw))
+    stack = resolve_stack(validate_stack(without_key_values(raw)))
     raise_if_any(checks.spec_problems(stack))
     planned = plan_stack(stack, MetadataReader.from_settings(settings))
     sizes = {name: known.file_bytes for name, known in planned.models.items()}
@@ -94,7 +117,7 @@ def build(planned: PlannedStack) -> StackBuild:
     """Every manifest of a planned stack; each builder runs once per service."""
     stack = planned.stack
     operator = stack.delivery == "operator"
-    services = {name: _service(s, planned.plans.get(name), stack) for name, s in stack.services.items()}
+    services = {name: _service(s, planned) for name, s in stack.services.items()}
     namespace: list[Manifest] = []
     if stack.config.create_namespace:
         built = [m for s in services.values() for m in s.workloads]
@@ -103,7 +126,9 @@ def build(planned: PlannedStack) -> StackBuild:
         planned=planned,
         namespace=namespace,
         cache=[] if operator else workloads.shared_cache_manifests(stack),
-        operator=_operator(stack.config.operator) if operator and stack.config.operator.install else None,
+        operator=_operator(stack.config.operator, stack.namespace)
+        if operator and stack.config.operator.install
+        else None,
         models={name: _model(m, stack) for name, m in stack.models.items()},
         services=services,
     )
@@ -123,10 +148,12 @@ def _model(model: ResolvedModel, stack: ResolvedStack) -> ModelBuild:
     return ModelBuild(model, stack.namespace, workloads.model_path(model.spec), resource)
 
 
-def _service(service: ResolvedService, plan: ServicePlan | None, stack: ResolvedStack) -> ServiceBuild:
+def _service(service: ResolvedService, planned: PlannedStack) -> ServiceBuild:
+    stack = planned.stack
     built = workloads.service_workloads(service, cache=stack.config.model_cache)
     resource = None
     server_args = None
+    rollout = None
     if stack.delivery == "operator":
         # The controller renders its own arguments; the workloads built here only judge the pod (node check,
         # the namespace's Pod Security level).
@@ -136,15 +163,21 @@ def _service(service: ResolvedService, plan: ServicePlan | None, stack: Resolved
     else:
         deployment = next(m for m in built if m["kind"] == "Deployment")
         server_args = list(deployment["spec"]["template"]["spec"]["containers"][0]["args"])
+        # The planner's size of the model's files (0 when unknown: Pulumi's own wait), when the pod downloads them.
+        known = planned.models.get(service.model.name)
+        downloaded = known.file_bytes if known is not None and workloads.downloads(service.model.spec) else 0
+        rollout = workloads.rollout_timeout_minutes(downloaded, stack.config.download_mbps)
     return ServiceBuild(
         service=service,
-        plan=plan,
+        plan=planned.plans.get(service.name),
         workloads=built,
         custom_resource=resource,
+        network_policy=workloads.network_policy(service, stack.config.network_policy),
         server_args=server_args,
         endpoint=workloads.endpoint_url(service),
         base_url=workloads.openai_base_url(service),
         client_config=workloads.client_config(service),
+        rollout_minutes=rollout,
     )
 
 
@@ -154,14 +187,24 @@ def operator(args: Mapping[str, Any]) -> OperatorBuild:
         settings = OperatorSettings.model_validate(dict(args))
     except ValidationError as exc:
         raise ConfigError(problems_from_validation_error(exc, "operator")) from None
-    return _operator(settings)
+    raise_if_any(checks.served_namespace_problems(settings, stack_namespace=None))
+    return _operator(settings, None)
 
 
-def _operator(settings: OperatorSettings) -> OperatorBuild:
+def _operator(settings: OperatorSettings, stack_namespace: str | None) -> OperatorBuild:
+    """The install; a stack's own namespace is served too (in the settings it registers, so policies see it)."""
     from . import crds
 
+    if settings.rbac == "namespaced" and stack_namespace is not None:
+        served = sorted({*(settings.served_namespaces or ()), stack_namespace})
+        settings = settings.model_copy(update={"served_namespaces": served})
     crd_manifests = crds.all_crds() + crds.companion_crds()
-    return OperatorBuild(settings, crd_manifests, operator_install.operator_manifests(settings))
+    return OperatorBuild(
+        settings,
+        crd_manifests,
+        operator_install.operator_manifests(settings),
+        operator_install.served_namespace_manifests(settings),
+    )
 
 
 # --- standalone components --------------------------------------------------------------------------------------
@@ -187,15 +230,14 @@ def standalone_service(
     models: dict[str, ModelSpec] = {model.model.key: model.model.spec}
     raw = {
         "namespace": model.namespace,
-        **_given(args, "namespace", "delivery", "hardware", "allowHostPath"),
+        **_given(args, "namespace", "delivery", "hardware", "allowHostPath", "apiKeys", "downloadMbps"),
         "modelCache": {"mode": "perService"},
         "models": models,
         "services": {name: args["spec"]},
     }
     planned = load(raw, settings)
-    stack = planned.stack
     key = normalize_name(name)
-    return _service(stack.services[key], planned.plans.get(key), stack), planned
+    return _service(planned.stack.services[key], planned), planned
 
 
 def _given(args: Mapping[str, Any], *keys: str) -> dict[str, Any]:

@@ -13,6 +13,7 @@ from typing import Any, NamedTuple
 
 from . import cluster
 from .errors import Problem
+from .meta import PART_OF
 from .resolve import ResolvedService, ResolvedStack
 from .workloads import LABEL_SERVICE
 
@@ -50,20 +51,60 @@ class Notes:
     warnings: list[str] = field(default_factory=list)
 
 
-def cluster_view(stack: ResolvedStack, target: ClusterTarget, notes: Notes) -> ClusterView | None:
-    """The cluster the stack deploys to, or None when its nodes cannot be read (said in ``notes``).
-
-    Pods that cannot be listed (a 403, say) leave the room unknown: services are then judged by the nodes'
-    allocatable resources only.
-    """
+def open_reader(target: ClusterTarget, notes: Notes) -> cluster.ClusterReader | None:
+    """A reader of the target cluster for the checks of one stack, or None (said in ``notes``)."""
     try:
-        reader = cluster.ClusterReader(
+        return cluster.ClusterReader(
             target.kubeconfig,
             target.context,
             NODE_READ_TIMEOUT,
             cluster_name=target.cluster_name,
             environ=target.environ,
         )
+    except cluster.ClusterUnavailable as exc:
+        notes.infos.append(f"cluster not checked (nodes, namespaces): {exc.message}")
+    except Exception as exc:  # a check must never fail the preview
+        notes.infos.append(f"cluster not checked (nodes, namespaces): {type(exc).__name__}: {exc}")
+    return None
+
+
+def foreign_namespaces(created: Mapping[str, str], reader: cluster.ClusterReader, notes: Notes) -> list[Problem]:
+    """Namespaces the stack would create (config path -> name) that exist and are not llmkube's.
+
+    Creating an existing namespace applies our labels over its own (the Pulumi provider upserts): its Pod
+    Security would change under whatever else runs there, and our labels would stay after a destroy. A
+    namespace an llmkube stack made (part-of llmkube, kept by an earlier destroy) is adopted as before.
+    """
+    try:
+        found = {path: (name, reader.namespace_labels(name)) for path, name in created.items()}
+    except cluster.ClusterUnavailable as exc:
+        notes.infos.append(f"namespace ownership not checked: {exc.message}")
+        return []
+    except Exception as exc:  # a check that cannot run must not fail the preview
+        notes.infos.append(f"namespace ownership not checked: {type(exc).__name__}: {exc}")
+        return []
+    fixes = {
+        "namespace": "set createNamespace false to deploy into it as it is, or choose another namespace",
+        "operator.namespace": "choose another operator.namespace, or install false if LLMKube runs there already",
+    }
+    return [
+        Problem(
+            path,
+            f"{name!r} exists and was not created by llmkube (no app.kubernetes.io/part-of={PART_OF} label); a "
+            f"stack never relabels a namespace it did not create: {fixes.get(path, fixes['namespace'])}",
+        )
+        for path, (name, labels) in found.items()
+        if labels is not None and labels.get("app.kubernetes.io/part-of") != PART_OF
+    ]
+
+
+def cluster_view(stack: ResolvedStack, reader: cluster.ClusterReader, notes: Notes) -> ClusterView | None:
+    """The cluster the stack deploys to, or None when its nodes cannot be read (said in ``notes``).
+
+    Pods that cannot be listed (a 403, say) leave the room unknown: services are then judged by the nodes'
+    allocatable resources only.
+    """
+    try:
         nodes = reader.nodes()
     except cluster.ClusterUnavailable as exc:
         notes.infos.append(f"nodes not checked: {exc.message}")

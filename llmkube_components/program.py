@@ -9,11 +9,13 @@ import signal
 from typing import Any, cast
 
 import pulumi
-from pulumi.runtime.config import CONFIG, get_config_env
+from pulumi.runtime.config import CONFIG, get_config_env, is_config_secret
 
 from .components import Platform, PlatformArgs
 from .errors import CONFIG_NAMESPACE
 from .settings import Settings
+
+API_KEYS = "apiKeys"  # the stack config key of the services' API keys (StackConfig.api_keys)
 
 
 def stack_config() -> dict[str, Any]:
@@ -21,6 +23,10 @@ def stack_config() -> dict[str, Any]:
 
     ``pulumi.Config.get_object`` reads only keys we already know; a typo such as ``llmkube:servics`` would be
     silently ignored, and the services it holds silently dropped. So read the whole namespace instead.
+
+    A secret key (``pulumi config set --secret``) stays secret: its value is a secret Output, and everything
+    built from it is secret too. ``apiKeys`` is the exception that keeps the rest readable: each of its
+    values becomes a secret Output of its own, which only the key's Secret receives.
     """
     raw = {**get_config_env(), **CONFIG.get()}
     prefix = f"{CONFIG_NAMESPACE}:"
@@ -28,7 +34,18 @@ def stack_config() -> dict[str, Any]:
     for key, value in sorted(raw.items()):
         if not key.startswith(prefix):
             continue
-        out[key.removeprefix(prefix)] = _decode(value)
+        name = key.removeprefix(prefix)
+        decoded = _decode(value)
+        if name == API_KEYS and isinstance(decoded, dict):
+            if not is_config_secret(key):
+                pulumi.log.warn(
+                    f"{key} is in plain text in the stack file: set each key with pulumi config set --secret "
+                    f"--path '{key}.<service>' KEY"
+                )
+            decoded = {service: pulumi.Output.secret(v) for service, v in decoded.items()}
+        elif is_config_secret(key):
+            decoded = pulumi.Output.secret(decoded)
+        out[name] = decoded
     return out
 
 

@@ -19,13 +19,13 @@ from pydantic import ValidationError
 from .api import InferenceServiceSpec, ModelSpec, StackConfig, Toleration
 from .api.base import format_bytes, name_problem, normalize_name, parse_quantity, suggest
 from .api.model import HardwareSpec
-from .api.service import InferenceResources, offload_fields
+from .api.service import API_KEY_SECRET_SUFFIX, ApiKeySpec, InferenceResources, offload_fields
 from .api.stack import CacheMode, Delivery
 from .api.validation import problems_from_validation_error
 from .errors import ConfigError, Problem, config_path
 from .hardware import HardwareProfile, resolve_profile
 from .hardware.profile import VENDOR_DEFAULTS
-from .sources import on_node, parse_source
+from .sources import SourceError, on_node, parse_source
 
 T = TypeVar("T")
 
@@ -52,6 +52,7 @@ class ResolvedService:
     spec: InferenceServiceSpec  # effective: modelRef normalised, profile defaults applied
     model: ResolvedModel
     profile: HardwareProfile
+    managed_api_key: bool = False  # the key is Pulumi's (llmkube:apiKeys): the service's own Secret holds it
 
     @property
     def path(self) -> str:
@@ -123,7 +124,22 @@ def resolve_stack(config: StackConfig) -> ResolvedStack:
             continue
         model_spec = config.models[model_key]
         effective, gpus = _apply_profile(spec, model_spec, profile, model_names[model_key], path, problems)
+        name = service_names.get(key, key)
+        managed = key in config.api_keys
+        if managed:
+            if effective.api_key is not None:
+                problems.append(
+                    Problem(
+                        config_path("apiKeys", key),
+                        f"{key} also names an existing Secret (services.{key}.apiKey); give its key one way",
+                    )
+                )
+            effective = effective.model_copy(
+                update={"api_key": ApiKeySpec.model_validate({"secretName": name + API_KEY_SECRET_SUFFIX})}
+            )
+        problems.extend(_api_key_problems(effective, config.delivery, path, key if managed else None))
         warnings.extend(_offload_warnings(effective, path))
+        warnings.extend(_exposure_warnings(effective, path, key))
         if effective.autoscaling is not None and effective.replicas is not None:
             warnings.append(
                 Problem(
@@ -139,14 +155,19 @@ def resolve_stack(config: StackConfig) -> ResolvedStack:
             and (model_spec.hardware is None or model_spec.hardware.gpu is None)
         ):
             model_hardware.setdefault(model_key, []).append((key, model_hardware_for(profile, gpus)))
-        services[service_names.get(key, key)] = ResolvedService(
+        services[name] = ResolvedService(
             key=key,
-            name=service_names.get(key, key),
+            name=name,
             namespace=config.namespace,
             spec=effective,
             model=ResolvedModel(model_key, model_names.get(model_key, model_key), model_spec),
             profile=profile,
+            managed_api_key=managed,
         )
+    for key in config.api_keys:
+        if key not in config.services:
+            names = ", ".join(sorted(config.services)) or "none"
+            problems.append(Problem(config_path("apiKeys", key), f"{key!r} names no service; services are: {names}"))
 
     models = {
         name: ResolvedModel(key, name, _model_with_hardware(key, config.models[key], model_hardware, problems))
@@ -155,9 +176,10 @@ def resolve_stack(config: StackConfig) -> ResolvedStack:
     if problems or stack_profile is None:
         raise ConfigError(problems)
     warnings.extend(_host_path_warnings(config))
+    warnings.extend(_integrity_warnings(config))
     # Services point at the final models (with the hardware the profiles filled in).
     services = {
-        name: ResolvedService(s.key, s.name, s.namespace, s.spec, models[s.model.name], s.profile)
+        name: ResolvedService(s.key, s.name, s.namespace, s.spec, models[s.model.name], s.profile, s.managed_api_key)
         for name, s in services.items()
     }
     return ResolvedStack(config, stack_profile, models, services, tuple(warnings))
@@ -294,6 +316,45 @@ def _merge_tolerations(first: list[Toleration], second: list[Toleration]) -> lis
     return merged
 
 
+def _integrity_warnings(config: StackConfig) -> list[Problem]:
+    """Model files that arrive unverified: over plain http without a sha256, or left out of a model's pins."""
+    out: list[Problem] = []
+    for key, model in config.models.items():
+        try:
+            source = parse_source(model.source)
+        except SourceError:
+            continue  # reported by the checks
+        if source.scheme == "http" and not model.sha256:
+            out.append(
+                Problem(
+                    config_path("models", key, "source"),
+                    f"{model.source!r} is fetched over plain http and no sha256 pins it: anyone on the network "
+                    f"path can swap the model; use https://, or set models.{key}.sha256",
+                )
+            )
+        if source.scheme == "pvc" or not (model.sha256 or model.file_sha256):
+            continue  # a claim's files are served as they are, never downloaded
+        checked = {source.file_name: model.sha256}
+        if config.delivery == "direct":  # the operator reads sha256 only: fileSha256 is left out of its resource
+            checked.update(model.file_sha256 or {})
+        unverified = [name for name in [source.file_name, *(model.files or [])] if not checked.get(name)]
+        if not unverified:
+            continue
+        how = (
+            f"give their digests in models.{key}.fileSha256 (further files) or models.{key}.sha256 (the model file)"
+            if config.delivery == "direct"
+            else "the LLMKube operator checks only sha256, the model file's; delivery direct checks every file"
+        )
+        out.append(
+            Problem(
+                config_path("models", key, "sha256" if unverified == [source.file_name] else "files"),
+                f"{', '.join(unverified)} would be downloaded unverified, though the model gives sha256 digests; "
+                + how,
+            )
+        )
+    return out
+
+
 def _host_path_warnings(config: StackConfig) -> list[Problem]:
     """Each model from a node path the stack allows (allowHostPath): said at every preview."""
     out: list[Problem] = []
@@ -309,6 +370,35 @@ def _host_path_warnings(config: StackConfig) -> list[Problem]:
                 )
             )
     return out
+
+
+def _api_key_problems(spec: InferenceServiceSpec, delivery: Delivery, path: str, managed: str | None) -> list[Problem]:
+    """An API key the delivery cannot give the server: the operator (v0.9.19) has no field for one."""
+    if spec.api_key is None or delivery != "operator":
+        return []
+    where = config_path("apiKeys", managed) if managed else config_path(path, "apiKey")
+    return [
+        Problem(
+            where,
+            "an API key needs delivery direct: the LLMKube operator (v0.9.19) has no API key field and its "
+            "InferenceService cannot mount a Secret; use llmkube:delivery direct, or keep the service in-cluster "
+            "(endpoint.type ClusterIP) behind a network policy",
+        )
+    ]
+
+
+def _exposure_warnings(spec: InferenceServiceSpec, path: str, key: str) -> list[Problem]:
+    """A server reachable from outside the cluster that asks no key."""
+    if not spec.exposed or spec.api_key is not None:
+        return []
+    assert spec.endpoint is not None
+    return [
+        Problem(
+            config_path(path, "endpoint", "type"),
+            f"{spec.endpoint.type} without an API key: anyone who reaches it can use the model; set one with "
+            f"pulumi config set --secret --path 'llmkube:apiKeys.{key}' KEY, or apiKey.secretName",
+        )
+    ]
 
 
 def _offload_warnings(spec: InferenceServiceSpec, path: str) -> list[Problem]:

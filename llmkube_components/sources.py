@@ -13,9 +13,12 @@ from __future__ import annotations
 import functools
 import hashlib
 import posixpath
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Literal
-from urllib.parse import quote, unquote, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, quote, unquote, urlsplit, urlunsplit
+
+from .errors import secret_query_parameter
 
 Scheme = Literal["http", "https", "hf", "file", "path", "pvc"]
 
@@ -67,6 +70,30 @@ class ModelSource:
     def cache_key(self) -> str:
         """The cache directory name of the model: the first 16 hex digits of sha256 of the source as written."""
         return hashlib.sha256(self.text.encode()).hexdigest()[:CACHE_KEY_LENGTH]
+
+    def pinned_cache_key(self, sha256s: Mapping[str, str]) -> str:
+        """The cache directory name of a model whose files (by path in its directory) are pinned by sha256.
+
+        Nothing pinned: the operator's key (``cache_key``), so both deliveries share the download. Pinned: the
+        key also covers every pin, so a file in that directory was checked against exactly these digests by
+        whoever published it, and an unpinned model of the same URL (or one pinned to other digests, after an
+        upstream change) never shares, nor skips the download for, a file it did not verify. The operator keys
+        by the source alone: a pinned model is downloaded once per delivery.
+        """
+        if not sha256s:
+            return self.cache_key
+        pins = "".join(f"\n{digest.lower()}  {name}" for name, digest in sorted(sha256s.items()))
+        return hashlib.sha256((self.text + pins).encode()).hexdigest()[:CACHE_KEY_LENGTH]
+
+    @property
+    def credentials(self) -> list[str]:
+        """What of a downloaded source's URL carries a credential: its user information, secret query parameters."""
+        if self.url is None:
+            return []
+        parts = urlsplit(self.url)
+        found = ["user information"] if "@" in parts.netloc else []
+        names = [name for name, _ in parse_qsl(parts.query, keep_blank_values=True) if secret_query_parameter(name)]
+        return found + [f"query parameter {name}" for name in dict.fromkeys(names)]
 
 
 def sibling_url(url: str, rel: str) -> str:

@@ -36,6 +36,13 @@ class OperatorResources(TypedDict, total=False):
     """Memory limit (default 2Gi)."""
 
 
+class RbacScope(StrEnum):
+    """One of: namespaced, clusterWide."""
+
+    NAMESPACED = "namespaced"
+    CLUSTER_WIDE = "clusterWide"
+
+
 class OperatorSettings(TypedDict, total=False):
     """How the LLMKube operator is installed (delivery operator)."""
 
@@ -53,6 +60,12 @@ class OperatorSettings(TypedDict, total=False):
 
     resources: NotRequired[pulumi.Input[OperatorResources]]
     """Controller requests and limits."""
+
+    rbac: NotRequired[pulumi.Input[RbacScope]]
+    """namespaced: the controller may write (workloads, cache claims, status, events) and read pod logs only in the served namespaces, and reads the kinds it watches in every namespace, never Secrets; clusterWide: the same rights in every namespace (opt-in)."""
+
+    servedNamespaces: NotRequired[pulumi.Input[list[pulumi.Input[str]]]]
+    """Namespaces of the Models and InferenceServices the controller serves (rbac namespaced); they must exist. A stack adds its own namespace."""
 
 
 class CacheMode(StrEnum):
@@ -84,6 +97,16 @@ class CacheSettings(TypedDict, total=False):
 
     accessMode: NotRequired[pulumi.Input[AccessMode]]
     """ReadWriteMany lets services on several nodes share one cache (needs such storage)."""
+
+
+class NetworkPolicySettings(TypedDict, total=False):
+    """The NetworkPolicy of each service: who may reach its port, and where its pod may connect to."""
+
+    enabled: NotRequired[pulumi.Input[bool]]
+    """Render a NetworkPolicy per service (false: none, e.g. where the CNI does not enforce them)."""
+
+    ingressFrom: NotRequired[pulumi.Input[list[pulumi.Input[dict[str, pulumi.Input[Any]]]]]]
+    """Who may reach the serving port of an in-cluster (ClusterIP) service: networking/v1 NetworkPolicyPeers (namespaceSelector, podSelector, ipBlock). Default: the pods of the service's own namespace. NodePort and LoadBalancer services are reachable from anywhere (their API key guards them)."""
 
 
 class ModelFormat(StrEnum):
@@ -203,6 +226,9 @@ class ModelSpec(TypedDict, total=False):
 
     files: NotRequired[pulumi.Input[list[pulumi.Input[str]]]]
     """Further files of a multi-file model (e.g. GGUF splits), downloaded beside the first."""
+
+    fileSha256: NotRequired[pulumi.Input[dict[str, pulumi.Input[str]]]]
+    """llmkube only: SHA-256 of further files, keyed by their entry in files (64 hex digits each); checked after download (delivery direct), like sha256 for the model file."""
 
     catalog: NotRequired[pulumi.Input[str]]
     """llmkube only: the planner's built-in architecture entry for this model (e.g. qwen3-30b-a3b), used when the file's metadata cannot be read; default: recognised from the file name."""
@@ -366,6 +392,16 @@ class OffloadMode(StrEnum):
     MANUAL = "manual"
 
 
+class ApiKeySpec(TypedDict, total=False):
+    """Where llama-server's API key comes from: an existing Kubernetes Secret of the service's namespace. A key Pulumi holds (a secret stack config value, or a component argument) fills this in itself."""
+
+    secretName: Required[pulumi.Input[str]]
+    """Name of the Secret that holds the key."""
+
+    secretKey: NotRequired[pulumi.Input[str]]
+    """Key in the Secret's data (default api-key); the value may hold several API keys, one per line."""
+
+
 class InferenceServiceSpec(TypedDict, total=False):
     """One llama.cpp server (Deployment + Service) serving a Model."""
 
@@ -468,6 +504,15 @@ class InferenceServiceSpec(TypedDict, total=False):
     offload: NotRequired[pulumi.Input[OffloadMode]]
     """llmkube only: auto lets the planner pick the fastest placement that fits (GPU layers, moeCPULayers, moeCPUOffload, noKvOffload) and the hostMemory request; manual keeps the fields as written and checks them. Default: auto unless moeCPUOffload, moeCPULayers, noKvOffload or resources.hostMemory is set."""
 
+    apiKey: NotRequired[pulumi.Input[ApiKeySpec]]
+    """llmkube only: require this API key (a Secret mounted as a file, --api-key-file); a key held by Pulumi goes in llmkube:apiKeys instead. Delivery direct only."""
+
+    webUI: NotRequired[pulumi.Input[bool]]
+    """llmkube only: serve llama-server's web UI (--no-ui when false). Default: on for ClusterIP, off for NodePort and LoadBalancer."""
+
+    slotsEndpoint: NotRequired[pulumi.Input[bool]]
+    """llmkube only: serve /slots, which shows every slot's prompt (--no-slots when false). Default: on for ClusterIP, off for NodePort and LoadBalancer."""
+
 
 class PlatformArgs(TypedDict, total=False):
     """Everything a stack file sets under llmkube:."""
@@ -493,8 +538,17 @@ class PlatformArgs(TypedDict, total=False):
     modelCache: NotRequired[pulumi.Input[CacheSettings]]
     """The shared model cache volume (delivery direct)."""
 
+    downloadMbps: NotRequired[pulumi.Input[int]]
+    """Download speed to expect for model files, in megabits per second (delivery direct): Pulumi waits for a Deployment as long as its model takes to download at this speed, with headroom, on top of its usual wait."""
+
+    networkPolicy: NotRequired[pulumi.Input[NetworkPolicySettings]]
+    """Network policies of the services."""
+
     models: NotRequired[pulumi.Input[dict[str, pulumi.Input[ModelSpec]]]]
     """Models by name."""
 
     services: NotRequired[pulumi.Input[dict[str, pulumi.Input[InferenceServiceSpec]]]]
     """Inference services by name."""
+
+    apiKeys: NotRequired[pulumi.Input[dict[str, pulumi.Input[str]]]]
+    """API keys by service name, each a Pulumi secret (pulumi config set --secret --path 'llmkube:apiKeys.<service>' KEY): written to a Secret of the service's, mounted as a file (delivery direct)."""

@@ -31,6 +31,9 @@ SETUP_SCRIPT = Path(__file__).resolve().parents[2] / "tools" / "setup-llama-serv
 # What llama-server prints when it does not accept an argument (common/arg.cpp), or accepts it with a warning.
 REJECTED = re.compile(r"invalid argument|unknown argument|deprecated|expected value for argument|unknown value for",
                       re.IGNORECASE)  # fmt: skip
+# Lines that match REJECTED but only say how to switch something, whatever the arguments: with --no-ui the server
+# logs "The UI is disabled" and then "Use --ui/--no-ui (or deprecated --webui/--no-webui) to enable/disable".
+NOT_REJECTED = re.compile(r"Use --ui/--no-ui \(or deprecated --webui/--no-webui\)")
 
 
 def cached_server_path() -> Path:
@@ -141,21 +144,23 @@ class LlamaServer:
             proc.wait(timeout=10)
 
     # --- HTTP -------------------------------------------------------------------------------------------------
-    def _request(self, method: str, path: str, body: Any = None, timeout: float = 60) -> tuple[int, str]:
+    def _request(
+        self, method: str, path: str, body: Any = None, timeout: float = 60, headers: dict[str, str] | None = None
+    ) -> tuple[int, str]:
         data = None if body is None else json.dumps(body).encode()
         req = urllib.request.Request(f"http://127.0.0.1:{self.port}{path}", data=data, method=method,
-                                     headers={"Content-Type": "application/json"})  # fmt: skip
+                                     headers={"Content-Type": "application/json", **(headers or {})})  # fmt: skip
         try:
             with urllib.request.urlopen(req, timeout=timeout) as resp:
                 return resp.status, resp.read().decode(errors="replace")
         except urllib.error.HTTPError as exc:
             return exc.code, exc.read().decode(errors="replace")
 
-    def get(self, path: str, timeout: float = 60) -> tuple[int, str]:
-        return self._request("GET", path, timeout=timeout)
+    def get(self, path: str, timeout: float = 60, headers: dict[str, str] | None = None) -> tuple[int, str]:
+        return self._request("GET", path, timeout=timeout, headers=headers)
 
-    def post(self, path: str, body: Any, timeout: float = 60) -> tuple[int, str]:
-        return self._request("POST", path, body, timeout=timeout)
+    def post(self, path: str, body: Any, timeout: float = 60, headers: dict[str, str] | None = None) -> tuple[int, str]:
+        return self._request("POST", path, body, timeout=timeout, headers=headers)
 
     # --- the log ----------------------------------------------------------------------------------------------
     def log(self) -> str:
@@ -165,7 +170,7 @@ class LlamaServer:
         return "log tail:\n" + "\n".join(self.log().splitlines()[-lines:])
 
     def rejected_lines(self) -> list[str]:
-        return [line for line in self.log().splitlines() if REJECTED.search(line)]
+        return [line for line in self.log().splitlines() if REJECTED.search(line) and not NOT_REJECTED.search(line)]
 
 
 # `D tensor blk.0.ffn_up_exps.weight (0 MiB f16) buffer type overridden to CPU` (llama-model-loader.cpp, at

@@ -72,10 +72,11 @@ class RecordingMocks(pulumi.runtime.Mocks):
         return {}
 
 
-def install_mocks(config: dict[str, Any], *, preview: bool = True) -> RecordingMocks:
+def install_mocks(config: dict[str, Any], *, preview: bool = True, secret_keys: tuple[str, ...] = ()) -> RecordingMocks:
+    """Mocks for a program with this stack config; ``secret_keys`` are the keys set with --secret."""
     mocks = RecordingMocks()
     pulumi.runtime.set_mocks(mocks, project="llmkube", stack="test", preview=preview)
-    pulumi.runtime.set_all_config(as_pulumi_config(config))
+    pulumi.runtime.set_all_config(as_pulumi_config(config), list(secret_keys))
     return mocks
 
 

@@ -236,7 +236,8 @@ def test_the_schema_is_inferred_with_every_component_and_description() -> None:
     components = result["component_definitions"]
     assert set(components) == {"Platform", "Model", "InferenceService", "Operator"}
     assert set(components["InferenceService"].outputs) == {
-        "endpoint", "baseUrl", "serviceName", "namespace", "clientConfig", "plan", "serverArgs", "scheduling"
+        "endpoint", "baseUrl", "serviceName", "namespace", "clientConfig", "plan", "serverArgs", "scheduling",
+        "apiKeySecret",
     }  # fmt: skip
     for component in components.values():
         assert component.description

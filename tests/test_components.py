@@ -63,9 +63,9 @@ def with_delivery(stack: str, delivery: str) -> dict[str, Any]:
     return {**stack_config(stack), "llmkube:delivery": delivery}
 
 
-def run(config: dict[str, Any], check: Any, body: Any = run_main) -> Any:
+def run(config: dict[str, Any], check: Any, body: Any = run_main, secret_keys: tuple[str, ...] = ()) -> Any:
     """Run ``body`` (default: __main__.py) under mocks; return ``check(result, mocks)`` once all is registered."""
-    mocks = install_mocks(config)
+    mocks = install_mocks(config, secret_keys=secret_keys)
     created: list[pulumi.Resource] = []
 
     def collect(args: pulumi.ResourceTransformationArgs) -> None:

@@ -111,6 +111,16 @@ FIELD_ROWS: list[tuple[dict[str, Any], list[str]]] = [
     ({"mode": "rerank"}, ["--reranking", "--embedding", "--pooling", "rank", "--cache-ram", "0"]),
     ({"mode": "chat"}, []),
     ({"mode": None}, []),
+    # The key is a file the pod mounts from its Secret: never the key itself on the command line.
+    ({"apiKey": {"secretName": "chat-key"}}, ["--api-key-file", "/etc/llmkube/api-key/api-key"]),
+    ({"apiKey": None}, []),
+    # An exposed server hides its web UI and /slots unless told otherwise; an in-cluster one keeps them.
+    ({"endpoint": {"type": "LoadBalancer"}}, ["--no-ui", "--no-slots"]),
+    ({"endpoint": {"type": "NodePort"}}, ["--no-ui", "--no-slots"]),
+    ({"endpoint": {"type": "NodePort"}, "webUI": True, "slotsEndpoint": True}, []),
+    ({"endpoint": {"type": "ClusterIP"}}, []),
+    ({"webUI": False}, ["--no-ui"]),
+    ({"slotsEndpoint": False}, ["--no-slots"]),
 ]
 
 

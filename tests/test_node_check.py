@@ -46,6 +46,7 @@ class FakeCluster:
     environs: list[Mapping[str, str]] = field(default_factory=list)  # the environment each reader was given
     fail_nodes: Exception | None = None  # what listing the nodes raises instead, if set
     fail_pods: Exception | None = None  # what listing the pods raises instead, if set
+    namespaces: dict[str, dict[str, str]] = field(default_factory=dict)  # existing namespaces and their labels
 
 
 @pytest.fixture
@@ -75,6 +76,9 @@ def fake(monkeypatch: pytest.MonkeyPatch) -> FakeCluster:
             if state.fail_pods:
                 raise state.fail_pods
             return list(state.pods)
+
+        def namespace_labels(self, name: str) -> dict[str, str] | None:
+            return state.namespaces.get(name)
 
     monkeypatch.setenv(NODE_CHECK_ENV, "1")
     monkeypatch.setattr(cluster, "ClusterReader", Reader)
@@ -339,3 +343,42 @@ def test_settings_made_by_hand_still_give_the_kubeconfig_its_environment(
     run(CONFIG, lambda platform, mocks: None, user_program)
     (environ,) = fake.environs
     assert environ.get("KUBECONFIG") == "/somewhere/config" and "PATH" in environ
+
+
+# --- namespace ownership (issue 11): never relabel a namespace this stack did not create ---------------------
+
+
+def test_an_existing_namespace_llmkube_did_not_create_is_refused_before_anything_is_applied(fake: FakeCluster) -> None:
+    from llmkube_components.errors import ConfigError
+
+    fake.namespaces["llmkube"] = {"kubernetes.io/metadata.name": "llmkube", "team": "platform"}
+    with pytest.raises(ConfigError) as info:
+        run(CONFIG, lambda platform, mocks: None)
+    text = str(info.value)
+    assert text.startswith("llmkube:namespace: 'llmkube' exists and was not created by llmkube"), text
+    assert "set createNamespace false to deploy into it as it is" in text
+
+
+def test_our_own_retained_namespace_is_adopted_and_an_absent_one_created(fake: FakeCluster) -> None:
+    def check(platform: Any, mocks: RecordingMocks) -> None:
+        (namespace,) = [r for r in mocks.resources if r.kind == "Namespace"]
+        assert namespace.inputs["metadata"]["annotations"] == {"pulumi.com/patchForce": "true"}
+
+    fake.namespaces["llmkube"] = {"app.kubernetes.io/part-of": "llmkube", "app.kubernetes.io/name": "llmkube"}
+    run(CONFIG, check)
+    fake.namespaces.clear()
+    run(CONFIG, check)
+
+
+def test_a_namespace_used_as_it_is_is_not_checked(fake: FakeCluster) -> None:
+    fake.namespaces["llmkube"] = {"team": "platform"}
+    run({**CONFIG, "llmkube:createNamespace": "false"}, lambda platform, mocks: None)
+
+
+def test_the_operator_namespace_is_checked_too(fake: FakeCluster) -> None:
+    from llmkube_components.errors import ConfigError
+
+    fake.namespaces["llmkube-system"] = {"team": "platform"}
+    with pytest.raises(ConfigError) as info:
+        run({**CONFIG, "llmkube:delivery": "operator"}, lambda platform, mocks: None)
+    assert "llmkube:operator.namespace: 'llmkube-system' exists and was not created by llmkube" in str(info.value)

@@ -1,5 +1,6 @@
-"""The LLMKube controller install: least-privilege RBAC, the Deployment's flags, probes and security, and the
-shared metadata helpers it is built from. Every manifest is checked against the Kubernetes OpenAPI schema."""
+"""The LLMKube controller install: its RBAC in each scope (reads at cluster scope, writes only in the served
+namespaces unless clusterWide is chosen), the Deployment's flags, probes and security, and the shared metadata
+helpers it is built from. Every manifest is checked against the Kubernetes OpenAPI schema."""
 
 from __future__ import annotations
 
@@ -7,9 +8,11 @@ import copy
 from typing import Any
 
 import kubernetes_validate
+import pulumi
 import pytest
 import yaml
 
+from llmkube_components import pipeline
 from llmkube_components.api import OperatorSettings
 from llmkube_components.errors import ConfigError
 from llmkube_components.meta import (
@@ -24,16 +27,23 @@ from llmkube_components.operator import (
     LEADER_ELECTION_ROLE,
     MANAGER_ROLE,
     METRICS_AUTH_ROLE,
+    NAMESPACE_ROLE,
+    NAMESPACE_ROLE_BINDING,
     SELECTOR_LABELS,
     controller_deployment,
     operator_manifests,
+    served_namespace_manifests,
 )
+from llmkube_components.settings import Settings
+from tests.pulumi_program import RecordingMocks, install_mocks
+from tests.test_components import run
 
 # The newest schema kubernetes-validate ships; strict, so an unknown or misspelt field fails.
 K8S_VERSION = "1.37.0"
 
 REPO = "ghcr.io/defilantech/llmkube-controller"
 READ = {"get", "list", "watch"}
+CRUD = {"create", "delete", "get", "list", "patch", "update", "watch"}
 WRITE_VERBS = {"create", "update", "patch", "delete", "deletecollection", "escalate", "bind", "impersonate"}
 
 
@@ -55,7 +65,7 @@ def grants(role: dict[str, Any]) -> dict[tuple[str, str], set[str]]:
     """(apiGroup, resource) -> verbs, however the rules happen to be grouped."""
     out: dict[tuple[str, str], set[str]] = {}
     for rule in role["rules"]:
-        for group in rule["apiGroups"]:
+        for group in rule.get("apiGroups", []):  # a nonResourceURLs rule has none
             for resource in rule["resources"]:
                 out.setdefault((group, resource), set()).update(rule["verbs"])
     return out
@@ -66,73 +76,153 @@ def container(objs: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 # ---------------------------------------------------------------------------------------------------------
-# ClusterRole: exactly this, and nothing more
+# The controller's rights: reads at cluster scope, writes only where it serves (or everywhere, opted into)
 # ---------------------------------------------------------------------------------------------------------
 
-CRUD = {"create", "delete", "get", "list", "patch", "update", "watch"}
-EXPECTED_MANAGER_GRANTS: dict[tuple[str, str], set[str]] = {
-    ("inference.llmkube.dev", "models"): {"get", "list", "patch", "update", "watch"},
-    ("inference.llmkube.dev", "inferenceservices"): {"get", "list", "patch", "update", "watch"},
-    ("inference.llmkube.dev", "models/status"): {"get", "patch", "update"},
-    ("inference.llmkube.dev", "inferenceservices/status"): {"get", "patch", "update"},
-    ("inference.llmkube.dev", "models/finalizers"): {"update"},
-    ("inference.llmkube.dev", "inferenceservices/finalizers"): {"update"},
+# What controller-runtime's caches list and watch in every namespace (the binary has no watch-namespace mode).
+EXPECTED_CLUSTER_READS: dict[tuple[str, str], set[str]] = {
+    ("inference.llmkube.dev", "models"): READ,
+    ("inference.llmkube.dev", "inferenceservices"): READ,
     ("inference.llmkube.dev", "gpuquotas"): READ,
     ("inference.llmkube.dev", "loraadapters"): READ,
     ("inference.llmkube.dev", "modelpools"): READ,
     ("inference.llmkube.dev", "modelrouters"): READ,
     ("federation.llmkube.dev", "federatedclusters"): READ,
-    ("apps", "deployments"): CRUD,
-    ("", "services"): CRUD - {"delete"},
-    ("autoscaling", "horizontalpodautoscalers"): CRUD,
-    ("", "persistentvolumeclaims"): CRUD - {"delete"},
-    ("batch", "jobs"): {"create", "get", "list", "watch"},
+    ("apps", "deployments"): READ,
+    ("", "services"): READ,
+    ("autoscaling", "horizontalpodautoscalers"): READ,
     ("", "configmaps"): READ,
-    ("", "namespaces"): READ,
+    ("", "pods"): READ,
+    ("discovery.k8s.io", "endpointslices"): READ,
+    ("", "persistentvolumeclaims"): READ,
     ("", "nodes"): READ,
     ("", "persistentvolumes"): READ,
-    ("", "pods"): READ,
-    ("", "secrets"): READ,
+}
+# What the reconciles of Models and InferenceServices write (and the pod log they read), where they serve.
+EXPECTED_WRITES: dict[tuple[str, str], set[str]] = {
+    ("inference.llmkube.dev", "models/status"): {"update"},
+    ("inference.llmkube.dev", "inferenceservices/status"): {"update"},
+    ("apps", "deployments"): {"create", "delete", "update"},
+    ("", "services"): {"create", "update"},
+    ("autoscaling", "horizontalpodautoscalers"): {"create", "delete", "update"},
+    ("", "persistentvolumeclaims"): {"create"},
     ("", "pods/log"): {"get"},
-    ("discovery.k8s.io", "endpointslices"): READ,
     ("", "events"): {"create", "patch"},
     ("events.k8s.io", "events"): {"create", "patch"},
 }
+EXPECTED_CLUSTER_WIDE = {
+    key: EXPECTED_CLUSTER_READS.get(key, set()) | EXPECTED_WRITES.get(key, set())
+    for key in {*EXPECTED_CLUSTER_READS, *EXPECTED_WRITES}
+}
+SERVED = ["team-b", "team-a"]
 
 
-def test_manager_role_grants_nothing_beyond_the_table() -> None:
-    assert set(grants(one(manifests(), "ClusterRole", MANAGER_ROLE))) == set(EXPECTED_MANAGER_GRANTS)
+def served(**wire: Any) -> dict[str, list[dict[str, Any]]]:
+    return served_namespace_manifests(settings(**wire))
+
+
+def manager_role(**wire: Any) -> dict[str, Any]:
+    return one(manifests(**wire), "ClusterRole", MANAGER_ROLE)
+
+
+def every_role(**wire: Any) -> list[dict[str, Any]]:
+    objs = manifests(**wire) + [m for ms in served(**wire).values() for m in ms]
+    return [o for o in objs if o["kind"] in ("ClusterRole", "Role")]
+
+
+def test_namespaced_cluster_role_only_reads_what_the_caches_watch() -> None:
+    assert grants(manager_role(servedNamespaces=SERVED)) == EXPECTED_CLUSTER_READS
 
 
 @pytest.mark.parametrize(
     ("key", "verbs"),
-    sorted(EXPECTED_MANAGER_GRANTS.items()),
-    ids=[f"{group or 'core'}/{resource}" for group, resource in sorted(EXPECTED_MANAGER_GRANTS)],
+    sorted(EXPECTED_WRITES.items()),
+    ids=[f"{group or 'core'}/{resource}" for group, resource in sorted(EXPECTED_WRITES)],
 )
-def test_manager_role_grant(key: tuple[str, str], verbs: set[str]) -> None:
-    assert grants(one(manifests(), "ClusterRole", MANAGER_ROLE))[key] == verbs
+@pytest.mark.parametrize("namespace", SERVED)
+def test_namespaced_writes_are_a_role_in_each_served_namespace(
+    key: tuple[str, str], verbs: set[str], namespace: str
+) -> None:
+    role = one(served(servedNamespaces=SERVED)[namespace], "Role", NAMESPACE_ROLE)
+    assert role["metadata"]["namespace"] == namespace
+    assert grants(role)[key] == verbs
 
 
+def test_namespaced_role_grants_nothing_beyond_the_table() -> None:
+    for objs in served(servedNamespaces=SERVED).values():
+        assert grants(one(objs, "Role")) == EXPECTED_WRITES
+
+
+def test_cluster_wide_is_the_reads_and_the_writes_in_every_namespace() -> None:
+    assert grants(manager_role(rbac="clusterWide")) == EXPECTED_CLUSTER_WIDE
+    assert served(rbac="clusterWide") == {}
+
+
+def test_the_default_is_namespaced() -> None:
+    assert settings().rbac == "namespaced"
+    assert manager_role() == manager_role(rbac="namespaced")
+
+
+@pytest.mark.parametrize("wire", [{"servedNamespaces": SERVED}, {"rbac": "clusterWide"}], ids=["namespaced", "wide"])
+def test_no_role_reads_secrets(wire: dict[str, Any]) -> None:
+    # The controller reads Secrets only for an s3:// source's sourceSecretRef and ModelRouter auth, neither of
+    # which our API can express: no mode grants them, in any namespace.
+    for role in every_role(**wire):
+        assert not any(resource.startswith("secrets") for _, resource in grants(role)), role["metadata"]["name"]
+
+
+def test_namespaced_cluster_role_writes_nothing_and_reads_no_logs() -> None:
+    cluster_grants = grants(manager_role(servedNamespaces=SERVED))
+    assert all(verbs <= READ for verbs in cluster_grants.values())
+    assert ("", "pods/log") not in cluster_grants
+
+
+@pytest.mark.parametrize(
+    ("served_namespaces", "expected"),
+    [(["b", "a", "a", "b"], ["a", "b"]), (["team"], ["team"]), ([], []), (None, [])],
+)
+def test_one_role_and_binding_per_served_namespace_in_order(
+    served_namespaces: list[str] | None, expected: list[str]
+) -> None:
+    wire = {} if served_namespaces is None else {"servedNamespaces": served_namespaces}
+    by_namespace = served(**wire)
+    assert list(by_namespace) == expected
+    for namespace, objs in by_namespace.items():
+        assert [(o["kind"], o["metadata"]["name"], o["metadata"]["namespace"]) for o in objs] == [
+            ("Role", NAMESPACE_ROLE, namespace),
+            ("RoleBinding", NAMESPACE_ROLE_BINDING, namespace),
+        ]
+
+
+@pytest.mark.parametrize("namespace", ["llmkube-system", "ops"])
+def test_served_namespace_binding_binds_the_controller_service_account(namespace: str) -> None:
+    binding = one(served(namespace=namespace, servedNamespaces=["team"])["team"], "RoleBinding")
+    assert binding["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": NAMESPACE_ROLE}
+    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": CONTROLLER_NAME, "namespace": namespace}]
+
+
+@pytest.mark.parametrize("wire", [{"servedNamespaces": SERVED}, {"rbac": "clusterWide"}], ids=["namespaced", "wide"])
 @pytest.mark.parametrize(
     ("key", "forbidden"),
     [
         # A model cache holds tens of GiB of downloaded weights: never deleted by the controller.
         (("", "persistentvolumeclaims"), {"delete", "deletecollection"}),
-        (("", "secrets"), WRITE_VERBS),
         (("", "nodes"), WRITE_VERBS),
-        (("", "namespaces"), WRITE_VERBS),
         (("", "pods"), WRITE_VERBS),
         (("", "persistentvolumes"), WRITE_VERBS),
-        (("inference.llmkube.dev", "models"), {"create", "delete", "deletecollection"}),
-        (("inference.llmkube.dev", "inferenceservices"), {"create", "delete", "deletecollection"}),
+        (("", "services"), {"delete", "deletecollection"}),  # garbage-collected through owner references
+        (("inference.llmkube.dev", "models"), WRITE_VERBS),
+        (("inference.llmkube.dev", "inferenceservices"), WRITE_VERBS),
     ],
 )
-def test_manager_role_never_grants(key: tuple[str, str], forbidden: set[str]) -> None:
-    assert not grants(one(manifests(), "ClusterRole", MANAGER_ROLE))[key] & forbidden
+def test_no_role_grants(wire: dict[str, Any], key: tuple[str, str], forbidden: set[str]) -> None:
+    for role in every_role(**wire):
+        assert not grants(role).get(key, set()) & forbidden, role["metadata"]["name"]
 
 
-def test_no_role_uses_wildcards_or_touches_rbac() -> None:
-    for role in [o for o in manifests() if o["kind"] in ("ClusterRole", "Role")]:
+@pytest.mark.parametrize("wire", [{"servedNamespaces": SERVED}, {"rbac": "clusterWide"}], ids=["namespaced", "wide"])
+def test_no_role_uses_wildcards_or_touches_rbac(wire: dict[str, Any]) -> None:
+    for role in every_role(**wire):
         for rule in role["rules"]:
             for field in ("apiGroups", "resources", "verbs", "nonResourceURLs"):
                 assert "*" not in rule.get(field, []), (role["metadata"]["name"], rule)
@@ -158,6 +248,131 @@ def test_cluster_role_bindings_bind_the_controller_service_account(binding: str,
 
 
 # ---------------------------------------------------------------------------------------------------------
+# Where the controller serves: the settings, a stack's own namespace, bad input
+# ---------------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("wire", "message"),
+    [
+        (
+            {},
+            "llmkube:operator.servedNamespaces: none given: with rbac namespaced (the default) the controller may "
+            "write only in the namespaces it serves; list the namespaces of its Models and InferenceServices, or set "
+            "rbac: clusterWide",
+        ),
+        ({"servedNamespaces": []}, "llmkube:operator.servedNamespaces: none given: with rbac namespaced"),
+        (
+            {"rbac": "clusterWide", "servedNamespaces": ["team"]},
+            "llmkube:operator.servedNamespaces: ['team'] applies only with rbac namespaced; rbac clusterWide grants "
+            "the controller its rights in every namespace: remove servedNamespaces, or set rbac: namespaced",
+        ),
+        (
+            {"servedNamespaces": ["team", "kube-system"]},
+            "llmkube:operator.servedNamespaces[1]: 'kube-system' is reserved for the cluster's own components; the "
+            "controller must not write there",
+        ),
+        ({"rbac": "cluster"}, "llmkube:operator.rbac: 'cluster': input should be 'namespaced' or 'clusterWide'"),
+        ({"servedNamespaces": ["Team"]}, "llmkube:operator.servedNamespaces[0]: 'Team'"),
+        ({"servedNamespaces": "team"}, "llmkube:operator.servedNamespaces: 'team'"),
+    ],
+)
+def test_a_bad_scope_is_a_config_error_naming_its_path(wire: dict[str, Any], message: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        pipeline.operator(wire)
+    assert str(err.value).startswith(message), str(err.value)
+
+
+@pytest.mark.parametrize(
+    ("wire", "served_keys"),
+    [
+        ({"servedNamespaces": ["team"]}, ["team"]),
+        ({"rbac": "clusterWide"}, []),
+        ({"rbac": "clusterWide", "servedNamespaces": []}, []),
+    ],
+)
+def test_an_operator_alone_serves_what_it_is_told(wire: dict[str, Any], served_keys: list[str]) -> None:
+    assert list(pipeline.operator(wire).served) == served_keys
+
+
+@pytest.mark.parametrize(
+    ("operator", "served_keys"),
+    [
+        ({}, ["llmkube"]),
+        ({"servedNamespaces": ["team", "llmkube"]}, ["llmkube", "team"]),
+        ({"rbac": "clusterWide"}, []),
+    ],
+)
+def test_a_stack_serves_its_own_namespace(operator: dict[str, Any], served_keys: list[str]) -> None:
+    built = pipeline.platform({"delivery": "operator", "operator": operator}, Settings(offline=True)).operator
+    assert built is not None
+    assert list(built.served) == served_keys
+    # The settings the Operator component registers (and policies read) name every served namespace.
+    assert built.settings.served_namespaces == (served_keys or None)
+
+
+@pytest.mark.parametrize(
+    ("operator", "message"),
+    [
+        (
+            {"rbac": "clusterWide", "servedNamespaces": ["team"]},
+            "llmkube:operator.servedNamespaces: ['team'] applies only with rbac namespaced",
+        ),
+        ({"servedNamespaces": ["kube-public"]}, "llmkube:operator.servedNamespaces[0]: 'kube-public' is reserved"),
+    ],
+)
+def test_a_stack_reports_a_bad_scope_with_its_config_path(operator: dict[str, Any], message: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        pipeline.platform({"delivery": "operator", "operator": operator}, Settings(offline=True))
+    assert message in str(err.value)
+
+
+def test_a_stack_that_does_not_install_the_operator_is_not_checked_for_it() -> None:
+    raw = {"delivery": "operator", "operator": {"install": False, "rbac": "clusterWide", "servedNamespaces": ["x"]}}
+    assert pipeline.platform(raw, Settings(offline=True)).operator is None
+
+
+def test_the_operator_component_registers_the_roles_where_it_serves() -> None:
+    from llmkube_components import Operator
+
+    def program() -> Operator:
+        return Operator("op", {"servedNamespaces": ["team-b", "team-a"]})
+
+    def check(op: Any, mocks: RecordingMocks) -> None:
+        roles = {(r.name, r.kind, (r.inputs.get("metadata") or {}).get("namespace", "")) for r in mocks.resources}
+        assert {
+            ("op-in-team-a-role", "Role", "team-a"),
+            ("op-in-team-a-role-binding", "RoleBinding", "team-a"),
+            ("op-in-team-b-role", "Role", "team-b"),
+            ("op-in-team-b-role-binding", "RoleBinding", "team-b"),
+            # The install's own objects keep the names they always had.
+            ("op-role", "Role", "llmkube-system"),
+            ("op-role-binding", "RoleBinding", "llmkube-system"),
+            ("op-llmkube-manager-role", "ClusterRole", ""),
+        } <= roles
+        component = next(r for r in mocks.resources if r.type == "llmkube:index:Operator")
+        assert component.inputs["settings"]["rbac"] == "namespaced"
+        assert component.inputs["settings"]["servedNamespaces"] == ["team-b", "team-a"]
+
+    run({}, check, program)
+
+
+def test_the_operator_component_refuses_namespaced_rights_nowhere() -> None:
+    from llmkube_components import Operator
+
+    mocks = install_mocks({})
+
+    @pulumi.runtime.test
+    def program() -> None:
+        Operator("op")
+
+    with pytest.raises(ConfigError) as err:
+        program()
+    assert str(err.value).startswith("Operator op: servedNamespaces: none given: with rbac namespaced")
+    assert [r for r in mocks.resources if r.type.startswith("kubernetes:")] == []
+
+
+# ---------------------------------------------------------------------------------------------------------
 # Leader election: a namespaced Role only
 # ---------------------------------------------------------------------------------------------------------
 
@@ -176,7 +391,7 @@ def test_leader_election_is_scoped_to_the_operator_namespace(namespace: str) -> 
         ("coordination.k8s.io", "leases"): CRUD,
         ("", "events"): {"create", "patch"},
     }
-    # Leader election is the only reason to hold a Role: nothing else is namespaced RBAC.
+    # In its own namespace, leader election is the controller's only Role (its writes are where it serves).
     assert [o["metadata"]["name"] for o in objs if o["kind"] == "Role"] == [LEADER_ELECTION_ROLE]
 
 
@@ -303,7 +518,7 @@ def test_request_above_limit_fails_with_the_config_path(resources: dict[str, str
 
 
 def test_every_object_carries_the_recommended_labels() -> None:
-    for obj in manifests(version="0.9.20"):
+    for obj in manifests(version="0.9.20") + served(version="0.9.20", servedNamespaces=["team"])["team"]:
         labels = obj["metadata"]["labels"]
         assert labels["app.kubernetes.io/part-of"] == "llmkube", obj["kind"]
         assert labels["app.kubernetes.io/managed-by"] == "pulumi", obj["kind"]
@@ -314,6 +529,7 @@ def test_every_object_carries_the_recommended_labels() -> None:
 
 def test_instance_label() -> None:
     objs = operator_manifests(settings(), instance="home-operator")
+    objs += served_namespace_manifests(settings(servedNamespaces=["team"]), instance="home-operator")["team"]
     assert {o["metadata"]["labels"]["app.kubernetes.io/instance"] for o in objs} == {"home-operator"}
 
 
@@ -365,12 +581,14 @@ SETTINGS_VARIANTS = [
     {"version": "0.9.20", "namespace": "ops"},
     {"image": f"{REPO}@sha256:{'b' * 64}"},
     {"resources": {"cpuRequest": "100m", "memoryRequest": "1Gi", "cpuLimit": "2", "memoryLimit": "4Gi"}},
+    {"servedNamespaces": ["team-a", "team-b"]},
+    {"rbac": "clusterWide"},
 ]
 
 
 @pytest.mark.parametrize("wire", SETTINGS_VARIANTS, ids=str)
 def test_every_manifest_validates_strictly(wire: dict[str, Any]) -> None:
-    for obj in manifests(**wire):
+    for obj in manifests(**wire) + [m for objs in served(**wire).values() for m in objs]:
         kubernetes_validate.validate(obj, K8S_VERSION, strict=True)
 
 

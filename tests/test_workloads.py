@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import http.server
 import json
 import os
 import shutil
+import signal
+import ssl
 import subprocess
 import threading
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -326,9 +330,14 @@ def test_shared_cache_manifests_only_when_a_service_uses_it() -> None:
 # ---------------------------------------------------------------------------------------------------------
 
 needs_tools = pytest.mark.skipif(
-    not all(shutil.which(tool) for tool in ("sh", "curl", "sha256sum")), reason="needs sh, curl and sha256sum"
+    not all(shutil.which(tool) for tool in ("sh", "curl", "sha256sum", "flock")),
+    reason="needs sh, curl, sha256sum and flock",
 )
 PAYLOAD = b"GGUF" + bytes(range(256)) * 64
+HALF = len(PAYLOAD) // 2
+STALLED_AT = 512  # little enough for curl's speed window to fall under the limit within its stall time
+# Settings for scripts under test: no pause between attempts, a stall noticed within a second or two.
+FAST: dict[str, Any] = {"retry_delay": 0, "stall_seconds": 1}
 
 
 class _QuietHandler(http.server.SimpleHTTPRequestHandler):
@@ -336,86 +345,347 @@ class _QuietHandler(http.server.SimpleHTTPRequestHandler):
         pass
 
 
-@pytest.fixture
-def http_root(tmp_path: Path) -> Iterator[tuple[str, Path]]:
-    """A directory served over HTTP on a free port: (base URL, directory)."""
-    root = tmp_path / "upstream"
-    root.mkdir()
-    (root / "m.gguf").write_bytes(PAYLOAD)
-    (root / "part-2.gguf").write_bytes(PAYLOAD[::-1])
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(_QuietHandler, directory=str(root)))
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+class _RangeHandler(_QuietHandler):
+    """A server like a CDN's: byte ranges (``bytes=N-``) answered 206, every request's Range header recorded.
+    With ``server.stall`` set, the first request gets STALLED_AT bytes and then nothing, on an open connection."""
+
+    server: _Server
+
+    def do_GET(self) -> None:
+        self.server.ranges.append(self.headers.get("Range"))
+        path = Path(self.translate_path(self.path))
+        if not path.is_file():
+            self.send_error(404)
+            return
+        data = path.read_bytes()
+        asked = self.headers.get("Range", "")
+        start = int(asked.removeprefix("bytes=").split("-")[0]) if asked.startswith("bytes=") else 0
+        self.send_response(206 if asked else 200)
+        self.send_header("Content-Length", str(len(data) - start))
+        if asked:
+            self.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
+        self.end_headers()
+        if self.server.stall and len(self.server.ranges) == 1:
+            self.wfile.write(data[start:STALLED_AT])
+            self.wfile.flush()
+            self.server.released.wait(30)  # until the test ends: only curl's stall timeout ends this request
+            return
+        self.wfile.write(data[start:])
+
+
+class _Server(http.server.ThreadingHTTPServer):
+    ranges: list[str | None]
+    stall = False
+    released: threading.Event
+
+
+@contextlib.contextmanager
+def serving(root: Path, handler: type[http.server.BaseHTTPRequestHandler], **attributes: Any) -> Iterator[_Server]:
+    httpd = _Server(("127.0.0.1", 0), functools.partial(handler, directory=str(root)))
+    httpd.ranges, httpd.released = [], threading.Event()
+    for key, value in attributes.items():
+        setattr(httpd, key, value)
+    thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
     thread.start()
     try:
-        yield f"http://127.0.0.1:{httpd.server_address[1]}", root
+        yield httpd
     finally:
+        httpd.released.set()
         httpd.shutdown()
         httpd.server_close()
 
 
-def run(script: str, path: str | None = None, pod: str = "pod-a") -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "PATH": f"{path}:{os.environ['PATH']}" if path else os.environ["PATH"], "POD_NAME": pod}
-    return subprocess.run(["/bin/sh", "-c", script], capture_output=True, text=True, env=env, timeout=60, check=False)
+def url_of(httpd: http.server.HTTPServer, scheme: str = "http") -> str:
+    return f"{scheme}://127.0.0.1:{httpd.server_address[1]}"
+
+
+@pytest.fixture
+def upstream(tmp_path: Path) -> Path:
+    root = tmp_path / "upstream"
+    root.mkdir()
+    (root / "m.gguf").write_bytes(PAYLOAD)
+    (root / "part-2.gguf").write_bytes(PAYLOAD[::-1])
+    return root
+
+
+@pytest.fixture
+def http_root(upstream: Path) -> Iterator[tuple[str, Path]]:
+    """A directory served over HTTP on a free port, without byte ranges: (base URL, directory)."""
+    with serving(upstream, _QuietHandler) as httpd:
+        yield url_of(httpd), upstream
+
+
+@pytest.fixture
+def ranged(upstream: Path) -> Iterator[_Server]:
+    """The same directory served with byte ranges (``url_of`` gives its URL)."""
+    with serving(upstream, _RangeHandler) as httpd:
+        yield httpd
+
+
+@pytest.fixture
+def cache(tmp_path: Path) -> Path:
+    path = tmp_path / "cache"
+    path.mkdir()
+    return path
+
+
+def environment(path: str | None = None, pod: str = "pod-a", **extra: str) -> dict[str, str]:
+    return {
+        **os.environ,
+        "PATH": f"{path}:{os.environ['PATH']}" if path else os.environ["PATH"],
+        "POD_NAME": pod,
+        **extra,
+    }
+
+
+def run(script: str, path: str | None = None, pod: str = "pod-a", **extra: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        ["/bin/sh", "-c", script],
+        capture_output=True,
+        text=True,
+        env=environment(path, pod, **extra),
+        timeout=60,
+        check=False,
+    )
+
+
+def start(script: str, path: str | None = None, pod: str = "pod-a", **extra: str) -> subprocess.Popen[str]:
+    """The script running as a pod would run it, in a session of its own (so that it can be killed whole)."""
+    return subprocess.Popen(
+        ["/bin/sh", "-c", script],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=environment(path, pod, **extra),
+        start_new_session=True,
+    )
+
+
+def read_until(process: subprocess.Popen[str], text: str, timeout: float = 30) -> list[str]:
+    """The lines ``process`` prints up to the first that contains ``text``; fails after ``timeout`` seconds."""
+    assert process.stdout is not None
+    timer = threading.Timer(timeout, process.kill)
+    timer.start()
+    lines: list[str] = []
+    try:
+        for line in process.stdout:
+            lines.append(line)
+            if text in line:
+                return lines
+    finally:
+        timer.cancel()
+    raise AssertionError(f"{text!r} never came: {''.join(lines)}")
+
+
+def until(condition: Callable[[], bool], what: str, timeout: float = 30) -> None:
+    """Wait for a condition another process brings about (it may take a moment); fail after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.02)
+
+
+def fake_curl(tmp_path: Path, body: str) -> str:
+    """A directory holding a ``curl`` that runs ``body`` with $out and $headers set from its arguments."""
+    fake = tmp_path / "bin"
+    fake.mkdir(exist_ok=True)
+    (fake / "curl").write_text(
+        "#!/bin/sh\n"
+        'echo "$POD_NAME" >> "${CALLS:-/dev/null}"\n'
+        "while [ $# -gt 0 ]; do\n"
+        "  case $1 in --output) out=$2; shift ;; --dump-header) headers=$2; shift ;; esac\n"
+        "  shift\n"
+        "done\n" + body
+    )
+    (fake / "curl").chmod(0o755)
+    return str(fake)
 
 
 SHA = hashlib.sha256(PAYLOAD).hexdigest()
+SHA_2 = hashlib.sha256(PAYLOAD[::-1]).hexdigest()
 
 
 @needs_tools
-def test_download_fetches_to_a_temporary_name_then_renames(http_root: tuple[str, Path], tmp_path: Path) -> None:
+def test_download_fetches_to_a_partial_name_then_renames(http_root: tuple[str, Path], cache: Path) -> None:
     url, _ = http_root
-    dest = tmp_path / "cache" / "m.gguf"
-    dest.parent.mkdir()
-    (dest.parent / "m.gguf.tmp.pod-a").write_bytes(b"left over by this pod's evicted predecessor")
-    result = run(workloads.download_script([Download(f"{url}/m.gguf", str(dest), SHA)]), pod="pod-a")
+    dest = cache / "m.gguf"
+    result = run(workloads.download_script([Download(f"{url}/m.gguf", str(dest), SHA)]))
     assert result.returncode == 0, result.stderr
     assert dest.read_bytes() == PAYLOAD
-    assert sorted(p.name for p in dest.parent.iterdir()) == ["m.gguf"]
+    # The lock stays: removing it would let a waiting pod and a newcomer each hold a lock of its own.
+    assert sorted(p.name for p in cache.iterdir()) == ["m.gguf", "m.gguf.lock"]
     assert "sha256 of" in result.stdout and "verified" in result.stdout
 
 
 @needs_tools
-def test_concurrent_downloads_into_one_cache_never_publish_a_partial_file(tmp_path: Path) -> None:
-    # Two pods (replicas, a scale-up, two services on one model) fetch the same file at once. A curl that
-    # writes slowly makes the downloads overlap; each must publish only its own complete copy.
-    fake = tmp_path / "bin"
-    fake.mkdir()
-    (fake / "curl").write_text(
-        '#!/bin/sh\nwhile [ "$1" != --output ]; do shift; done\n'
-        'printf first-half > "$2"; sleep 1; printf -- -second-half >> "$2"\n'
-    )
-    (fake / "curl").chmod(0o755)
-    dest = tmp_path / "cache" / "m.gguf"
-    dest.parent.mkdir()
-    script = workloads.download_script([Download("http://example.invalid/m.gguf", str(dest))])
-    env = {**os.environ, "PATH": f"{fake}:{os.environ['PATH']}"}
-    pods = [
-        subprocess.Popen(["/bin/sh", "-c", script], env={**env, "POD_NAME": name}, text=True, stdout=subprocess.PIPE)
-        for name in ("pod-a", "pod-b")
-    ]
-    assert [p.wait(timeout=30) for p in pods] == [0, 0]
-    assert dest.read_text() == "first-half-second-half"
-    assert sorted(p.name for p in dest.parent.iterdir()) == ["m.gguf"]
+def test_temporary_files_of_dead_downloads_are_swept_and_live_ones_kept(
+    http_root: tuple[str, Path], cache: Path
+) -> None:
+    # Earlier pods downloaded into <file>.tmp.<pod>; an evicted one left its file behind, and enough of them
+    # filled the volume (curl: (23)). A pod still downloading keeps writing its own: that one must stay.
+    url, _ = http_root
+    dead, live = cache / "m.gguf.tmp.pod-evicted", cache / "m.gguf.tmp.pod-live"
+    dead.write_bytes(b"half of it")
+    live.write_bytes(b"a download under way")
+    an_hour_ago = time.time() - 3600
+    os.utime(dead, (an_hour_ago, an_hour_ago))
+    result = run(workloads.download_script([Download(f"{url}/m.gguf", str(cache / "m.gguf"))]))
+    assert result.returncode == 0, result.stderr
+    assert sorted(p.name for p in cache.iterdir()) == ["m.gguf", "m.gguf.lock", "m.gguf.tmp.pod-live"]
+    assert f"llmkube: removed {dead}, left by a download that died" in result.stdout
 
 
 @needs_tools
-def test_an_interrupted_download_is_never_published(tmp_path: Path) -> None:
-    # A curl that writes half the file and dies, as on an OOM kill or eviction mid-download.
-    fake = tmp_path / "bin"
-    fake.mkdir()
-    (fake / "curl").write_text('#!/bin/sh\nwhile [ "$1" != --output ]; do shift; done\nprintf half > "$2"\nexit 56\n')
-    (fake / "curl").chmod(0o755)
-    dest = tmp_path / "m.gguf"
-    result = run(workloads.download_script([Download("http://example.invalid/m.gguf", str(dest))]), path=str(fake))
+def test_an_interrupted_download_resumes_where_it_stopped(ranged: _Server, cache: Path) -> None:
+    (cache / "m.gguf.part").write_bytes(PAYLOAD[:HALF])  # what an evicted pod had received
+    script = workloads.download_script([Download(f"{url_of(ranged)}/m.gguf", str(cache / "m.gguf"), SHA)])
+    result = run(script)
+    assert result.returncode == 0, result.stderr
+    assert ranged.ranges == [f"bytes={HALF}-"]  # only the rest was asked for
+    assert (cache / "m.gguf").read_bytes() == PAYLOAD
+    assert f"resuming {url_of(ranged)}/m.gguf at byte {HALF}" in result.stdout
+
+
+@needs_tools
+def test_a_server_that_cannot_resume_is_read_afresh(http_root: tuple[str, Path], cache: Path) -> None:
+    url, _ = http_root
+    (cache / "m.gguf.part").write_bytes(b"x" * HALF)  # not the file's first half: only a fresh read is right
+    result = run(workloads.download_script([Download(f"{url}/m.gguf", str(cache / "m.gguf"))], **FAST))
+    assert result.returncode == 0, result.stderr
+    assert (cache / "m.gguf").read_bytes() == PAYLOAD
+
+
+@needs_tools
+def test_a_stalled_download_is_cut_and_resumed(upstream: Path, cache: Path) -> None:
+    # The first request gets a little of the file, then nothing on an open connection: without a stall timeout
+    # curl would wait for ever, and so would the pod.
+    with serving(upstream, _RangeHandler, stall=True) as httpd:
+        script = workloads.download_script([Download(f"{url_of(httpd)}/m.gguf", str(cache / "m.gguf"), SHA)], **FAST)
+        result = run(script)
+    assert result.returncode == 0, result.stderr
+    assert (cache / "m.gguf").read_bytes() == PAYLOAD
+    assert f"{url_of(httpd)}/m.gguf was cut short (curl exit 28)" in result.stdout
+    assert httpd.ranges == [None, f"bytes={STALLED_AT}-"]
+
+
+@needs_tools
+def test_an_interrupted_download_is_never_published(tmp_path: Path, cache: Path) -> None:
+    # A curl that writes half the file and dies each time, as on a connection that keeps breaking.
+    fake = fake_curl(tmp_path, 'printf half > "$out"\nexit 56\n')
+    dest = cache / "m.gguf"
+    result = run(workloads.download_script([Download("http://example.invalid/m.gguf", str(dest))], **FAST), fake)
     assert result.returncode == 1
-    assert "llmkube: ERROR: could not download http://example.invalid/m.gguf" in result.stderr
-    assert list(tmp_path.glob("m.gguf*")) == []
+    assert "llmkube: ERROR: could not download http://example.invalid/m.gguf: 5 attempts in a row" in result.stderr
+    assert not dest.exists()
+    assert (cache / "m.gguf.part").read_text() == "half"  # kept, for the next pod to resume
 
 
 @needs_tools
-def test_download_skips_a_cached_file(http_root: tuple[str, Path], tmp_path: Path) -> None:
+def test_one_pod_downloads_while_the_others_wait(tmp_path: Path, cache: Path) -> None:
+    # Two pods (replicas, a scale-up, two services on one model) want the same file at once: one downloads
+    # it, the other waits and finds it cached, instead of a second full download into the same volume.
+    calls, release = tmp_path / "calls", tmp_path / "release"
+    fake = fake_curl(
+        tmp_path,
+        'printf first-half > "$out"\n'
+        f"while [ ! -e {release} ]; do sleep 0.02; done\n"
+        'printf -- -second-half >> "$out"\n',
+    )
+    dest = cache / "m.gguf"
+    script = workloads.download_script([Download("http://example.invalid/m.gguf", str(dest))])
+    first = start(script, fake, "pod-a", CALLS=str(calls))
+    until(lambda: calls.exists(), "the first pod's curl")
+    second = start(script, fake, "pod-b", CALLS=str(calls))
+    read_until(second, "waiting for another pod's download of")
+    release.touch()
+    assert [first.wait(30), second.wait(30)] == [0, 0]
+    assert calls.read_text() == "pod-a\n"
+    assert dest.read_text() == "first-half-second-half"
+    assert "another pod downloaded it" in second.communicate()[0]
+
+
+@needs_tools
+def test_a_pod_that_dies_mid_download_frees_the_file_for_the_next_one(
+    tmp_path: Path, cache: Path, ranged: _Server, upstream: Path
+) -> None:
+    fake = fake_curl(tmp_path, f'head -c {HALF} {upstream / "m.gguf"} > "$out"\nsleep 30\n')
+    dest = cache / "m.gguf"
+    script = workloads.download_script([Download(f"{url_of(ranged)}/m.gguf", str(dest), SHA)])
+    evicted = start(script, fake, "pod-a")
+    until(lambda: (cache / "m.gguf.part").exists() and (cache / "m.gguf.part").stat().st_size == HALF, "half")
+    os.killpg(evicted.pid, signal.SIGKILL)  # the whole pod: its shell, curl and the progress loop
+    evicted.wait(30)
+    result = run(script, pod="pod-b")
+    assert result.returncode == 0, result.stderr
+    assert ranged.ranges == [f"bytes={HALF}-"]
+    assert dest.read_bytes() == PAYLOAD
+
+
+@needs_tools
+def test_a_volume_without_locks_still_downloads_safely(
+    http_root: tuple[str, Path], tmp_path: Path, cache: Path
+) -> None:
+    # An NFS mount with nolock refuses flock: each pod then writes a file of its own, as before locks.
+    url, _ = http_root
+    fake = tmp_path / "bin"
+    fake.mkdir()
+    (fake / "flock").write_text("#!/bin/sh\necho 'flock: No locks available' >&2\nexit 1\n")
+    (fake / "flock").chmod(0o755)
+    result = run(workloads.download_script([Download(f"{url}/m.gguf", str(cache / "m.gguf"), SHA)]), str(fake))
+    assert result.returncode == 0, result.stderr
+    assert f"downloading into {cache}/m.gguf.tmp.pod-a, without resume" in result.stdout
+    assert (cache / "m.gguf").read_bytes() == PAYLOAD
+
+
+@needs_tools
+def test_progress_is_logged_while_curl_runs(tmp_path: Path, cache: Path) -> None:
+    release = tmp_path / "release"
+    fake = fake_curl(
+        tmp_path,
+        "printf 'HTTP/1.1 200 OK\\r\\nContent-Length: 4194304\\r\\n\\r\\n' > \"$headers\"\n"
+        'head -c 2097152 /dev/zero > "$out"\n'
+        f"while [ ! -e {release} ]; do sleep 0.02; done\n"
+        'head -c 2097152 /dev/zero >> "$out"\n',
+    )
+    script = workloads.download_script(
+        [Download("http://example.invalid/m.gguf", str(cache / "m.gguf"))], progress_seconds=1
+    )
+    process = start(script, fake)
+    read_until(process, "llmkube: m.gguf: 50% of 4 MiB")
+    release.touch()
+    rest = process.communicate(timeout=30)[0]
+    assert process.returncode == 0, rest
+    assert rest.rstrip().endswith(f"llmkube: saved {cache}/m.gguf")
+
+
+@needs_tools
+def test_the_progress_loop_ends_with_curl(http_root: tuple[str, Path], cache: Path) -> None:
+    # The loop sleeps 30 s between lines: killed with curl, its sleep must go too, or it would outlive the
+    # download holding the log pipe (and, in a pod, the lock) for up to 30 s.
+    url, _ = http_root
+    process = start(workloads.download_script([Download(f"{url}/m.gguf", str(cache / "m.gguf"))]))
+    output = process.communicate(timeout=20)[0]
+    assert process.returncode == 0, output
+    until(lambda: not _alive_in_session(process.pid), "the progress loop's sleep to end", timeout=5)
+
+
+def _alive_in_session(session: int) -> list[int]:
+    """The processes of a session that still run (zombies do not count)."""
+    alive = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue  # ended while we looked
+        if int(fields[3]) == session and fields[0] != "Z":
+            alive.append(int(stat.parent.name))
+    return alive
+
+
+@needs_tools
+def test_download_skips_a_cached_file(http_root: tuple[str, Path], cache: Path) -> None:
     url, root = http_root
-    dest = tmp_path / "m.gguf"
+    dest = cache / "m.gguf"
     dest.write_bytes(b"cached")
     (root / "m.gguf").unlink()  # the server has nothing: a cached file must not be fetched again
     result = run(workloads.download_script([Download(f"{url}/m.gguf", str(dest), SHA)]))
@@ -425,25 +695,79 @@ def test_download_skips_a_cached_file(http_root: tuple[str, Path], tmp_path: Pat
 
 
 @needs_tools
-def test_sha256_mismatch_fails_loudly_and_keeps_nothing(http_root: tuple[str, Path], tmp_path: Path) -> None:
+def test_sha256_mismatch_fails_loudly_and_keeps_nothing(http_root: tuple[str, Path], cache: Path) -> None:
     url, _ = http_root
-    cache = tmp_path / "cache"
-    cache.mkdir()
     result = run(workloads.download_script([Download(f"{url}/m.gguf", str(cache / "m.gguf"), "0" * 64)]))
     assert result.returncode == 1
     assert f"llmkube: ERROR: sha256 mismatch for {url}/m.gguf: expected {'0' * 64}, got {SHA}" in result.stderr
-    assert list(cache.iterdir()) == []
+    assert [p.name for p in cache.iterdir()] == ["m.gguf.lock"]  # nor a part to resume: it would fail again
 
 
 @needs_tools
-def test_a_missing_file_fails(http_root: tuple[str, Path], tmp_path: Path) -> None:
+def test_every_file_of_a_split_model_is_verified(http_root: tuple[str, Path], cache: Path) -> None:
+    # Only the first file had a digest: a tampered second part went unnoticed.
     url, _ = http_root
-    cache = tmp_path / "cache"
-    cache.mkdir()
-    result = run(workloads.download_script([Download(f"{url}/nope.gguf", str(cache / "m.gguf"))]))
+    spec = {"source": f"{url}/m.gguf", "sha256": SHA, "files": ["part-2.gguf"]}
+    tampered = ModelSpec.model_validate({**spec, "fileSha256": {"part-2.gguf": "0" * 64}})
+    files = [f._replace(path=f.path.replace("/models/", f"{cache}/")) for f in workloads.downloads(tampered)]
+    for f in files:
+        Path(f.path).parent.mkdir(parents=True, exist_ok=True)
+    result = run(workloads.download_script(files))
     assert result.returncode == 1
-    assert f"could not download {url}/nope.gguf" in result.stderr
-    assert list(cache.iterdir()) == []
+    assert f"sha256 mismatch for {url}/part-2.gguf: expected {'0' * 64}, got {SHA_2}" in result.stderr
+    right = ModelSpec.model_validate({**spec, "fileSha256": {"part-2.gguf": SHA_2.upper()}})
+    files = [f._replace(path=f.path.replace("/models/", f"{cache}/")) for f in workloads.downloads(right)]
+    for f in files:
+        Path(f.path).parent.mkdir(parents=True, exist_ok=True)
+    result = run(workloads.download_script(files))
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.count("verified") == 2
+
+
+@needs_tools
+def test_a_missing_file_fails_at_once(http_root: tuple[str, Path], cache: Path) -> None:
+    url, _ = http_root
+    result = run(workloads.download_script([Download(f"{url}/nope.gguf", str(cache / "m.gguf"))], retry_delay=60))
+    assert result.returncode == 1  # not after retries: retry_delay=60 would outlast run()'s timeout
+    assert f"could not download {url}/nope.gguf (curl exit 22)" in result.stderr
+    assert [p.name for p in cache.iterdir()] == ["m.gguf.lock"]
+
+
+@needs_tools
+@pytest.mark.skipif(not shutil.which("openssl"), reason="needs openssl for a test certificate")
+def test_an_https_source_never_follows_a_redirect_to_http(
+    http_root: tuple[str, Path], tmp_path: Path, cache: Path
+) -> None:
+    # A plain-http hop would let anyone on the path swap the file the https source promised.
+    plain, _ = http_root
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1",
+         "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", str(key), "-out", str(cert)],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+
+    class Redirect(_QuietHandler):
+        def do_GET(self) -> None:
+            if self.path == "/to-http/m.gguf":
+                self.send_response(302)
+                self.send_header("Location", f"{plain}/m.gguf")
+                self.end_headers()
+            else:
+                super().do_GET()
+
+    with serving(tmp_path / "upstream", Redirect) as httpd:
+        httpd.socket = context.wrap_socket(httpd.socket, server_side=True)
+        tls = url_of(httpd, "https")
+        trusted = {"CURL_CA_BUNDLE": str(cert)}
+        direct = run(workloads.download_script([Download(f"{tls}/m.gguf", str(cache / "ok.gguf"))]), **trusted)
+        assert direct.returncode == 0, direct.stderr  # the certificate is trusted: only the redirect is refused
+        refused = run(workloads.download_script([Download(f"{tls}/to-http/m.gguf", str(cache / "m.gguf"))]), **trusted)
+    assert refused.returncode == 1
+    assert f"could not download {tls}/to-http/m.gguf (curl exit 1)" in refused.stderr
+    assert not (cache / "m.gguf").exists()
 
 
 @needs_tools
@@ -476,18 +800,19 @@ def test_prepare_creates_directories_and_explains_an_unwritable_volume(tmp_path:
 def test_rendered_init_containers_fill_the_cache(http_root: tuple[str, Path], tmp_path: Path) -> None:
     """The exact scripts of a Deployment, with /models pointed at a temporary directory."""
     url, _ = http_root
-    service = make_service(model={"source": f"{url}/m.gguf", "sha256": SHA.upper(), "files": ["part-2.gguf"]})
+    model = {"source": f"{url}/m.gguf", "sha256": SHA.upper(), "files": ["part-2.gguf"]}
+    service = make_service(model={**model, "fileSha256": {"part-2.gguf": SHA_2}})
     cache = tmp_path / "models"
     for container in pod_of(service)["initContainers"]:
         result = run(container["command"][2].replace("/models/", f"{cache}/"))
         assert result.returncode == 0, (container["name"], result.stderr)
-    key = cache_key(f"{url}/m.gguf")
-    assert (cache / key / "m.gguf").read_bytes() == PAYLOAD
-    assert (cache / key / "part-2.gguf").read_bytes() == PAYLOAD[::-1]
-    assert workloads.model_path(service.model.spec) == f"/models/{key}/m.gguf"
+    directory = Path(workloads.model_dir(service.model.spec).replace("/models", str(cache)))
+    assert (directory / "m.gguf").read_bytes() == PAYLOAD
+    assert (directory / "part-2.gguf").read_bytes() == PAYLOAD[::-1]
+    assert workloads.model_path(service.model.spec) == f"{workloads.model_dir(service.model.spec)}/m.gguf"
 
 
-def test_init_containers_are_pinned_and_restricted() -> None:
+def test_init_containers_are_pinned_restricted_and_bounded() -> None:
     for container in pod_of(make_service())["initContainers"]:
         assert container["image"] == "docker.io/curlimages/curl:8.18.0"
         assert container["command"][:2] == ["sh", "-c"]
@@ -497,6 +822,11 @@ def test_init_containers_are_pinned_and_restricted() -> None:
             "readOnlyRootFilesystem": True,
             "runAsNonRoot": True,
             "seccompProfile": {"type": "RuntimeDefault"},
+        }
+        # A namespace whose LimitRange or ResourceQuota requires them would refuse the pod without.
+        assert container["resources"] == {
+            "requests": {"cpu": "100m", "memory": "64Mi"},
+            "limits": {"cpu": "1", "memory": "512Mi"},
         }
     pinned = pod_of(make_service(), downloader_image="registry.local/curl:8.18.0")["initContainers"]
     assert {c["image"] for c in pinned} == {"registry.local/curl:8.18.0"}

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import Field
 
@@ -12,6 +12,7 @@ SOURCE_PATTERN = pattern(
     r"^(https?|file|pvc|hf)://.+$|^/[^\s]+$", "an http(s)://, hf://, pvc:// or file:// URL, or an absolute path"
 )
 SHA256_PATTERN = pattern(r"^[a-fA-F0-9]{64}$", "64 hexadecimal digits")
+Sha256 = Annotated[str, Field(pattern=SHA256_PATTERN)]
 RESOURCE_NAME_PATTERN = pattern(r"^[a-z0-9.\-]+/[a-z0-9._\-]+$", "an extended resource name such as nvidia.com/gpu")
 
 ModelFormat = Literal["gguf", "mlx", "safetensors", "pytorch", "custom"]
@@ -109,6 +110,14 @@ class ModelSpec(ApiModel):
     resources: ModelResources | None = Field(None, description="CPU and memory the model needs.")
     files: list[str] | None = Field(
         None, description="Further files of a multi-file model (e.g. GGUF splits), downloaded beside the first."
+    )
+    # A map beside files rather than objects in it: the operator's CRD and controller take files as strings,
+    # so the shape of files stays theirs and a custom resource simply goes without the digests.
+    file_sha256: dict[str, Sha256] | None = Field(
+        None,
+        json_schema_extra=llmkube_only(),
+        description="llmkube only: SHA-256 of further files, keyed by their entry in files (64 hex digits each); "
+        "checked after download (delivery direct), like sha256 for the model file.",
     )
     catalog: str | None = Field(
         None,

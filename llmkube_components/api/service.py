@@ -35,6 +35,16 @@ DEFAULT_MIN_REPLICAS = 1
 DEFAULT_AUTOSCALING_METRIC = "llamacpp:requests_processing"
 DEFAULT_AUTOSCALING_TARGET = "2"
 
+# Where the service's API key lives when Pulumi holds it (llmkube:apiKeys, the component's apiKey argument):
+# a Secret of the service's own, ``<service>-api-key``, under this key.
+API_KEY_SECRET_SUFFIX = "-api-key"
+DEFAULT_API_KEY_SECRET_KEY = "api-key"
+# Keys of a Secret's data (core/v1 validation: IsConfigMapKey).
+SECRET_KEY_PATTERN = r"^[-._a-zA-Z0-9]{1,253}$"
+# Endpoint types that reach the server from outside the cluster: without a key, anyone who can reach a node
+# (NodePort) or the load balancer can use the model, its web UI and /slots (which shows other users' prompts).
+EXPOSED_ENDPOINT_TYPES: Final = frozenset({"NodePort", "LoadBalancer"})
+
 # Cache types that are not plain floats: llama.cpp needs flash attention to quantize the V cache.
 QUANTIZED_CACHE_TYPES = frozenset({"q8_0", "q4_0", "q4_1", "q5_0", "q5_1", "iq4_nl"})
 
@@ -181,6 +191,21 @@ class ModelCacheSpec(ApiModel):
         return self
 
 
+class ApiKeySpec(ApiModel):
+    """Where llama-server's API key comes from: an existing Kubernetes Secret of the service's namespace.
+
+    A key Pulumi holds (a secret stack config value, or a component argument) fills this in itself.
+    """
+
+    secret_name: DnsSubdomain = Field(..., description="Name of the Secret that holds the key.")
+    secret_key: str = Field(
+        DEFAULT_API_KEY_SECRET_KEY,
+        pattern=SECRET_KEY_PATTERN,
+        description=f"Key in the Secret's data (default {DEFAULT_API_KEY_SECRET_KEY}); the value may hold several "
+        "API keys, one per line.",
+    )
+
+
 class InferenceServiceSpec(ApiModel):
     """One llama.cpp server (Deployment + Service) serving a Model."""
 
@@ -263,6 +288,41 @@ class InferenceServiceSpec(ApiModel):
         "and checks them. Default: auto unless moeCPUOffload, moeCPULayers, noKvOffload or resources.hostMemory "
         "is set.",
     )
+
+    api_key: ApiKeySpec | None = Field(
+        None,
+        json_schema_extra=llmkube_only(),
+        description="llmkube only: require this API key (a Secret mounted as a file, --api-key-file); a key held "
+        "by Pulumi goes in llmkube:apiKeys instead. Delivery direct only.",
+    )
+    web_ui: bool | None = Field(
+        None,
+        alias="webUI",
+        json_schema_extra=llmkube_only(),
+        description="llmkube only: serve llama-server's web UI (--no-ui when false). Default: on for ClusterIP, "
+        "off for NodePort and LoadBalancer.",
+    )
+    slots_endpoint: bool | None = Field(
+        None,
+        json_schema_extra=llmkube_only(),
+        description="llmkube only: serve /slots, which shows every slot's prompt (--no-slots when false). "
+        "Default: on for ClusterIP, off for NodePort and LoadBalancer.",
+    )
+
+    @property
+    def exposed(self) -> bool:
+        """Whether the Service reaches the server from outside the cluster (NodePort, LoadBalancer)."""
+        return self.endpoint is not None and self.endpoint.type in EXPOSED_ENDPOINT_TYPES
+
+    @property
+    def web_ui_on(self) -> bool:
+        """The web UI's effective setting: the spec's, else on unless exposed."""
+        return self.web_ui if self.web_ui is not None else not self.exposed
+
+    @property
+    def slots_on(self) -> bool:
+        """/slots' effective setting: the spec's, else on unless exposed."""
+        return self.slots_endpoint if self.slots_endpoint is not None else not self.exposed
 
     @property
     def offload_mode(self) -> OffloadMode:

@@ -28,6 +28,10 @@ DEFAULT_OPERATOR_MEMORY_REQUEST = "512Mi"
 DEFAULT_OPERATOR_CPU_LIMIT = "500m"
 DEFAULT_OPERATOR_MEMORY_LIMIT = "2Gi"
 
+# Where the controller holds its write rights (operator.py has the rules): namespaced grants them by a Role in
+# each served namespace and keeps only reads cluster-wide; clusterWide grants them in every namespace.
+RbacScope = Literal["namespaced", "clusterWide"]
+
 
 class OperatorResources(ApiModel):
     """Requests and limits of the controller container."""
@@ -56,6 +60,17 @@ class OperatorSettings(ApiModel):
         True, description="Install the controller and CRDs; false when the cluster already runs LLMKube."
     )
     resources: OperatorResources | None = Field(None, description="Controller requests and limits.")
+    rbac: RbacScope = Field(
+        "namespaced",
+        description="namespaced: the controller may write (workloads, cache claims, status, events) and read pod "
+        "logs only in the served namespaces, and reads the kinds it watches in every namespace, never Secrets; "
+        "clusterWide: the same rights in every namespace (opt-in).",
+    )
+    served_namespaces: list[DnsLabel] | None = Field(
+        None,
+        description="Namespaces of the Models and InferenceServices the controller serves (rbac namespaced); "
+        "they must exist. A stack adds its own namespace.",
+    )
 
     @property
     def image_ref(self) -> str:
@@ -70,6 +85,12 @@ class OperatorSettings(ApiModel):
 DEFAULT_CACHE_SIZE = "100Gi"
 AccessMode = Literal["ReadWriteOnce", "ReadWriteMany", "ReadWriteOncePod"]
 DEFAULT_CACHE_ACCESS_MODE: AccessMode = "ReadWriteOnce"
+
+# The link the downloader fetches models over, in megabits per second: it only sizes how long Pulumi waits for
+# a rollout (workloads.rollout_timeout), so a low guess costs a longer wait on a failure, a high one a failed
+# `pulumi up` on a rollout that was still downloading. 100 Mbit/s is a common home or office uplink.
+DEFAULT_DOWNLOAD_MBPS = 100
+MAX_DOWNLOAD_MBPS = 100_000  # 100 Gbit/s; a larger figure is a typo (bytes, or bits, per second)
 
 
 CacheMode = Literal["shared", "perService"]
@@ -94,6 +115,24 @@ class CacheSettings(ApiModel):
     access_mode: AccessMode = Field(
         DEFAULT_CACHE_ACCESS_MODE,
         description="ReadWriteMany lets services on several nodes share one cache (needs such storage).",
+    )
+
+
+NetworkPolicyPeerKey = Literal["namespaceSelector", "podSelector", "ipBlock"]
+
+
+class NetworkPolicySettings(ApiModel):
+    """The NetworkPolicy of each service: who may reach its port, and where its pod may connect to."""
+
+    enabled: bool = Field(
+        True,
+        description="Render a NetworkPolicy per service (false: none, e.g. where the CNI does not enforce them).",
+    )
+    ingress_from: list[dict[NetworkPolicyPeerKey, Any]] | None = Field(
+        None,
+        description="Who may reach the serving port of an in-cluster (ClusterIP) service: networking/v1 "
+        "NetworkPolicyPeers (namespaceSelector, podSelector, ipBlock). Default: the pods of the service's own "
+        "namespace. NodePort and LoadBalancer services are reachable from anywhere (their API key guards them).",
     )
 
 
@@ -126,5 +165,21 @@ class StackConfig(ApiModel):
     model_cache: CacheSettings = Field(
         default_factory=CacheSettings, description="The shared model cache volume (delivery direct)."
     )
+    download_mbps: int = Field(
+        DEFAULT_DOWNLOAD_MBPS,
+        ge=1,
+        le=MAX_DOWNLOAD_MBPS,
+        description="Download speed to expect for model files, in megabits per second (delivery direct): Pulumi "
+        "waits for a Deployment as long as its model takes to download at this speed, with headroom, on top of "
+        "its usual wait.",
+    )
+    network_policy: NetworkPolicySettings = Field(
+        default_factory=NetworkPolicySettings, description="Network policies of the services."
+    )
     models: dict[str, ModelSpec] = Field(default_factory=dict, description="Models by name.")
     services: dict[str, InferenceServiceSpec] = Field(default_factory=dict, description="Inference services by name.")
+    api_keys: dict[str, str] = Field(
+        default_factory=dict,
+        description="API keys by service name, each a Pulumi secret (pulumi config set --secret --path "
+        "'llmkube:apiKeys.<service>' KEY): written to a Secret of the service's, mounted as a file (delivery direct).",
+    )

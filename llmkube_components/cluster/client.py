@@ -204,6 +204,34 @@ class ClusterReader:
         self.opener = urllib.request.build_opener(*handlers)
         self.headers = {"Accept": "application/json", **({"Authorization": f"Bearer {token}"} if token else {})}
 
+    def _get(self, path: str, what: str) -> Any:
+        """The decoded answer to ``GET <path>``; None for a 404."""
+        where = self.where
+        try:
+            request = urllib.request.Request(self.server + path, headers=self.headers)
+            with self.opener.open(request, timeout=self.timeout) as response:
+                return json.loads(response.read())
+        except urllib.error.HTTPError as exc:
+            if exc.code == 404:
+                return None
+            raise ClusterUnavailable(f"cannot read {what} of {where}: {_http_error(exc)}") from None
+        except urllib.error.URLError as exc:
+            raise ClusterUnavailable(f"cannot reach {where}: {exc.reason}") from None
+        except (OSError, http.client.HTTPException) as exc:  # timeouts, resets, truncated answers
+            raise ClusterUnavailable(f"cannot reach {where}: {exc or type(exc).__name__}") from None
+        except ValueError:
+            raise ClusterUnavailable(f"{where} answered {path} with something that is not JSON") from None
+
+    def namespace_labels(self, name: str) -> dict[str, str] | None:
+        """The labels of namespace ``name`` (``GET /api/v1/namespaces/<name>``), or None when there is none."""
+        found = self._get(f"/api/v1/namespaces/{urllib.parse.quote(name)}", f"namespace {name}")
+        if found is None:
+            return None
+        try:
+            return {str(k): str(v) for k, v in (found.get("metadata", {}).get("labels") or {}).items()}
+        except AttributeError:
+            raise ClusterUnavailable(f"{self.where} answered with a namespace {name} of another shape") from None
+
     def _items(self, path: str, kind: str, parse: Callable[[dict], T]) -> list[T]:
         """The parsed items of the list ``GET <path>``."""
         where = self.where

@@ -1,7 +1,9 @@
 """The llama.cpp workloads of a service (delivery direct): where its model lives (``storage``), what Pod
 Security its pods meet (``podsecurity``), and the objects themselves (``objects``)."""
 
+from .network import download_ports, network_policy
 from .objects import (
+    API_KEY_DATA_KEY,
     CONTAINER_NAME,
     HEALTH_PATH,
     LABEL_APP,
@@ -11,6 +13,7 @@ from .objects import (
     PORT_NAME,
     RUNTIME,
     SHARED_CACHE_ANNOTATION,
+    api_key_secret,
     client_config,
     common_labels,
     container_resources,
@@ -45,9 +48,11 @@ from .storage import (
     model_path,
     model_storage,
     prepare_script,
+    rollout_timeout_minutes,
 )
 
 __all__ = [
+    "API_KEY_DATA_KEY",
     "CONTAINER_NAME",
     "DOWNLOADER_IMAGE",
     "HEALTH_PATH",
@@ -65,11 +70,13 @@ __all__ = [
     "SHARED_CACHE_ANNOTATION",
     "Download",
     "ModelStorage",
+    "api_key_secret",
     "cache_claim_name",
     "client_config",
     "common_labels",
     "container_resources",
     "deployment",
+    "download_ports",
     "download_script",
     "downloads",
     "endpoint_url",
@@ -81,10 +88,12 @@ __all__ = [
     "model_storage",
     "namespace_manifests",
     "namespace_pod_security",
+    "network_policy",
     "openai_base_url",
     "pod_security_context",
     "pod_security_level",
     "prepare_script",
+    "rollout_timeout_minutes",
     "selector_labels",
     "server_args_for",
     "service_labels",

@@ -19,6 +19,7 @@ from typing import Any, Final
 
 from ..api.core import tolerates
 from ..api.service import (
+    DEFAULT_API_KEY_SECRET_KEY,
     DEFAULT_AUTOSCALING_METRIC,
     DEFAULT_AUTOSCALING_TARGET,
     DEFAULT_ENDPOINT_TYPE,
@@ -28,6 +29,7 @@ from ..api.service import (
     MetricSpec,
 )
 from ..api.stack import PER_SERVICE_CACHE_SUFFIX, SHARED_CACHE_PVC_NAME, CacheMode, CacheSettings, Delivery
+from ..flags import API_KEY_DIR, API_KEY_FILE
 from ..hardware import gpu_resource_name
 from ..llamacpp import build_args
 from ..meta import object_meta, recommended_labels, restricted_container_security_context, sorted_by_key
@@ -190,13 +192,30 @@ def deployment(
     resources = container_resources(service)
     if resources:
         container["resources"] = resources
+    volumes = list(storage.volumes)
+    api_key = spec.api_key
+    if api_key is not None:
+        # Read-only to the pod's group (fsGroup) only; llama-server reads it once, at start: a new key reaches
+        # running pods with their next restart.
+        key_file = API_KEY_FILE.removeprefix(API_KEY_DIR + "/")
+        volumes.append(
+            {
+                "name": "api-key",
+                "secret": {
+                    "secretName": api_key.secret_name,
+                    "items": [{"key": api_key.secret_key, "path": key_file}],
+                    "defaultMode": 0o440,
+                },
+            }
+        )
+        container["volumeMounts"] = [*storage.mounts, {"name": "api-key", "mountPath": API_KEY_DIR, "readOnly": True}]
 
     pod: Manifest = {
         # llama-server never talks to the API server: no token in the pod.
         "automountServiceAccountToken": False,
         "securityContext": pod_security_context(),
         "containers": [container],
-        "volumes": storage.volumes,
+        "volumes": volumes,
     }
     if storage.init_containers:
         pod["initContainers"] = storage.init_containers
@@ -265,6 +284,22 @@ def service_manifest(service: ResolvedService) -> Manifest:
         "metadata": object_meta(service.name, service.namespace, service_labels(service)),
         "spec": {"type": service_type, "selector": selector_labels(service), "ports": [service_port]},
     }
+
+
+def api_key_secret(service: ResolvedService) -> Manifest | None:
+    """The Secret of a key Pulumi holds (llmkube:apiKeys), without its value: the component adds that, as a
+    secret Output, so that the key never passes through a builder, a plan or a log."""
+    if not service.managed_api_key or service.spec.api_key is None:
+        return None
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": object_meta(service.spec.api_key.secret_name, service.namespace, service_labels(service)),
+        "type": "Opaque",
+    }
+
+
+API_KEY_DATA_KEY: Final = DEFAULT_API_KEY_SECRET_KEY  # the key of a managed Secret's data
 
 
 def _metric(metric: MetricSpec) -> Manifest:
@@ -346,7 +381,8 @@ def is_shared_cache(manifest: Mapping[str, Any]) -> bool:
 def service_workloads(
     service: ResolvedService, *, cache: CacheSettings = DEFAULT_CACHE, downloader_image: str = DOWNLOADER_IMAGE
 ) -> list[Manifest]:
-    """A service's objects in apply order: its own cache PVC (perService mode), Deployment, Service, HPA.
+    """A service's objects in apply order: its own cache PVC (perService mode), its API key's Secret (a key
+    Pulumi holds), Deployment, Service, HPA.
 
     The shared cache PVC is not among them (see shared_cache_pvc): it belongs to the namespace. ``cache`` is
     the stack's modelCache: its mode, and the size and storage class of a per-service PVC.
@@ -364,6 +400,9 @@ def service_workloads(
                 access_mode="ReadWriteOnce",
             )
         )
+    key_secret = api_key_secret(service)
+    if key_secret is not None:
+        manifests.append(key_secret)
     manifests.append(deployment(service, cache_mode=cache.mode, downloader_image=downloader_image))
     manifests.append(service_manifest(service))
     autoscaler = hpa(service)

@@ -260,3 +260,34 @@ def test_a_rejected_argument_fails_the_check(models: dict[str, Model], tmp_path:
     args = rendered(Case({"extraArgs": ["--no-such-flag"]}))
     with pytest.raises(ServerFailed, match="invalid argument: --no-such-flag"):
         serve_and_check(args, models["dense"], tmp_path, ACCOUNTING)
+
+
+def test_the_api_key_file_is_required_and_exposed_servers_hide_the_web_ui_and_slots(
+    models: dict[str, Model], tmp_path: Path
+) -> None:
+    """An exposed service with a key, rendered by the builder: the real server asks the key from the file."""
+    key = "sk-e2e-0123456789abcdef"
+    spec = InferenceServiceSpec.model_validate(
+        {"modelRef": "m", "endpoint": {"type": "LoadBalancer"}, "apiKey": {"secretName": "chat-api-key"}}
+    )
+    args = build_args(spec, ModelSpec.model_validate({"source": "https://example.com/m.gguf"}), MODEL_PATH, 0)
+    assert "--no-ui" in args and "--no-slots" in args
+    key_file = tmp_path / "api-key"
+    key_file.write_text(key + "\n")
+    local = localize(args, models["dense"].path, free_port())
+    local[local.index("--api-key-file") + 1] = str(key_file)  # the pod's /etc/llmkube/api-key/api-key
+    chat = {"messages": [{"role": "user", "content": "Hello"}], "max_tokens": 2}
+    with LlamaServer(SERVER, local, tmp_path / "llama-server.log") as srv:
+        assert srv.get("/health")[0] == 200  # the probes need no key
+        assert srv.post("/v1/chat/completions", chat)[0] == 401
+        assert srv.post("/v1/chat/completions", chat, headers={"Authorization": "Bearer wrong"})[0] == 401
+        status, body = srv.post("/v1/chat/completions", chat, headers={"Authorization": f"Bearer {key}"})
+        assert status == 200, body
+        # /metrics needs the key too: a scraper has to send it (see the README's Security section).
+        assert srv.get("/metrics")[0] == 401
+        auth = {"Authorization": f"Bearer {key}"}
+        assert srv.get("/metrics", headers=auth)[0] == 200
+        assert srv.get("/slots", headers=auth)[0] == 501  # --no-slots
+        assert srv.get("/", headers=auth)[0] == 404  # --no-ui
+    assert srv.rejected_lines() == []
+    assert key not in " ".join(local)

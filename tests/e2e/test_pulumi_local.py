@@ -14,6 +14,7 @@ brings the stack back to its stack file as committed and up, ``fresh`` to its st
 
 from __future__ import annotations
 
+import base64
 import json
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -216,6 +217,31 @@ def test_changing_context_size_updates_only_the_deployment_argument(deployed: Lo
 
     (pod,) = wait_until("the new pod alone", lambda: (pods := replaced()) and len(pods) == 1 and pods)
     assert ready(pod)
+
+
+def test_an_api_key_set_as_a_secret_stays_secret_and_reaches_the_pod_as_a_file(deployed: Local) -> None:
+    """pulumi config set --secret --path 'llmkube:apiKeys.<service>': in the Secret only, never in plain text in
+    the stack file, the state, the Deployment or the outputs."""
+    local = deployed
+    key = "sk-local-e2e-0123456789abcdef"
+    local.pulumi("config", "set", "--secret", "--path", f"llmkube:apiKeys.{SERVICE}", key)
+    assert key not in local.stack_file.read_text()
+    local.up()
+
+    secret = local.get("secret", f"{SERVICE}-api-key", "-n", NAMESPACE)
+    assert base64.b64decode(secret["data"]["api-key"]).decode() == key
+    pod = local.get("deployment", SERVICE, "-n", NAMESPACE)["spec"]["template"]["spec"]
+    args = pod["containers"][0]["args"]
+    assert args[args.index("--api-key-file") + 1] == "/etc/llmkube/api-key/api-key"
+    assert {"name": "api-key", "mountPath": "/etc/llmkube/api-key", "readOnly": True} in pod["containers"][0][
+        "volumeMounts"
+    ]
+    assert key not in json.dumps(pod)
+    state = local.pulumi("stack", "export").stdout
+    assert key not in state  # the Secret's data is a secret in the state: encrypted
+    outputs = local.outputs()
+    assert key not in json.dumps(outputs)
+    assert outputs["services"][SERVICE]["apiKeySecret"] == {"name": f"{SERVICE}-api-key", "key": "api-key"}
 
 
 def test_removing_a_service_deletes_its_workloads_but_never_the_shared_cache(deployed: Local) -> None:
