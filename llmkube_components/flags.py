@@ -35,6 +35,7 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Any, TypeVar
 
+from .api.base import parse_quantity
 from .api.model import GPUShardingSpec, GPUSpec, ModelSpec
 from .api.service import InferenceServiceSpec
 from .errors import Problem, config_path
@@ -312,6 +313,16 @@ API_KEY_DIR = "/etc/llmkube/api-key"
 API_KEY_FILE = f"{API_KEY_DIR}/api-key"
 
 
+@reads("resources.cpu")
+def threads(given: Inputs) -> int | None:
+    """The CPU limit's whole cores (at least one): llama.cpp otherwise starts a thread per physical core of the
+    node, whatever the pod's CPU limit, and the kernel throttles them all (common/common.h: n_threads -1)."""
+    cpu = given.spec.resources.cpu if given.spec.resources else None
+    if cpu is None:
+        return None
+    return max(1, math.floor(parse_quantity(cpu)))
+
+
 @reads("apiKey")
 def api_key_file(given: Inputs) -> str | None:
     return API_KEY_FILE if given.spec.api_key is not None else None
@@ -384,7 +395,9 @@ FLAG_TABLE: tuple[Flag, ...] = (
     Flag("--embedding",        SWITCH,   SERVING,  embedding,                                "--embeddings"),
     Flag("--pooling",          VALUED,   SERVING,  pooling),
     Flag("--cache-ram",        VALUED,   MEMORY,   prompt_cache_off,                         "-cram", default="8192"),
-    # llmkube only (the operator has no such fields): the key file, and the endpoints an exposed server hides.
+    # llmkube only (the operator has no such fields): threads for the CPU limit, the key file, and the endpoints
+    # an exposed server hides.
+    Flag("--threads",          VALUED,   SERVING,  threads,                                  "-t"),
     Flag("--api-key-file",     VALUED,   SERVING,  api_key_file),
     Flag("--no-ui",            SWITCH,   SERVING,  web_ui_off,            "--no-webui", negations=("--ui", "--webui")),
     Flag("--no-slots",         SWITCH,   SERVING,  slots_off,                                negations=("--slots",)),

@@ -121,9 +121,9 @@ WRITE_RULES: Final[tuple[Rule, ...]] = (
     # acceleration.go readPodLogs: the offload line of the llama-server log, read through a clientset
     # (cmd/main.go clientsetPodLogReader), not the cache; the subresource has no list or watch.
     ("", ("pods/log",), ("get",)),
-    # The InferenceService reconciler's recorder (client-go tools/events: events.k8s.io, core as its fallback)
-    # writes its events in the InferenceService's namespace.
-    ("", ("events",), ("create", "patch")),
+    # The InferenceService reconciler's recorder (cmd/main.go mgr.GetEventRecorder: controller-runtime's
+    # events.k8s.io/v1 broadcaster) creates its events in the InferenceService's namespace, and patches them
+    # to count repeats. Core v1 events come only from leader election, in the controller's own namespace.
     ("events.k8s.io", ("events",), ("create", "patch")),
 )
 

@@ -82,9 +82,27 @@ class ServerFailed(AssertionError):
     pass
 
 
+def read_only_root(root: Path) -> list[str]:
+    """A command prefix that runs a program with every file system read-only, as a container with
+    readOnlyRootFilesystem and no writable volume: a user and mount namespace (util-linux unshare, no root
+    needed) in which ``root``, an empty folder, becomes a read-only recursive bind of / to chroot into. The
+    network is the host's, so the server still answers on loopback."""
+    script = 'mount --rbind / "$0" && mount -o remount,bind,ro "$0" && exec chroot "$0" "$@"'
+    return ["unshare", "--user", "--map-root-user", "--mount", "sh", "-c", script, str(root)]
+
+
 class LlamaServer:
-    def __init__(self, binary: str | os.PathLike[str], args: Sequence[str], log_path: Path, *, timeout: float = 60):
+    def __init__(
+        self,
+        binary: str | os.PathLike[str],
+        args: Sequence[str],
+        log_path: Path,
+        *,
+        timeout: float = 60,
+        prefix: Sequence[str] = (),
+    ):
         self.binary = Path(binary)
+        self.prefix = list(prefix)  # e.g. read_only_root(...)
         self.args = list(args)
         self.log_path = log_path
         self.timeout = timeout
@@ -104,8 +122,8 @@ class LlamaServer:
         started = time.monotonic()
         with open(self.log_path, "wb") as log:
             self.proc = subprocess.Popen(
-                [str(self.binary), *self.args], stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                start_new_session=True,
+                [*self.prefix, str(self.binary), *self.args], stdout=log, stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL, start_new_session=True,
             )  # fmt: skip
         try:
             self._wait_healthy()

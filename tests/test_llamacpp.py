@@ -111,6 +111,11 @@ FIELD_ROWS: list[tuple[dict[str, Any], list[str]]] = [
     ({"mode": "rerank"}, ["--reranking", "--embedding", "--pooling", "rank", "--cache-ram", "0"]),
     ({"mode": "chat"}, []),
     ({"mode": None}, []),
+    # Threads follow the CPU limit (whole cores, at least one), not the node's cores.
+    ({"resources": {"cpu": "8"}}, ["--threads", "8"]),
+    ({"resources": {"cpu": "2500m"}}, ["--threads", "2"]),
+    ({"resources": {"cpu": "500m"}}, ["--threads", "1"]),
+    ({"resources": {"memory": "8Gi"}}, []),
     # The key is a file the pod mounts from its Secret: never the key itself on the command line.
     ({"apiKey": {"secretName": "chat-key"}}, ["--api-key-file", "/etc/llmkube/api-key/api-key"]),
     ({"apiKey": None}, []),
@@ -326,6 +331,7 @@ REFERENCE_ARGS = [
     "--cache-type-v", "q8_0",
     "--cpu-moe",
     "--no-kv-offload",
+    "--threads", "8",  # llmkube only: from the CPU limit
     "--metrics",
 ]  # fmt: skip
 
@@ -346,9 +352,11 @@ def test_reference_stack_through_resolve() -> None:
     )
     # Through the planner the service is planned (manual: its offload fields are explicit), so --fit is off.
     assert server_args(stack.services["qwen36-hybrid"], REFERENCE_FILE) == [
-        *REFERENCE_ARGS[:-1],
+        *REFERENCE_ARGS[:-3],
         "--fit",
         "off",
+        "--threads",
+        "8",
         "--metrics",
     ]
 
@@ -381,7 +389,7 @@ def test_layer_split_errors_name_the_model_key() -> None:
 
 
 def test_cpu_only_service_has_no_gpu_flags() -> None:
-    spec = InferenceServiceSpec.model_validate({**REFERENCE_SERVICE, "resources": {"gpu": 0}})
+    spec = InferenceServiceSpec.model_validate({**REFERENCE_SERVICE, "resources": {"gpu": 0, "cpu": "8"}})
     out = build_args(spec, ModelSpec.model_validate(REFERENCE_MODEL), REFERENCE_FILE, 0)
     gpu_flags = {"--n-gpu-layers", "--split-mode", "--tensor-split"}
     assert gpu_flags.isdisjoint(out)

@@ -107,7 +107,6 @@ EXPECTED_WRITES: dict[tuple[str, str], set[str]] = {
     ("autoscaling", "horizontalpodautoscalers"): {"create", "delete", "update"},
     ("", "persistentvolumeclaims"): {"create"},
     ("", "pods/log"): {"get"},
-    ("", "events"): {"create", "patch"},
     ("events.k8s.io", "events"): {"create", "patch"},
 }
 EXPECTED_CLUSTER_WIDE = {

@@ -940,7 +940,10 @@ def test_cpu_pods_get_no_gpu_toleration() -> None:
     [
         ({}, None),
         ({"memory": "48Gi"}, {"limits": {"memory": "48Gi"}, "requests": {"memory": "48Gi"}}),
-        ({"hostMemory": "40Gi"}, {"requests": {"memory": "40Gi"}}),
+        # No memory of its own: the plan's request plus max(10%, 2 GiB) is the limit, so a runaway cannot take the node.
+        ({"hostMemory": "40Gi"}, {"limits": {"memory": "44Gi"}, "requests": {"memory": "40Gi"}}),
+        ({"hostMemory": "3Gi"}, {"limits": {"memory": "5Gi"}, "requests": {"memory": "3Gi"}}),
+        ({"hostMemory": "1000Mi"}, {"limits": {"memory": "3048Mi"}, "requests": {"memory": "1000Mi"}}),
         ({"memory": "56Gi", "hostMemory": "40Gi"}, {"limits": {"memory": "56Gi"}, "requests": {"memory": "40Gi"}}),
         (
             {"cpu": "8", "ephemeralStorage": "30Gi"},
@@ -1003,6 +1006,7 @@ def test_pod_runs_restricted_as_a_fixed_non_root_user() -> None:
     assert pod["containers"][0]["securityContext"] == {
         "allowPrivilegeEscalation": False,
         "capabilities": {"drop": ["ALL"]},
+        "readOnlyRootFilesystem": True,  # the real server runs so (tests/e2e/test_llama_server.py)
         "runAsNonRoot": True,
         "seccompProfile": {"type": "RuntimeDefault"},
     }

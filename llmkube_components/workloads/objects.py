@@ -14,9 +14,11 @@ difference is stated next to the code that makes it.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Mapping
 from typing import Any, Final
 
+from ..api.base import parse_quantity
 from ..api.core import tolerates
 from ..api.service import (
     DEFAULT_API_KEY_SECRET_KEY,
@@ -125,12 +127,29 @@ def tolerations(service: ResolvedService) -> list[Manifest]:
     return [{"key": key, "operator": "Exists", "effect": "NoSchedule"}, *own]
 
 
+# A server without a memory limit of its own gets its request plus this headroom as the limit: the request
+# (hostMemory, the plan's host memory with its own 10% margin) counts weights, KV cache, compute buffers and the
+# prompt cache; the headroom is for what no plan counts (allocator slack, the GPU runtime's pinned host
+# buffers, thread stacks). A runaway is OOM-killed in its own cgroup instead of taking the node.
+MEMORY_LIMIT_HEADROOM: Final = 0.10
+MEMORY_LIMIT_HEADROOM_MIN: Final = 2 * 2**30
+
+
+def memory_limit_for(request: str) -> str:
+    """The memory limit for a request without one: request + max(10%, 2 GiB), in whole Gi or Mi."""
+    asked = int(parse_quantity(request))
+    limit = asked + max(math.ceil(asked * MEMORY_LIMIT_HEADROOM), MEMORY_LIMIT_HEADROOM_MIN)
+    mib = math.ceil(limit / 2**20)
+    return f"{mib // 1024}Gi" if mib % 1024 == 0 else f"{mib}Mi"
+
+
 def container_resources(service: ResolvedService) -> Manifest:
     """Requests and limits of the llama-server container.
 
     cpu and ephemeralStorage are request and limit. memory is the limit; the request is hostMemory when set
-    (the RAM the planner counted on for offloaded experts and KV cache), else memory. GPUs are a limit only:
-    for extended resources the request defaults to the limit.
+    (the RAM the planner counted on for offloaded experts and KV cache), else memory. Without a memory of its
+    own, the limit is the request plus headroom (memory_limit_for). GPUs are a limit only: for extended
+    resources the request defaults to the limit.
     """
     resources = service.spec.resources or InferenceResources()
     requests: dict[str, str] = {}
@@ -141,10 +160,12 @@ def container_resources(service: ResolvedService) -> Manifest:
         requests["cpu"] = limits["cpu"] = resources.cpu
     if resources.ephemeral_storage:
         requests["ephemeral-storage"] = limits["ephemeral-storage"] = resources.ephemeral_storage
-    if resources.memory:
-        limits["memory"] = resources.memory
     # (checks.memory_request_problems has made sure the request is not above the limit.)
     request_memory = resources.host_memory or resources.memory
+    if resources.memory:
+        limits["memory"] = resources.memory
+    elif request_memory:
+        limits["memory"] = memory_limit_for(request_memory)
     if request_memory:
         requests["memory"] = request_memory
     out: Manifest = {}
@@ -184,7 +205,9 @@ def deployment(
         "startupProbe": _probe(PORT_NAME, STARTUP_PROBE),
         "livenessProbe": _probe(PORT_NAME, LIVENESS_PROBE),
         "readinessProbe": _probe(PORT_NAME, READINESS_PROBE),
-        "securityContext": restricted_container_security_context(),
+        # llama-server writes no file (tests/e2e/test_llama_server.py runs it on a read-only root): nothing in
+        # the image can be changed by a compromised server.
+        "securityContext": restricted_container_security_context(read_only_root_filesystem=True),
         # llama-server prints why it died (CUDA init, out of memory loading the model) to its log.
         "terminationMessagePolicy": "FallbackToLogsOnError",
         "volumeMounts": storage.mounts,

@@ -115,6 +115,7 @@ def test_a_yaml_program_renders_a_platform(tmp_path: Path) -> None:
         ("PersistentVolumeClaim", "team", "llmkube-model-cache"),
         ("Deployment", "team", "chat"),
         ("Service", "team", "chat"),
+        ("NetworkPolicy", "team", "chat"),
     }
     container = objects[("Deployment", "team", "chat")]["spec"]["template"]["spec"]["containers"][0]
     assert container["args"] == chat["serverArgs"]
@@ -159,6 +160,7 @@ def test_a_yaml_program_passes_outputs_into_model_and_inference_service(tmp_path
         ("PersistentVolumeClaim", "team", "chat-model-cache"),  # a standalone service's own cache
         ("Deployment", "team", "chat"),
         ("Service", "team", "chat"),
+        ("NetworkPolicy", "team", "chat"),
     }
     container = objects[("Deployment", "team", "chat")]["spec"]["template"]["spec"]["containers"][0]
     assert container["args"] == outputs["serverArgs"]
@@ -232,6 +234,7 @@ def test_pulumi_package_add_gives_a_python_program_the_components_through_the_pr
         ("PersistentVolumeClaim", "team", "chat-model-cache"),
         ("Deployment", "team", "chat"),
         ("Service", "team", "chat"),
+        ("NetworkPolicy", "team", "chat"),
     }
 
 

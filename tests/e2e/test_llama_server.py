@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,6 +39,7 @@ from testkit.llama_server import (
     kv_cache_types,
     localize,
     overridden_tensors,
+    read_only_root,
     require_server,
 )
 from tests.stacks import load_stack
@@ -291,3 +293,23 @@ def test_the_api_key_file_is_required_and_exposed_servers_hide_the_web_ui_and_sl
         assert srv.get("/", headers=auth)[0] == 404  # --no-ui
     assert srv.rejected_lines() == []
     assert key not in " ".join(local)
+
+
+def test_the_server_runs_on_a_read_only_root_filesystem(models: dict[str, Model], tmp_path: Path) -> None:
+    """The Deployment sets readOnlyRootFilesystem with no writable volume for llama-server: the real server
+    serves with every file system read-only (stricter than the pod, whose cache mount is read-only too)."""
+    spec = InferenceServiceSpec.model_validate({"modelRef": "m"})
+    args = build_args(spec, ModelSpec.model_validate({"source": "https://example.com/m.gguf"}), MODEL_PATH, 0)
+    root = tmp_path / "root"
+    root.mkdir()
+    local = localize(args, models["dense"].path, free_port())
+    prefix = read_only_root(root)
+    with LlamaServer(SERVER, local, tmp_path / "llama-server.log", prefix=prefix) as srv:
+        chat = {"messages": [{"role": "user", "content": "Hello"}], "max_tokens": 2}
+        status, body = srv.post("/v1/chat/completions", chat)
+        assert status == 200, body
+        assert srv.get("/metrics")[0] == 200
+    # The namespace really was read-only: the same prefix cannot write where the server ran.
+    probe = subprocess.run([*prefix, "touch", str(tmp_path / "written")], capture_output=True, text=True)
+    assert probe.returncode != 0 and "Read-only file system" in probe.stderr, probe
+    assert not (tmp_path / "written").exists()

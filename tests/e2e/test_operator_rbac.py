@@ -67,9 +67,7 @@ RECONCILE_CALLS: list[Call] = [
     ("delete", "horizontalpodautoscalers.autoscaling", NAMESPACE),  # autoscaling switched off
     ("create", "persistentvolumeclaims", NAMESPACE),  # model_storage.go: the model cache claim
     ("get", "pods/log", NAMESPACE),  # acceleration.go: the offload line of the llama-server log
-    ("create", "events", NAMESPACE),  # the InferenceService reconciler's events
-    ("patch", "events", NAMESPACE),
-    ("create", "events.events.k8s.io", NAMESPACE),
+    ("create", "events.events.k8s.io", NAMESPACE),  # the InferenceService reconciler's events (events.k8s.io/v1)
     ("patch", "events.events.k8s.io", NAMESPACE),
 ]
 

@@ -241,6 +241,9 @@ def test_an_api_key_set_as_a_secret_stays_secret_and_reaches_the_pod_as_a_file(d
     assert key not in state  # the Secret's data is a secret in the state: encrypted
     outputs = local.outputs()
     assert key not in json.dumps(outputs)
+    # The service's NetworkPolicy, accepted by the API server: its port from the namespace's pods only.
+    policy = local.get("networkpolicy", SERVICE, "-n", NAMESPACE)["spec"]
+    assert policy["ingress"] == [{"from": [{"podSelector": {}}], "ports": [{"port": 8080, "protocol": "TCP"}]}]
     assert outputs["services"][SERVICE]["apiKeySecret"] == {"name": f"{SERVICE}-api-key", "key": "api-key"}
 
 
@@ -278,6 +281,7 @@ def test_removing_a_service_deletes_its_workloads_but_never_the_shared_cache(dep
         "llmkube:index:InferenceService::llmkube-small",
         "kubernetes:apps/v1:Deployment::llmkube-small-deployment",
         "kubernetes:core/v1:Service::llmkube-small-service",
+        "kubernetes:networking.k8s.io/v1:NetworkPolicy::llmkube-small-network-policy",
     }, deletes
     local.up()
     assert local.kubectl("get", "deployment,service", "small", "-n", NAMESPACE, "--ignore-not-found").strip() == ""
