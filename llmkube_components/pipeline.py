@@ -145,7 +145,7 @@ def _model(model: ResolvedModel, stack: ResolvedStack) -> ModelBuild:
         from . import crds  # delivery operator only: kept out of a direct stack's imports
 
         resource = crds.custom_resource("Model", model.name, stack.namespace, model.spec.wire())
-    return ModelBuild(model, stack.namespace, workloads.model_path(model.spec), resource)
+    return ModelBuild(model, stack.namespace, workloads.model_path(model.spec, stack.delivery), resource)
 
 
 def _service(service: ResolvedService, planned: PlannedStack) -> ServiceBuild:

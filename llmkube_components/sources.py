@@ -1,4 +1,4 @@
-"""Model sources, parsed once: scheme, host, path, file name, download URL and cache key.
+"""Model sources, parsed once: scheme, host, path, file name, download URL, cache key and credentials.
 
 Every stage that needs to know where a model comes from asks this module: the checks (an hf:// source that
 names no file), the planner (which file to read metadata from), the workload builders (what the downloader
@@ -13,10 +13,11 @@ from __future__ import annotations
 import functools
 import hashlib
 import posixpath
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Literal
-from urllib.parse import parse_qsl, quote, unquote, urlsplit, urlunsplit
+from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
 from .errors import secret_query_parameter
 
@@ -92,8 +93,9 @@ class ModelSource:
             return []
         parts = urlsplit(self.url)
         found = ["user information"] if "@" in parts.netloc else []
-        names = [name for name, _ in parse_qsl(parts.query, keep_blank_values=True) if secret_query_parameter(name)]
-        return found + [f"query parameter {name}" for name in dict.fromkeys(names)]
+        # Split on ';' too: some servers take it between parameters, as errors.redact does.
+        names = [item.partition("=")[0] for item in re.split("[&;]", parts.query)]
+        return found + [f"query parameter {unquote(n)}" for n in dict.fromkeys(names) if secret_query_parameter(n)]
 
 
 def sibling_url(url: str, rel: str) -> str:

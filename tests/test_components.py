@@ -470,3 +470,50 @@ def test_a_component_made_without_settings_reports_a_bad_setting_in_one_line(mon
     with pytest.raises(pulumi.RunError) as info:
         program()
     assert str(info.value).startswith("LLMKUBE_OFFLINE='perhaps' is neither true")
+
+
+def registered_options(config: dict[str, Any], body: Any = run_main) -> dict[str, pulumi.ResourceOptions]:
+    """The options each resource was registered with, by Pulumi name (the mocks do not see them)."""
+    options: dict[str, pulumi.ResourceOptions] = {}
+
+    def capture(args: pulumi.ResourceTransformationArgs) -> None:
+        options[args.name] = args.opts
+
+    install_mocks(config)
+
+    @pulumi.runtime.test
+    def program() -> None:
+        pulumi.runtime.register_stack_transformation(capture)
+        body()
+
+    program()
+    return options
+
+
+@pytest.mark.parametrize("mbps", [1, 10_000])
+def test_pulumi_waits_for_a_deployment_as_long_as_its_model_downloads(mbps: int) -> None:
+    # Pulumi's await of a Deployment includes its init containers and gives up after 10 minutes by default: a
+    # rollout still downloading its model would fail `pulumi up`.
+    from llmkube_components import pipeline, workloads
+    from llmkube_components.settings import Settings
+
+    config = {**stack_config("dev"), "llmkube:downloadMbps": mbps}
+    raw = {k.removeprefix("llmkube:"): v for k, v in config.items() if k.startswith("llmkube:")}
+    model_bytes = pipeline.load(raw, Settings(offline=True)).models["llama32-1b"].file_bytes
+    minutes = workloads.rollout_timeout_minutes(model_bytes, mbps)
+    assert minutes > 60 if mbps == 1 else minutes < 15
+    options = registered_options(config)
+    timeouts = options["llmkube-llama32-1b-deployment"].custom_timeouts
+    assert timeouts is not None and (timeouts.create, timeouts.update) == (f"{minutes}m", f"{minutes}m")
+    assert options["llmkube-llama32-1b-service"].custom_timeouts is None  # awaited as before
+
+
+def test_a_standalone_service_waits_for_its_download_too() -> None:
+    from llmkube_components import InferenceService, Model
+
+    def user_program() -> None:
+        model = Model("tiny", {"spec": {"source": "https://example.com/m.gguf", "catalog": "Llama-3.2-1B"}})
+        InferenceService("chat", {"spec": {"modelRef": "tiny"}, "model": model, "downloadMbps": 1})
+
+    timeouts = registered_options({}, user_program)["chat-deployment"].custom_timeouts
+    assert timeouts is not None and timeouts.create is not None and int(timeouts.create.removesuffix("m")) > 60

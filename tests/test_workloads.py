@@ -179,6 +179,59 @@ def test_multi_file_model_downloads_beside_the_main_file() -> None:
     ]
 
 
+DIGEST, OTHER_DIGEST = "ab" * 32, "cd" * 32
+
+
+@pytest.mark.parametrize(
+    ("pins", "key"),
+    [
+        ({}, "9b68393bb9acd948"),  # nothing pinned: the operator's key, so both deliveries share the download
+        ({"sha256": DIGEST}, "9b7edbc5248026a0"),
+        ({"sha256": DIGEST.upper()}, "9b7edbc5248026a0"),  # hex digits in either case are one digest
+        ({"sha256": OTHER_DIGEST}, "9a3e5f7315106e3b"),  # the file changed upstream: not the old one's directory
+        ({"sha256": DIGEST, "files": ["p2.gguf"], "fileSha256": {"p2.gguf": OTHER_DIGEST}}, "5c8e9085571429d0"),
+        ({"sha256": DIGEST, "files": ["p2.gguf"]}, "9b7edbc5248026a0"),
+    ],
+)
+def test_a_pinned_model_has_a_cache_directory_of_its_own(pins: dict[str, Any], key: str) -> None:
+    # A cached file is never hashed again, so a directory may hold only files checked against the model's own
+    # digests: an unpinned model of the same URL must not fill it, nor its files pass for checked ones.
+    # (Literal keys: changing how they are made moves every cached model.)
+    assert workloads.model_dir(ModelSpec.model_validate({"source": HTTP_SOURCE, **pins})) == f"/models/{key}"
+
+
+def test_the_operator_keys_a_pinned_model_by_its_source_alone() -> None:
+    # Delivery operator: where its controller puts the file (the Model component's cachePath says so).
+    pinned = ModelSpec.model_validate({"source": HTTP_SOURCE, "sha256": DIGEST})
+    assert workloads.model_path(pinned, "operator") == f"/models/{cache_key(HTTP_SOURCE)}/m.gguf"
+
+
+def test_each_file_is_checked_against_its_own_digest() -> None:
+    model = ModelSpec.model_validate(
+        {
+            "source": "https://example.com/q/Qwen-00001-of-00002.gguf",
+            "sha256": DIGEST.upper(),
+            "files": ["Qwen-00002-of-00002.gguf", "mmproj/p.gguf"],
+            "fileSha256": {"Qwen-00002-of-00002.gguf": OTHER_DIGEST},
+        }
+    )
+    assert [d.sha256 for d in workloads.downloads(model)] == [DIGEST, OTHER_DIGEST, None]
+
+
+@pytest.mark.parametrize(
+    ("model_bytes", "mbps", "minutes"),
+    [
+        (0, 100, 10),  # nothing to download (a pvc:// source, an unknown size): Pulumi's own 10 minutes
+        (21 * 10**9, 200, 31),  # 21 GB at 25 MB/s: 14 minutes, 21 with headroom, plus the 10
+        (21 * 10**9, 100, 52),
+        (21 * 10**9, 10_000, 11),
+        (1, 1, 11),  # rounded up to whole minutes
+    ],
+)
+def test_the_rollout_wait_covers_the_download(model_bytes: int, mbps: int, minutes: int) -> None:
+    assert workloads.rollout_timeout_minutes(model_bytes, mbps) == minutes
+
+
 @pytest.mark.parametrize("bad", ["../x.gguf", "/etc/passwd", "a/../../x", ""])
 def test_further_files_must_stay_in_the_model_directory(bad: str) -> None:
     service = make_service(model={"files": ["ok.gguf", bad]})
@@ -449,22 +502,44 @@ def run(script: str, path: str | None = None, pod: str = "pod-a", **extra: str) 
     )
 
 
-def start(script: str, path: str | None = None, pod: str = "pod-a", **extra: str) -> subprocess.Popen[str]:
-    """The script running as a pod would run it, in a session of its own (so that it can be killed whole)."""
-    return subprocess.Popen(
-        ["/bin/sh", "-c", script],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        env=environment(path, pod, **extra),
-        start_new_session=True,
-    )
+Start = Callable[..., subprocess.Popen[str]]
+
+
+@pytest.fixture
+def start() -> Iterator[Start]:
+    """Start a script as a pod runs it, in a session of its own: killed whole (as a pod is) when the test ends."""
+    started: list[subprocess.Popen[str]] = []
+
+    def start(script: str, path: str | None = None, pod: str = "pod-a", **extra: str) -> subprocess.Popen[str]:
+        process = subprocess.Popen(
+            ["/bin/sh", "-c", script],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            env=environment(path, pod, **extra),
+            start_new_session=True,
+        )
+        started.append(process)
+        return process
+
+    yield start
+    for process in started:
+        kill(process)
+        process.wait()
+        if process.stdout is not None:
+            process.stdout.close()
+
+
+def kill(process: subprocess.Popen[str]) -> None:
+    """Kill a started script with everything it started (curl, the progress loop), as a node kills a pod."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGKILL)
 
 
 def read_until(process: subprocess.Popen[str], text: str, timeout: float = 30) -> list[str]:
     """The lines ``process`` prints up to the first that contains ``text``; fails after ``timeout`` seconds."""
     assert process.stdout is not None
-    timer = threading.Timer(timeout, process.kill)
+    timer = threading.Timer(timeout, kill, [process])
     timer.start()
     lines: list[str] = []
     try:
@@ -581,7 +656,7 @@ def test_an_interrupted_download_is_never_published(tmp_path: Path, cache: Path)
 
 
 @needs_tools
-def test_one_pod_downloads_while_the_others_wait(tmp_path: Path, cache: Path) -> None:
+def test_one_pod_downloads_while_the_others_wait(tmp_path: Path, cache: Path, start: Start) -> None:
     # Two pods (replicas, a scale-up, two services on one model) want the same file at once: one downloads
     # it, the other waits and finds it cached, instead of a second full download into the same volume.
     calls, release = tmp_path / "calls", tmp_path / "release"
@@ -606,14 +681,14 @@ def test_one_pod_downloads_while_the_others_wait(tmp_path: Path, cache: Path) ->
 
 @needs_tools
 def test_a_pod_that_dies_mid_download_frees_the_file_for_the_next_one(
-    tmp_path: Path, cache: Path, ranged: _Server, upstream: Path
+    tmp_path: Path, cache: Path, ranged: _Server, upstream: Path, start: Start
 ) -> None:
     fake = fake_curl(tmp_path, f'head -c {HALF} {upstream / "m.gguf"} > "$out"\nsleep 30\n')
     dest = cache / "m.gguf"
     script = workloads.download_script([Download(f"{url_of(ranged)}/m.gguf", str(dest), SHA)])
     evicted = start(script, fake, "pod-a")
     until(lambda: (cache / "m.gguf.part").exists() and (cache / "m.gguf.part").stat().st_size == HALF, "half")
-    os.killpg(evicted.pid, signal.SIGKILL)  # the whole pod: its shell, curl and the progress loop
+    kill(evicted)
     evicted.wait(30)
     result = run(script, pod="pod-b")
     assert result.returncode == 0, result.stderr
@@ -638,7 +713,7 @@ def test_a_volume_without_locks_still_downloads_safely(
 
 
 @needs_tools
-def test_progress_is_logged_while_curl_runs(tmp_path: Path, cache: Path) -> None:
+def test_progress_is_logged_while_curl_runs(tmp_path: Path, cache: Path, start: Start) -> None:
     release = tmp_path / "release"
     fake = fake_curl(
         tmp_path,
@@ -659,7 +734,7 @@ def test_progress_is_logged_while_curl_runs(tmp_path: Path, cache: Path) -> None
 
 
 @needs_tools
-def test_the_progress_loop_ends_with_curl(http_root: tuple[str, Path], cache: Path) -> None:
+def test_the_progress_loop_ends_with_curl(http_root: tuple[str, Path], cache: Path, start: Start) -> None:
     # The loop sleeps 30 s between lines: killed with curl, its sleep must go too, or it would outlive the
     # download holding the log pipe (and, in a pod, the lock) for up to 30 s.
     url, _ = http_root

@@ -3,7 +3,8 @@ init-container scripts, and the volumes and mounts of each kind of cache.
 
 The layout follows the operator (v0.9.19, internal/controller) so that both deliveries can share one cache:
 a model lives in ``/models/<first 16 hex of sha256(spec.source)>/`` on a PVC named ``llmkube-model-cache``
-(or ``<service>-model-cache`` per service, or the user's ``modelCache.claimName``).
+(or ``<service>-model-cache`` per service, or the user's ``modelCache.claimName``). A model pinned by sha256
+is the exception: its key covers the digests too (``ModelSource.pinned_cache_key``), so it is not shared.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from typing import Any, Final, NamedTuple
 from urllib.parse import quote
 
 from ..api.model import ModelSpec
-from ..api.stack import PER_SERVICE_CACHE_SUFFIX, SHARED_CACHE_PVC_NAME, CacheMode
+from ..api.stack import PER_SERVICE_CACHE_SUFFIX, SHARED_CACHE_PVC_NAME, CacheMode, Delivery
 from ..meta import restricted_container_security_context
 from ..resolve import ResolvedService, cache_kind
 from ..sources import ModelSource, parse_source, sibling_url
@@ -28,8 +29,8 @@ Manifest = dict[str, Any]
 MODELS_DIR: Final = "/models"
 PVC_SOURCE_DIR: Final = "/model-source"  # where a pvc:// source is mounted (buildPVCStorageConfig)
 HOST_MODEL_DIR: Final = "/host-model"  # where a local source is mounted for the copy (buildCachedStorageConfig)
-# The operator's default --init-container-image, pinned by tag. Alpine-based: curl plus busybox sh,
-# sha256sum, mv and friends, all the scripts below need.
+# The operator's default --init-container-image, pinned by tag. Alpine-based: curl plus busybox sh and its
+# applets (sha256sum, flock, stat, find, awk, mv and friends), all the scripts below need.
 DOWNLOADER_IMAGE: Final = "docker.io/curlimages/curl:8.18.0"
 
 # How the downloader behaves (the settings line of download_script; why, at _DOWNLOAD_PREAMBLE).
@@ -63,12 +64,14 @@ DOWNLOAD_HEADROOM: Final = Fraction(3, 2)
 # ---------------------------------------------------------------------------------------------------------
 
 
-def model_dir(model: ModelSpec) -> str:
-    """The directory the model's files are in, inside the pod: keyed by the source and the files' digests."""
+def model_dir(model: ModelSpec, delivery: Delivery = "direct") -> str:
+    """The directory the model's files are in, inside the pod: keyed by the source and (delivery direct) the
+    files' digests; the operator keys by the source alone."""
     source = parse_source(model.source)
     if source.scheme == "pvc":
         return posixpath.dirname(posixpath.join(PVC_SOURCE_DIR, source.path))
-    return posixpath.join(MODELS_DIR, source.pinned_cache_key(_sha256s(model, source)))
+    pins = _sha256s(model, source) if delivery == "direct" else {}
+    return posixpath.join(MODELS_DIR, source.pinned_cache_key(pins))
 
 
 def _sha256s(model: ModelSpec, source: ModelSource) -> dict[str, str]:
@@ -79,7 +82,7 @@ def _sha256s(model: ModelSpec, source: ModelSource) -> dict[str, str]:
     return pins
 
 
-def model_path(model: ModelSpec) -> str:
+def model_path(model: ModelSpec, delivery: Delivery = "direct") -> str:
     """The path of the model file llama-server loads: ``/models/<key>/<file>``, or on the pvc:// claim.
 
     The file keeps its upstream name: llama.cpp finds the other parts of a split GGUF by the first part's
@@ -90,7 +93,7 @@ def model_path(model: ModelSpec) -> str:
     source = parse_source(model.source)
     if source.scheme == "pvc":
         return posixpath.join(PVC_SOURCE_DIR, source.path)
-    return posixpath.join(model_dir(model), source.file_name)
+    return posixpath.join(model_dir(model, delivery), source.file_name)
 
 
 class Download(NamedTuple):
