@@ -31,7 +31,14 @@ from . import inputs, pipeline, workloads
 from .errors import ConfigError, Problem, raise_if_any
 from .register import register, resource_names
 from .settings import Settings
-from .spec_args import Delivery, InferenceServiceSpec, ModelSpec, OperatorSettings, PlatformArgs
+from .spec_args import (
+    Delivery,
+    InferenceServiceSpec,
+    ModelSpec,
+    NetworkPolicySettings,
+    OperatorSettings,
+    PlatformArgs,
+)
 
 if TYPE_CHECKING:
     from . import placement
@@ -103,6 +110,10 @@ class InferenceServiceArgs(TypedDict):
     downloadMbps: NotRequired[pulumi.Input[int]]
     """Download speed to expect for the model in megabits per second, as the stack's llmkube:downloadMbps: Pulumi
     waits for the Deployment as long as the model takes to download at it, with headroom, on top of its usual wait."""
+
+    networkPolicy: NotRequired[pulumi.Input[NetworkPolicySettings]]
+    """The service's NetworkPolicy, as the stack's llmkube:networkPolicy: enabled (default true) and ingressFrom
+    (networking/v1 peers; default: the pods of the service's namespace)."""
 
     apiKey: NotRequired[pulumi.Input[str]]
     """An API key the server requires (delivery direct), kept secret: written to a Secret of the service's and
@@ -436,6 +447,7 @@ class InferenceService(_Component):
         "model.sha256",
         "model.fileSha256*",
         "downloadMbps",
+        "networkPolicy*",
         *(f"spec.{f}" for f in PLACEMENT_FIELDS),
     )
 
@@ -635,6 +647,7 @@ class Platform(_Component):
         "namespace",
         "createNamespace",
         "modelCache*",
+        "networkPolicy*",
         "operator*",
         "models.*.sha256",
         "models.*.fileSha256*",

@@ -230,7 +230,9 @@ def standalone_service(
     models: dict[str, ModelSpec] = {model.model.key: model.model.spec}
     raw = {
         "namespace": model.namespace,
-        **_given(args, "namespace", "delivery", "hardware", "allowHostPath", "apiKeys", "downloadMbps"),
+        **_given(
+            args, "namespace", "delivery", "hardware", "allowHostPath", "apiKeys", "downloadMbps", "networkPolicy"
+        ),
         "modelCache": {"mode": "perService"},
         "models": models,
         "services": {name: args["spec"]},

@@ -64,3 +64,28 @@ def test_a_stack_setting_turns_them_off() -> None:
 
 def test_delivery_operator_gets_the_same_policy() -> None:
     assert policy(delivery="operator") == policy()
+
+
+def test_a_standalone_service_takes_the_setting_as_an_argument() -> None:
+    from llmkube_components import InferenceService, Model
+    from tests.pulumi_program import RecordingMocks
+    from tests.test_components import run
+
+    peers = [{"namespaceSelector": {"matchLabels": {"team": "apps"}}}]
+
+    def program() -> list[InferenceService]:
+        model = Model("tiny", {"spec": HF})
+        return [
+            InferenceService(
+                "on", {"spec": {"modelRef": "tiny"}, "model": model, "networkPolicy": {"ingressFrom": peers}}
+            ),
+            InferenceService(
+                "off", {"spec": {"modelRef": "tiny"}, "model": model, "networkPolicy": {"enabled": False}}
+            ),
+        ]
+
+    def check(_: Any, mocks: RecordingMocks) -> None:
+        (got,) = [r for r in mocks.resources if r.kind == "NetworkPolicy"]
+        assert got.object_name == "on" and got.inputs["spec"]["ingress"][0]["from"] == peers
+
+    run({}, check, program)
