@@ -702,7 +702,7 @@ class Platform(_Component):
         settings: Settings,
         opts: Options,
         carry: Carry,
-        api_keys: Mapping[str, Any],
+        api_keys: Callable[[str], pulumi.Input[str] | None],
     ) -> pulumi.Output[dict[str, Any]]:
         stack = built.stack
         for warning in stack.warnings:
@@ -764,7 +764,7 @@ class Platform(_Component):
                 opts_after_model,
                 placed.get(service_name),
                 carry,
-                api_keys.get(service.service.key),
+                api_keys(service.service.key),
             )
         # Keyed by the config keys users wrote, so `pulumi stack output services` reads like the stack file.
         services = {
@@ -778,18 +778,23 @@ class Platform(_Component):
         return pulumi.Output.all(_ready(children, outputs, carry), *ready).apply(lambda all_: all_[0])
 
 
-def _split_api_keys(args: dict[str, Any], label: str | None) -> tuple[dict[str, Any], dict[str, Any]]:
-    """The arguments with each API key replaced by a mark, and the keys by service: they never reach the
-    pipeline, so that secrecy stays on the keys alone instead of spreading to everything built from them."""
+def _split_api_keys(
+    args: dict[str, Any], label: str | None
+) -> tuple[dict[str, Any], Callable[[str], pulumi.Input[str] | None]]:
+    """The arguments with each API key replaced by a mark, and each service's key: the keys never reach the
+    pipeline, so that secrecy stays on them instead of spreading to everything built from them. From another
+    language the map may come as one (secret) Output: only its names go on, unsecreted."""
     keys = args.get("apiKeys")
     if keys is None:
-        return args, {}
+        return args, lambda service: None
+    if isinstance(keys, pulumi.Output):
+        names = pulumi.Output.unsecret(keys).apply(lambda m: dict.fromkeys(m or {}, pipeline.KEY_GIVEN))
+        return {**args, "apiKeys": names}, lambda service: keys.apply(lambda m: (m or {}).get(service))
     if not isinstance(keys, Mapping):
-        error = ConfigError(
-            [Problem("apiKeys", "must be a map of service name to API key, known at preview (each key a secret)")]
-        )
+        error = ConfigError([Problem("apiKeys", "must be a map of service name to API key (each key a secret)")])
         raise (error if label is None else error.relabeled(label, lambda path: path)) from None
-    return pipeline.without_key_values(args), dict(keys)
+    given = dict(keys)
+    return pipeline.without_key_values(args), given.get
 
 
 def _settings(settings: Settings | None) -> Settings:

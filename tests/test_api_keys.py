@@ -198,3 +198,24 @@ def test_any_other_secret_config_key_keeps_everything_built_from_it_secret() -> 
 
     run(config, lambda secret, mocks: _assert(secret, True), body, secret_keys=("llmkube:services",))
     run(config, lambda secret, mocks: _assert(secret, False), body)
+
+
+def test_a_key_map_given_as_one_secret_output_keeps_only_the_keys_secret(monkeypatch: pytest.MonkeyPatch) -> None:
+    """From another language (YAML, through the provider) the whole map may arrive as one secret Output."""
+    from llmkube_components import Platform
+
+    seen = _captured(monkeypatch)
+
+    def body() -> Any:
+        platform_ = Platform("p", {**stack(), "apiKeys": pulumi.Output.secret({"chat": KEY})})  # type: ignore[typeddict-item]
+        return pulumi.Output.all(platform_.services, pulumi.Output.from_input(platform_.services.is_secret()))
+
+    def check(got: Any, mocks: RecordingMocks) -> Any:
+        services, secret = got
+        assert secret is False  # the rest of the stack stays readable
+        assert services["chat"]["apiKeySecret"] == {"name": "chat-api-key", "key": "api-key"}
+        (dep,) = [r for r in mocks.resources if r.kind == "Deployment"]
+        assert "--api-key-file" in dep.inputs["spec"]["template"]["spec"]["containers"][0]["args"]
+        return _secret_data(seen).apply(lambda data: _assert(data, [{"api-key": KEY}, True]))
+
+    run({}, check, body)
