@@ -377,7 +377,7 @@ class Model(_Component):
     """A model file. Delivery operator: a Model custom resource. Direct: the services' init containers fetch it."""
 
     TYPE = "llmkube:index:Model"
-    _PROPS = ("name", "namespace", "spec")
+    _PROPS = ("name", "namespace", "spec", "path")
 
     name: pulumi.Output[str]
     """The Kubernetes name of the Model (what a service's modelRef names)."""
@@ -400,15 +400,17 @@ class Model(_Component):
             label=f"Model {name}",
             paths=_relabel_paths({f"models.{name}": "spec"}),
             build=lambda plain: pipeline.standalone_model(name, plain),
-            props=_model_props,
+            props=lambda built: _model_props(built, f"Model {name}: spec"),
             register=lambda built, carry: self._register(name, built, carry),
         )
         self._expose()
 
     @classmethod
-    def from_build(cls, name: str, built: pipeline.ModelBuild, opts: Options = None, carry: Carry = None) -> Self:
-        """A Model component for a model that Platform's pipeline has already built."""
-        self = cls._shell(name, _carried_props(_model_props(built), carry), opts)
+    def from_build(
+        cls, name: str, built: pipeline.ModelBuild, opts: Options = None, carry: Carry = None, path: str = ""
+    ) -> Self:
+        """A Model component for a model that Platform's pipeline has already built (``path``: its config path)."""
+        self = cls._shell(name, _carried_props(_model_props(built, path), carry), opts)
         self._outputs = self._register(name, built, carry)
         self._expose()
         return self
@@ -428,8 +430,9 @@ class Model(_Component):
         return _ready(resources, outputs, carry)
 
 
-def _model_props(built: pipeline.ModelBuild) -> dict[str, Any]:
-    return {"name": built.model.name, "namespace": built.namespace, "spec": built.model.spec.document()}
+def _model_props(built: pipeline.ModelBuild, path: str) -> dict[str, Any]:
+    """What a policy reads about a model: its names, its spec, and where its spec was written (``path``)."""
+    return {"name": built.model.name, "namespace": built.namespace, "spec": built.model.spec.document(), "path": path}
 
 
 class InferenceService(_Component):
@@ -440,7 +443,7 @@ class InferenceService(_Component):
     """
 
     TYPE = "llmkube:index:InferenceService"
-    _PROPS = ("name", "namespace", "delivery", "spec", "model", "hardware", "plan")
+    _PROPS = ("name", "namespace", "delivery", "spec", "model", "hardware", "plan", "path")
     _PLACES_ONLY = (
         "namespace",
         "delivery",
@@ -516,7 +519,7 @@ class InferenceService(_Component):
             label=f"InferenceService {name}",
             paths=_relabel_paths(renames),
             build=lambda plain: _standalone_service(name, plain, model_key, settings),
-            props=lambda built: _service_props(built[0]),
+            props=lambda built: _service_props(built[0], f"InferenceService {name}: spec"),
             register=lambda built, carry: self._register_built(name, built, carry, api_key),
             plans=lambda built: [built[0].plan.table()] if built[0].plan is not None else [],
         )
@@ -539,9 +542,11 @@ class InferenceService(_Component):
         scheduling: "placement.Scheduling | None" = None,
         carry: Carry = None,
         api_key: pulumi.Input[str] | None = None,
+        path: str = "",
     ) -> Self:
-        """An InferenceService component for a service that Platform's pipeline has already built and placed."""
-        self = cls._shell(name, _carried_props(_service_props(built), carry), opts)
+        """An InferenceService component for a service that Platform's pipeline has already built and placed
+        (``path``: its config path)."""
+        self = cls._shell(name, _carried_props(_service_props(built, path), carry), opts)
         self._outputs = self._register(name, built, scheduling, carry, api_key)
         self._expose()
         return self
@@ -609,8 +614,9 @@ def service_outputs(built: pipeline.ServiceBuild, placed: "placement.Scheduling 
     return out
 
 
-def _service_props(built: pipeline.ServiceBuild) -> dict[str, Any]:
-    """What a policy reads about a service: its validated, effective spec, its model, and its plan."""
+def _service_props(built: pipeline.ServiceBuild, path: str) -> dict[str, Any]:
+    """What a policy reads about a service: its validated, effective spec, its model, its plan, and where its spec
+    was written (``path``: ``llmkube:services.chat``, ``InferenceService chat: spec``)."""
     service = built.service
     props: dict[str, Any] = {
         "name": service.name,
@@ -619,6 +625,7 @@ def _service_props(built: pipeline.ServiceBuild) -> dict[str, Any]:
         "spec": service.spec.document(),
         "model": service.model.spec.document(),
         "hardware": service.profile.name,
+        "path": path,
     }
     if built.plan is not None:
         props["plan"] = built.plan.output()
@@ -678,6 +685,7 @@ class Platform(_Component):
         self.inference_services: dict[str, InferenceService] = {}
         self.models: dict[str, Model] = {}
         given, api_keys = _split_api_keys(dict(args), None if stack_config else f"Platform {name}")
+        self._paths = "llmkube:" if stack_config else f"Platform {name}: "  # how its config paths are written
         self._start(
             name,
             given,
@@ -754,7 +762,10 @@ class Platform(_Component):
         foundation += [_register_one(f"{name}-model-cache", m, _child(self, keep_after), carry) for m in cache]
 
         after = pulumi.ResourceOptions.merge(child, pulumi.ResourceOptions(depends_on=foundation))
-        self.models = {m: Model.from_build(f"{name}-{m}", b, after, carry) for m, b in built.models.items()}
+        self.models = {
+            m: Model.from_build(f"{name}-{m}", b, after, carry, self._paths + b.model.path)
+            for m, b in built.models.items()
+        }
         for service_name, service in built.services.items():
             model = self.models[service.service.model.name]
             opts_after_model = pulumi.ResourceOptions.merge(after, pulumi.ResourceOptions(depends_on=[model]))
@@ -765,6 +776,7 @@ class Platform(_Component):
                 placed.get(service_name),
                 carry,
                 api_keys(service.service.key),
+                self._paths + service.service.path,
             )
         # Keyed by the config keys users wrote, so `pulumi stack output services` reads like the stack file.
         services = {

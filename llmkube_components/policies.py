@@ -1,0 +1,346 @@
+"""The rules of the llmkube policy pack (``policy/``), as pure functions over what a preview registers.
+
+Each rule reads resource properties (dicts, as Pulumi's policy runtime hands them over) and returns its
+violations as messages; ``policy_pack`` wires them into a ``pulumi_policy.PolicyPack``. Our components register
+what the rules need: an InferenceService's validated, effective ``spec``, its ``model``, ``plan``, ``namespace``
+and ``path`` (``llmkube:services.chat`` from a stack, ``InferenceService chat: spec`` from a program); a Model's
+``spec`` and ``path``. Pod security and exposure also read the Kubernetes objects of the whole stack, whoever
+made them. Every message starts with the path, then says what is wrong and how to fix it.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any, Final
+from urllib.parse import urlsplit
+
+from .api.service import EXPOSED_ENDPOINT_TYPES
+from .hardware.profile import LLAMACPP_IMAGE_REPOSITORY
+from .sources import HF_HOST, SourceError, parse_source
+
+Props = Mapping[str, Any]
+
+SERVICE_TYPE: Final = "llmkube:index:InferenceService"
+MODEL_TYPE: Final = "llmkube:index:Model"
+DEPLOYMENT_TYPE: Final = "kubernetes:apps/v1:Deployment"
+INGRESS_TYPE: Final = "kubernetes:networking.k8s.io/v1:Ingress"
+HTTPROUTE_TYPE: Final = "kubernetes:gateway.networking.k8s.io/v1:HTTPRoute"
+
+# Tags that move: what they name changes under a running stack (llama.cpp publishes server[-<backend>] and
+# latest on every build, and server[-<backend>]-b<build> once).
+_BUILD_TAG = re.compile(r"-b\d+$")
+
+
+@dataclass(frozen=True)
+class Rule:
+    """One policy: its name, what it checks, its default level and its settings (a JSON schema's properties)."""
+
+    name: str
+    description: str
+    level: str  # "mandatory" or "advisory"
+    config: Mapping[str, Mapping[str, Any]]
+
+
+RULES: Final = (
+    Rule(
+        "llmkube-exposure",
+        "A service reachable from outside the cluster (NodePort, LoadBalancer, an Ingress or HTTPRoute to it) "
+        "asks an API key.",
+        "mandatory",
+        {},
+    ),
+    Rule("llmkube-integrity", "A downloaded model has a sha256 and never comes over plain http.", "mandatory", {}),
+    Rule("llmkube-pinned-images", "llama-server images are pinned (a build tag or a digest).", "advisory", {}),
+    Rule(
+        "llmkube-gpu-budget",
+        "The GPUs the stack's services request, per namespace, stay at or under maxGpus.",
+        "mandatory",
+        {"maxGpus": {"type": "integer", "minimum": 0}},
+    ),
+    Rule("llmkube-fit", "Every service has a plan that fits its hardware (none deferred).", "mandatory", {}),
+    Rule(
+        "llmkube-speed",
+        "Every service's decode estimate is at least minDecodeTokensPerSecond.",
+        "advisory",
+        {"minDecodeTokensPerSecond": {"type": "number", "minimum": 0}},
+    ),
+    Rule(
+        "llmkube-pod-security",
+        "No privileged container, no hostPath unless allowHostPath, restricted settings kept.",
+        "mandatory",
+        {"allowHostPath": {"type": "boolean"}},
+    ),
+    Rule(
+        "llmkube-allowed-sources",
+        "Model sources come from allowedHosts (URLs) and allowedOwners (Hugging Face organisations).",
+        "mandatory",
+        {
+            "allowedHosts": {"type": "array", "items": {"type": "string"}},
+            "allowedOwners": {"type": "array", "items": {"type": "string"}},
+        },
+    ),
+)
+
+
+def _service(props: Props) -> str:
+    return f"{props.get('path') or props.get('name')}"
+
+
+# --- per resource ----------------------------------------------------------------------------------------------
+
+
+def integrity(model: Props) -> list[str]:
+    """A Model downloaded over plain http, or without a sha256."""
+    spec = model.get("spec") or {}
+    try:
+        source = parse_source(str(spec.get("source", "")))
+    except SourceError:
+        return []  # refused by the components already
+    path = model.get("path") or model.get("name")
+    out = []
+    if source.scheme == "http":
+        out.append(f"{path}.source: plain http, which anyone on the way can change; use https")
+    if source.downloaded and not spec.get("sha256"):
+        out.append(
+            f"{path}.sha256: {source.file_name} is downloaded without a sha256, so any file the server sends is "
+            "served; set sha256 (and fileSha256 for further files) to the file's digest"
+        )
+    return out
+
+
+def pinned_image(service: Props) -> list[str]:
+    """A llama-server image on a tag that moves."""
+    image = str((service.get("spec") or {}).get("image") or "")
+    if not image or "@sha256:" in image:
+        return []
+    name, _, tag = image.rpartition(":") if ":" in image.rsplit("/", 1)[-1] else (image, "", "")
+    if tag and tag != "latest" and (not name.startswith(LLAMACPP_IMAGE_REPOSITORY) or _BUILD_TAG.search(tag)):
+        return []
+    pinned = f"{name}:{tag}-b<build>" if name.startswith(LLAMACPP_IMAGE_REPOSITORY) and tag else f"{name}:<version>"
+    return [
+        f"{_service(service)}.image: {image}{'' if tag else ' (no tag)'} is a tag that moves with every release, "
+        f"so a restart can run another server than the one reviewed; pin it, e.g. {pinned} or {name}@sha256:<digest>"
+    ]
+
+
+def fit(service: Props) -> list[str]:
+    """A service without a plan: deferred to the update (unknown arguments) or its model not readable."""
+    if service.get("plan"):
+        return []
+    return [
+        f"{_service(service)}: no plan at preview (its arguments were not known, or its model's metadata could "
+        "not be read), so nobody checked that it fits; give known arguments, a catalog entry or cached metadata"
+    ]
+
+
+def speed(service: Props, minimum: float | None) -> list[str]:
+    plan = service.get("plan") or {}
+    decode = plan.get("decodeTokensPerSecond")
+    if minimum is None or decode is None or decode >= minimum:
+        return []
+    return [
+        f"{_service(service)}: decodes about {decode} tokens/s ({plan.get('placement')}), below "
+        f"minDecodeTokensPerSecond {minimum}; give it more GPUs, a smaller context or quantization, or offload: auto"
+    ]
+
+
+def allowed_source(model: Props, hosts: Iterable[str] | None, owners: Iterable[str] | None) -> list[str]:
+    """A model source outside the allowlists (each applies when configured)."""
+    spec = model.get("spec") or {}
+    try:
+        source = parse_source(str(spec.get("source", "")))
+    except SourceError:
+        return []
+    if not source.downloaded or source.url is None:
+        return []
+    url = urlsplit(source.url)
+    host = (url.hostname or "").lower()
+    path = model.get("path") or model.get("name")
+    if hosts is not None and host not in {h.lower() for h in hosts}:
+        return [f"{path}.source: host {host} is not in allowedHosts ({', '.join(hosts) or 'none'}); use a mirror there"]
+    if owners is not None and host == HF_HOST:
+        owner = url.path.strip("/").split("/", 1)[0]
+        if owner not in set(owners):
+            allowed = ", ".join(owners) or "none"
+            return [f"{path}.source: Hugging Face organisation {owner} is not in allowedOwners ({allowed})"]
+    return []
+
+
+def _containers(pod: Props) -> list[Props]:
+    return [*(pod.get("initContainers") or []), *(pod.get("containers") or [])]
+
+
+def pod_security(deployment: Props, allow_host_path: bool) -> list[str]:
+    """A Deployment's pod that is privileged, mounts the node, or drops the restricted settings."""
+    metadata = deployment.get("metadata") or {}
+    where = f"Deployment {metadata.get('namespace', '')}/{metadata.get('name', '')}"
+    service = (metadata.get("labels") or {}).get("inference.llmkube.dev/service")
+    if service:
+        where += f" (service {service})"
+    pod = ((deployment.get("spec") or {}).get("template") or {}).get("spec") or {}
+    out = []
+    for volume in pod.get("volumes") or []:
+        if "hostPath" in volume and not allow_host_path:
+            out.append(
+                f"{where}: volume {volume.get('name')} mounts the node's {volume['hostPath'].get('path')} (hostPath); "
+                "copy the model to a volume, or set allowHostPath in this policy's config"
+            )
+    pod_context = pod.get("securityContext") or {}
+    for container in _containers(pod):
+        context = container.get("securityContext") or {}
+        name = container.get("name")
+        if context.get("privileged"):
+            out.append(f"{where}: container {name} is privileged; drop privileged")
+        missing = []
+        if context.get("allowPrivilegeEscalation") is not False:
+            missing.append("allowPrivilegeEscalation: false")
+        if "ALL" not in ((context.get("capabilities") or {}).get("drop") or []):
+            missing.append("capabilities.drop: [ALL]")
+        if not (context.get("runAsNonRoot") or pod_context.get("runAsNonRoot")):
+            missing.append("runAsNonRoot: true")
+        seccomp = (context.get("seccompProfile") or pod_context.get("seccompProfile") or {}).get("type")
+        if seccomp not in ("RuntimeDefault", "Localhost"):
+            missing.append("seccompProfile.type: RuntimeDefault")
+        if missing:
+            out.append(f"{where}: container {name} lacks the restricted settings {', '.join(missing)}")
+    return out
+
+
+# --- over the whole stack --------------------------------------------------------------------------------------
+
+
+def _requested_gpus(spec: Props) -> int:
+    gpus = int(((spec.get("resources") or {}).get("gpu")) or 0)
+    autoscaling = spec.get("autoscaling") or {}
+    replicas = autoscaling.get("maxReplicas") if autoscaling else spec.get("replicas", 1)
+    return gpus * int(1 if replicas is None else replicas)
+
+
+def gpu_budget(services: Iterable[Props], max_gpus: int | None) -> list[str]:
+    """Namespaces whose services request more GPUs (per pod x most replicas) than maxGpus."""
+    if max_gpus is None:
+        return []
+    by_namespace: dict[str, list[tuple[str, int]]] = {}
+    for service in services:
+        gpus = _requested_gpus(service.get("spec") or {})
+        if gpus:
+            by_namespace.setdefault(str(service.get("namespace")), []).append((_service(service), gpus))
+    out = []
+    for namespace, asked in sorted(by_namespace.items()):
+        total = sum(n for _, n in asked)
+        if total > max_gpus:
+            parts = ", ".join(f"{path} {n}" for path, n in asked)
+            out.append(
+                f"namespace {namespace}: {total} GPUs requested ({parts}), over maxGpus {max_gpus}; lower "
+                "resources.gpu, replicas or autoscaling.maxReplicas"
+            )
+    return out
+
+
+def _routed_services(kind: str, props: Props) -> set[str]:
+    """The Service names an Ingress or HTTPRoute sends traffic to."""
+    names: set[str] = set()
+    spec = props.get("spec") or {}
+    if kind == INGRESS_TYPE:
+        default = ((spec.get("defaultBackend") or {}).get("service") or {}).get("name")
+        names.update([default] if default else [])
+        for rule in spec.get("rules") or []:
+            for path in (rule.get("http") or {}).get("paths") or []:
+                name = ((path.get("backend") or {}).get("service") or {}).get("name")
+                names.update([name] if name else [])
+    else:
+        for rule in spec.get("rules") or []:
+            names.update(ref.get("name") for ref in rule.get("backendRefs") or [] if ref.get("name"))
+    return names
+
+
+def exposure(resources: Iterable[tuple[str, Props]]) -> list[str]:
+    """Services reachable from outside the cluster that ask no key: by their own endpoint type, or routed to."""
+    resources = list(resources)
+    routes: dict[tuple[str, str], str] = {}
+    for kind, props in resources:
+        if kind in (INGRESS_TYPE, HTTPROUTE_TYPE):
+            metadata = props.get("metadata") or {}
+            namespace = metadata.get("namespace") or "default"
+            for name in _routed_services(kind, props):
+                routes[(namespace, name)] = f"{kind.rsplit(':', 1)[-1]} {namespace}/{metadata.get('name')}"
+    out = []
+    for kind, service in resources:
+        if kind != SERVICE_TYPE:
+            continue
+        spec = service.get("spec") or {}
+        if spec.get("apiKey"):
+            continue
+        endpoint_type = (spec.get("endpoint") or {}).get("type")
+        fix = "set an API key (llmkube:apiKeys.<service>, the apiKey argument, or apiKey.secretName)"
+        if endpoint_type in EXPOSED_ENDPOINT_TYPES:
+            out.append(
+                f"{_service(service)}.endpoint.type: {endpoint_type} exposes the server without an API key; {fix}"
+            )
+        route = routes.get((str(service.get("namespace")), str(service.get("name"))))
+        if route:
+            out.append(f"{_service(service)}: {route} routes to it without an API key; {fix}")
+    return out
+
+
+# --- the pack ----------------------------------------------------------------------------------------------------
+
+
+def policy_pack(name: str = "llmkube") -> Any:
+    """The PolicyPack of every rule (a Pulumi policy program: call it from a pack's __main__.py)."""
+    from pulumi_policy import (
+        EnforcementLevel,
+        PolicyConfigSchema,
+        PolicyPack,
+        ResourceValidationArgs,
+        ResourceValidationPolicy,
+        StackValidationArgs,
+        StackValidationPolicy,
+    )
+
+    levels = {"mandatory": EnforcementLevel.MANDATORY, "advisory": EnforcementLevel.ADVISORY}
+
+    def on(kind: str, check: Any) -> Any:
+        def validate(args: ResourceValidationArgs, report: Any) -> None:
+            if args.resource_type == kind:
+                for message in check(args.props, args.get_config()):
+                    report(message)
+
+        return validate
+
+    def stack(check: Any) -> Any:
+        def validate(args: StackValidationArgs, report: Any) -> None:
+            for message in check([(r.resource_type, r.props) for r in args.resources], args.get_config()):
+                report(message)
+
+        return validate
+
+    checks: dict[str, tuple[str, Any]] = {
+        "llmkube-exposure": ("stack", stack(lambda rs, c: exposure(rs))),
+        "llmkube-integrity": ("resource", on(MODEL_TYPE, lambda p, c: integrity(p))),
+        "llmkube-pinned-images": ("resource", on(SERVICE_TYPE, lambda p, c: pinned_image(p))),
+        "llmkube-gpu-budget": (
+            "stack",
+            stack(lambda rs, c: gpu_budget([p for k, p in rs if k == SERVICE_TYPE], c.get("maxGpus"))),
+        ),
+        "llmkube-fit": ("resource", on(SERVICE_TYPE, lambda p, c: fit(p))),
+        "llmkube-speed": ("resource", on(SERVICE_TYPE, lambda p, c: speed(p, c.get("minDecodeTokensPerSecond")))),
+        "llmkube-pod-security": (
+            "resource",
+            on(DEPLOYMENT_TYPE, lambda p, c: pod_security(p, bool(c.get("allowHostPath")))),
+        ),
+        "llmkube-allowed-sources": (
+            "resource",
+            on(MODEL_TYPE, lambda p, c: allowed_source(p, c.get("allowedHosts"), c.get("allowedOwners"))),
+        ),
+    }
+    policies: list[Any] = []
+    for rule in RULES:
+        how, validate = checks[rule.name]
+        schema = PolicyConfigSchema(properties={k: dict(v) for k, v in rule.config.items()}) if rule.config else None
+        cls = StackValidationPolicy if how == "stack" else ResourceValidationPolicy
+        kwargs: dict[str, Any] = {"config_schema": schema} if schema is not None else {}
+        policies.append(cls(rule.name, rule.description, validate, levels[rule.level], **kwargs))
+    return PolicyPack(name, policies)
