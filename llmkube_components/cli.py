@@ -12,6 +12,7 @@ from typing import Any
 
 import yaml
 
+from . import review, workloads
 from .docs import update_readme
 from .errors import CONFIG_NAMESPACE, ConfigError
 from .hardware import builtin_profiles
@@ -107,9 +108,20 @@ def cmd_plan(args: argparse.Namespace, settings: Settings) -> int:
         }
     if sys.stderr.isatty():
         print("llmkube: reading model metadata (header only; cached after the first time)...", file=sys.stderr)
+    base = None
+    if args.compare:
+        try:
+            base = json.loads(Path(args.compare).read_text())
+        except (OSError, ValueError) as exc:
+            print(f"llmkube plan: --compare {args.compare}: not a plan --json file ({exc})", file=sys.stderr)
+            return 2
     try:
         planned = load(raw, settings)
     except ConfigError as exc:
+        if base is not None:
+            # The head does not plan: every service the problems name does not fit, which is the change to show.
+            print(review.compare(base, _failed(base, exc)))
+            return 1
         for problem in exc.problems:
             print(f"error: {problem}", file=sys.stderr)
         return 1
@@ -119,8 +131,16 @@ def cmd_plan(args: argparse.Namespace, settings: Settings) -> int:
             print(f"warning: {warning}", file=sys.stderr)
         print("llmkube plan: no service could be planned", file=sys.stderr)
         return 1
-    if args.json:
-        print(json.dumps({name: plan.output() for name, plan in planned.plans.items()}, indent=2, sort_keys=True))
+    plans = {
+        name: {**plan.output(), "serverArgs": workloads.server_args_for(planned.stack.services[name])}
+        for name, plan in planned.plans.items()
+    }
+    if base is not None:
+        print(review.compare(base, plans))
+    elif args.json:
+        print(json.dumps(plans, indent=2, sort_keys=True))
+    elif args.markdown:
+        print(review.markdown(plans))
     else:
         for plan in planned.plans.values():
             print(plan.table())
@@ -128,6 +148,18 @@ def cmd_plan(args: argparse.Namespace, settings: Settings) -> int:
     for warning in stack.warnings:
         print(f"warning: {warning}", file=sys.stderr)
     return 0
+
+
+def _failed(base: dict[str, Any], error: ConfigError) -> dict[str, Any]:
+    """The head's side when it does not plan: each base service with the problems under its config path."""
+    out: dict[str, Any] = {}
+    for name in base:
+        mine = [str(p) for p in error.problems if str(p.path).startswith(f"services.{name}")]
+        out[name] = {"problems": mine} if mine else base[name]
+    unplaced = [str(p) for p in error.problems if not any(str(p.path).startswith(f"services.{n}") for n in base)]
+    if unplaced:
+        out["(stack)"] = {"problems": unplaced}
+    return out
 
 
 def cmd_profiles(args: argparse.Namespace, settings: Settings) -> int:
@@ -172,7 +204,12 @@ def main(argv: list[str] | None = None) -> int:
     plan.add_argument("--cpu-moe", action="store_true", help="explicit --cpu-moe (default: the planner decides)")
     plan.add_argument("--n-cpu-moe", type=int)
     plan.add_argument("--no-kv-offload", action="store_true")
-    plan.add_argument("--json", action="store_true", help="print the plans as JSON")
+    output = plan.add_mutually_exclusive_group()
+    output.add_argument("--json", action="store_true", help="print the plans as JSON (the input of --compare)")
+    output.add_argument("--markdown", action="store_true", help="print the plans as a Markdown table")
+    output.add_argument(
+        "--compare", metavar="BASE.json", help="print what changed against a plan --json file, as Markdown"
+    )
     plan.set_defaults(func=cmd_plan)
     profiles = sub.add_parser("profiles", help="list the built-in hardware profiles")
     profiles.set_defaults(func=cmd_profiles)
