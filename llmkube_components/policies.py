@@ -27,6 +27,8 @@ MODEL_TYPE: Final = "llmkube:index:Model"
 DEPLOYMENT_TYPE: Final = "kubernetes:apps/v1:Deployment"
 INGRESS_TYPE: Final = "kubernetes:networking.k8s.io/v1:Ingress"
 HTTPROUTE_TYPE: Final = "kubernetes:gateway.networking.k8s.io/v1:HTTPRoute"
+HPA_TYPE: Final = "kubernetes:autoscaling/v2:HorizontalPodAutoscaler"
+SERVICE_OBJECT_TYPE: Final = "kubernetes:core/v1:Service"
 
 # Tags that move: what they name changes under a running stack (llama.cpp publishes server[-<backend>] and
 # latest on every build, and server[-<backend>]-b<build> once).
@@ -46,8 +48,7 @@ class Rule:
 RULES: Final = (
     Rule(
         "llmkube-exposure",
-        "A service reachable from outside the cluster (NodePort, LoadBalancer, an Ingress or HTTPRoute to it) "
-        "asks an API key.",
+        "A service reachable from outside the cluster by its endpoint (NodePort, LoadBalancer) asks an API key.",
         "mandatory",
         {},
     ),
@@ -211,27 +212,45 @@ def pod_security(deployment: Props, allow_host_path: bool) -> list[str]:
 # --- over the whole stack --------------------------------------------------------------------------------------
 
 
-def _requested_gpus(spec: Props) -> int:
-    gpus = int(((spec.get("resources") or {}).get("gpu")) or 0)
-    autoscaling = spec.get("autoscaling") or {}
-    replicas = autoscaling.get("maxReplicas") if autoscaling else spec.get("replicas", 1)
-    return gpus * int(1 if replicas is None else replicas)
+def _deployment_gpus(deployment: Props) -> int:
+    """GPUs a Deployment's pods hold at most: per pod (extended resources named */gpu or *gpu*) x replicas."""
+    pod = ((deployment.get("spec") or {}).get("template") or {}).get("spec") or {}
+    per_pod = 0
+    for container in pod.get("containers") or []:
+        limits = (container.get("resources") or {}).get("limits") or {}
+        per_pod += sum(int(v) for k, v in limits.items() if "gpu" in str(k).lower())
+    replicas = (deployment.get("spec") or {}).get("replicas")
+    return per_pod * int(1 if replicas is None else replicas)
 
 
-def gpu_budget(services: Iterable[Props], max_gpus: int | None) -> list[str]:
-    """Namespaces whose services request more GPUs (per pod x most replicas) than maxGpus."""
+def gpu_budget(resources: Iterable[tuple[str, Props]], max_gpus: int | None) -> list[str]:
+    """Namespaces whose Deployments (ours and anyone's in the stack) hold more GPUs than maxGpus; an autoscaled
+    Deployment counts at its HorizontalPodAutoscaler's maxReplicas."""
     if max_gpus is None:
         return []
+    resources = list(resources)
+    most = {
+        ((p.get("metadata") or {}).get("namespace"), ((p.get("spec") or {}).get("scaleTargetRef") or {}).get("name")):
+        (p.get("spec") or {}).get("maxReplicas")
+        for k, p in resources if k == HPA_TYPE
+    }  # fmt: skip
     by_namespace: dict[str, list[tuple[str, int]]] = {}
-    for service in services:
-        gpus = _requested_gpus(service.get("spec") or {})
+    for kind, deployment in resources:
+        if kind != DEPLOYMENT_TYPE:
+            continue
+        metadata = deployment.get("metadata") or {}
+        namespace, name = str(metadata.get("namespace") or "default"), str(metadata.get("name"))
+        scaled = most.get((namespace, name))
+        if scaled is not None:
+            deployment = {**deployment, "spec": {**(deployment.get("spec") or {}), "replicas": scaled}}
+        gpus = _deployment_gpus(deployment)
         if gpus:
-            by_namespace.setdefault(str(service.get("namespace")), []).append((_service(service), gpus))
+            by_namespace.setdefault(namespace, []).append((name, gpus))
     out = []
     for namespace, asked in sorted(by_namespace.items()):
         total = sum(n for _, n in asked)
         if total > max_gpus:
-            parts = ", ".join(f"{path} {n}" for path, n in asked)
+            parts = ", ".join(f"{name} {n}" for name, n in asked)
             out.append(
                 f"namespace {namespace}: {total} GPUs requested ({parts}), over maxGpus {max_gpus}; lower "
                 "resources.gpu, replicas or autoscaling.maxReplicas"
@@ -256,32 +275,41 @@ def _routed_services(kind: str, props: Props) -> set[str]:
     return names
 
 
-def exposure(resources: Iterable[tuple[str, Props]]) -> list[str]:
-    """Services reachable from outside the cluster that ask no key: by their own endpoint type, or routed to."""
+_KEY_FIX = "set an API key (llmkube:apiKeys.<service>, the apiKey argument, or apiKey.secretName)"
+
+
+def exposure(service: Props) -> list[str]:
+    """A service whose own endpoint (NodePort, LoadBalancer) reaches it from outside without a key."""
+    spec = service.get("spec") or {}
+    endpoint_type = (spec.get("endpoint") or {}).get("type")
+    if spec.get("apiKey") or endpoint_type not in EXPOSED_ENDPOINT_TYPES:
+        return []
+    return [f"{_service(service)}.endpoint.type: {endpoint_type} exposes the server without an API key; {_KEY_FIX}"]
+
+
+def routed_exposure(resources: Iterable[tuple[str, Props]]) -> list[str]:
+    """An Ingress or HTTPRoute (anyone's, in the stack) to a llama-server that asks no key (--api-key-file)."""
     resources = list(resources)
-    routes: dict[tuple[str, str], str] = {}
-    for kind, props in resources:
-        if kind in (INGRESS_TYPE, HTTPROUTE_TYPE):
-            metadata = props.get("metadata") or {}
-            namespace = metadata.get("namespace") or "default"
-            for name in _routed_services(kind, props):
-                routes[(namespace, name)] = f"{kind.rsplit(':', 1)[-1]} {namespace}/{metadata.get('name')}"
+    keyless: dict[tuple[str, str], str] = {}
+    for kind, deployment in resources:
+        metadata = deployment.get("metadata") or {}
+        service = (metadata.get("labels") or {}).get("inference.llmkube.dev/service")
+        if kind != DEPLOYMENT_TYPE or not service:
+            continue
+        pod = ((deployment.get("spec") or {}).get("template") or {}).get("spec") or {}
+        args = [a for c in pod.get("containers") or [] for a in c.get("args") or []]
+        if "--api-key-file" not in args and "--api-key" not in args:
+            keyless[(str(metadata.get("namespace") or "default"), str(service))] = str(service)
     out = []
-    for kind, service in resources:
-        if kind != SERVICE_TYPE:
+    for kind, props in resources:
+        if kind not in (INGRESS_TYPE, HTTPROUTE_TYPE):
             continue
-        spec = service.get("spec") or {}
-        if spec.get("apiKey"):
-            continue
-        endpoint_type = (spec.get("endpoint") or {}).get("type")
-        fix = "set an API key (llmkube:apiKeys.<service>, the apiKey argument, or apiKey.secretName)"
-        if endpoint_type in EXPOSED_ENDPOINT_TYPES:
-            out.append(
-                f"{_service(service)}.endpoint.type: {endpoint_type} exposes the server without an API key; {fix}"
-            )
-        route = routes.get((str(service.get("namespace")), str(service.get("name"))))
-        if route:
-            out.append(f"{_service(service)}: {route} routes to it without an API key; {fix}")
+        metadata = props.get("metadata") or {}
+        namespace = str(metadata.get("namespace") or "default")
+        for name in sorted(_routed_services(kind, props)):
+            if (namespace, name) in keyless:
+                route = f"{kind.rsplit(':', 1)[-1]} {namespace}/{metadata.get('name')}"
+                out.append(f"service {name} ({namespace}): {route} routes to it without an API key; {_KEY_FIX}")
     return out
 
 
@@ -318,12 +346,13 @@ def policy_pack(name: str = "llmkube") -> Any:
         return validate
 
     checks: dict[str, tuple[str, Any]] = {
-        "llmkube-exposure": ("stack", stack(lambda rs, c: exposure(rs))),
+        "llmkube-exposure": ("resource", on(SERVICE_TYPE, lambda p, c: exposure(p))),
+        "llmkube-exposure-routes": ("stack", stack(lambda rs, c: routed_exposure(rs))),
         "llmkube-integrity": ("resource", on(MODEL_TYPE, lambda p, c: integrity(p))),
         "llmkube-pinned-images": ("resource", on(SERVICE_TYPE, lambda p, c: pinned_image(p))),
         "llmkube-gpu-budget": (
             "stack",
-            stack(lambda rs, c: gpu_budget([p for k, p in rs if k == SERVICE_TYPE], c.get("maxGpus"))),
+            stack(lambda rs, c: gpu_budget(rs, c.get("maxGpus"))),
         ),
         "llmkube-fit": ("resource", on(SERVICE_TYPE, lambda p, c: fit(p))),
         "llmkube-speed": ("resource", on(SERVICE_TYPE, lambda p, c: speed(p, c.get("minDecodeTokensPerSecond")))),

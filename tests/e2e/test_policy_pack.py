@@ -1,0 +1,132 @@
+"""The policy pack (policy/) under the real Pulumi CLI and policy runtime, through our Python language host.
+
+Each rule: a stack that breaks it fails the preview (mandatory) or prints and passes (advisory), naming the rule
+and the config path, without a traceback. Offline (LLMKUBE_OFFLINE) and without a cluster, as on a pull request.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from tests.e2e.pulumi_project import copy_project, pulumi_cli
+from tests.pulumi_program import ROOT
+
+pytestmark = pytest.mark.e2e
+
+POLICY = ROOT / "policy"
+EXAMPLES = POLICY / "examples.json"  # this repository's own stacks: see the README's Pull-request checks
+OFFLINE = {"LLMKUBE_OFFLINE": "1", "LLMKUBE_NODE_CHECK": "0"}
+FILE = "Llama-3.2-1B-Instruct-Q4_K_M.gguf"
+NODE_FILE = "/srv/models/m.gguf"
+CATALOG = "Llama-3.2-1B"
+
+
+def preview(tmp_path: Path, stack: str, edit: Callable[[dict[str, Any]], None] | None = None,
+            config: dict[str, Any] | None = None) -> subprocess.CompletedProcess[str]:  # fmt: skip
+    project = copy_project(tmp_path)
+    stack_file = project / "stacks" / f"Pulumi.{stack}.yaml"
+    if edit is not None:
+        document = yaml.safe_load(stack_file.read_text())
+        edit(document["config"])
+        stack_file.write_text(yaml.safe_dump(document, sort_keys=False))
+    pulumi_cli(project, "stack", "init", stack)
+    args = ["preview", "--stack", stack, "--policy-pack", str(POLICY)]
+    if config is not None:
+        (project / "policy.json").write_text(json.dumps(config))
+        args += ["--policy-pack-config", str(project / "policy.json")]
+    return pulumi_cli(project, *args, check=False, env=OFFLINE)
+
+
+def output(result: subprocess.CompletedProcess[str]) -> str:
+    text = result.stdout + result.stderr
+    assert "Traceback" not in text, text
+    return text
+
+
+@pytest.mark.parametrize("stack", ["dev", "local"])
+def test_our_stacks_pass_the_pack(tmp_path: Path, stack: str) -> None:
+    result = preview(tmp_path, stack, config=json.loads(EXAMPLES.read_text()))
+    text = output(result)
+    assert result.returncode == 0, text
+    assert "[advisory]  llmkube-pinned-images" in text  # advisory rules print and pass
+    assert "[mandatory]" not in text
+
+
+def _service(config: dict[str, Any]) -> dict[str, Any]:
+    return config["llmkube:services"]["llama32-1b"]
+
+
+def _model(config: dict[str, Any]) -> dict[str, Any]:
+    return config["llmkube:models"]["llama32-1b"]
+
+
+CASES: dict[str, tuple[Callable[[dict[str, Any]], None], dict[str, Any], str]] = {
+    "llmkube-exposure": (
+        lambda c: _service(c).update(endpoint={"type": "LoadBalancer"}),
+        {},
+        "llmkube:services.llama32-1b.endpoint.type: LoadBalancer exposes the server without an API key",
+    ),
+    "llmkube-integrity": (
+        lambda c: _model(c).update(source=f"http://mirror.example/{FILE}", catalog=CATALOG),
+        {"llmkube-integrity": "mandatory"},
+        "llmkube:models.llama32-1b.source: plain http",
+    ),
+    "llmkube-gpu-budget": (
+        lambda c: None,
+        {"llmkube-gpu-budget": {"maxGpus": 1}},
+        "namespace llmkube: 2 GPUs requested (qwen36-hybrid 2), over maxGpus 1",
+    ),
+    "llmkube-pod-security": (
+        lambda c: (c.update({"llmkube:allowHostPath": True}), _model(c).update(source=NODE_FILE, catalog=CATALOG)),
+        {},
+        "mounts the node's /srv/models/m.gguf (hostPath)",
+    ),
+    "llmkube-allowed-sources": (
+        lambda c: None,
+        {"llmkube-allowed-sources": {"allowedOwners": ["ggml-org"]}},
+        "llmkube:models.llama32-1b.source: Hugging Face organisation bartowski is not in allowedOwners (ggml-org)",
+    ),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("rule", list(CASES))
+def test_a_stack_that_breaks_a_mandatory_rule_fails_the_preview(tmp_path: Path, rule: str) -> None:
+    edit, config, message = CASES[rule]
+    stack = "local" if rule == "llmkube-gpu-budget" else "dev"
+    result = preview(tmp_path, stack, edit, {**json.loads(EXAMPLES.read_text()), **config})
+    text = output(result)
+    assert result.returncode != 0, text
+    assert f"[mandatory]  {rule}" in text, text
+    assert message in text, text
+
+
+def test_integrity_is_mandatory_by_default(tmp_path: Path) -> None:
+    text = output(result := preview(tmp_path, "dev"))
+    assert result.returncode != 0
+    assert "[mandatory]  llmkube-integrity" in text
+    assert "llmkube:models.llama32-1b.sha256: Llama-3.2-1B-Instruct-Q4_K_M.gguf is downloaded without a sha256" in text
+
+
+def test_the_speed_rule_is_advisory_and_configured(tmp_path: Path) -> None:
+    config = {**json.loads(EXAMPLES.read_text()), "llmkube-speed": {"minDecodeTokensPerSecond": 1000}}
+    result = preview(tmp_path, "dev", config=config)
+    text = output(result)
+    assert result.returncode == 0, text
+    assert "[advisory]  llmkube-speed" in text
+    assert "llmkube:services.llama32-1b: decodes about" in text and "below minDecodeTokensPerSecond 1000" in text
+
+
+def test_a_service_without_a_plan_fails_the_fit_rule(tmp_path: Path) -> None:
+    # Offline, a file no catalog entry describes cannot be planned: nobody checked that it fits.
+    edit = lambda c: _model(c).update(source="https://mirror.example/unknown-model.gguf", sha256="ab" * 32)  # noqa: E731
+    result = preview(tmp_path, "dev", edit, json.loads(EXAMPLES.read_text()))
+    text = output(result)
+    assert result.returncode != 0, text
+    assert "[mandatory]  llmkube-fit" in text and "llmkube:services.llama32-1b: no plan at preview" in text
