@@ -52,11 +52,17 @@ RULES: Final = (
         "mandatory",
         {},
     ),
+    Rule(
+        "llmkube-exposure-routes",
+        "No Ingress or HTTPRoute in the stack sends traffic to a llama-server that asks no API key.",
+        "mandatory",
+        {},
+    ),
     Rule("llmkube-integrity", "A downloaded model has a sha256 and never comes over plain http.", "mandatory", {}),
     Rule("llmkube-pinned-images", "llama-server images are pinned (a build tag or a digest).", "advisory", {}),
     Rule(
         "llmkube-gpu-budget",
-        "The GPUs the stack's services request, per namespace, stay at or under maxGpus.",
+        "The GPUs the stack's Deployments hold, per namespace (per pod x most replicas), stay at or under maxGpus.",
         "mandatory",
         {"maxGpus": {"type": "integer", "minimum": 0}},
     ),

@@ -7,6 +7,7 @@ and the config path, without a traceback. Offline (LLMKUBE_OFFLINE) and without 
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 from collections.abc import Callable
 from pathlib import Path
@@ -130,3 +131,44 @@ def test_a_service_without_a_plan_fails_the_fit_rule(tmp_path: Path) -> None:
     text = output(result)
     assert result.returncode != 0, text
     assert "[mandatory]  llmkube-fit" in text and "llmkube:services.llama32-1b: no plan at preview" in text
+
+
+def test_pr_check_previews_with_the_pack_and_compares_the_plans_with_no_network(tmp_path: Path) -> None:
+    """tools/pr-check, as the workflow runs it, in a network namespace of its own: no cluster, no model metadata
+    from the network. The base changes contextSize and the offload fields: the comparison shows the deltas."""
+    project = copy_project(tmp_path)
+    pulumi_cli(project, "stack", "init", "local")
+    document = yaml.safe_load((project / "stacks" / "Pulumi.local.yaml").read_text())
+    service = document["config"]["llmkube:services"]["qwen36-hybrid"]
+    service["contextSize"] = 32768
+    service.pop("moeCPUOffload", None)
+    service["moeCPULayers"] = 30
+    base = tmp_path / "base.yaml"
+    base.write_text(yaml.safe_dump(document, sort_keys=False))
+    env = {
+        **os.environ,
+        "PULUMI_BACKEND_URL": f"file://{project / 'state'}",
+        "PULUMI_CONFIG_PASSPHRASE": "llmkube-dev",
+        "LLMKUBE_PROJECT": str(project),
+        "LLMKUBE_POLICY_CONFIG": str(EXAMPLES),
+    }
+    script = f"ip link set lo up && exec {ROOT / 'tools' / 'pr-check'} local {base}"
+    result = subprocess.run(
+        ["unshare", "--user", "--map-root-user", "--net", "sh", "-c", script],
+        cwd=project, env=env, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    text = output(result)
+    assert result.returncode == 0, text
+    assert "[advisory]  llmkube-pinned-images" in text
+    (line,) = [ln for ln in text.splitlines() if ln.startswith("- **qwen36-hybrid**:")]
+    assert "`--ctx-size` 32768 -> 90112" in line and "`--n-cpu-moe` 30 -> unset" in line, line
+    assert "host RAM: " in line and "memory request: " in line and "decode: " in line, line
+
+
+def test_an_unchanged_stack_previews_with_no_changes_under_the_pack(tmp_path: Path) -> None:
+    project = copy_project(tmp_path)
+    pulumi_cli(project, "stack", "init", "dev")
+    pulumi_cli(project, "up", "--stack", "dev", "--yes", "--skip-preview", env=OFFLINE)
+    args = ["--policy-pack", str(POLICY), "--policy-pack-config", str(EXAMPLES), "--expect-no-changes"]
+    result = pulumi_cli(project, "preview", "--stack", "dev", *args, check=False, env=OFFLINE)
+    assert result.returncode == 0, output(result)
