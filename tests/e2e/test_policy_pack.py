@@ -172,3 +172,43 @@ def test_an_unchanged_stack_previews_with_no_changes_under_the_pack(tmp_path: Pa
     args = ["--policy-pack", str(POLICY), "--policy-pack-config", str(EXAMPLES), "--expect-no-changes"]
     result = pulumi_cli(project, "preview", "--stack", "dev", *args, check=False, env=OFFLINE)
     assert result.returncode == 0, output(result)
+
+
+def test_the_pack_checks_a_yaml_program_that_uses_our_components(tmp_path: Path) -> None:
+    """Any program using our components: here Pulumi YAML through the component provider, with an Ingress of
+    its own in front of our keyless, LoadBalancer service."""
+    from tests.e2e.test_component_package import MODEL, renderer, yaml_program
+
+    provider = {"providers": ["${render}"]}
+    resources = {
+        "render": renderer(tmp_path),
+        "tiny": {
+            "type": "llmkube:index:Model",
+            "properties": {"spec": MODEL, "namespace": "team"},
+            "options": provider,
+        },
+        "chat": {
+            "type": "llmkube:index:InferenceService",
+            "properties": {
+                "spec": {"modelRef": "tiny", "contextSize": 2048, "endpoint": {"type": "LoadBalancer"}},
+                "model": "${tiny.spec}",
+                "namespace": "team",
+            },
+            "options": provider,
+        },
+        "web": {
+            "type": "kubernetes:networking.k8s.io/v1:Ingress",
+            "properties": {
+                "metadata": {"name": "web", "namespace": "team"},
+                "spec": {"defaultBackend": {"service": {"name": "chat", "port": {"number": 8080}}}},
+            },
+            "options": {"provider": "${render}"},
+        },
+    }
+    program = yaml_program(tmp_path, resources, {"endpoint": "${chat.endpoint}"})
+    args = ["preview", "--stack", "test", "--policy-pack", str(POLICY), "--policy-pack-config", str(EXAMPLES)]
+    result = pulumi_cli(program, *args, check=False, env=OFFLINE)
+    text = output(result)
+    assert result.returncode != 0, text
+    assert "InferenceService chat: spec.endpoint.type: LoadBalancer exposes the server without an API key" in text
+    assert "service chat (team): Ingress team/web routes to it without an API key" in text
