@@ -22,7 +22,6 @@ from tests.pulumi_program import ROOT
 pytestmark = pytest.mark.e2e
 
 POLICY = ROOT / "policy"
-EXAMPLES = POLICY / "examples.json"  # this repository's own stacks: see the README's Pull-request checks
 OFFLINE = {"LLMKUBE_OFFLINE": "1", "LLMKUBE_NODE_CHECK": "0"}
 FILE = "Llama-3.2-1B-Instruct-Q4_K_M.gguf"
 NODE_FILE = "/srv/models/m.gguf"
@@ -53,7 +52,7 @@ def output(result: subprocess.CompletedProcess[str]) -> str:
 
 @pytest.mark.parametrize("stack", ["dev", "local"])
 def test_our_stacks_pass_the_pack(tmp_path: Path, stack: str) -> None:
-    result = preview(tmp_path, stack, config=json.loads(EXAMPLES.read_text()))
+    result = preview(tmp_path, stack)  # the pack's defaults
     text = output(result)
     assert result.returncode == 0, text
     assert "[advisory]  llmkube-pinned-images" in text  # advisory rules print and pass
@@ -101,7 +100,7 @@ CASES: dict[str, tuple[Callable[[dict[str, Any]], None], dict[str, Any], str]] =
 def test_a_stack_that_breaks_a_mandatory_rule_fails_the_preview(tmp_path: Path, rule: str) -> None:
     edit, config, message = CASES[rule]
     stack = "local" if rule == "llmkube-gpu-budget" else "dev"
-    result = preview(tmp_path, stack, edit, {**json.loads(EXAMPLES.read_text()), **config})
+    result = preview(tmp_path, stack, edit, config)
     text = output(result)
     assert result.returncode != 0, text
     assert f"[mandatory]  {rule}" in text, text
@@ -109,14 +108,14 @@ def test_a_stack_that_breaks_a_mandatory_rule_fails_the_preview(tmp_path: Path, 
 
 
 def test_integrity_is_mandatory_by_default(tmp_path: Path) -> None:
-    text = output(result := preview(tmp_path, "dev"))
+    text = output(result := preview(tmp_path, "dev", lambda c: _model(c).pop("sha256")))
     assert result.returncode != 0
     assert "[mandatory]  llmkube-integrity" in text
     assert "llmkube:models.llama32-1b.sha256: Llama-3.2-1B-Instruct-Q4_K_M.gguf is downloaded without a sha256" in text
 
 
 def test_the_speed_rule_is_advisory_and_configured(tmp_path: Path) -> None:
-    config = {**json.loads(EXAMPLES.read_text()), "llmkube-speed": {"minDecodeTokensPerSecond": 1000}}
+    config = {"llmkube-speed": {"minDecodeTokensPerSecond": 1000}}
     result = preview(tmp_path, "dev", config=config)
     text = output(result)
     assert result.returncode == 0, text
@@ -127,7 +126,7 @@ def test_the_speed_rule_is_advisory_and_configured(tmp_path: Path) -> None:
 def test_a_service_without_a_plan_fails_the_fit_rule(tmp_path: Path) -> None:
     # Offline, a file no catalog entry describes cannot be planned: nobody checked that it fits.
     edit = lambda c: _model(c).update(source="https://mirror.example/unknown-model.gguf", sha256="ab" * 32)  # noqa: E731
-    result = preview(tmp_path, "dev", edit, json.loads(EXAMPLES.read_text()))
+    result = preview(tmp_path, "dev", edit)
     text = output(result)
     assert result.returncode != 0, text
     assert "[mandatory]  llmkube-fit" in text and "llmkube:services.llama32-1b: no plan at preview" in text
@@ -150,7 +149,6 @@ def test_pr_check_previews_with_the_pack_and_compares_the_plans_with_no_network(
         "PULUMI_BACKEND_URL": f"file://{project / 'state'}",
         "PULUMI_CONFIG_PASSPHRASE": "llmkube-dev",
         "LLMKUBE_PROJECT": str(project),
-        "LLMKUBE_POLICY_CONFIG": str(EXAMPLES),
     }
     script = f"ip link set lo up && exec {ROOT / 'tools' / 'pr-check'} local {base}"
     result = subprocess.run(
@@ -169,7 +167,7 @@ def test_an_unchanged_stack_previews_with_no_changes_under_the_pack(tmp_path: Pa
     project = copy_project(tmp_path)
     pulumi_cli(project, "stack", "init", "dev")
     pulumi_cli(project, "up", "--stack", "dev", "--yes", "--skip-preview", env=OFFLINE)
-    args = ["--policy-pack", str(POLICY), "--policy-pack-config", str(EXAMPLES), "--expect-no-changes"]
+    args = ["--policy-pack", str(POLICY), "--expect-no-changes"]
     result = pulumi_cli(project, "preview", "--stack", "dev", *args, check=False, env=OFFLINE)
     assert result.returncode == 0, output(result)
 
@@ -206,7 +204,7 @@ def test_the_pack_checks_a_yaml_program_that_uses_our_components(tmp_path: Path)
         },
     }
     program = yaml_program(tmp_path, resources, {"endpoint": "${chat.endpoint}"})
-    args = ["preview", "--stack", "test", "--policy-pack", str(POLICY), "--policy-pack-config", str(EXAMPLES)]
+    args = ["preview", "--stack", "test", "--policy-pack", str(POLICY)]
     result = pulumi_cli(program, *args, check=False, env=OFFLINE)
     text = output(result)
     assert result.returncode != 0, text
