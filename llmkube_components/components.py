@@ -27,7 +27,8 @@ from typing import TYPE_CHECKING, Any, NotRequired, Required, Self, TypedDict, T
 
 import pulumi
 
-from . import inputs, pipeline, workloads
+from . import inputs, pipeline
+from .api.service import DEFAULT_API_KEY_SECRET_KEY
 from .errors import ConfigError, Problem, raise_if_any
 from .register import register, resource_names
 from .settings import Settings
@@ -591,7 +592,7 @@ def _with_key(manifest: dict[str, Any], api_key: pulumi.Input[str] | None) -> di
     """The managed API key Secret (workloads.api_key_secret) with its value, always a secret Output."""
     if manifest["kind"] != "Secret" or api_key is None:
         return manifest
-    return {**manifest, "stringData": {workloads.API_KEY_DATA_KEY: pulumi.Output.secret(api_key)}}
+    return {**manifest, "stringData": {DEFAULT_API_KEY_SECRET_KEY: pulumi.Output.secret(api_key)}}
 
 
 def service_outputs(built: pipeline.ServiceBuild, placed: "placement.Scheduling | None") -> dict[str, Any]:

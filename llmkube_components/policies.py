@@ -19,6 +19,7 @@ from urllib.parse import urlsplit
 from .api.service import EXPOSED_ENDPOINT_TYPES
 from .hardware.profile import LLAMACPP_IMAGE_REPOSITORY
 from .sources import HF_HOST, SourceError, parse_source
+from .workloads.podsecurity import containers, restricted_shortfalls
 
 Props = Mapping[str, Any]
 
@@ -175,10 +176,6 @@ def allowed_source(model: Props, hosts: Iterable[str] | None, owners: Iterable[s
     return []
 
 
-def _containers(pod: Props) -> list[Props]:
-    return [*(pod.get("initContainers") or []), *(pod.get("containers") or [])]
-
-
 def pod_security(deployment: Props, allow_host_path: bool) -> list[str]:
     """A Deployment's pod that is privileged, mounts the node, or drops the restricted settings."""
     metadata = deployment.get("metadata") or {}
@@ -195,21 +192,11 @@ def pod_security(deployment: Props, allow_host_path: bool) -> list[str]:
                 "copy the model to a volume, or set allowHostPath in this policy's config"
             )
     pod_context = pod.get("securityContext") or {}
-    for container in _containers(pod):
-        context = container.get("securityContext") or {}
+    for container in containers(pod):
         name = container.get("name")
-        if context.get("privileged"):
+        if (container.get("securityContext") or {}).get("privileged"):
             out.append(f"{where}: container {name} is privileged; drop privileged")
-        missing = []
-        if context.get("allowPrivilegeEscalation") is not False:
-            missing.append("allowPrivilegeEscalation: false")
-        if "ALL" not in ((context.get("capabilities") or {}).get("drop") or []):
-            missing.append("capabilities.drop: [ALL]")
-        if not (context.get("runAsNonRoot") or pod_context.get("runAsNonRoot")):
-            missing.append("runAsNonRoot: true")
-        seccomp = (context.get("seccompProfile") or pod_context.get("seccompProfile") or {}).get("type")
-        if seccomp not in ("RuntimeDefault", "Localhost"):
-            missing.append("seccompProfile.type: RuntimeDefault")
+        missing = restricted_shortfalls(container, pod_context)
         if missing:
             out.append(f"{where}: container {name} lacks the restricted settings {', '.join(missing)}")
     return out

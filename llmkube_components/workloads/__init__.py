@@ -3,7 +3,6 @@ Security its pods meet (``podsecurity``), and the objects themselves (``objects`
 
 from .network import download_ports, network_policy
 from .objects import (
-    API_KEY_DATA_KEY,
     CONTAINER_NAME,
     HEALTH_PATH,
     LABEL_APP,
@@ -52,7 +51,6 @@ from .storage import (
 )
 
 __all__ = [
-    "API_KEY_DATA_KEY",
     "CONTAINER_NAME",
     "DOWNLOADER_IMAGE",
     "HEALTH_PATH",

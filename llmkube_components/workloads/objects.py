@@ -21,7 +21,6 @@ from typing import Any, Final
 from ..api.base import parse_quantity
 from ..api.core import tolerates
 from ..api.service import (
-    DEFAULT_API_KEY_SECRET_KEY,
     DEFAULT_AUTOSCALING_METRIC,
     DEFAULT_AUTOSCALING_TARGET,
     DEFAULT_ENDPOINT_TYPE,
@@ -320,9 +319,6 @@ def api_key_secret(service: ResolvedService) -> Manifest | None:
         "metadata": object_meta(service.spec.api_key.secret_name, service.namespace, service_labels(service)),
         "type": "Opaque",
     }
-
-
-API_KEY_DATA_KEY: Final = DEFAULT_API_KEY_SECRET_KEY  # the key of a managed Secret's data
 
 
 def _metric(metric: MetricSpec) -> Manifest:

@@ -37,8 +37,30 @@ def pod_security_context() -> Manifest:
     return sorted_by_key(context)
 
 
-def _containers(pod: Mapping[str, Any]) -> list[Mapping[str, Any]]:
-    return [*pod.get("initContainers", []), *pod.get("containers", [])]
+def containers(pod: Mapping[str, Any]) -> list[Mapping[str, Any]]:
+    """A pod spec's init containers and containers."""
+    return [*(pod.get("initContainers") or []), *(pod.get("containers") or [])]
+
+
+def restricted_shortfalls(container: Mapping[str, Any], pod_context: Mapping[str, Any]) -> list[str]:
+    """The restricted standard's container settings a container (under its pod's securityContext) lacks."""
+    context = container.get("securityContext") or {}
+    capabilities = context.get("capabilities") or {}
+    seccomp = (context.get("seccompProfile") or pod_context.get("seccompProfile") or {}).get("type")
+    missing = []
+    if context.get("allowPrivilegeEscalation") is not False:
+        missing.append("allowPrivilegeEscalation: false")
+    if "ALL" not in (capabilities.get("drop") or []):
+        missing.append("capabilities.drop: [ALL]")
+    if not set(capabilities.get("add") or []) <= {"NET_BIND_SERVICE"}:
+        missing.append("capabilities.add: at most [NET_BIND_SERVICE]")
+    if context.get("runAsNonRoot", pod_context.get("runAsNonRoot")) is not True:
+        missing.append("runAsNonRoot: true")
+    if context.get("runAsUser", pod_context.get("runAsUser")) == 0:
+        missing.append("runAsUser: not 0")
+    if seccomp not in ("RuntimeDefault", "Localhost"):
+        missing.append("seccompProfile.type: RuntimeDefault")
+    return missing
 
 
 def pod_security_level(pod: Mapping[str, Any]) -> PodSecurityLevel:
@@ -48,30 +70,16 @@ def pod_security_level(pod: Mapping[str, Any]) -> PodSecurityLevel:
     standard: a hostPath volume (a local model source) is privileged-only; restricted needs every container
     non-root, without privilege escalation, dropping ALL capabilities, under a RuntimeDefault seccomp profile.
     """
-    containers = _containers(pod)
+    every = containers(pod)
     if (
         any("hostPath" in v for v in pod.get("volumes", []))
         or any(pod.get(k) for k in ("hostNetwork", "hostPID", "hostIPC"))
-        or any((c.get("securityContext") or {}).get("privileged") for c in containers)
+        or any((c.get("securityContext") or {}).get("privileged") for c in every)
     ):
         return "privileged"
     pod_context = pod.get("securityContext") or {}
-
-    def restricted(container: Mapping[str, Any]) -> bool:
-        context = container.get("securityContext") or {}
-        capabilities = context.get("capabilities") or {}
-        seccomp = (context.get("seccompProfile") or pod_context.get("seccompProfile") or {}).get("type")
-        return (
-            context.get("allowPrivilegeEscalation") is False
-            and "ALL" in capabilities.get("drop", [])
-            and set(capabilities.get("add", [])) <= {"NET_BIND_SERVICE"}
-            and context.get("runAsNonRoot", pod_context.get("runAsNonRoot")) is True
-            and context.get("runAsUser", pod_context.get("runAsUser")) != 0
-            and seccomp in ("RuntimeDefault", "Localhost")
-        )
-
     volume_types_ok = all(set(v) - {"name"} <= _RESTRICTED_VOLUME_TYPES for v in pod.get("volumes", []))
-    if volume_types_ok and all(restricted(c) for c in containers):
+    if volume_types_ok and not any(restricted_shortfalls(c, pod_context) for c in every):
         return "restricted"
     return "baseline"
 
