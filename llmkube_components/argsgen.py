@@ -27,6 +27,7 @@ from pydantic.fields import FieldInfo
 
 from . import api
 from .api import model as api_model
+from .api import runtimes as api_runtimes
 from .api import service as api_service
 from .api import stack as api_stack
 from .api.base import LLMKUBE_ONLY
@@ -60,7 +61,7 @@ import pulumi
 def _literal_names() -> dict[tuple[Any, ...], str]:
     """The API's own names for its enums (``CacheType``, ``EndpointType``, ...), by their values."""
     names: dict[tuple[Any, ...], str] = {}
-    for module in (api_stack, api_model, api_service, api.core):
+    for module in (api_stack, api_model, api_service, api.core, api_runtimes):
         for attr, value in vars(module).items():
             if typing.get_origin(value) is Literal and attr[:1].isupper():
                 names.setdefault(typing.get_args(value), attr)
@@ -105,6 +106,8 @@ class _Writer:
                 return self.plain(rest[0], enum_hint)
             return "Any"  # e.g. a profile name or an object: schema inference refuses unions
         if origin is Literal:
+            if not all(isinstance(a, str) for a in args):
+                return " | ".join(sorted({type(a).__name__ for a in args}))  # e.g. turboQuantBits: 3, 6 or 8
             return self.enum(args, enum_hint)
         if origin is list:
             return f"list[{self.type_of(args[0], enum_hint)}]"
@@ -124,7 +127,13 @@ class _Writer:
         name = self.enum_names.get(values, hint)
         self.enums[values] = name
         lines = [f"class {name}(StrEnum):", f'    """One of: {", ".join(str(v) for v in values)}."""', ""]
-        lines += [f'    {_member(v)} = "{v}"' for v in values]
+        members: list[str] = []
+        for v in values:
+            member = _member(v)
+            while member in members:  # FLASHINFER and flashinfer: both spellings are values of one enum
+                member += "_"
+            members.append(member)
+        lines += [f'    {member} = "{v}"' for member, v in zip(members, values, strict=True)]
         self.blocks[name] = "\n".join(lines) + "\n"
         return name
 

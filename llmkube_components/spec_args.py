@@ -109,6 +109,13 @@ class NetworkPolicySettings(TypedDict, total=False):
     """Who may reach the serving port of an in-cluster (ClusterIP) service: networking/v1 NetworkPolicyPeers (namespaceSelector, podSelector, ipBlock). Default: the pods of the service's own namespace. NodePort and LoadBalancer services are reachable from anywhere (their API key guards them)."""
 
 
+class LocalObjectReference(TypedDict, total=False):
+    """A reference to an object of the same namespace (core/v1 LocalObjectReference)."""
+
+    name: NotRequired[pulumi.Input[str]]
+    """Name of the object."""
+
+
 class ModelFormat(StrEnum):
     """One of: gguf, mlx, safetensors, pytorch, custom."""
 
@@ -117,6 +124,47 @@ class ModelFormat(StrEnum):
     SAFETENSORS = "safetensors"
     PYTORCH = "pytorch"
     CUSTOM = "custom"
+
+
+class RefreshPolicy(StrEnum):
+    """One of: IfNotPresent, OnChange."""
+
+    IF_NOT_PRESENT = "IfNotPresent"
+    ON_CHANGE = "OnChange"
+
+
+class TolerationOperator(StrEnum):
+    """One of: Exists, Equal."""
+
+    EXISTS = "Exists"
+    EQUAL = "Equal"
+
+
+class TolerationEffect(StrEnum):
+    """One of: NoSchedule, PreferNoSchedule, NoExecute."""
+
+    NO_SCHEDULE = "NoSchedule"
+    PREFER_NO_SCHEDULE = "PreferNoSchedule"
+    NO_EXECUTE = "NoExecute"
+
+
+class Toleration(TypedDict, total=False):
+    """A pod toleration (core/v1 Toleration)."""
+
+    key: NotRequired[pulumi.Input[str]]
+    """Taint key the toleration applies to; empty with Exists matches all."""
+
+    operator: NotRequired[pulumi.Input[TolerationOperator]]
+    """Exists or Equal (default Equal)."""
+
+    value: NotRequired[pulumi.Input[str]]
+    """Taint value to match with operator Equal."""
+
+    effect: NotRequired[pulumi.Input[TolerationEffect]]
+    """Taint effect to match; empty matches all effects."""
+
+    tolerationSeconds: NotRequired[pulumi.Input[int]]
+    """How long a NoExecute toleration keeps the pod bound after the taint appears."""
 
 
 class Accelerator(StrEnum):
@@ -158,6 +206,26 @@ class GPUShardingSpec(TypedDict, total=False):
     """One entry per GPU: the layer range it holds, as the operator writes it (['0-24', '25-39']), or its share (['3', '2']); becomes --tensor-split. Even split when unset."""
 
 
+class GpuRuntime(StrEnum):
+    """One of: vulkan, rocm."""
+
+    VULKAN = "vulkan"
+    ROCM = "rocm"
+
+
+class GPUResourceClaim(TypedDict, total=False):
+    """A Dynamic Resource Allocation claim the server's pod uses for its GPUs."""
+
+    name: Required[pulumi.Input[str]]
+    """Name of the claim inside the pod."""
+
+    resourceClaimName: NotRequired[pulumi.Input[str]]
+    """An existing ResourceClaim to use."""
+
+    resourceClaimTemplateName: NotRequired[pulumi.Input[str]]
+    """A ResourceClaimTemplate to create a claim per pod from."""
+
+
 class GPUSpec(TypedDict, total=False):
     """The GPUs a model is served on."""
 
@@ -177,10 +245,19 @@ class GPUSpec(TypedDict, total=False):
     """Extended resource to request instead of the vendor default, e.g. nvidia.com/mig-1g.10gb."""
 
     layers: NotRequired[pulumi.Input[int]]
-    """Layers to offload to the GPUs (--n-gpu-layers); -1 or unset offloads all."""
+    """Layers to offload to the GPUs (--n-gpu-layers); -1 or unset offloads all (at most 4096)."""
 
     sharding: NotRequired[pulumi.Input[GPUShardingSpec]]
     """Multi-GPU split."""
+
+    runtime: NotRequired[pulumi.Input[GpuRuntime]]
+    """GPU runtime when it is not the vendor's own: vulkan or rocm (picks the server image flavour; delivery direct takes the image from the hardware profile or spec.image)."""
+
+    tolerationKey: NotRequired[pulumi.Input[str]]
+    """Taint key of the GPU nodes, tolerated with operator Exists and effect NoSchedule; default: the GPU resource name."""
+
+    resourceClaims: NotRequired[pulumi.Input[list[pulumi.Input[GPUResourceClaim]]]]
+    """Dynamic Resource Allocation claims for the GPUs instead of a device-plugin resource (pod.spec.resourceClaims and the container's resources.claims)."""
 
 
 class HardwareSpec(TypedDict, total=False):
@@ -191,6 +268,12 @@ class HardwareSpec(TypedDict, total=False):
 
     gpu: NotRequired[pulumi.Input[GPUSpec]]
     """GPU requirements."""
+
+    memoryBudget: NotRequired[pulumi.Input[str]]
+    """Unified-memory budget for the model on Apple silicon (the operator's Metal agent); not used by Kubernetes workloads."""
+
+    memoryFraction: NotRequired[pulumi.Input[float]]
+    """Share of unified memory for the model on Apple silicon (the operator's Metal agent); not used by Kubernetes workloads."""
 
 
 class ModelResources(TypedDict, total=False):
@@ -207,7 +290,10 @@ class ModelSpec(TypedDict, total=False):
     """A model file to serve: where it comes from, what it is, and what hardware it wants."""
 
     source: Required[pulumi.Input[str]]
-    """Where the model comes from: an http(s)://, hf://, pvc:// or file:// URL, or an absolute path."""
+    """Where the model comes from: an http(s)://, hf://, s3://, pvc:// or file:// URL, an absolute path, or a bare repository id (owner/name/file.gguf, fetched from Hugging Face)."""
+
+    sourceSecretRef: NotRequired[pulumi.Input[LocalObjectReference]]
+    """A Secret of the model's namespace whose keys become the downloader's environment: AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY (and AWS_SESSION_TOKEN, AWS_REGION, AWS_ENDPOINT_URL) for s3://, HF_TOKEN for Hugging Face."""
 
     sha256: NotRequired[pulumi.Input[str]]
     """SHA-256 of the model file (64 hex digits); checked after download."""
@@ -217,6 +303,18 @@ class ModelSpec(TypedDict, total=False):
 
     quantization: NotRequired[pulumi.Input[str]]
     """Quantization of the weights, e.g. Q4_K_M (informational)."""
+
+    mmproj: NotRequired[pulumi.Input[str]]
+    """Multimodal projector file (a URL, or a name in files) staged beside the model and passed as --mmproj."""
+
+    refreshPolicy: NotRequired[pulumi.Input[RefreshPolicy]]
+    """IfNotPresent (default IfNotPresent): a cached file is used as it is; OnChange: the source is checked at every start and the file fetched again when it changed."""
+
+    prefetch: NotRequired[pulumi.Input[bool]]
+    """Fill the shared model cache ahead of any service (a Job in delivery direct)."""
+
+    prefetchTolerations: NotRequired[pulumi.Input[list[pulumi.Input[Toleration]]]]
+    """Tolerations of the prefetch Job's pod."""
 
     hardware: NotRequired[pulumi.Input[HardwareSpec]]
     """Hardware the model wants."""
@@ -242,12 +340,47 @@ class ServiceMode(StrEnum):
     RERANK = "rerank"
 
 
+class Runtime(StrEnum):
+    """One of: llamacpp, llamacpp-router, personaplex, vllm, tgi, sglang, generic."""
+
+    LLAMACPP = "llamacpp"
+    LLAMACPP_ROUTER = "llamacpp-router"
+    PERSONAPLEX = "personaplex"
+    VLLM = "vllm"
+    TGI = "tgi"
+    SGLANG = "sglang"
+    GENERIC = "generic"
+
+
 class EndpointType(StrEnum):
     """One of: ClusterIP, NodePort, LoadBalancer."""
 
     CLUSTER_IP = "ClusterIP"
     NODE_PORT = "NodePort"
     LOAD_BALANCER = "LoadBalancer"
+
+
+class GatewayRef(TypedDict, total=False):
+    """The Gateway (gateway.networking.k8s.io) a route attaches to."""
+
+    name: Required[pulumi.Input[str]]
+    """Name of the Gateway."""
+
+    namespace: NotRequired[pulumi.Input[str]]
+    """Namespace of the Gateway; default: the service's."""
+
+
+class GatewaySpec(TypedDict, total=False):
+    """A Gateway API HTTPRoute in front of the server."""
+
+    enabled: NotRequired[pulumi.Input[bool]]
+    """Render the route (default: on when gateway is set)."""
+
+    gatewayRef: Required[pulumi.Input[GatewayRef]]
+    """The Gateway the route attaches to."""
+
+    modelName: NotRequired[pulumi.Input[str]]
+    """Model name clients send (the body's model field); default: the service's name."""
 
 
 class EndpointSpec(TypedDict, total=False):
@@ -264,6 +397,30 @@ class EndpointSpec(TypedDict, total=False):
 
     nodePort: NotRequired[pulumi.Input[int]]
     """Fixed node port (30000-32767) for type NodePort or LoadBalancer."""
+
+    gateway: NotRequired[pulumi.Input[GatewaySpec]]
+    """Route requests from a Gateway API Gateway to the server (an HTTPRoute)."""
+
+
+class GpuSharingMode(StrEnum):
+    """One of: exclusive, shared, partitioned."""
+
+    EXCLUSIVE = "exclusive"
+    SHARED = "shared"
+    PARTITIONED = "partitioned"
+
+
+class GpuSharingSpec(TypedDict, total=False):
+    """How a server shares physical GPUs: whole devices, time-sliced shares, or MIG partitions."""
+
+    mode: NotRequired[pulumi.Input[GpuSharingMode]]
+    """exclusive (default exclusive): whole GPUs; shared: time-sliced replicas of a GPU the device plugin advertises; partitioned: a MIG profile."""
+
+    profile: NotRequired[pulumi.Input[str]]
+    """MIG profile for mode partitioned, e.g. 1g.10gb (requests nvidia.com/mig-<profile>)."""
+
+    memoryLimitGiB: NotRequired[pulumi.Input[int]]
+    """GPU memory the server may use in mode shared, in GiB (CUDA_MPS_PINNED_DEVICE_MEM_LIMIT); the planner plans against it."""
 
 
 class InferenceResources(TypedDict, total=False):
@@ -284,39 +441,11 @@ class InferenceResources(TypedDict, total=False):
     ephemeralStorage: NotRequired[pulumi.Input[str]]
     """Ephemeral storage request and limit."""
 
+    gpuMemory: NotRequired[pulumi.Input[str]]
+    """GPU memory the server needs, e.g. 16Gi (scheduling hint for shared GPUs)."""
 
-class TolerationOperator(StrEnum):
-    """One of: Exists, Equal."""
-
-    EXISTS = "Exists"
-    EQUAL = "Equal"
-
-
-class TolerationEffect(StrEnum):
-    """One of: NoSchedule, PreferNoSchedule, NoExecute."""
-
-    NO_SCHEDULE = "NoSchedule"
-    PREFER_NO_SCHEDULE = "PreferNoSchedule"
-    NO_EXECUTE = "NoExecute"
-
-
-class Toleration(TypedDict, total=False):
-    """A pod toleration (core/v1 Toleration)."""
-
-    key: NotRequired[pulumi.Input[str]]
-    """Taint key the toleration applies to; empty with Exists matches all."""
-
-    operator: NotRequired[pulumi.Input[TolerationOperator]]
-    """Exists or Equal (default Equal)."""
-
-    value: NotRequired[pulumi.Input[str]]
-    """Taint value to match with operator Equal."""
-
-    effect: NotRequired[pulumi.Input[TolerationEffect]]
-    """Taint effect to match; empty matches all effects."""
-
-    tolerationSeconds: NotRequired[pulumi.Input[int]]
-    """How long a NoExecute toleration keeps the pod bound after the taint appears."""
+    gpuSharing: NotRequired[pulumi.Input[GpuSharingSpec]]
+    """How the server shares its GPUs with others."""
 
 
 class CacheType(StrEnum):
@@ -352,7 +481,7 @@ class MetricSpec(TypedDict, total=False):
     """Target average value per pod."""
 
     targetAverageUtilization: NotRequired[pulumi.Input[int]]
-    """Target average utilization in percent (Resource metrics)."""
+    """Target average utilization in percent (1-100, Resource metrics)."""
 
 
 class AutoscalingSpec(TypedDict, total=False):
@@ -385,6 +514,457 @@ class ModelCacheSpec(TypedDict, total=False):
     """Use this existing PersistentVolumeClaim as the cache."""
 
 
+class SpeculativeType(StrEnum):
+    """One of: none, disabled, mtp, draft, draft-simple, draft-eagle3, draft-mtp, draft-dflash, draft-dspark, ngram-simple, ngram-map-k, ngram-map-k4v, ngram-mod, ngram-cache."""
+
+    NONE = "none"
+    DISABLED = "disabled"
+    MTP = "mtp"
+    DRAFT = "draft"
+    DRAFT_SIMPLE = "draft-simple"
+    DRAFT_EAGLE3 = "draft-eagle3"
+    DRAFT_MTP = "draft-mtp"
+    DRAFT_DFLASH = "draft-dflash"
+    DRAFT_DSPARK = "draft-dspark"
+    NGRAM_SIMPLE = "ngram-simple"
+    NGRAM_MAP_K = "ngram-map-k"
+    NGRAM_MAP_K4V = "ngram-map-k4v"
+    NGRAM_MOD = "ngram-mod"
+    NGRAM_CACHE = "ngram-cache"
+
+
+class SpeculativeDecodingSpec(TypedDict, total=False):
+    """Speculative decoding: a cheap drafter proposes tokens the model checks in one batch (--spec-type)."""
+
+    type: Required[pulumi.Input[SpeculativeType]]
+    """llama.cpp's --spec-type, or mtp (draft-mtp: the model's own multi-token-prediction layer, Qwen3.5/3.6), draft (draft-simple) or disabled (none). draft-* types but draft-mtp need draft weights; ngram-* types need none."""
+
+    draftModelRef: NotRequired[pulumi.Input[str]]
+    """A Model of the same namespace (a key of llmkube:models) whose file is the draft model."""
+
+    draftModel: NotRequired[pulumi.Input[str]]
+    """The draft model as a file of the served Model's files list."""
+
+    nDraftMax: NotRequired[pulumi.Input[int]]
+    """Most tokens drafted per step (--spec-draft-n-max)."""
+
+    pMin: NotRequired[pulumi.Input[float]]
+    """Least probability a drafted token needs to be kept (--spec-draft-p-min)."""
+
+
+class RopeScalingType(StrEnum):
+    """One of: linear, yarn, longrope."""
+
+    LINEAR = "linear"
+    YARN = "yarn"
+    LONGROPE = "longrope"
+
+
+class RopeScalingSpec(TypedDict, total=False):
+    """RoPE scaling, to run a model past the context length it was trained with."""
+
+    type: Required[pulumi.Input[RopeScalingType]]
+    """linear, yarn or longrope (--rope-scaling)."""
+
+    factor: NotRequired[pulumi.Input[str]]
+    """Context scaling factor, e.g. 4 (--rope-scale)."""
+
+    originalContext: NotRequired[pulumi.Input[int]]
+    """The context the model was trained with (--yarn-orig-ctx)."""
+
+
+class RolloutPolicySpec(TypedDict, total=False):
+    """How a changed server replaces the running one."""
+
+    force: NotRequired[pulumi.Input[bool]]
+    """Replace pods at once, even with requests in flight."""
+
+    waitForIdle: NotRequired[pulumi.Input[bool]]
+    """Wait until the server has no request in flight before replacing it (operator)."""
+
+    idleTimeoutSeconds: NotRequired[pulumi.Input[int]]
+    """Longest wait for idle before replacing anyway (default 300)."""
+
+
+class DisruptionSpec(TypedDict, total=False):
+    """A PodDisruptionBudget for the server's pods (voluntary evictions: drains, autoscaler)."""
+
+    protectStartup: NotRequired[pulumi.Input[bool]]
+    """Protect pods while they load the model (default true)."""
+
+    protectAlways: NotRequired[pulumi.Input[bool]]
+    """Protect ready pods too."""
+
+
+class Priority(StrEnum):
+    """One of: critical, high, normal, low, batch."""
+
+    CRITICAL = "critical"
+    HIGH = "high"
+    NORMAL = "normal"
+    LOW = "low"
+    BATCH = "batch"
+
+
+class ProbeOverridesSpec(TypedDict, total=False):
+    """Probes (core/v1 Probe) that replace the server's defaults."""
+
+    startup: NotRequired[pulumi.Input[dict[str, pulumi.Input[Any]]]]
+    """Startup probe, replacing the default."""
+
+    liveness: NotRequired[pulumi.Input[dict[str, pulumi.Input[Any]]]]
+    """Liveness probe, replacing the default."""
+
+    readiness: NotRequired[pulumi.Input[dict[str, pulumi.Input[Any]]]]
+    """Readiness probe, replacing the default."""
+
+
+class SloIndicator(StrEnum):
+    """One of: availability, latency."""
+
+    AVAILABILITY = "availability"
+    LATENCY = "latency"
+
+
+class SLOSpec(TypedDict, total=False):
+    """A service-level objective for the server."""
+
+    name: NotRequired[pulumi.Input[str]]
+    """Name of the objective; default: the service's."""
+
+    indicator: NotRequired[pulumi.Input[SloIndicator]]
+    """availability (default availability): share of requests answered without error; latency: share answered within latencyThreshold."""
+
+    objective: Required[pulumi.Input[str]]
+    """Target in percent, 50 to 99.999, e.g. 99.5."""
+
+    latencyThreshold: NotRequired[pulumi.Input[str]]
+    """Seconds a request may take, for indicator latency."""
+
+    window: NotRequired[pulumi.Input[str]]
+    """Window the objective is measured over (default 28d)."""
+
+
+class VLLMConfigAttentionBackend(StrEnum):
+    """One of: FLASH_ATTN, FLASHINFER, XFORMERS, flashinfer, flash_attn, xformers, torch_sdpa."""
+
+    FLASH_ATTN = "FLASH_ATTN"
+    FLASHINFER = "FLASHINFER"
+    XFORMERS = "XFORMERS"
+    FLASHINFER_ = "flashinfer"
+    FLASH_ATTN_ = "flash_attn"
+    XFORMERS_ = "xformers"
+    TORCH_SDPA = "torch_sdpa"
+
+
+class VLLMConfigDtype(StrEnum):
+    """One of: auto, float16, bfloat16."""
+
+    AUTO = "auto"
+    FLOAT16 = "float16"
+    BFLOAT16 = "bfloat16"
+
+
+class SecretKeySelector(TypedDict, total=False):
+    """A key of a Secret in the same namespace (core/v1 SecretKeySelector)."""
+
+    key: Required[pulumi.Input[str]]
+    """Key in the Secret's data."""
+
+    name: NotRequired[pulumi.Input[str]]
+    """Name of the Secret."""
+
+    optional: NotRequired[pulumi.Input[bool]]
+    """Start even when the Secret or key is missing."""
+
+
+class KvCacheDtype(StrEnum):
+    """One of: auto, fp8_e5m2, fp8_e4m3."""
+
+    AUTO = "auto"
+    FP8_E5M2 = "fp8_e5m2"
+    FP8_E4M3 = "fp8_e4m3"
+
+
+class VLLMConfigQuantization(StrEnum):
+    """One of: awq, gptq, squeezellm, fp8, nvfp4, mxfp4, compressed-tensors."""
+
+    AWQ = "awq"
+    GPTQ = "gptq"
+    SQUEEZELLM = "squeezellm"
+    FP8 = "fp8"
+    NVFP4 = "nvfp4"
+    MXFP4 = "mxfp4"
+    COMPRESSED_TENSORS = "compressed-tensors"
+
+
+class VLLMSpeculative(TypedDict, total=False):
+    """vLLM speculative decoding."""
+
+    enabled: NotRequired[pulumi.Input[bool]]
+    """Turn speculative decoding on."""
+
+    model: NotRequired[pulumi.Input[str]]
+    """Draft model (a Hugging Face id or a path)."""
+
+    numSpeculativeTokens: NotRequired[pulumi.Input[int]]
+    """Tokens drafted per step (1-16, default 4)."""
+
+
+class VLLMConfig(TypedDict, total=False):
+    """vLLM engine settings."""
+
+    attentionBackend: NotRequired[pulumi.Input[VLLMConfigAttentionBackend]]
+    """Attention backend."""
+
+    cpuOffloadGB: NotRequired[pulumi.Input[int]]
+    """GiB of weights offloaded to CPU memory."""
+
+    dtype: NotRequired[pulumi.Input[VLLMConfigDtype]]
+    """Weight dtype."""
+
+    enableChunkedPrefill: NotRequired[pulumi.Input[bool]]
+    """Chunked prefill."""
+
+    enableExpertParallel: NotRequired[pulumi.Input[bool]]
+    """Expert parallelism for MoE models."""
+
+    enablePrefixCaching: NotRequired[pulumi.Input[bool]]
+    """Automatic prefix caching."""
+
+    gpuMemoryUtilization: NotRequired[pulumi.Input[float]]
+    """Share of GPU memory vLLM may use (0.1-0.99)."""
+
+    hfTokenSecretRef: NotRequired[pulumi.Input[SecretKeySelector]]
+    """Hugging Face token."""
+
+    kvCacheCustomDtype: NotRequired[pulumi.Input[str]]
+    """Any KV cache dtype vLLM knows; wins over kvCacheDtype."""
+
+    kvCacheDtype: NotRequired[pulumi.Input[KvCacheDtype]]
+    """KV cache dtype (default auto)."""
+
+    maxModelLen: NotRequired[pulumi.Input[int]]
+    """Context length."""
+
+    maxNumBatchedTokens: NotRequired[pulumi.Input[int]]
+    """Most tokens per batch (at least 512)."""
+
+    quantization: NotRequired[pulumi.Input[VLLMConfigQuantization]]
+    """Weight quantization."""
+
+    speculative: NotRequired[pulumi.Input[VLLMSpeculative]]
+    """Speculative decoding."""
+
+    tensorParallelSize: NotRequired[pulumi.Input[int]]
+    """GPUs the model is split over."""
+
+
+class SGLangConfigAttentionBackend(StrEnum):
+    """One of: flashinfer, flash_attn, torch_native."""
+
+    FLASHINFER = "flashinfer"
+    FLASH_ATTN = "flash_attn"
+    TORCH_NATIVE = "torch_native"
+
+
+class SGLangConfigLogLevel(StrEnum):
+    """One of: debug, info, warning, error."""
+
+    DEBUG = "debug"
+    INFO = "info"
+    WARNING = "warning"
+    ERROR = "error"
+
+
+class LoraAdapter(TypedDict, total=False):
+    """A LoRA adapter SGLang loads at start."""
+
+    name: Required[pulumi.Input[str]]
+    """Adapter name clients select."""
+
+    path: Required[pulumi.Input[str]]
+    """Adapter path or Hugging Face id."""
+
+
+class SGLangConfigReasoningParser(StrEnum):
+    """One of: qwen3, deepseek-r1."""
+
+    QWEN3 = "qwen3"
+    DEEPSEEK_R1 = "deepseek-r1"
+
+
+class SGLangSpeculativeAlgorithm(StrEnum):
+    """One of: EAGLE, EAGLE3, Medusa."""
+
+    EAGLE = "EAGLE"
+    EAGLE3 = "EAGLE3"
+    MEDUSA = "Medusa"
+
+
+class SGLangSpeculative(TypedDict, total=False):
+    """SGLang speculative decoding."""
+
+    acceptThresholdAcc: NotRequired[pulumi.Input[float]]
+    """Accept threshold (accumulated)."""
+
+    acceptThresholdSingle: NotRequired[pulumi.Input[float]]
+    """Accept threshold (single)."""
+
+    algorithm: NotRequired[pulumi.Input[SGLangSpeculativeAlgorithm]]
+    """Drafting algorithm."""
+
+    draftModelPath: NotRequired[pulumi.Input[str]]
+    """Draft model path or id."""
+
+    eagleTopK: NotRequired[pulumi.Input[int]]
+    """EAGLE top-k."""
+
+    enabled: NotRequired[pulumi.Input[bool]]
+    """Turn speculative decoding on."""
+
+    numDraftTokens: NotRequired[pulumi.Input[int]]
+    """Draft tokens per step (default 4)."""
+
+    numSteps: NotRequired[pulumi.Input[int]]
+    """Drafting steps."""
+
+
+class SGLangConfigToolCallParser(StrEnum):
+    """One of: llama3, qwen3, qwen25, hermes, functionary, mistral."""
+
+    LLAMA3 = "llama3"
+    QWEN3 = "qwen3"
+    QWEN25 = "qwen25"
+    HERMES = "hermes"
+    FUNCTIONARY = "functionary"
+    MISTRAL = "mistral"
+
+
+class SGLangConfig(TypedDict, total=False):
+    """SGLang engine settings."""
+
+    attentionBackend: NotRequired[pulumi.Input[SGLangConfigAttentionBackend]]
+    """Attention backend."""
+
+    chatTemplate: NotRequired[pulumi.Input[str]]
+    """Chat template name or path."""
+
+    chunkedPrefillSize: NotRequired[pulumi.Input[int]]
+    """Chunked prefill size."""
+
+    contextLength: NotRequired[pulumi.Input[int]]
+    """Context length."""
+
+    dataParallelSize: NotRequired[pulumi.Input[int]]
+    """Data-parallel replicas."""
+
+    enablePrefixCaching: NotRequired[pulumi.Input[bool]]
+    """Prefix caching (RadixAttention)."""
+
+    expertParallelSize: NotRequired[pulumi.Input[int]]
+    """Expert-parallel size."""
+
+    hfTokenSecretRef: NotRequired[pulumi.Input[SecretKeySelector]]
+    """Hugging Face token."""
+
+    kvCacheCustomDtype: NotRequired[pulumi.Input[str]]
+    """Any KV cache dtype SGLang knows."""
+
+    kvCacheDtype: NotRequired[pulumi.Input[KvCacheDtype]]
+    """KV cache dtype (default auto)."""
+
+    logLevel: NotRequired[pulumi.Input[SGLangConfigLogLevel]]
+    """Log level."""
+
+    loraAdapters: NotRequired[pulumi.Input[list[pulumi.Input[LoraAdapter]]]]
+    """LoRA adapters loaded at start."""
+
+    loraModules: NotRequired[pulumi.Input[list[pulumi.Input[str]]]]
+    """LoRA modules."""
+
+    loraTargetModules: NotRequired[pulumi.Input[list[pulumi.Input[str]]]]
+    """LoRA target modules."""
+
+    maxLoraRank: NotRequired[pulumi.Input[int]]
+    """Largest LoRA rank."""
+
+    maxRunningRequests: NotRequired[pulumi.Input[int]]
+    """Concurrent requests."""
+
+    memFractionStatic: NotRequired[pulumi.Input[float]]
+    """Share of GPU memory for weights and KV cache (0.1-0.99)."""
+
+    quantization: NotRequired[pulumi.Input[str]]
+    """Weight quantization."""
+
+    reasoningParser: NotRequired[pulumi.Input[SGLangConfigReasoningParser]]
+    """Reasoning parser."""
+
+    skipTokenizerInit: NotRequired[pulumi.Input[bool]]
+    """Skip tokenizer initialisation."""
+
+    speculative: NotRequired[pulumi.Input[SGLangSpeculative]]
+    """Speculative decoding."""
+
+    tensorParallelSize: NotRequired[pulumi.Input[int]]
+    """GPUs the model is split over."""
+
+    toolCallParser: NotRequired[pulumi.Input[SGLangConfigToolCallParser]]
+    """Tool-call parser."""
+
+    trustRemoteCode: NotRequired[pulumi.Input[bool]]
+    """Run the model repository's own code."""
+
+
+class TGIConfigDtype(StrEnum):
+    """One of: float16, bfloat16."""
+
+    FLOAT16 = "float16"
+    BFLOAT16 = "bfloat16"
+
+
+class TGIConfigQuantize(StrEnum):
+    """One of: bitsandbytes, gptq, awq, eetq."""
+
+    BITSANDBYTES = "bitsandbytes"
+    GPTQ = "gptq"
+    AWQ = "awq"
+    EETQ = "eetq"
+
+
+class TGIConfig(TypedDict, total=False):
+    """Text Generation Inference settings."""
+
+    dtype: NotRequired[pulumi.Input[TGIConfigDtype]]
+    """Weight dtype."""
+
+    hfTokenSecretRef: NotRequired[pulumi.Input[SecretKeySelector]]
+    """Hugging Face token."""
+
+    maxInputLength: NotRequired[pulumi.Input[int]]
+    """Longest prompt."""
+
+    maxTotalTokens: NotRequired[pulumi.Input[int]]
+    """Longest prompt plus answer."""
+
+    quantize: NotRequired[pulumi.Input[TGIConfigQuantize]]
+    """Quantization."""
+
+
+class PersonaPlexConfig(TypedDict, total=False):
+    """PersonaPlex (speech) runtime settings."""
+
+    cpuOffload: NotRequired[pulumi.Input[bool]]
+    """Offload weights to CPU memory."""
+
+    hfTokenSecretRef: NotRequired[pulumi.Input[SecretKeySelector]]
+    """Hugging Face token."""
+
+    quantize4Bit: NotRequired[pulumi.Input[bool]]
+    """Load the weights in 4 bits."""
+
+
 class OffloadMode(StrEnum):
     """One of: auto, manual."""
 
@@ -415,7 +995,10 @@ class InferenceServiceSpec(TypedDict, total=False):
     """Pod replicas (0-10, default 1)."""
 
     image: NotRequired[pulumi.Input[str]]
-    """llama.cpp server image; default: the hardware profile's."""
+    """Server image; default: the hardware profile's (llama.cpp)."""
+
+    runtime: NotRequired[pulumi.Input[Runtime]]
+    """Serving runtime (default llamacpp). Delivery direct renders llamacpp and llamacpp-router; vllm, sglang, tgi, personaplex and generic need delivery operator."""
 
     endpoint: NotRequired[pulumi.Input[EndpointSpec]]
     """How the server is exposed."""
@@ -487,7 +1070,7 @@ class InferenceServiceSpec(TypedDict, total=False):
     """Logical batch size (--batch-size)."""
 
     uBatchSize: NotRequired[pulumi.Input[int]]
-    """Physical batch size (--ubatch-size)."""
+    """Physical batch size (--ubatch-size, at most 16384)."""
 
     extraArgs: NotRequired[pulumi.Input[list[pulumi.Input[str]]]]
     """Further llama-server arguments; a flag given here is not emitted a second time."""
@@ -497,6 +1080,114 @@ class InferenceServiceSpec(TypedDict, total=False):
 
     modelCache: NotRequired[pulumi.Input[ModelCacheSpec]]
     """Where the model file is kept."""
+
+    speculativeDecoding: NotRequired[pulumi.Input[SpeculativeDecodingSpec]]
+    """Speculative decoding (--spec-type, -md, --spec-draft-n-max, --spec-draft-p-min)."""
+
+    ropeScaling: NotRequired[pulumi.Input[RopeScalingSpec]]
+    """RoPE scaling (--rope-scaling, --rope-scale, --yarn-orig-ctx)."""
+
+    reasoningBudget: NotRequired[pulumi.Input[int]]
+    """Most thinking tokens per answer (--reasoning-budget); 0 turns thinking off."""
+
+    reasoningBudgetMessage: NotRequired[pulumi.Input[str]]
+    """Text appended when the budget runs out (--reasoning-budget-message)."""
+
+    metadataOverrides: NotRequired[pulumi.Input[list[pulumi.Input[str]]]]
+    """GGUF metadata overrides, each KEY=TYPE:VALUE (--override-kv)."""
+
+    turboQuantBits: NotRequired[pulumi.Input[int]]
+    """TurboQuant KV cache bits (3, 6 or 8) of llama.cpp forks that have it; needs delivery operator."""
+
+    hotCacheMaxSize: NotRequired[pulumi.Input[str]]
+    """Hot prompt cache size of the oMLX runtime (Apple, operator's Metal agent only)."""
+
+    pagedSSDCacheDir: NotRequired[pulumi.Input[str]]
+    """Paged SSD KV cache directory of the oMLX runtime (Apple, operator's Metal agent only)."""
+
+    pagedSSDCacheMaxSize: NotRequired[pulumi.Input[str]]
+    """Paged SSD KV cache size of the oMLX runtime (Apple, operator's Metal agent only)."""
+
+    suspend: NotRequired[pulumi.Input[bool]]
+    """Stop the server (no pods) and keep everything else; the model cache stays."""
+
+    revisionHistoryLimit: NotRequired[pulumi.Input[int]]
+    """Old ReplicaSets kept for rollback (Deployment revisionHistoryLimit)."""
+
+    rolloutPolicy: NotRequired[pulumi.Input[RolloutPolicySpec]]
+    """How a changed server replaces the old one."""
+
+    disruption: NotRequired[pulumi.Input[DisruptionSpec]]
+    """PodDisruptionBudget of the server's pods."""
+
+    maxPodLifetimeSeconds: NotRequired[pulumi.Input[int]]
+    """Restart a pod after it has run this long."""
+
+    maxPodLifetimeIdleTimeoutSeconds: NotRequired[pulumi.Input[int]]
+    """With maxPodLifetimeSeconds: wait up to this long for the pod to be idle before restarting it."""
+
+    priority: NotRequired[pulumi.Input[Priority]]
+    """Scheduling priority (default normal): critical, high, normal, low or batch; becomes a PriorityClass unless priorityClassName is set."""
+
+    evictionProtection: NotRequired[pulumi.Input[bool]]
+    """Keep the pods from being evicted by the cluster autoscaler (safe-to-evict false)."""
+
+    topologySpreadConstraints: NotRequired[pulumi.Input[list[pulumi.Input[dict[str, pulumi.Input[Any]]]]]]
+    """Pod topology spread constraints (core/v1 TopologySpreadConstraint), passed through."""
+
+    podSecurityContext: NotRequired[pulumi.Input[dict[str, pulumi.Input[Any]]]]
+    """Pod security context (core/v1), merged over the restricted defaults."""
+
+    securityContext: NotRequired[pulumi.Input[dict[str, pulumi.Input[Any]]]]
+    """Server container security context (core/v1), merged over the restricted defaults."""
+
+    imagePullSecrets: NotRequired[pulumi.Input[list[pulumi.Input[LocalObjectReference]]]]
+    """Secrets for pulling the images (pod imagePullSecrets)."""
+
+    env: NotRequired[pulumi.Input[list[pulumi.Input[dict[str, pulumi.Input[Any]]]]]]
+    """Environment variables of the server container (core/v1 EnvVar), added to ours."""
+
+    command: NotRequired[pulumi.Input[list[pulumi.Input[str]]]]
+    """Container entrypoint, replacing the image's."""
+
+    args: NotRequired[pulumi.Input[list[pulumi.Input[str]]]]
+    """Container arguments, replacing the generated llama-server arguments entirely."""
+
+    containerPort: NotRequired[pulumi.Input[int]]
+    """Port the server listens on inside the pod (--port); default: endpoint.port."""
+
+    bindAddress: NotRequired[pulumi.Input[str]]
+    """Address the server binds to (--host); default 0.0.0.0."""
+
+    probeOverrides: NotRequired[pulumi.Input[ProbeOverridesSpec]]
+    """Startup, liveness and readiness probes replacing the defaults."""
+
+    skipModelInit: NotRequired[pulumi.Input[bool]]
+    """Do not stage the model in an init container: the image or a volume already has it at the cache path."""
+
+    extraVolumes: NotRequired[pulumi.Input[list[pulumi.Input[dict[str, pulumi.Input[Any]]]]]]
+    """Further pod volumes (core/v1 Volume), passed through."""
+
+    extraVolumeMounts: NotRequired[pulumi.Input[list[pulumi.Input[dict[str, pulumi.Input[Any]]]]]]
+    """Further mounts of the server container (core/v1 VolumeMount), passed through."""
+
+    slo: NotRequired[pulumi.Input[SLOSpec]]
+    """Service-level objective."""
+
+    vllmConfig: NotRequired[pulumi.Input[VLLMConfig]]
+    """vLLM settings (runtime vllm, delivery operator)."""
+
+    sglangConfig: NotRequired[pulumi.Input[SGLangConfig]]
+    """SGLang settings (runtime sglang, delivery operator)."""
+
+    tgiConfig: NotRequired[pulumi.Input[TGIConfig]]
+    """TGI settings (runtime tgi, delivery operator)."""
+
+    personaPlexConfig: NotRequired[pulumi.Input[PersonaPlexConfig]]
+    """PersonaPlex settings (runtime personaplex, delivery operator)."""
+
+    allowWeakerSecurityContext: NotRequired[pulumi.Input[bool]]
+    """llmkube only: let podSecurityContext and securityContext weaken the restricted defaults (run as root, privilege escalation, added capabilities, a writable root, ...); the preview warns."""
 
     hardwareProfile: NotRequired[pulumi.Input[Any]]
     """llmkube only: a hardware profile for this service (a name, or {extends: name, ...}); default: the stack's llmkube:hardware."""

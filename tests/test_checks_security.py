@@ -199,8 +199,8 @@ def test_a_credential_is_redacted_from_every_message() -> None:
     # Whoever writes a message (here pydantic, for a scheme we do not take), a URL's secrets never show.
     message = problems({"models": {"m": {"source": "ftp://user:hunter2@example.com/m.gguf?sig=abc&a=1"}}})
     assert message == (
-        "llmkube:models.m.source: 'ftp://***@example.com/m.gguf?sig=***&a=1' is not an http(s)://, hf://, pvc:// "
-        "or file:// URL, or an absolute path"
+        "llmkube:models.m.source: 'ftp://***@example.com/m.gguf?sig=***&a=1' is not an http(s)://, hf://, s3://, "
+        "pvc:// or file:// URL, an absolute path, or a repository id such as owner/name/file.gguf"
     )
 
 

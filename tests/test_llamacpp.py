@@ -502,6 +502,14 @@ NOT_FLAGS = {
     "modelRef", "replicas", "image", "endpoint", "resources", "nodeSelector", "tolerations", "affinity",
     "podAnnotations", "podLabels", "runtimeClassName", "priorityClassName", "extraArgs", "autoscaling",
     "modelCache", "hardwareProfile",
+    # Pod, lifecycle and routing fields: the workload builders render them, not llama-server flags.
+    "suspend", "revisionHistoryLimit", "rolloutPolicy", "disruption", "maxPodLifetimeSeconds",
+    "maxPodLifetimeIdleTimeoutSeconds", "priority", "evictionProtection", "topologySpreadConstraints",
+    "podSecurityContext", "securityContext", "allowWeakerSecurityContext", "imagePullSecrets", "env", "command",
+    "args", "skipModelInit", "extraVolumes", "extraVolumeMounts", "probeOverrides", "slo",
+    # Other runtimes' settings (delivery operator only) and the Metal agent's oMLX settings.
+    "vllmConfig", "sglangConfig", "tgiConfig", "personaPlexConfig", "turboQuantBits", "hotCacheMaxSize",
+    "pagedSSDCacheDir", "pagedSSDCacheMaxSize",
 }  # fmt: skip
 
 

@@ -39,6 +39,17 @@ def crd_default(value: Any) -> dict[str, Any]:
     return {"default": value}
 
 
+def crd_schema(schema: dict[str, Any]) -> WithJsonSchema:
+    """The schema the CRD carries for a type whose typed-API check is stricter than the operator's CRD.
+
+    Our CRDs never refuse what upstream's accept (tests/test_upstream_parity.py): a bound, pattern or enum that
+    protects a user but that upstream does not have is checked at preview, in the typed API, and left out of
+    the CRD by annotating the type with this and upstream's own schema for the field:
+    ``Annotated[int, Field(ge=0, le=4096), crd_schema({"type": "integer", "minimum": 0})]``.
+    """
+    return WithJsonSchema(schema)
+
+
 # What each pattern means, in words: a pattern mismatch is reported with this instead of the regex.
 PATTERN_HINTS: dict[str, str] = {}
 
@@ -192,7 +203,8 @@ def _check_quantity(value: Any) -> str:
 Quantity = Annotated[
     str,
     BeforeValidator(_check_quantity),
-    WithJsonSchema({"type": "string", "pattern": QUANTITY_PATTERN}),
+    # The operator's CRD takes any string here: the quantity check is ours, at preview (see crd_schema).
+    WithJsonSchema({"type": "string"}),
     Field(description="A Kubernetes quantity such as 48Gi, 512Mi, 8 or 500m."),
 ]
 
@@ -246,7 +258,7 @@ DNS_SUBDOMAIN_PATTERN = pattern(
     "a Kubernetes object name: lower-case letters, digits, '-' and '.', at most 253 characters",
 )
 # Names of PersistentVolumeClaims, StorageClasses, PriorityClasses, ...
-DnsSubdomain = Annotated[str, Field(pattern=DNS_SUBDOMAIN_PATTERN, max_length=253)]
+DnsSubdomain = Annotated[str, Field(pattern=DNS_SUBDOMAIN_PATTERN, max_length=253), crd_schema({"type": "string"})]
 
 LABEL_KEY_PATTERN = pattern(
     r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$",
@@ -273,6 +285,9 @@ def label_problem(key: str, value: str) -> str | None:
 
 
 IMAGE_PATTERN = pattern(r"^\S+$", "an image reference without whitespace")
+Image = Annotated[str, Field(pattern=IMAGE_PATTERN), crd_schema({"type": "string"})]
+# A string that must not be empty when given; upstream's CRD does not say so.
+NonEmpty = Annotated[str, Field(min_length=1), crd_schema({"type": "string"})]
 
 
 def _positive(value: str) -> str:

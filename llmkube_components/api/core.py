@@ -3,22 +3,38 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
+from pydantic_core import PydanticCustomError
 
-from .base import ApiModel
+from .base import ApiModel, crd_schema
+
+# Upstream's CRD takes any string for these (core/v1 validates them on the pod); we check them at preview.
+TolerationOperator = Annotated[Literal["Exists", "Equal"], crd_schema({"type": "string"})]
+TaintEffect = Annotated[Literal["NoSchedule", "PreferNoSchedule", "NoExecute"], crd_schema({"type": "string"})]
+
+
+class LocalObjectReference(ApiModel):
+    """A reference to an object of the same namespace (core/v1 LocalObjectReference)."""
+
+    name: str = Field("", json_schema_extra={"default": ""}, description="Name of the object.")
+
+    @model_validator(mode="after")
+    def _named(self) -> LocalObjectReference:
+        # The CRD defaults the name to "" as core/v1 does; a reference to nothing is a mistake at preview.
+        if not self.name:
+            raise PydanticCustomError("llmkube_rule", "name is required: the object to use", {})
+        return self
 
 
 class Toleration(ApiModel):
     """A pod toleration (core/v1 Toleration)."""
 
     key: str | None = Field(None, description="Taint key the toleration applies to; empty with Exists matches all.")
-    operator: Literal["Exists", "Equal"] | None = Field(None, description="Exists or Equal (default Equal).")
+    operator: TolerationOperator | None = Field(None, description="Exists or Equal (default Equal).")
     value: str | None = Field(None, description="Taint value to match with operator Equal.")
-    effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] | None = Field(
-        None, description="Taint effect to match; empty matches all effects."
-    )
+    effect: TaintEffect | None = Field(None, description="Taint effect to match; empty matches all effects.")
     toleration_seconds: int | None = Field(
         None,
         json_schema_extra={"format": "int64"},

@@ -4,18 +4,27 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
+from pydantic_core import PydanticCustomError
 
-from .base import ApiModel, Quantity, crd_default, llmkube_only, pattern
+from .base import ApiModel, NonEmpty, Quantity, crd_default, crd_schema, llmkube_only, pattern
+from .core import LocalObjectReference, Toleration
 
+# What the typed API takes: a URL of a scheme the downloaders know, an absolute path, or a bare repository id
+# (owner/name, the Hugging Face form) as upstream's pattern allows. The CRD carries upstream's own pattern.
 SOURCE_PATTERN = pattern(
-    r"^(https?|file|pvc|hf)://.+$|^/[^\s]+$", "an http(s)://, hf://, pvc:// or file:// URL, or an absolute path"
+    r"^(https?|file|pvc|hf|s3)://.+$|^/[^\s]+$|^[a-zA-Z0-9][\w\-.]*/[\w\-.]+(/[\w\-.]+)*$",
+    "an http(s)://, hf://, s3://, pvc:// or file:// URL, an absolute path, or a repository id such as "
+    "owner/name/file.gguf",
 )
+UPSTREAM_SOURCE_PATTERN = r"^(https?|file|pvc|hf|s3)://.*|^/[^\s]+$|^[a-zA-Z0-9][\w\-\.\/]+$"
 SHA256_PATTERN = pattern(r"^[a-fA-F0-9]{64}$", "64 hexadecimal digits")
 Sha256 = Annotated[str, Field(pattern=SHA256_PATTERN)]
 RESOURCE_NAME_PATTERN = pattern(r"^[a-z0-9.\-]+/[a-z0-9._\-]+$", "an extended resource name such as nvidia.com/gpu")
 
 ModelFormat = Literal["gguf", "mlx", "safetensors", "pytorch", "custom"]
+RefreshPolicy = Literal["IfNotPresent", "OnChange"]
+GpuRuntime = Literal["vulkan", "rocm"]
 Accelerator = Literal["cpu", "metal", "cuda", "rocm", "intel", "vulkan"]
 GpuVendor = Literal["nvidia", "amd", "intel"]
 ShardingStrategy = Literal["layer", "tensor", "row", "pipeline", "none"]
@@ -25,6 +34,9 @@ DEFAULT_FORMAT: ModelFormat = "gguf"
 DEFAULT_ACCELERATOR: Accelerator = "cpu"
 DEFAULT_GPU_VENDOR: GpuVendor = "nvidia"
 DEFAULT_SHARDING: ShardingStrategy = "layer"
+DEFAULT_REFRESH_POLICY: RefreshPolicy = "IfNotPresent"
+# Upstream's bound on DRA claims per model.
+MAX_RESOURCE_CLAIMS = 16
 # Layers are counted per model and the largest models have a few hundred; a bound keeps values inside
 # the operator's int32 and catches a pasted byte count.
 MAX_LAYERS = 4096
@@ -46,6 +58,24 @@ class GPUShardingSpec(ApiModel):
     )
 
 
+class GPUResourceClaim(ApiModel):
+    """A Dynamic Resource Allocation claim the server's pod uses for its GPUs."""
+
+    name: str = Field(..., description="Name of the claim inside the pod.")
+    resource_claim_name: str | None = Field(None, description="An existing ResourceClaim to use.")
+    resource_claim_template_name: str | None = Field(
+        None, description="A ResourceClaimTemplate to create a claim per pod from."
+    )
+
+    @model_validator(mode="after")
+    def _one_source(self) -> GPUResourceClaim:
+        if (self.resource_claim_name is None) == (self.resource_claim_template_name is None):
+            raise PydanticCustomError(
+                "llmkube_rule", "set exactly one of resourceClaimName and resourceClaimTemplateName", {}
+            )
+        return self
+
+
 class GPUSpec(ApiModel):
     """The GPUs a model is served on."""
 
@@ -62,13 +92,39 @@ class GPUSpec(ApiModel):
         pattern=RESOURCE_NAME_PATTERN,
         description="Extended resource to request instead of the vendor default, e.g. nvidia.com/mig-1g.10gb.",
     )
-    layers: int | None = Field(
+    layers: (
+        Annotated[int, Field(ge=-1, le=MAX_LAYERS), crd_schema({"type": "integer", "format": "int32", "minimum": -1})]
+        | None
+    ) = Field(
         None,
-        ge=-1,
-        le=MAX_LAYERS,
-        description="Layers to offload to the GPUs (--n-gpu-layers); -1 or unset offloads all.",
+        description=f"Layers to offload to the GPUs (--n-gpu-layers); -1 or unset offloads all (at most {MAX_LAYERS}).",
     )
     sharding: GPUShardingSpec | None = Field(None, description="Multi-GPU split.")
+    runtime: GpuRuntime | None = Field(
+        None,
+        description="GPU runtime when it is not the vendor's own: vulkan or rocm (picks the server image flavour; "
+        "delivery direct takes the image from the hardware profile or spec.image).",
+    )
+    toleration_key: str | None = Field(
+        None,
+        pattern=RESOURCE_NAME_PATTERN,
+        description="Taint key of the GPU nodes, tolerated with operator Exists and effect NoSchedule; default: "
+        "the GPU resource name.",
+    )
+    resource_claims: list[GPUResourceClaim] | None = Field(
+        None,
+        max_length=MAX_RESOURCE_CLAIMS,
+        description="Dynamic Resource Allocation claims for the GPUs instead of a device-plugin resource "
+        "(pod.spec.resourceClaims and the container's resources.claims).",
+    )
+
+    @model_validator(mode="after")
+    def _claims_or_resource(self) -> GPUSpec:
+        if self.resource_name is not None and self.resource_claims:
+            raise PydanticCustomError(
+                "llmkube_rule", "resourceClaims and resourceName are mutually exclusive: set one of them", {}
+            )
+        return self
 
 
 class HardwareSpec(ApiModel):
@@ -80,6 +136,16 @@ class HardwareSpec(ApiModel):
         description=f"Compute backend (default {DEFAULT_ACCELERATOR}): cpu, metal, cuda, rocm, intel or vulkan.",
     )
     gpu: GPUSpec | None = Field(None, description="GPU requirements.")
+    memory_budget: Quantity | None = Field(
+        None,
+        description="Unified-memory budget for the model on Apple silicon (the operator's Metal agent); "
+        "not used by Kubernetes workloads.",
+    )
+    memory_fraction: Annotated[float, Field(gt=0, le=1), crd_schema({"type": "number"})] | None = Field(
+        None,
+        description="Share of unified memory for the model on Apple silicon (the operator's Metal agent); "
+        "not used by Kubernetes workloads.",
+    )
 
 
 class ModelResources(ApiModel):
@@ -92,10 +158,18 @@ class ModelResources(ApiModel):
 class ModelSpec(ApiModel):
     """A model file to serve: where it comes from, what it is, and what hardware it wants."""
 
-    source: str = Field(
+    source: Annotated[
+        str, Field(pattern=SOURCE_PATTERN), crd_schema({"type": "string", "pattern": UPSTREAM_SOURCE_PATTERN})
+    ] = Field(
         ...,
-        pattern=SOURCE_PATTERN,
-        description="Where the model comes from: an http(s)://, hf://, pvc:// or file:// URL, or an absolute path.",
+        description="Where the model comes from: an http(s)://, hf://, s3://, pvc:// or file:// URL, an absolute "
+        "path, or a bare repository id (owner/name/file.gguf, fetched from Hugging Face).",
+    )
+    source_secret_ref: LocalObjectReference | None = Field(
+        None,
+        description="A Secret of the model's namespace whose keys become the downloader's environment: "
+        "AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY (and AWS_SESSION_TOKEN, AWS_REGION, AWS_ENDPOINT_URL) for "
+        "s3://, HF_TOKEN for Hugging Face.",
     )
     sha256: str | None = Field(
         None, pattern=SHA256_PATTERN, description="SHA-256 of the model file (64 hex digits); checked after download."
@@ -106,6 +180,21 @@ class ModelSpec(ApiModel):
         description=f"File format (default {DEFAULT_FORMAT}): gguf, mlx, safetensors, pytorch, custom.",
     )
     quantization: str | None = Field(None, description="Quantization of the weights, e.g. Q4_K_M (informational).")
+    mmproj: NonEmpty | None = Field(
+        None,
+        description="Multimodal projector file (a URL, or a name in files) staged beside the model and passed "
+        "as --mmproj.",
+    )
+    refresh_policy: RefreshPolicy | None = Field(
+        None,
+        json_schema_extra=crd_default(DEFAULT_REFRESH_POLICY),
+        description=f"IfNotPresent (default {DEFAULT_REFRESH_POLICY}): a cached file is used as it is; OnChange: "
+        "the source is checked at every start and the file fetched again when it changed.",
+    )
+    prefetch: bool | None = Field(
+        None, description="Fill the shared model cache ahead of any service (a Job in delivery direct)."
+    )
+    prefetch_tolerations: list[Toleration] | None = Field(None, description="Tolerations of the prefetch Job's pod.")
     hardware: HardwareSpec | None = Field(None, description="Hardware the model wants.")
     resources: ModelResources | None = Field(None, description="CPU and memory the model needs.")
     files: list[str] | None = Field(

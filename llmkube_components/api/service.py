@@ -2,21 +2,30 @@
 
 from __future__ import annotations
 
-from typing import Any, ClassVar, Final, Literal
+from typing import Annotated, Any, ClassVar, Final, Literal
 
 from pydantic import Field, model_validator
 from pydantic_core import PydanticCustomError
 
 from .base import (
-    IMAGE_PATTERN,
     ApiModel,
     DnsSubdomain,
+    Image,
+    NonEmpty,
     Quantity,
     crd_default,
+    crd_schema,
     llmkube_only,
+    pattern,
 )
-from .core import Toleration
+from .core import LocalObjectReference, Toleration
 from .model import MAX_LAYERS
+from .runtimes import (
+    PersonaPlexConfig,
+    SGLangConfig,
+    TGIConfig,
+    VLLMConfig,
+)
 
 ServiceMode = Literal["chat", "embedding", "rerank"]
 EndpointType = Literal["ClusterIP", "NodePort", "LoadBalancer"]
@@ -24,6 +33,46 @@ CacheType = Literal["f16", "f32", "q8_0", "q4_0", "q4_1", "q5_0", "q5_1", "iq4_n
 CachePersistence = Literal["Cached", "Ephemeral"]
 MetricType = Literal["Pods", "Resource"]
 OffloadMode = Literal["auto", "manual"]
+Runtime = Literal["llamacpp", "llamacpp-router", "personaplex", "vllm", "tgi", "sglang", "generic"]
+# Runtimes whose server is llama.cpp's llama-server: the ones delivery direct renders.
+LLAMACPP_RUNTIMES: Final = frozenset({"llamacpp", "llamacpp-router"})
+DEFAULT_RUNTIME: Runtime = "llamacpp"
+# llama.cpp's --spec-type values, and upstream's friendlier names for three of them.
+SpeculativeType = Literal[
+    "none",
+    "disabled",
+    "mtp",
+    "draft",
+    "draft-simple",
+    "draft-eagle3",
+    "draft-mtp",
+    "draft-dflash",
+    "draft-dspark",
+    "ngram-simple",
+    "ngram-map-k",
+    "ngram-map-k4v",
+    "ngram-mod",
+    "ngram-cache",
+]
+SPEC_TYPE_ALIASES: Final = {"mtp": "draft-mtp", "draft": "draft-simple", "disabled": "none"}
+# Types that decode with a separate draft model's weights (draft-mtp may take a separate MTP head file).
+DRAFT_WEIGHT_TYPES: Final = frozenset({"draft-simple", "draft-eagle3", "draft-dflash", "draft-dspark"})
+RopeScalingType = Literal["linear", "yarn", "longrope"]
+Priority = Literal["critical", "high", "normal", "low", "batch"]
+DEFAULT_PRIORITY: Priority = "normal"
+GpuSharingMode = Literal["exclusive", "shared", "partitioned"]
+DEFAULT_GPU_SHARING: GpuSharingMode = "exclusive"
+SloIndicator = Literal["availability", "latency"]
+DEFAULT_SLO_INDICATOR: SloIndicator = "availability"
+DEFAULT_SLO_WINDOW = "28d"
+DEFAULT_IDLE_TIMEOUT_SECONDS = 300
+TurboQuantBits = Literal[3, 6, 8]
+DECIMAL_PATTERN = pattern(r"^[0-9]+(\.[0-9]+)?$", "a decimal number such as 4 or 2.5")
+WINDOW_PATTERN = pattern(r"^[0-9]+[mhdw]$", "a duration in minutes, hours, days or weeks, such as 30m or 28d")
+# --override-kv KEY=TYPE:VALUE, the types llama.cpp parses.
+METADATA_OVERRIDE_PATTERN = pattern(
+    r"^[^=\s]+=(int|float|bool|str):.*$", "KEY=TYPE:VALUE with TYPE int, float, bool or str"
+)
 
 # Defaults the operator applies to unset fields; the builders apply the same ones.
 DEFAULT_PORT = 8080
@@ -49,6 +98,27 @@ EXPOSED_ENDPOINT_TYPES: Final = frozenset({"NodePort", "LoadBalancer"})
 QUANTIZED_CACHE_TYPES = frozenset({"q8_0", "q4_0", "q4_1", "q5_0", "q5_1", "iq4_nl"})
 
 
+class GatewayRef(ApiModel):
+    """The Gateway (gateway.networking.k8s.io) a route attaches to."""
+
+    name: NonEmpty = Field(..., description="Name of the Gateway.")
+    namespace: str | None = Field(None, description="Namespace of the Gateway; default: the service's.")
+
+
+class GatewaySpec(ApiModel):
+    """A Gateway API HTTPRoute in front of the server."""
+
+    enabled: bool | None = Field(None, description="Render the route (default: on when gateway is set).")
+    gateway_ref: GatewayRef = Field(..., description="The Gateway the route attaches to.")
+    model_name: str | None = Field(
+        None, description="Model name clients send (the body's model field); default: the service's name."
+    )
+
+    @property
+    def on(self) -> bool:
+        return self.enabled is not False
+
+
 class EndpointSpec(ApiModel):
     """How the server is exposed."""
 
@@ -72,12 +142,8 @@ class EndpointSpec(ApiModel):
     node_port: int | None = Field(
         None, ge=30000, le=32767, description="Fixed node port (30000-32767) for type NodePort or LoadBalancer."
     )
-
-    cel_rules: ClassVar[tuple[tuple[str, str], ...]] = (
-        (
-            "!has(self.nodePort) || (has(self.type) && self.type != 'ClusterIP')",
-            "nodePort needs type NodePort or LoadBalancer",
-        ),
+    gateway: GatewaySpec | None = Field(
+        None, description="Route requests from a Gateway API Gateway to the server (an HTTPRoute)."
     )
 
     @model_validator(mode="after")
@@ -88,6 +154,42 @@ class EndpointSpec(ApiModel):
                 "nodePort {port} needs type NodePort or LoadBalancer, not {type}",
                 {"port": self.node_port, "type": self.type or "ClusterIP (the default)"},
             )
+        return self
+
+
+class GpuSharingSpec(ApiModel):
+    """How a server shares physical GPUs: whole devices, time-sliced shares, or MIG partitions."""
+
+    mode: GpuSharingMode | None = Field(
+        None,
+        json_schema_extra=crd_default(DEFAULT_GPU_SHARING),
+        description=f"exclusive (default {DEFAULT_GPU_SHARING}): whole GPUs; shared: time-sliced replicas of a "
+        "GPU the device plugin advertises; partitioned: a MIG profile.",
+    )
+    profile: str | None = Field(
+        None, description="MIG profile for mode partitioned, e.g. 1g.10gb (requests nvidia.com/mig-<profile>)."
+    )
+    memory_limit_gi_b: int | None = Field(
+        None,
+        ge=1,
+        alias="memoryLimitGiB",
+        description="GPU memory the server may use in mode shared, in GiB (CUDA_MPS_PINNED_DEVICE_MEM_LIMIT); "
+        "the planner plans against it.",
+    )
+
+    @model_validator(mode="after")
+    def _mode_fields(self) -> GpuSharingSpec:
+        mode = self.mode or DEFAULT_GPU_SHARING
+        if mode == "partitioned" and not self.profile:
+            raise PydanticCustomError("llmkube_rule", "mode partitioned needs a profile, e.g. 1g.10gb", {})
+        if self.profile and mode != "partitioned":
+            raise PydanticCustomError(
+                "llmkube_rule",
+                "profile {profile} needs mode partitioned, not {mode}",
+                {"profile": self.profile, "mode": mode},
+            )
+        if self.memory_limit_gi_b is not None and mode != "shared":
+            raise PydanticCustomError("llmkube_rule", "memoryLimitGiB needs mode shared, not {mode}", {"mode": mode})
         return self
 
 
@@ -103,24 +205,21 @@ class InferenceResources(ApiModel):
         "request and wins over memory for it.",
     )
     ephemeral_storage: Quantity | None = Field(None, description="Ephemeral storage request and limit.")
+    gpu_memory: Quantity | None = Field(
+        None, description="GPU memory the server needs, e.g. 16Gi (scheduling hint for shared GPUs)."
+    )
+    gpu_sharing: GpuSharingSpec | None = Field(None, description="How the server shares its GPUs with others.")
 
 
 class MetricSpec(ApiModel):
     """A metric the autoscaler follows."""
 
     type: MetricType = Field(..., description="Pods (a per-pod custom metric) or Resource (cpu, memory).")
-    name: str = Field(..., min_length=1, description="Metric name, e.g. llamacpp:requests_processing or cpu.")
+    name: NonEmpty = Field(..., description="Metric name, e.g. llamacpp:requests_processing or cpu.")
     target_average_value: Quantity | None = Field(None, description="Target average value per pod.")
-    target_average_utilization: int | None = Field(
-        None, ge=1, le=100, description="Target average utilization in percent (Resource metrics)."
-    )
-
-    cel_rules: ClassVar[tuple[tuple[str, str], ...]] = (
-        (
-            "has(self.targetAverageValue) != has(self.targetAverageUtilization)",
-            "set exactly one of targetAverageValue and targetAverageUtilization",
-        ),
-    )
+    target_average_utilization: (
+        Annotated[int, Field(ge=1, le=100), crd_schema({"type": "integer", "format": "int32"})] | None
+    ) = Field(None, description="Target average utilization in percent (1-100, Resource metrics).")
 
     @model_validator(mode="after")
     def _one_target(self) -> MetricSpec:
@@ -139,17 +238,17 @@ class AutoscalingSpec(ApiModel):
     """Horizontal pod autoscaling."""
 
     min_replicas: int | None = Field(
-        None, ge=1, le=10, description=f"Fewest replicas (1-10, default {DEFAULT_MIN_REPLICAS})."
+        None,
+        ge=1,
+        le=10,
+        json_schema_extra=crd_default(DEFAULT_MIN_REPLICAS),
+        description=f"Fewest replicas (1-10, default {DEFAULT_MIN_REPLICAS}).",
     )
     max_replicas: int = Field(..., ge=1, le=100, description="Most replicas (1-100).")
     metrics: list[MetricSpec] | None = Field(
         None,
         description=f"Metrics to follow; default: {DEFAULT_AUTOSCALING_METRIC} averaging "
         f"{DEFAULT_AUTOSCALING_TARGET} per pod.",
-    )
-
-    cel_rules: ClassVar[tuple[tuple[str, str], ...]] = (
-        ("!has(self.minReplicas) || self.minReplicas <= self.maxReplicas", "minReplicas must not exceed maxReplicas"),
     )
 
     @model_validator(mode="after")
@@ -206,10 +305,141 @@ class ApiKeySpec(ApiModel):
     )
 
 
+class SpeculativeDecodingSpec(ApiModel):
+    """Speculative decoding: a cheap drafter proposes tokens the model checks in one batch (--spec-type)."""
+
+    type: SpeculativeType = Field(
+        ...,
+        description="llama.cpp's --spec-type, or mtp (draft-mtp: the model's own multi-token-prediction layer, "
+        "Qwen3.5/3.6), draft (draft-simple) or disabled (none). draft-* types but draft-mtp need draft weights; "
+        "ngram-* types need none.",
+    )
+    draft_model_ref: str | None = Field(
+        None, description="A Model of the same namespace (a key of llmkube:models) whose file is the draft model."
+    )
+    draft_model: Annotated[str, Field(min_length=1, max_length=253)] | None = Field(
+        None, description="The draft model as a file of the served Model's files list."
+    )
+    n_draft_max: Annotated[int, Field(ge=1)] | None = Field(
+        None, description="Most tokens drafted per step (--spec-draft-n-max)."
+    )
+    p_min: Annotated[float, Field(ge=0, le=1)] | None = Field(
+        None, description="Least probability a drafted token needs to be kept (--spec-draft-p-min)."
+    )
+
+    @property
+    def resolved_type(self) -> str:
+        """llama.cpp's spelling of the type."""
+        return SPEC_TYPE_ALIASES.get(self.type, self.type)
+
+    @property
+    def draft_given(self) -> bool:
+        return bool(self.draft_model_ref) or bool(self.draft_model)
+
+    @model_validator(mode="after")
+    def _draft_weights(self) -> SpeculativeDecodingSpec:
+        kind = self.resolved_type
+        if self.draft_model_ref and self.draft_model:
+            raise PydanticCustomError(
+                "llmkube_rule", "set one of draftModelRef (a Model) and draftModel (a file of the Model), not both", {}
+            )
+        if kind in DRAFT_WEIGHT_TYPES and not self.draft_given:
+            raise PydanticCustomError(
+                "llmkube_rule",
+                "type {type} needs draft weights: set draftModelRef to a Model or draftModel to a file in the "
+                "Model's files",
+                {"type": self.type},
+            )
+        if self.draft_given and kind not in DRAFT_WEIGHT_TYPES | {"draft-mtp"}:
+            raise PydanticCustomError(
+                "llmkube_rule",
+                "draftModelRef and draftModel are for the draft-* types and mtp, not {type}",
+                {"type": self.type},
+            )
+        return self
+
+
+class RopeScalingSpec(ApiModel):
+    """RoPE scaling, to run a model past the context length it was trained with."""
+
+    type: RopeScalingType = Field(..., description="linear, yarn or longrope (--rope-scaling).")
+    factor: str | None = Field(
+        None, pattern=DECIMAL_PATTERN, description="Context scaling factor, e.g. 4 (--rope-scale)."
+    )
+    original_context: Annotated[int, Field(ge=128)] | None = Field(
+        None, description="The context the model was trained with (--yarn-orig-ctx)."
+    )
+
+
+class RolloutPolicySpec(ApiModel):
+    """How a changed server replaces the running one."""
+
+    force: bool | None = Field(None, description="Replace pods at once, even with requests in flight.")
+    wait_for_idle: bool | None = Field(
+        None, description="Wait until the server has no request in flight before replacing it (operator)."
+    )
+    idle_timeout_seconds: Annotated[int, Field(ge=0)] | None = Field(
+        None,
+        json_schema_extra=crd_default(DEFAULT_IDLE_TIMEOUT_SECONDS),
+        description=f"Longest wait for idle before replacing anyway (default {DEFAULT_IDLE_TIMEOUT_SECONDS}).",
+    )
+
+
+class DisruptionSpec(ApiModel):
+    """A PodDisruptionBudget for the server's pods (voluntary evictions: drains, autoscaler)."""
+
+    protect_startup: bool | None = Field(
+        None,
+        json_schema_extra=crd_default(True),
+        description="Protect pods while they load the model (default true).",
+    )
+    protect_always: bool | None = Field(None, description="Protect ready pods too.")
+
+
+class ProbeOverridesSpec(ApiModel):
+    """Probes (core/v1 Probe) that replace the server's defaults."""
+
+    startup: dict[str, Any] | None = Field(None, description="Startup probe, replacing the default.")
+    liveness: dict[str, Any] | None = Field(None, description="Liveness probe, replacing the default.")
+    readiness: dict[str, Any] | None = Field(None, description="Readiness probe, replacing the default.")
+
+
+class SLOSpec(ApiModel):
+    """A service-level objective for the server."""
+
+    name: str | None = Field(None, description="Name of the objective; default: the service's.")
+    indicator: SloIndicator | None = Field(
+        None,
+        json_schema_extra=crd_default(DEFAULT_SLO_INDICATOR),
+        description=f"availability (default {DEFAULT_SLO_INDICATOR}): share of requests answered without "
+        "error; latency: share answered within latencyThreshold.",
+    )
+    objective: str = Field(..., pattern=DECIMAL_PATTERN, description="Target in percent, 50 to 99.999, e.g. 99.5.")
+    latency_threshold: str | None = Field(
+        None, pattern=DECIMAL_PATTERN, description="Seconds a request may take, for indicator latency."
+    )
+    window: str | None = Field(
+        None,
+        pattern=WINDOW_PATTERN,
+        json_schema_extra=crd_default(DEFAULT_SLO_WINDOW),
+        description=f"Window the objective is measured over (default {DEFAULT_SLO_WINDOW}).",
+    )
+
+    @model_validator(mode="after")
+    def _rules(self) -> SLOSpec:
+        if not 50 <= float(self.objective) <= 99.999:
+            raise PydanticCustomError(
+                "llmkube_rule", "objective {objective} must be between 50 and 99.999", {"objective": self.objective}
+            )
+        if self.indicator == "latency" and self.latency_threshold is None:
+            raise PydanticCustomError("llmkube_rule", "indicator latency needs latencyThreshold", {})
+        return self
+
+
 class InferenceServiceSpec(ApiModel):
     """One llama.cpp server (Deployment + Service) serving a Model."""
 
-    model_ref: str = Field(..., min_length=1, description="Name of the Model (a key of llmkube:models) to serve.")
+    model_ref: NonEmpty = Field(..., description="Name of the Model (a key of llmkube:models) to serve.")
     mode: ServiceMode | None = Field(None, description="chat (default), embedding or rerank.")
     replicas: int | None = Field(
         None,
@@ -218,8 +448,12 @@ class InferenceServiceSpec(ApiModel):
         json_schema_extra=crd_default(DEFAULT_REPLICAS),
         description=f"Pod replicas (0-10, default {DEFAULT_REPLICAS}).",
     )
-    image: str | None = Field(
-        None, pattern=IMAGE_PATTERN, description="llama.cpp server image; default: the hardware profile's."
+    image: Image | None = Field(None, description="Server image; default: the hardware profile's (llama.cpp).")
+    runtime: Runtime | None = Field(
+        None,
+        json_schema_extra=crd_default(DEFAULT_RUNTIME),
+        description=f"Serving runtime (default {DEFAULT_RUNTIME}). Delivery direct renders llamacpp and "
+        "llamacpp-router; vllm, sglang, tgi, personaplex and generic need delivery operator.",
     )
     endpoint: EndpointSpec | None = Field(None, description="How the server is exposed.")
     resources: InferenceResources | None = Field(None, description="GPUs, CPU and memory for the server.")
@@ -246,19 +480,20 @@ class InferenceServiceSpec(ApiModel):
     cache_type_v: CacheType | None = Field(
         None, description="V cache type (--cache-type-v); quantized types need flash attention."
     )
-    cache_type_custom_k: str | None = Field(
-        None, min_length=1, description="Any K cache type llama.cpp knows; wins over cacheTypeK."
+    cache_type_custom_k: NonEmpty | None = Field(
+        None, description="Any K cache type llama.cpp knows; wins over cacheTypeK."
     )
-    cache_type_custom_v: str | None = Field(
-        None, min_length=1, description="Any V cache type llama.cpp knows; wins over cacheTypeV."
+    cache_type_custom_v: NonEmpty | None = Field(
+        None, description="Any V cache type llama.cpp knows; wins over cacheTypeV."
     )
     moe_cpu_offload: bool | None = Field(
         None, alias="moeCPUOffload", description="Keep all routed MoE expert weights in system RAM (--cpu-moe)."
     )
-    moe_cpu_layers: int | None = Field(
+    moe_cpu_layers: (
+        Annotated[int, Field(ge=0, le=MAX_LAYERS), crd_schema({"type": "integer", "format": "int32", "minimum": 0})]
+        | None
+    ) = Field(
         None,
-        ge=0,
-        le=MAX_LAYERS,
         alias="moeCPULayers",
         description="Keep the routed experts of the first N layers in system RAM (--n-cpu-moe N).",
     )
@@ -268,12 +503,134 @@ class InferenceServiceSpec(ApiModel):
         None, description="Tensor placement rules, each passed as --override-tensor, e.g. 'exps=CPU'."
     )
     batch_size: int | None = Field(None, ge=1, le=16384, description="Logical batch size (--batch-size).")
-    u_batch_size: int | None = Field(None, ge=1, le=16384, description="Physical batch size (--ubatch-size).")
+    u_batch_size: (
+        Annotated[int, Field(ge=1, le=16384), crd_schema({"type": "integer", "format": "int32", "minimum": 1})] | None
+    ) = Field(None, description="Physical batch size (--ubatch-size, at most 16384).")
     extra_args: list[str] | None = Field(
         None, description="Further llama-server arguments; a flag given here is not emitted a second time."
     )
     autoscaling: AutoscalingSpec | None = Field(None, description="Horizontal pod autoscaling.")
     model_cache: ModelCacheSpec | None = Field(None, description="Where the model file is kept.")
+
+    # Decoding and context
+    speculative_decoding: SpeculativeDecodingSpec | None = Field(
+        None, description="Speculative decoding (--spec-type, -md, --spec-draft-n-max, --spec-draft-p-min)."
+    )
+    rope_scaling: RopeScalingSpec | None = Field(
+        None, description="RoPE scaling (--rope-scaling, --rope-scale, --yarn-orig-ctx)."
+    )
+    reasoning_budget: Annotated[int, Field(ge=0)] | None = Field(
+        None, description="Most thinking tokens per answer (--reasoning-budget); 0 turns thinking off."
+    )
+    reasoning_budget_message: str | None = Field(
+        None, description="Text appended when the budget runs out (--reasoning-budget-message)."
+    )
+    metadata_overrides: (
+        list[Annotated[str, Field(pattern=METADATA_OVERRIDE_PATTERN), crd_schema({"type": "string"})]] | None
+    ) = Field(None, description="GGUF metadata overrides, each KEY=TYPE:VALUE (--override-kv).")
+    turbo_quant_bits: TurboQuantBits | None = Field(
+        None,
+        description="TurboQuant KV cache bits (3, 6 or 8) of llama.cpp forks that have it; needs delivery operator.",
+    )
+    hot_cache_max_size: str | None = Field(
+        None, description="Hot prompt cache size of the oMLX runtime (Apple, operator's Metal agent only)."
+    )
+    paged_ssd_cache_dir: str | None = Field(
+        None,
+        alias="pagedSSDCacheDir",
+        description="Paged SSD KV cache directory of the oMLX runtime (Apple, operator's Metal agent only).",
+    )
+    paged_ssd_cache_max_size: str | None = Field(
+        None,
+        alias="pagedSSDCacheMaxSize",
+        description="Paged SSD KV cache size of the oMLX runtime (Apple, operator's Metal agent only).",
+    )
+
+    # Lifecycle
+    suspend: bool | None = Field(
+        None,
+        json_schema_extra=crd_default(False),
+        description="Stop the server (no pods) and keep everything else; the model cache stays.",
+    )
+    revision_history_limit: Annotated[int, Field(ge=0)] | None = Field(
+        None, description="Old ReplicaSets kept for rollback (Deployment revisionHistoryLimit)."
+    )
+    rollout_policy: RolloutPolicySpec | None = Field(None, description="How a changed server replaces the old one.")
+    disruption: DisruptionSpec | None = Field(None, description="PodDisruptionBudget of the server's pods.")
+    max_pod_lifetime_seconds: Annotated[int, Field(ge=1)] | None = Field(
+        None, json_schema_extra={"format": "int64"}, description="Restart a pod after it has run this long."
+    )
+    max_pod_lifetime_idle_timeout_seconds: Annotated[int, Field(ge=0)] | None = Field(
+        None,
+        json_schema_extra={"format": "int64"},
+        description="With maxPodLifetimeSeconds: wait up to this long for the pod to be idle before restarting it.",
+    )
+    priority: Priority | None = Field(
+        None,
+        json_schema_extra=crd_default(DEFAULT_PRIORITY),
+        description=f"Scheduling priority (default {DEFAULT_PRIORITY}): critical, high, normal, low or batch; "
+        "becomes a PriorityClass unless priorityClassName is set.",
+    )
+    eviction_protection: bool | None = Field(
+        None, description="Keep the pods from being evicted by the cluster autoscaler (safe-to-evict false)."
+    )
+
+    # Pod
+    topology_spread_constraints: list[dict[str, Any]] | None = Field(
+        None, description="Pod topology spread constraints (core/v1 TopologySpreadConstraint), passed through."
+    )
+    pod_security_context: dict[str, Any] | None = Field(
+        None, description="Pod security context (core/v1), merged over the restricted defaults."
+    )
+    security_context: dict[str, Any] | None = Field(
+        None, description="Server container security context (core/v1), merged over the restricted defaults."
+    )
+    image_pull_secrets: list[LocalObjectReference] | None = Field(
+        None, description="Secrets for pulling the images (pod imagePullSecrets)."
+    )
+    env: list[dict[str, Any]] | None = Field(
+        None, description="Environment variables of the server container (core/v1 EnvVar), added to ours."
+    )
+    command: list[str] | None = Field(None, description="Container entrypoint, replacing the image's.")
+    args: list[str] | None = Field(
+        None, description="Container arguments, replacing the generated llama-server arguments entirely."
+    )
+    container_port: Annotated[int, Field(ge=1, le=65535)] | None = Field(
+        None, description="Port the server listens on inside the pod (--port); default: endpoint.port."
+    )
+    bind_address: str | None = Field(None, description="Address the server binds to (--host); default 0.0.0.0.")
+    probe_overrides: ProbeOverridesSpec | None = Field(
+        None, description="Startup, liveness and readiness probes replacing the defaults."
+    )
+    skip_model_init: bool | None = Field(
+        None,
+        description="Do not stage the model in an init container: the image or a volume already has it at the "
+        "cache path.",
+    )
+    extra_volumes: list[dict[str, Any]] | None = Field(
+        None, description="Further pod volumes (core/v1 Volume), passed through."
+    )
+    extra_volume_mounts: list[dict[str, Any]] | None = Field(
+        None, description="Further mounts of the server container (core/v1 VolumeMount), passed through."
+    )
+
+    # Routing, SLOs and other runtimes
+    slo: SLOSpec | None = Field(None, description="Service-level objective.")
+    vllm_config: VLLMConfig | None = Field(None, description="vLLM settings (runtime vllm, delivery operator).")
+    sglang_config: SGLangConfig | None = Field(
+        None, alias="sglangConfig", description="SGLang settings (runtime sglang, delivery operator)."
+    )
+    tgi_config: TGIConfig | None = Field(None, description="TGI settings (runtime tgi, delivery operator).")
+    persona_plex_config: PersonaPlexConfig | None = Field(
+        None, description="PersonaPlex settings (runtime personaplex, delivery operator)."
+    )
+
+    allow_weaker_security_context: bool | None = Field(
+        None,
+        json_schema_extra=llmkube_only(),
+        description="llmkube only: let podSecurityContext and securityContext weaken the restricted defaults "
+        "(run as root, privilege escalation, added capabilities, a writable root, ...); the preview warns.",
+    )
     hardware_profile: str | dict[str, Any] | None = Field(
         None,
         json_schema_extra=llmkube_only(),
