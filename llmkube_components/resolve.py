@@ -19,7 +19,14 @@ from pydantic import ValidationError
 from .api import InferenceServiceSpec, ModelSpec, StackConfig, Toleration
 from .api.base import format_bytes, name_problem, normalize_name, parse_quantity, suggest
 from .api.model import HardwareSpec
-from .api.service import API_KEY_SECRET_SUFFIX, ApiKeySpec, InferenceResources, offload_fields
+from .api.service import (
+    API_KEY_SECRET_SUFFIX,
+    DEFAULT_RUNTIME,
+    LLAMACPP_RUNTIMES,
+    ApiKeySpec,
+    InferenceResources,
+    offload_fields,
+)
 from .api.stack import CacheMode, Delivery
 from .api.validation import problems_from_validation_error
 from .errors import ConfigError, Problem, config_path
@@ -53,6 +60,7 @@ class ResolvedService:
     model: ResolvedModel
     profile: HardwareProfile
     managed_api_key: bool = False  # the key is Pulumi's (llmkube:apiKeys): the service's own Secret holds it
+    draft: ResolvedModel | None = None  # speculativeDecoding.draftModelRef's model, staged beside the served one
 
     @property
     def path(self) -> str:
@@ -138,6 +146,8 @@ def resolve_stack(config: StackConfig) -> ResolvedStack:
                 update={"api_key": ApiKeySpec.model_validate({"secretName": name + API_KEY_SECRET_SUFFIX})}
             )
         problems.extend(_api_key_problems(effective, config.delivery, path, key if managed else None))
+        problems.extend(_runtime_problems(effective, config.delivery, path))
+        draft_key = _draft_model_key(effective, by_model_name, config, path, problems)
         warnings.extend(_offload_warnings(effective, path))
         warnings.extend(_exposure_warnings(effective, path, key))
         if effective.autoscaling is not None and effective.replicas is not None:
@@ -163,6 +173,7 @@ def resolve_stack(config: StackConfig) -> ResolvedStack:
             model=ResolvedModel(model_key, model_names.get(model_key, model_key), model_spec),
             profile=profile,
             managed_api_key=managed,
+            draft=ResolvedModel(draft_key, model_names[draft_key], config.models[draft_key]) if draft_key else None,
         )
     for key in config.api_keys:
         if key not in config.services:
@@ -179,10 +190,57 @@ def resolve_stack(config: StackConfig) -> ResolvedStack:
     warnings.extend(_integrity_warnings(config))
     # Services point at the final models (with the hardware the profiles filled in).
     services = {
-        name: ResolvedService(s.key, s.name, s.namespace, s.spec, models[s.model.name], s.profile, s.managed_api_key)
+        name: ResolvedService(
+            s.key,
+            s.name,
+            s.namespace,
+            s.spec,
+            models[s.model.name],
+            s.profile,
+            s.managed_api_key,
+            models[s.draft.name] if s.draft else None,
+        )
         for name, s in services.items()
     }
     return ResolvedStack(config, stack_profile, models, services, tuple(warnings))
+
+
+def _runtime_problems(spec: InferenceServiceSpec, delivery: Delivery, path: str) -> list[Problem]:
+    """A runtime delivery direct cannot render: it renders llama.cpp's llama-server only."""
+    runtime = spec.runtime or DEFAULT_RUNTIME
+    if delivery == "direct" and runtime not in LLAMACPP_RUNTIMES:
+        return [
+            Problem(
+                f"{path}.runtime",
+                f"delivery direct renders llama.cpp only; use delivery operator for runtime {runtime}",
+            )
+        ]
+    return []
+
+
+def _draft_model_key(
+    spec: InferenceServiceSpec,
+    by_model_name: Mapping[str, str],
+    config: StackConfig,
+    path: str,
+    problems: list[Problem],
+) -> str | None:
+    """The key of the Model that speculativeDecoding.draftModelRef names, or None when it names none."""
+    speculative = spec.speculative_decoding
+    if speculative is None or not speculative.draft_model_ref:
+        return None
+    key = by_model_name.get(normalize_name(speculative.draft_model_ref))
+    if key is None:
+        known = sorted(config.models)
+        hints = suggest(speculative.draft_model_ref, known)
+        hint = f"did you mean {' or '.join(hints)}?" if hints else f"models are: {', '.join(known) or 'none'}"
+        problems.append(
+            Problem(
+                f"{path}.speculativeDecoding.draftModelRef",
+                f"{speculative.draft_model_ref!r} names no model; {hint}",
+            )
+        )
+    return key
 
 
 def _collect(problems: list[Problem], thunk: Callable[[], T]) -> T | None:
