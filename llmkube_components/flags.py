@@ -62,6 +62,8 @@ class Inputs:
     model: ModelSpec
     model_path: str
     gpu_count: int
+    draft_path: str | None = None  # the draft model's file (speculativeDecoding), as the pod sees it
+    mmproj_path: str | None = None  # the multimodal projector's file (Model mmproj), as the pod sees it
 
 
 Getter = Callable[[Inputs], Any]

@@ -11,12 +11,21 @@ from .api.service import InferenceServiceSpec
 from .flags import FLAG_TABLE, Inputs, extra_args, flags_in, given_by_user, metrics_once
 
 
-def build_args(spec: InferenceServiceSpec, model: ModelSpec, model_path: str, gpu_count: int) -> list[str]:
+def build_args(
+    spec: InferenceServiceSpec,
+    model: ModelSpec,
+    model_path: str,
+    gpu_count: int,
+    *,
+    draft_path: str | None = None,
+    mmproj_path: str | None = None,
+) -> list[str]:
     """llama-server's arguments: the table's flags in order, then extraArgs, then --metrics once.
 
-    ``spec`` and ``model`` are the effective specs, ``gpu_count`` the GPUs the pod gets.
+    ``spec`` and ``model`` are the effective specs, ``gpu_count`` the GPUs the pod gets; ``draft_path`` and
+    ``mmproj_path`` are where the pod finds the draft model and the multimodal projector, when there are any.
     """
-    given = Inputs(spec, model, model_path, gpu_count)
+    given = Inputs(spec, model, model_path, gpu_count, draft_path, mmproj_path)
     extra = extra_args(spec)
     user_flags = flags_in(extra)
     args: list[str] = []

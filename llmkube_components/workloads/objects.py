@@ -36,7 +36,7 @@ from ..llamacpp import build_args
 from ..meta import object_meta, recommended_labels, restricted_container_security_context, sorted_by_key
 from ..resolve import ResolvedService, ResolvedStack, cache_kind
 from .podsecurity import namespace_pod_security, pod_security_context
-from .storage import DOWNLOADER_IMAGE, model_path, model_storage
+from .storage import DOWNLOADER_IMAGE, ModelStorage, model_storage
 
 Manifest = dict[str, Any]
 
@@ -184,9 +184,18 @@ def _probe(port: str, timing: Mapping[str, int]) -> Manifest:
 # ---------------------------------------------------------------------------------------------------------
 
 
-def server_args_for(service: ResolvedService) -> list[str]:
-    """The llama-server arguments of a service, with the model path of its cache layout."""
-    return build_args(service.spec, service.model.spec, model_path(service.model.spec), service.gpu_count)
+def server_args_for(service: ResolvedService, storage: ModelStorage | None = None) -> list[str]:
+    """The llama-server arguments of a service, with the paths of its cache layout (the model, a draft model,
+    a multimodal projector)."""
+    storage = storage or model_storage(service)
+    return build_args(
+        service.spec,
+        service.model.spec,
+        storage.model_path,
+        service.gpu_count,
+        draft_path=storage.draft_path,
+        mmproj_path=storage.mmproj_path,
+    )
 
 
 def deployment(
@@ -199,7 +208,7 @@ def deployment(
     container: Manifest = {
         "name": CONTAINER_NAME,
         "image": spec.image,
-        "args": build_args(service.spec, service.model.spec, storage.model_path, service.gpu_count),
+        "args": server_args_for(service, storage),
         "ports": [{"name": PORT_NAME, "containerPort": service.spec.serving_port, "protocol": "TCP"}],
         "startupProbe": _probe(PORT_NAME, STARTUP_PROBE),
         "livenessProbe": _probe(PORT_NAME, LIVENESS_PROBE),

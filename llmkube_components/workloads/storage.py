@@ -350,6 +350,8 @@ class ModelStorage:
 
     model_path: str
     volumes: list[Manifest] = field(default_factory=list)
+    draft_path: str | None = None  # speculativeDecoding's draft model (draftModelRef or draftModel)
+    mmproj_path: str | None = None  # the Model's mmproj file
     mounts: list[Manifest] = field(default_factory=list)
     init_containers: list[Manifest] = field(default_factory=list)
 
