@@ -9,6 +9,7 @@ operator v0.9.19 API).
 from __future__ import annotations
 
 import functools
+import typing
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal, cast
@@ -21,6 +22,7 @@ from pydantic_core import core_schema
 
 from .api import ApiModel, InferenceServiceSpec, ModelSpec
 from .api.base import LLMKUBE_ONLY
+from .api.status import InferenceServicePhase, InferenceServiceStatus, ModelPhase, ModelStatus
 from .errors import config_path
 from .meta import MANAGED_BY, PART_OF, recommended_labels
 
@@ -31,17 +33,8 @@ API_VERSION = f"{GROUP}/{VERSION}"
 CrdKind = Literal["Model", "InferenceService"]
 
 # The lifecycle phases the LLMKube controller (v0.9.19) writes to status.phase.
-MODEL_PHASES = ("Pending", "Downloading", "Copying", "Ready", "Failed")
-INFERENCE_SERVICE_PHASES = (
-    "Pending",
-    "Creating",
-    "Progressing",
-    "Ready",
-    "WaitingForGPU",
-    "Stopped",
-    "Suspended",
-    "Failed",
-)
+MODEL_PHASES: tuple[str, ...] = typing.get_args(ModelPhase)
+INFERENCE_SERVICE_PHASES: tuple[str, ...] = typing.get_args(InferenceServicePhase)
 
 DEFAULT_LABELS = {"app.kubernetes.io/part-of": PART_OF, "app.kubernetes.io/managed-by": MANAGED_BY}
 
@@ -222,68 +215,15 @@ def _describe_union(options: list[Any]) -> str:
 # ---------------------------------------------------------------------------------------------------------
 
 
-def _conditions_schema() -> dict[str, Any]:
-    return {
-        "type": "array",
-        "description": "Observations of the resource's state, one per condition type (metav1.Condition).",
-        "items": {
-            "type": "object",
-            "properties": {
-                "type": {"type": "string", "description": "Condition type, e.g. Available."},
-                "status": {"type": "string", "enum": ["True", "False", "Unknown"]},
-                "observedGeneration": {"type": "integer", "format": "int64"},
-                "lastTransitionTime": {"type": "string", "format": "date-time"},
-                "reason": {"type": "string"},
-                "message": {"type": "string"},
-            },
-            "required": ["type", "status"],
-        },
-        "x-kubernetes-list-type": "map",
-        "x-kubernetes-list-map-keys": ["type"],
-    }
-
-
-def _status_schema(phases: tuple[str, ...], fields: Mapping[str, dict[str, Any]]) -> dict[str, Any]:
-    # The known fields are typed for kubectl explain and printer columns; everything else the controller
-    # writes (gguf metadata, scheduling details, gateway status, ...) is kept, so a newer controller does
-    # not lose status to pruning.
-    return {
-        "type": "object",
-        "description": "Observed state, written by the LLMKube controller.",
-        "properties": {
-            # No enum: the operator version is configurable, and a newer controller's new phase must not make
-            # its status writes fail; the phases of the pinned version are listed for kubectl explain.
-            "phase": {"type": "string", "description": f"Lifecycle phase: {', '.join(phases)}."},
-            **fields,
-            "conditions": _conditions_schema(),
-        },
-        "x-kubernetes-preserve-unknown-fields": True,
-    }
-
-
-def _model_status() -> dict[str, Any]:
-    return _status_schema(
-        MODEL_PHASES,
-        {
-            "size": {"type": "string", "description": "Size of the model file, e.g. 21.2 GiB."},
-            "path": {"type": "string", "description": "Where the model file is stored."},
-        },
-    )
-
-
-def _inference_service_status() -> dict[str, Any]:
-    def replicas(text: str) -> dict[str, Any]:
-        return {"type": "integer", "format": "int32", "description": text}
-
-    return _status_schema(
-        INFERENCE_SERVICE_PHASES,
-        {
-            "readyReplicas": replicas("Pods ready to serve."),
-            "replicas": replicas("Pods running."),
-            "desiredReplicas": replicas("Pods wanted."),
-            "endpoint": {"type": "string", "description": "URL that inference requests go to."},
-        },
-    )
+def _status_schema(model: type[ApiModel]) -> dict[str, Any]:
+    # Typed as the pinned controller writes it (api/status.py); unknown fields are kept, so a newer controller's
+    # new status field is not pruned.
+    schema = openapi_schema(model)
+    schema["x-kubernetes-preserve-unknown-fields"] = True
+    conditions = schema["properties"]["conditions"]
+    conditions["x-kubernetes-list-type"] = "map"
+    conditions["x-kubernetes-list-map-keys"] = ["type"]
+    return schema
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -334,7 +274,7 @@ _RESOURCES: dict[str, _Resource] = {
     ),
 }
 
-_STATUS = {"Model": _model_status, "InferenceService": _inference_service_status}
+_STATUS: dict[str, type[ApiModel]] = {"Model": ModelStatus, "InferenceService": InferenceServiceStatus}
 
 KINDS: tuple[CrdKind, ...] = ("Model", "InferenceService")
 
@@ -358,7 +298,7 @@ def resource_schema(kind: CrdKind) -> dict[str, Any]:
             "kind": {"type": "string"},
             "metadata": {"type": "object"},
             "spec": spec,
-            "status": _STATUS[kind](),
+            "status": _status_schema(_STATUS[kind]),
         },
         "required": ["spec"],
     }

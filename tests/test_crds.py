@@ -279,10 +279,11 @@ def test_cel_rules_nowhere_else(kind: crds.CrdKind, count: int) -> None:
 def test_status_is_typed_and_keeps_what_the_controller_writes(kind: crds.CrdKind, phases: tuple[str, ...]) -> None:
     status = node_at(kind, "status")
     assert status["x-kubernetes-preserve-unknown-fields"] is True
-    # A newer controller's phase is accepted (no enum); the pinned version's phases are documented.
-    assert "enum" not in status["properties"]["phase"]
-    assert all(phase in status["properties"]["phase"]["description"] for phase in phases)
-    assert status["properties"]["conditions"]["type"] == "array"
+    # The pinned controller's phases, as upstream's CRD has them (tests/test_upstream_parity.py compares the rest).
+    assert status["properties"]["phase"]["enum"] == list(phases)
+    conditions = status["properties"]["conditions"]
+    assert conditions["x-kubernetes-list-type"] == "map"
+    assert conditions["items"]["required"] == ["type", "status", "lastTransitionTime", "reason", "message"]
 
 
 @pytest.mark.parametrize("kind", crds.KINDS)
@@ -507,6 +508,15 @@ def test_the_crd_takes_types_as_written(kind: crds.CrdKind, path: str, value: An
 # Unknown fields: a structural schema makes the API server prune them. It rejects the object only when the
 # client asks for strict field validation (kubectl's default); with the server's default (Warn) the field is
 # dropped with a warning. validate_custom_resource reports it either way, since the field would be lost.
+CONDITION = {
+    "type": "Available",
+    "status": "True",
+    "lastTransitionTime": "2026-12-01T10:00:00Z",
+    "reason": "Ready",
+    "message": "1/1 replicas ready",
+}
+
+
 @pytest.mark.parametrize(
     ("kind", "obj", "problems"),
     [
@@ -538,13 +548,28 @@ def test_the_crd_takes_types_as_written(kind: crds.CrdKind, path: str, value: An
             [],
         ),
         ("Model", changed(QWEN_MODEL, "status", {"phase": "Ready", "gguf": {"architecture": "qwen3moe"}}), []),
-        ("Model", changed(QWEN_MODEL, "status", {"phase": "Serving"}), []),
-        ("Model", changed(QWEN_MODEL, "status", {"phase": 3}), ["status.phase: 3 is not of type 'string'"]),
+        # A field a newer controller adds is kept; the phases are the pinned controller's, as upstream's CRD says.
+        ("Model", changed(QWEN_MODEL, "status", {"phase": "Ready", "newerField": 1}), []),
+        (
+            "Model",
+            changed(QWEN_MODEL, "status", {"phase": "Serving"}),
+            ["status.phase: 'Serving' is not one of ['Pending', 'Downloading', 'Copying', 'Ready', 'Failed']"],
+        ),
         (
             "InferenceService",
-            changed(QWEN_SERVICE, "status", {"conditions": [{"type": "Available", "status": "Maybe"}]}),
+            changed(QWEN_SERVICE, "status", {"conditions": [{**CONDITION, "status": "Maybe"}]}),
             ["status.conditions[0].status: 'Maybe' is not one of ['True', 'False', 'Unknown']"],
         ),
+        (
+            "InferenceService",
+            changed(QWEN_SERVICE, "status", {"conditions": [{"type": "Available", "status": "True"}]}),
+            [
+                "status.conditions[0].lastTransitionTime: is required",
+                "status.conditions[0].message: is required",
+                "status.conditions[0].reason: is required",
+            ],
+        ),
+        ("InferenceService", changed(QWEN_SERVICE, "status", {"conditions": [CONDITION], "phase": "Suspended"}), []),
     ],
 )
 def test_object_problems(kind: crds.CrdKind, obj: dict[str, Any], problems: list[str]) -> None:

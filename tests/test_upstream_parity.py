@@ -128,3 +128,11 @@ def test_our_crds_accept_what_upstream_accepts(source: Path, kind: crds.CrdKind)
 def test_our_crds_carry_no_field_upstream_lacks(kind: crds.CrdKind) -> None:
     upstream = set().union(*(load(p)["kinds"][kind] for p in UPSTREAM))
     assert [path for path in our_paths(kind) if path not in upstream] == []
+
+
+@pytest.mark.parametrize("source", UPSTREAM, ids=lambda p: p.stem)
+@pytest.mark.parametrize("kind", KINDS)
+def test_status_is_typed_path_for_path(source: Path, kind: crds.CrdKind) -> None:
+    # The controller's status writes are checked against the same fields upstream's CRD has, not just kept.
+    ours = our_paths(kind)
+    assert [p for p in load(source)["kinds"][kind] if p.startswith("status") and p not in ours] == []
