@@ -136,3 +136,39 @@ def test_status_is_typed_path_for_path(source: Path, kind: crds.CrdKind) -> None
     # The controller's status writes are checked against the same fields upstream's CRD has, not just kept.
     ours = our_paths(kind)
     assert [p for p in load(source)["kinds"][kind] if p.startswith("status") and p not in ours] == []
+
+
+RESOURCES = Path(__file__).parent / "data" / "upstream" / "resources.yaml"
+
+
+def upstream_resources() -> list[dict[str, Any]]:
+    import yaml
+
+    return [doc for doc in yaml.safe_load_all(RESOURCES.read_text()) if doc]
+
+
+@pytest.mark.parametrize("resource", upstream_resources(), ids=lambda r: r["metadata"]["name"])
+def test_upstream_style_resources_pass_our_crd_schema(resource: dict[str, Any]) -> None:
+    assert crds.validate_custom_resource(resource["kind"], resource) == []
+
+
+@pytest.mark.parametrize("resource", upstream_resources(), ids=lambda r: r["metadata"]["name"])
+def test_the_typed_api_takes_them_but_what_protects_a_user(resource: dict[str, Any]) -> None:
+    from pydantic import ValidationError
+
+    from llmkube_components.api import InferenceServiceSpec, ModelSpec
+
+    spec_model = ModelSpec if resource["kind"] == "Model" else InferenceServiceSpec
+    if resource["metadata"]["name"] != "lenient":
+        assert spec_model.model_validate(resource["spec"]).wire() == resource["spec"]
+        return
+    with pytest.raises(ValidationError) as info:
+        spec_model.model_validate(resource["spec"])
+    assert {".".join(map(str, e["loc"])) for e in info.value.errors()} == {
+        "modelRef",
+        "moeCPULayers",
+        "uBatchSize",
+        "resources.hostMemory",
+        "tolerations.0.operator",
+        "autoscaling.metrics.0.name",
+    }
