@@ -24,13 +24,21 @@ from .api.stack import (
     RESERVED_NAMESPACES,
     SHARED_CACHE_PVC_NAME,
     SHARED_NAMESPACES,
+    Delivery,
     OperatorSettings,
     StackConfig,
 )
 from .errors import Problem, config_path, redact
-from .flags import Inputs, extra_args_problems, layer_split_problems, split_mode
+from .flags import (
+    Inputs,
+    extra_args_problems,
+    layer_split_problems,
+    metadata_overrides_problems,
+    rope_scaling_problems,
+    split_mode,
+)
 from .resolve import ResolvedModel, ResolvedService, ResolvedStack, cache_kind
-from .sources import SourceError, on_node, parse_source
+from .sources import ModelSource, SourceError, is_url, on_node, parse_source
 
 # A Hugging Face organisation or repository name (and not "." or "..", which would climb the URL's path).
 HF_NAME: Final = re.compile(r"^(?!\.{1,2}(@|$))[A-Za-z0-9][A-Za-z0-9._-]*(@[A-Za-z0-9._/-]+)?$")
@@ -45,8 +53,10 @@ def spec_problems(stack: ResolvedStack) -> list[Problem]:
     for model in stack.models.values():
         problems += model_problems(model)
         problems += host_path_problems(model, stack.config.allow_host_path)
+    problems += prefetch_problems(stack)
     for service in stack.services.values():
         problems += service_problems(service)
+        problems += delivery_problems(service, stack.delivery)
     return sorted(set(problems))
 
 
@@ -81,7 +91,28 @@ def namespace_problems(config: StackConfig) -> list[Problem]:
         )
     if config.delivery == "operator" and operator.install:
         problems += served_namespace_problems(operator, stack_namespace=config.namespace)
+    if config.delivery == "operator":
+        problems += secret_read_problems(config)
     return problems
+
+
+def secret_read_problems(config: StackConfig) -> list[Problem]:
+    """An s3:// source the controller we install cannot read the credentials of: it reads sourceSecretRef through
+    its cache, which needs every Secret of the cluster; that right is never granted unasked."""
+    operator = config.operator
+    if not operator.install or "secretReads" in (operator.grants or ()):
+        return []
+    return [
+        Problem(
+            config_path("models", key, "sourceSecretRef"),
+            f"{model.source_secret_ref.name!r}: in delivery operator the LLMKube controller reads the credentials "
+            "of an s3:// source itself, through a cache that lists and watches every Secret in the cluster; grant "
+            "that with llmkube:operator.grants [secretReads], or use delivery direct, where only the model's "
+            "download container gets the Secret",
+        )
+        for key, model in config.models.items()
+        if model.source_secret_ref is not None and model.source.lower().startswith("s3://")
+    ]
 
 
 def served_namespace_problems(operator: OperatorSettings, *, stack_namespace: str | None) -> list[Problem]:
@@ -152,12 +183,12 @@ def model_problems(model: ResolvedModel) -> list[Problem]:
                 where,
                 f"{redact(text)!r} carries a credential ({', '.join(source.credentials)}), which the Pulumi state, "
                 "the pod spec and the download logs would keep; write the URL without user information or credential "
-                "query parameters (token, access_token, sig, X-Amz-Signature, ...). For a private model, stage the "
-                "file on a claim (pvc://) for now: a Secret whose keys become the downloader's environment "
-                "(sourceSecretRef, as in LLMKube) is planned",
+                "query parameters (token, access_token, sig, X-Amz-Signature, ...). For a private model, name a "
+                "Secret in sourceSecretRef whose keys become the downloader's environment (AWS_ACCESS_KEY_ID and "
+                "AWS_SECRET_ACCESS_KEY for s3://, HF_TOKEN for Hugging Face), or stage the file on a claim (pvc://)",
             )
         ]
-    if source.scheme == "hf" and not all(HF_NAME.match(part) for part in text.split("://", 1)[1].split("/")[:2]):
+    if source.scheme == "hf" and not all(HF_NAME.match(part) for part in text.split("://", 1)[-1].split("/")[:2]):
         return [
             Problem(
                 where,
@@ -167,23 +198,175 @@ def model_problems(model: ResolvedModel) -> list[Problem]:
         ]
     if source.downloaded and (source.file_name in (".", "..") or not relative_inside(source.path.lstrip("/"))):
         return [Problem(where, f"{text!r}: the file name must not be '.' or '..', nor the path climb out with '..'")]
+    staged = source_layout_problems(model, source)
+    if staged:
+        return staged
     files = model.spec.files or []
+    mmproj = model.spec.mmproj
+    return (
+        mmproj_problems(model, source)
+        + [
+            Problem(
+                config_path(model.path, "files", i),
+                f"{rel!r} must be a path relative to the model file's directory, without '..'",
+            )
+            for i, rel in enumerate(files)
+            if not relative_inside(rel)
+        ]
+        + [
+            Problem(
+                config_path(model.path, "fileSha256", key),
+                f"{key!r} is not an entry of files ({', '.join(files) or 'none'})"
+                + (f" nor the mmproj {mmproj!r}" if mmproj else "")
+                + "; key each digest by its file as files writes it",
+            )
+            for key in model.spec.file_sha256 or {}
+            if key not in files and key != mmproj
+        ]
+    )
+
+
+# An S3 bucket name (the rules of general purpose buckets): 3-63 lower-case letters, digits, '.' and '-'.
+S3_BUCKET: Final = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
+
+
+def source_layout_problems(model: ResolvedModel, source: ModelSource) -> list[Problem]:
+    """A source that cannot say which file llama.cpp loads: a repository without files, an s3:// prefix whose
+    key names a file, a bucket S3 would refuse."""
+    where = config_path(model.path, "source")
+    text = model.spec.source
+    files = model.spec.files or []
+    if source.repository and not files:
+        return [
+            Problem(
+                where,
+                f"{text!r} names no file; llama.cpp loads one GGUF file: write owner/name/<file>.gguf (or "
+                "hf://<org>/<repo>/<file>.gguf), or list the repository's files in files (the first is the model "
+                "file)",
+            )
+        ]
+    if source.scheme != "s3":
+        return []
+    if not S3_BUCKET.match(source.host):
+        return [Problem(where, f"{text!r}: {source.host!r} is not an S3 bucket name (3-63 of a-z, 0-9, '.', '-')")]
+    if files and source.file_name.lower().endswith(".gguf"):
+        return [
+            Problem(
+                where,
+                f"{text!r} names a file, but with files an s3:// source is the prefix they are under (the first "
+                "of files is the model file, as in LLMKube): write s3://<bucket>/<prefix> and list every file in "
+                "files",
+            )
+        ]
+    return []
+
+
+def mmproj_problems(model: ResolvedModel, source: ModelSource) -> list[Problem]:
+    """An mmproj that cannot be staged beside the model: a path climbing out, a URL that is not downloaded or
+    carries a credential, a name the model file already has."""
+    mmproj = model.spec.mmproj
+    if not mmproj:
+        return []
+    where = config_path(model.path, "mmproj")
+    if not is_url(mmproj):
+        if not relative_inside(mmproj):
+            return [
+                Problem(where, f"{mmproj!r} must be a path relative to the model's directory, without '..', or a URL")
+            ]
+        name = posixpath.normpath(mmproj)
+    else:
+        try:
+            companion = parse_source(mmproj)
+        except SourceError as exc:
+            return [Problem(where, str(exc))]
+        if not companion.downloaded or companion.repository or source.scheme == "pvc":
+            return [
+                Problem(
+                    where,
+                    f"{redact(mmproj)!r}: an mmproj URL is downloaded beside the model: give an http(s)://, hf:// or "
+                    "s3:// URL of the file (a pvc:// model's mmproj is a path in its claim, beside the model file)",
+                )
+            ]
+        if companion.credentials:
+            return [
+                Problem(
+                    where,
+                    f"{redact(mmproj)!r} carries a credential ({', '.join(companion.credentials)}); give credentials "
+                    "in the Secret of sourceSecretRef",
+                )
+            ]
+        name = companion.file_name
+    layout_main = (model.spec.files or [source.file_name])[0] if source.names_directory(model.spec.files) else None
+    main = posixpath.normpath(layout_main) if layout_main else source.file_name
+    if name == main:
+        return [Problem(where, f"{mmproj!r} would be staged as {name}, the model file's own name; rename one")]
+    return []
+
+
+def speculative_problems(service: ResolvedService) -> list[Problem]:
+    """A draftModel that is not a file the served Model stages."""
+    speculative = service.spec.speculative_decoding
+    if speculative is None or not speculative.draft_model:
+        return []
+    files = [posixpath.normpath(f) for f in service.model.spec.files or []]
+    if relative_inside(speculative.draft_model) and posixpath.normpath(speculative.draft_model) in files:
+        return []
     return [
         Problem(
-            config_path(model.path, "files", i),
-            f"{rel!r} must be a path relative to the model file's directory, without '..'",
+            config_path(service.path, "speculativeDecoding", "draftModel"),
+            f"{speculative.draft_model!r} is not in models.{service.model.key}.files "
+            f"({', '.join(service.model.spec.files or []) or 'none'}): list it there, so that it is downloaded "
+            "beside the model, or give the draft model as a Model of its own (draftModelRef)",
         )
-        for i, rel in enumerate(files)
-        if not relative_inside(rel)
-    ] + [
-        Problem(
-            config_path(model.path, "fileSha256", key),
-            f"{key!r} is not an entry of files ({', '.join(files) or 'none'}); key each digest by its file as "
-            "files writes it",
-        )
-        for key in model.spec.file_sha256 or {}
-        if key not in files
     ]
+
+
+def skip_init_problems(service: ResolvedService) -> list[Problem]:
+    """skipModelInit on an emptyDir: nothing ever puts the model there."""
+    cache = service.spec.model_cache
+    if not service.spec.skip_model_init or cache is None or cache.persistence != "Ephemeral" or cache.claim_name:
+        return []
+    return [
+        Problem(
+            config_path(service.path, "skipModelInit"),
+            "true with modelCache.persistence Ephemeral: the pod's emptyDir starts empty and nothing would put the "
+            "model there; keep the download (remove skipModelInit) or read a cache filled ahead (the shared cache, "
+            "with models.<m>.prefetch, or modelCache.claimName)",
+        )
+    ]
+
+
+def prefetch_problems(stack: ResolvedStack) -> list[Problem]:
+    """prefetch where delivery direct cannot honour it: its Job fills the shared cache, with a download."""
+    if stack.delivery != "direct":
+        return []
+    problems = []
+    for model in stack.models.values():
+        if not model.spec.prefetch:
+            continue
+        where = config_path(model.path, "prefetch")
+        try:
+            source = parse_source(model.spec.source)
+        except SourceError:
+            continue  # reported by model_problems
+        if not source.downloaded:
+            problems.append(
+                Problem(
+                    where,
+                    f"true, but {model.spec.source!r} is not downloaded (prefetch fetches http(s)://, hf://, s3:// "
+                    "and repository sources into the shared cache): remove prefetch",
+                )
+            )
+        elif stack.config.model_cache.mode != "shared":
+            problems.append(
+                Problem(
+                    where,
+                    f"true, but modelCache.mode is {stack.config.model_cache.mode}: prefetch fills the shared cache "
+                    f"{SHARED_CACHE_PVC_NAME}, which no service of this stack reads; set modelCache.mode shared, or "
+                    "remove prefetch",
+                )
+            )
+    return problems
 
 
 def relative_inside(rel: str) -> bool:
@@ -195,6 +378,9 @@ def relative_inside(rel: str) -> bool:
 def service_problems(service: ResolvedService) -> list[Problem]:
     """A layerSplit the GPUs cannot use, extraArgs llama-server cannot take, a request above its limit."""
     problems = extra_args_problems(service.spec, service.path) + memory_request_problems(service)
+    problems += speculative_problems(service) + skip_init_problems(service)
+    problems += rope_scaling_problems(service.spec, service.path)
+    problems += metadata_overrides_problems(service.spec, service.path)
     for field, labels in (("nodeSelector", service.spec.node_selector), ("podLabels", service.spec.pod_labels)):
         for key, value in (labels or {}).items():
             problem = label_problem(key, value)
@@ -206,6 +392,116 @@ def service_problems(service: ResolvedService) -> list[Problem]:
     if sharding is not None and sharding.layer_split and split_mode(inputs) not in (None, "none"):
         path = config_path(service.model.path, "hardware", "gpu", "sharding", "layerSplit")
         problems += layer_split_problems(sharding.layer_split, service.gpu_count, path)
+    return problems
+
+
+# A MIG profile as NVIDIA names them (1g.10gb, 3g.40gb): the operator's check, and what makes a resource name.
+MIG_PROFILE: Final = re.compile(r"^[0-9]+g\.[0-9]+gb$")
+
+
+def delivery_problems(service: ResolvedService, delivery: Delivery) -> list[Problem]:
+    """Fields the delivery cannot honour: lifecycle settings that need the operator's controller (delivery
+    direct), and GPU sharing the GPUs, or the operator as we install it, cannot give."""
+    spec = service.spec
+    path = service.path
+    problems: list[Problem] = []
+    if delivery == "direct":
+        if spec.rollout_policy is not None and spec.rollout_policy.wait_for_idle:
+            problems.append(
+                Problem(
+                    config_path(path, "rolloutPolicy", "waitForIdle"),
+                    "true needs delivery operator: only its controller watches llama-server's /slots and holds a "
+                    "rollout until no request is in flight; with delivery direct the pods are replaced as soon as "
+                    "the update applies (rolloutPolicy.force). Remove it, or use llmkube:delivery operator",
+                )
+            )
+        for field, value in (
+            ("maxPodLifetimeSeconds", spec.max_pod_lifetime_seconds),
+            ("maxPodLifetimeIdleTimeoutSeconds", spec.max_pod_lifetime_idle_timeout_seconds),
+        ):
+            if value is not None:
+                problems.append(
+                    Problem(
+                        config_path(path, field),
+                        f"{value} needs delivery operator: Kubernetes has no lifetime for a Deployment's pods (the "
+                        "API server refuses activeDeadlineSeconds in a Deployment's pod template, and it would fail "
+                        "the pod, not replace it); the operator's controller evicts expired pods one at a time. "
+                        "Remove it, or use llmkube:delivery operator",
+                    )
+                )
+        if spec.slo is not None and spec.slo.indicator == "latency":
+            problems.append(
+                Problem(
+                    config_path(path, "slo", "indicator"),
+                    "latency needs a request latency histogram, which llama-server does not export (its /metrics "
+                    "has token counters and requests in flight, no per-request durations); use indicator "
+                    "availability",
+                )
+            )
+    if spec.slo is not None and spec.slo.name is not None and not re.match(DNS_SUBDOMAIN_PATTERN, spec.slo.name):
+        problems.append(
+            Problem(
+                config_path(path, "slo", "name"),
+                f"{spec.slo.name!r} is not {PATTERN_HINTS[DNS_SUBDOMAIN_PATTERN]}",
+            )
+        )
+    return problems + gpu_sharing_problems(service, delivery)
+
+
+def gpu_sharing_problems(service: ResolvedService, delivery: Delivery) -> list[Problem]:
+    """resources.gpuSharing the GPUs cannot give: MIG partitions are NVIDIA's and replace the GPU resource; the
+    operator (v0.9.19) also wants exactly one GPU, and a shared-pool node selector we do not configure."""
+    sharing = service.spec.resources.gpu_sharing if service.spec.resources else None
+    mode = sharing.mode if sharing is not None else None
+    if sharing is None or mode in (None, "exclusive"):
+        return []
+    where = config_path(service.path, "resources", "gpuSharing", "mode")
+    hardware = service.model.spec.hardware
+    gpu = hardware.gpu if hardware else None
+    vendor = (gpu.vendor if gpu else None) or (service.profile.gpu.vendor if service.profile.gpu else None) or "nvidia"
+    problems: list[Problem] = []
+    if mode == "partitioned":
+        if vendor != "nvidia":
+            problems.append(
+                Problem(where, f"partitioned is NVIDIA's MIG; the GPU vendor is {vendor}: use exclusive or shared")
+            )
+        if sharing.profile and not MIG_PROFILE.match(sharing.profile):
+            problems.append(
+                Problem(
+                    config_path(service.path, "resources", "gpuSharing", "profile"),
+                    f"{sharing.profile!r} is not a MIG profile such as 1g.10gb (<compute>g.<memory>gb)",
+                )
+            )
+        if gpu is not None and gpu.resource_name and not gpu.resource_name.startswith("nvidia.com/mig-"):
+            problems.append(
+                Problem(
+                    where,
+                    f"partitioned requests nvidia.com/mig-{sharing.profile}, but the model's hardware.gpu."
+                    f"resourceName is {gpu.resource_name}: remove one of the two",
+                )
+            )
+    if gpu is not None and gpu.resource_claims:
+        problems.append(
+            Problem(where, f"{mode} shares device-plugin GPUs; the model's GPUs are DRA resourceClaims: use exclusive")
+        )
+    if delivery == "operator":
+        if service.gpu_count != 1:
+            problems.append(
+                Problem(
+                    where,
+                    f"{mode} with {service.gpu_count} GPUs: the LLMKube operator (v0.9.19) fails a shared or "
+                    "partitioned service unless it has exactly 1 GPU; set resources.gpu: 1",
+                )
+            )
+        if mode == "shared" and vendor != "amd":
+            problems.append(
+                Problem(
+                    where,
+                    "shared needs the LLMKube operator's --gpu-sharing-shared-pool-selector, which the operator "
+                    "llmkube installs does not set, so the operator would fail the service; use delivery direct "
+                    "(the device plugin's shared GPU resource), or exclusive",
+                )
+            )
     return problems
 
 

@@ -61,6 +61,27 @@ PLACEMENT_FIELDS = (
     "endpoint*",
     "autoscaling*",
     "modelCache*",
+    "suspend",
+    "revisionHistoryLimit",
+    "rolloutPolicy*",
+    "disruption*",
+    "maxPodLifetimeSeconds",
+    "maxPodLifetimeIdleTimeoutSeconds",
+    "priority",
+    "evictionProtection",
+    "topologySpreadConstraints*",
+    "podSecurityContext*",
+    "securityContext*",
+    "allowWeakerSecurityContext",
+    "imagePullSecrets*",
+    "env*",
+    "command*",
+    "containerPort",
+    "bindAddress",
+    "probeOverrides*",
+    "extraVolumes*",
+    "extraVolumeMounts*",
+    "slo*",
 )
 B = TypeVar("B")
 
@@ -422,6 +443,11 @@ class Model(_Component):
         resources = []
         if built.custom_resource is not None:
             resources.append(_register_one(f"{name}-model", built.custom_resource, _child(self), carry))
+        if built.prefetch_job is not None:
+            # Not awaited: the download may take longer than any preview should wait, and the services' pods
+            # wait for it anyway (their downloader finds the file being fetched under the cache's lock).
+            (job,) = _annotated([built.prefetch_job], SKIP_AWAIT)
+            resources.append(_register_one(f"{name}-prefetch", job, _child(self), carry))
         outputs = {
             "name": built.model.name,
             "namespace": built.namespace,
@@ -532,7 +558,8 @@ class InferenceService(_Component):
         service, warnings = built
         for warning in warnings:
             pulumi.log.warn(warning, resource=self)
-        return self._register(name, service, None, carry, api_key)
+        classes = _register_priority_classes(name, service.priority_classes, _child(self), carry)
+        return self._register(name, service, None, carry, api_key, after=classes)
 
     @classmethod
     def from_build(
@@ -559,8 +586,9 @@ class InferenceService(_Component):
         placed: "placement.Scheduling | None",
         carry: Carry,
         api_key: pulumi.Input[str] | None = None,
+        after: list[Any] | None = None,
     ) -> pulumi.Output[dict[str, Any]]:
-        child = _child(self)
+        child = _child(self, pulumi.ResourceOptions(depends_on=after) if after else None)
         policy = [built.network_policy] if built.network_policy is not None else []
         if built.custom_resource is not None:
             resources = [_register_one(f"{name}-isvc", built.custom_resource, child, carry)]
@@ -577,6 +605,19 @@ class InferenceService(_Component):
         if built.plan is not None:
             pulumi.log.info(built.plan.table(), resource=self)
         return _ready(resources, service_outputs(built, placed), carry)
+
+
+def _register_priority_classes(
+    prefix: str, manifests: "tuple[dict[str, Any], ...]", opts: pulumi.ResourceOptions, carry: Carry
+) -> list[Any]:
+    """The cluster-scoped PriorityClasses (workloads.priority_class), each under its own name: every stack that
+    uses a level writes the same object, so each adopts an existing one (patchForce) and keeps it on delete, since
+    another stack's pods may still name it."""
+    keep = pulumi.ResourceOptions.merge(opts, pulumi.ResourceOptions(retain_on_delete=True))
+    return [
+        _register_one(f"{prefix}-{m['metadata']['name']}", m, keep, carry)
+        for m in _annotated(list(manifests), PATCH_FORCE)
+    ]
 
 
 def _rollout_wait(minutes: int | None) -> dict[str, pulumi.ResourceOptions] | None:
@@ -643,7 +684,7 @@ def _standalone_service(
     model_args.update({k: plain[k] for k in ("namespace", "delivery", "allowHostPath") if k in plain})
     model = pipeline.standalone_model(str(model_key or name), model_args)
     built, planned = pipeline.standalone_service(name, plain, model, settings)
-    return built, [str(w) for w in planned.stack.warnings]
+    return built, [str(w) for w in [*planned.stack.warnings, *built.warnings]]
 
 
 class Platform(_Component):
@@ -714,7 +755,7 @@ class Platform(_Component):
         api_keys: Callable[[str], pulumi.Input[str] | None],
     ) -> pulumi.Output[dict[str, Any]]:
         stack = built.stack
-        for warning in stack.warnings:
+        for warning in [*stack.warnings, *(w for s in built.services.values() for w in s.warnings)]:
             pulumi.log.warn(str(warning), resource=self)
         child = _child(self)
 
@@ -758,6 +799,8 @@ class Platform(_Component):
             after_namespace = pulumi.ResourceOptions.merge(child, pulumi.ResourceOptions(depends_on=list(foundation)))
             self.operator = Operator.from_build(f"{name}-operator", built.operator, after_namespace, carry)
             foundation.append(self.operator)
+        # The PriorityClasses the pods name: a pod naming a missing one is refused at creation.
+        foundation += _register_priority_classes(name, built.priority_classes, _child(self), carry)
         keep_after = pulumi.ResourceOptions.merge(keep, pulumi.ResourceOptions(depends_on=list(foundation)))
         cache = _annotated(built.cache, PATCH_FORCE)
         foundation += [_register_one(f"{name}-model-cache", m, _child(self, keep_after), carry) for m in cache]

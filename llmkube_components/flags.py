@@ -20,7 +20,11 @@ Where we deliberately differ from the operator, the row or the function says why
   parses;
 - a ``layerSplit`` that cannot be used, and ``--port`` in ``extraArgs``, are config errors at preview
   (``layer_split_problems``, ``extra_args_problems``; the operator falls back to an even split, or serves on
-  a port its Service does not point at).
+  a port its Service does not point at);
+- ``metadataOverrides`` are passed in one ``--override-kv``, not one flag each (``metadata_overrides``);
+- runtime ``llamacpp-router`` keeps the table's per-model flags (the router passes its own command line on to
+  every model instance it starts), where the operator passes none; ``--models-dir`` is the staged model's
+  directory, not a ``/models`` the user mounts.
 
 llama.cpp facts below are from the tree vendored in llama-cpp-python 0.3.36 (``common/arg.cpp``,
 ``common/common.h``).
@@ -29,6 +33,7 @@ llama.cpp facts below are from the tree vendored in llama-cpp-python 0.3.36 (``c
 from __future__ import annotations
 
 import math
+import posixpath
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -37,7 +42,7 @@ from typing import Any, TypeVar
 
 from .api.base import parse_quantity
 from .api.model import GPUShardingSpec, GPUSpec, ModelSpec
-from .api.service import InferenceServiceSpec
+from .api.service import DRAFT_WEIGHT_TYPES, InferenceServiceSpec
 from .errors import Problem, config_path
 
 
@@ -173,18 +178,42 @@ _LAYER_RANGE = re.compile(r"^\s*(\d+)\s*-\s*(\d+)\s*$")
 _PROPORTION = re.compile(r"^\s*\d+(\.\d+)?\s*$")
 
 
-def model_file(given: Inputs) -> str:
-    return given.model_path
+ROUTER_RUNTIME = "llamacpp-router"
 
 
-@reads("endpoint.port")
+def is_router(spec: InferenceServiceSpec) -> bool:
+    """llama-server's router mode: no --model; it serves the GGUF files of --models-dir, one instance each."""
+    return spec.runtime == ROUTER_RUNTIME
+
+
+@reads("runtime")
+def model_file(given: Inputs) -> str | None:
+    return None if is_router(given.spec) else given.model_path
+
+
+@reads("runtime")
+def models_dir(given: Inputs) -> str | None:
+    """The router's --models-dir: the directory the service's Model is staged in (/models/<key>/), so the
+    router serves that model (named after its file) and nothing else of the shared cache. llama.cpp's
+    common/preset.cpp (load_from_models_dir) reads each .gguf file directly in the directory as one model;
+    a subdirectory would be one model too, named after the subdirectory (our cache keys are hashes)."""
+    return (posixpath.dirname(given.model_path) or "/") if is_router(given.spec) else None
+
+
+def listen_port(spec: InferenceServiceSpec) -> int:
+    """The port llama-server listens on in the pod: containerPort, else endpoint.port (the Service's port)."""
+    return spec.container_port or spec.serving_port
+
+
+@reads("containerPort", "endpoint.port")
 def serving_port(given: Inputs) -> int:
-    # Always emitted: the Service, the container port and the probes use the same number.
-    return given.spec.serving_port
+    # Always emitted: the container port and the probes use the same number (the Service targets it).
+    return listen_port(given.spec)
 
 
+@reads("bindAddress")
 def listen_address(given: Inputs) -> str:
-    return LISTEN_ADDRESS
+    return given.spec.bind_address or LISTEN_ADDRESS
 
 
 def _gpu(model: ModelSpec) -> GPUSpec | None:
@@ -357,6 +386,117 @@ def prompt_cache_off(given: Inputs) -> str | None:
     return "0" if given.spec.mode in POOLING_BY_MODE else None
 
 
+# --- decoding and context: speculative decoding, RoPE scaling, reasoning budget -------------------------------
+
+
+def _extra_flags(spec: InferenceServiceSpec) -> set[str]:
+    return flags_in(extra_args(spec))
+
+
+@reads("ropeScaling")
+def rope_scaling(given: Inputs) -> str | None:
+    rope = given.spec.rope_scaling
+    return rope.type if rope else None
+
+
+@reads("ropeScaling")
+def rope_scale(given: Inputs) -> str | None:
+    """The factor, unless extraArgs choose the scaling: as in the operator, --rope-scaling in extraArgs
+    takes the whole RoPE block over (a factor for another scaling type would be wrong)."""
+    rope = given.spec.rope_scaling
+    if rope is None or "--rope-scaling" in _extra_flags(given.spec):
+        return None
+    return rope.factor
+
+
+@reads("ropeScaling")
+def yarn_original_context(given: Inputs) -> int | None:
+    rope = given.spec.rope_scaling
+    if rope is None or "--rope-scaling" in _extra_flags(given.spec):
+        return None
+    return rope.original_context
+
+
+def _speculative_type(given: Inputs) -> str | None:
+    """llama.cpp's name of the speculative type; None when there is no speculation (unset, none, disabled)."""
+    speculative = given.spec.speculative_decoding
+    if speculative is None or speculative.resolved_type == "none":
+        return None
+    return speculative.resolved_type
+
+
+@reads("speculativeDecoding")
+def spec_type(given: Inputs) -> str | None:
+    return _speculative_type(given)
+
+
+# Types that read a separate file of draft weights: the draft-* types, and draft-mtp optionally (a separate
+# MTP head; without one it runs the model's own multi-token-prediction layer).
+TAKES_DRAFT_FILE = DRAFT_WEIGHT_TYPES | {"draft-mtp"}
+
+
+@reads("speculativeDecoding")
+def draft_model(given: Inputs) -> str | None:
+    """-md: where the pod finds the draft weights, for a type that reads them and a draft that was staged."""
+    kind = _speculative_type(given)
+    return given.draft_path if kind in TAKES_DRAFT_FILE and given.draft_path else None
+
+
+@reads("speculativeDecoding")
+def spec_draft_n_max(given: Inputs) -> int | None:
+    speculative = given.spec.speculative_decoding
+    return speculative.n_draft_max if speculative and _speculative_type(given) else None
+
+
+def go_float(value: float) -> str:
+    """pMin as the operator prints it (Go's %g): the shortest digits that read back as the same float, in
+    exponent form (two exponent digits at least) below 1e-4: 0.05, 1, 0, 1e-05. Python's repr is the same
+    shortest form with the same exponent rule for 0 <= value <= 1 (the field's bounds), but for the ".0" of
+    whole numbers."""
+    text = repr(float(value))
+    return text.removesuffix(".0")
+
+
+@reads("speculativeDecoding")
+def spec_draft_p_min(given: Inputs) -> str | None:
+    # Text, so that 0 is emitted too: a set pMin is passed whatever its value, as in the operator.
+    speculative = given.spec.speculative_decoding
+    if speculative is None or speculative.p_min is None or not _speculative_type(given):
+        return None
+    return go_float(speculative.p_min)
+
+
+@reads("reasoningBudget")
+def reasoning_budget(given: Inputs) -> str | None:
+    # Text, so that 0 (no thinking at all, the field's most common value) is emitted: the table leaves out
+    # falsy values, and llama.cpp's default is -1 (unlimited).
+    budget = given.spec.reasoning_budget
+    return None if budget is None else str(budget)
+
+
+@reads("reasoningBudgetMessage", "reasoningBudget")
+def reasoning_budget_message(given: Inputs) -> str | None:
+    # Only beside a budget, as in the operator: without one the message is never injected.
+    return given.spec.reasoning_budget_message if given.spec.reasoning_budget is not None else None
+
+
+@reads("metadataOverrides")
+def metadata_overrides(given: Inputs) -> list[str] | None:
+    """Every entry in one --override-kv, comma-separated. llama.cpp splits each value on commas anyway (so an
+    entry cannot hold one: metadata_overrides_problems), and one flag per entry, the operator's form, makes it
+    log "DEPRECATED: argument '--override-kv' specified multiple times ... (only last value will be used)" at
+    every start, which is false (it appends them all) and alarming. extraArgs add to these."""
+    entries = given.spec.metadata_overrides
+    return [",".join(entries)] if entries else None
+
+
+@reads("runtime")
+def mmproj_file(given: Inputs) -> str | None:
+    # The router drops --mmproj from what it passes to its model instances (server-models.cpp,
+    # unset_reserved_args): router_problems reports a projector there instead.
+    return None if is_router(given.spec) else given.mmproj_path
+
+
 # --- the table ------------------------------------------------------------------------------------------------
 # One row per flag, in the order llama-server receives them (the operator's). Adding a flag is one row here
 # and one row in tests/test_llamacpp.py. Aliases and negations are llama.cpp's, from common/arg.cpp; rows
@@ -366,12 +506,16 @@ def prompt_cache_off(given: Inputs) -> str | None:
 FLAG_TABLE: tuple[Flag, ...] = (
     #    flag                 kind      changes   value                                     aliases, negations
     Flag("--model",            VALUED,   SERVING,  model_file,                               "-m"),
+    Flag("--models-dir",       VALUED,   SERVING,  models_dir),
     Flag("--port",             VALUED,   SERVING,  serving_port),
     Flag("--host",             VALUED,   SERVING,  listen_address),
     Flag("--n-gpu-layers",     VALUED,   MEMORY,   gpu_layers,                               "-ngl", "--gpu-layers"),
     Flag("--split-mode",       VALUED,   MEMORY,   split_mode,                               "-sm", default="layer"),
     Flag("--tensor-split",     VALUED,   MEMORY,   tensor_split,                             "-ts"),
     Flag("--ctx-size",         VALUED,   MEMORY,   field("contextSize"),                     "-c", default="0"),
+    Flag("--rope-scaling",     VALUED,   SERVING,  rope_scaling),
+    Flag("--rope-scale",       VALUED,   SERVING,  rope_scale),
+    Flag("--yarn-orig-ctx",    VALUED,   SERVING,  yarn_original_context),
     Flag("--parallel",         VALUED,   MEMORY,   field("parallelSlots"),                   "-np"),
     # No spec field: read from extraArgs only. One KV stream for all sequences instead of one each.
     Flag("--kv-unified",       SWITCH,   MEMORY,   from_extra_args_only,
@@ -392,6 +536,24 @@ FLAG_TABLE: tuple[Flag, ...] = (
     Flag("--batch-size",       VALUED,   MEMORY,   field("batchSize"),                       "-b", default="2048"),
     Flag("--ubatch-size",      VALUED,   MEMORY,   field("uBatchSize"),                      "-ub", default="512"),
     Flag("--no-warmup",        SWITCH,   SERVING,  field("noWarmup"),                        negations=("--warmup",)),
+    # draft-mtp loads the model's multi-token-prediction layers and gives them a KV cache of their own; the
+    # draft model (-md) is a second model with a KV cache as large as the main one's (common/speculative.cpp).
+    Flag("--spec-type",        VALUED,   MEMORY,   spec_type),
+    Flag("-md",                VALUED,   MEMORY,   draft_model,              "--spec-draft-model", "--model-draft"),
+    Flag("--spec-draft-n-max", VALUED,   MEMORY,   spec_draft_n_max,                         default="3"),
+    Flag("--spec-draft-p-min", VALUED,   SERVING,  spec_draft_p_min,                         "--draft-p-min"),
+    # No spec field: read from extraArgs only. The draft's KV cache types (f16 whatever -ctk says) and layers.
+    Flag("--spec-draft-type-k", VALUED,  MEMORY,   from_extra_args_only,
+         "-ctkd", "--cache-type-k-draft", default="f16"),
+    Flag("--spec-draft-type-v", VALUED,  MEMORY,   from_extra_args_only,
+         "-ctvd", "--cache-type-v-draft", default="f16"),
+    Flag("--spec-draft-ngl",   VALUED,   MEMORY,   from_extra_args_only,
+         "-ngld", "--gpu-layers-draft", "--n-gpu-layers-draft"),
+    Flag("--reasoning-budget", VALUED,   SERVING,  reasoning_budget),
+    Flag("--reasoning-budget-message", VALUED, SERVING, reasoning_budget_message),
+    Flag("--mmproj",           VALUED,   MEMORY,   mmproj_file,                              "-mm"),
+    # All entries in one flag, where the operator passes one each: see metadata_overrides.
+    Flag("--override-kv",      REPEATED, SERVING,  metadata_overrides),
     Flag("--fit",              VALUED,   SERVING,  fit_off,                                  "-fit"),
     Flag("--reranking",        SWITCH,   SERVING,  reranking,                                "--rerank"),
     Flag("--embedding",        SWITCH,   SERVING,  embedding,                                "--embeddings"),
@@ -483,8 +645,8 @@ def extra_args_problems(spec: InferenceServiceSpec, path: str) -> list[Problem]:
             problems.append(
                 Problem(
                     where,
-                    f"{arg!r} would move the server off port {spec.serving_port}, where the Service and the probes "
-                    "connect; set endpoint.port instead",
+                    f"{arg!r} would move the server off port {listen_port(spec)}, where the Service and the probes "
+                    "connect; set endpoint.port (or containerPort) instead",
                 )
             )
             continue
@@ -517,6 +679,159 @@ def extra_args_problems(spec: InferenceServiceSpec, path: str) -> list[Problem]:
         following = given[index + 1] if index + 1 < len(given) else None
         if following is None or _FLAG_TOKEN.match(following):
             problems.append(Problem(where, f"{arg!r} needs a value; write {arg!r} and its value as two entries"))
+    return problems
+
+
+# --- preview checks of the decoding fields -----------------------------------------------------------------------
+
+# What the pinned llama.cpp's --rope-scaling takes (common/arg.cpp); the API also has upstream's longrope.
+ROPE_SCALING_TYPES = ("none", "linear", "yarn")
+# common/common.cpp string_parse_kv_override: the key and a str value are copied into 128-byte buffers.
+MAX_OVERRIDE_KEY = 127
+MAX_OVERRIDE_STR = 127
+_OVERRIDE = re.compile(r"^(?P<key>[^=]*)=(?P<type>int|float|bool|str):(?P<value>.*)$", re.DOTALL)
+
+
+def rope_scaling_problems(spec: InferenceServiceSpec, path: str) -> list[Problem]:
+    """ropeScaling llama-server would refuse: a type its --rope-scaling does not know (it stops with "invalid
+    value"), a factor of 0 (--rope-scale N sets the frequency scale to 1/N)."""
+    rope = spec.rope_scaling
+    if rope is None:
+        return []
+    problems: list[Problem] = []
+    if rope.type not in ROPE_SCALING_TYPES:
+        problems.append(
+            Problem(
+                config_path(path, "ropeScaling", "type"),
+                f"{rope.type!r} is not a --rope-scaling this llama.cpp takes ({', '.join(ROPE_SCALING_TYPES)}): "
+                "llama-server would stop with 'invalid value'; use yarn or linear, or leave ropeScaling unset to "
+                "keep the model's own RoPE settings",
+            )
+        )
+    if rope.factor is not None and float(rope.factor) == 0:
+        problems.append(
+            Problem(
+                config_path(path, "ropeScaling", "factor"),
+                f"{rope.factor!r}: llama.cpp scales RoPE frequencies by 1/factor; give a factor above 0, such as 4",
+            )
+        )
+    return problems
+
+
+def speculative_problems(spec: InferenceServiceSpec, path: str) -> list[Problem]:
+    """speculativeDecoding settings that would do nothing: nDraftMax or pMin without speculation."""
+    speculative = spec.speculative_decoding
+    if speculative is None or speculative.resolved_type != "none":
+        return []
+    given = [
+        name
+        for name, value in (("nDraftMax", speculative.n_draft_max), ("pMin", speculative.p_min))
+        if value is not None
+    ]
+    return [
+        Problem(
+            config_path(path, "speculativeDecoding", name),
+            f"has no effect with type {speculative.type!r}: nothing is drafted; set a type such as ngram-simple or "
+            "draft-simple, or leave it out",
+        )
+        for name in given
+    ]
+
+
+def metadata_overrides_problems(spec: InferenceServiceSpec, path: str) -> list[Problem]:
+    """metadataOverrides llama-server would refuse or misread (common/arg.cpp, common/common.cpp): every
+    --override-kv value is split on commas (a double quote starts a quoted field), a key or str value
+    longer than 127 characters is refused, and a bool is true or false."""
+    problems: list[Problem] = []
+    for index, entry in enumerate(spec.metadata_overrides or []):
+        where = config_path(path, "metadataOverrides", index)
+        m = _OVERRIDE.match(entry)
+        if m is None:
+            continue  # the API's pattern reports it
+        key, kind, value = m["key"], m["type"], m["value"]
+        if "," in entry or '"' in entry:
+            problems.append(
+                Problem(
+                    where,
+                    f"{entry!r}: llama.cpp splits each --override-kv value on commas and reads double quotes as "
+                    "CSV quoting, so this entry would not arrive whole; drop the comma or quote",
+                )
+            )
+        elif len(key) > MAX_OVERRIDE_KEY:
+            problems.append(
+                Problem(where, f"the key is {len(key)} characters; llama.cpp takes at most {MAX_OVERRIDE_KEY}")
+            )
+        elif kind == "str" and len(value) > MAX_OVERRIDE_STR:
+            problems.append(
+                Problem(where, f"the str value is {len(value)} characters; llama.cpp takes at most {MAX_OVERRIDE_STR}")
+            )
+        elif kind == "bool" and value not in ("true", "false"):
+            problems.append(Problem(where, f"{value!r} is not a bool llama.cpp reads; write true or false"))
+        elif kind == "int" and not re.fullmatch(r"-?\d+", value):
+            problems.append(Problem(where, f"{value!r} is not an int; llama.cpp would read it as {_atol(value)}"))
+    return problems
+
+
+def _atol(text: str) -> int:
+    m = re.match(r"\s*([+-]?\d+)", text)
+    return int(m[1]) if m else 0
+
+
+def bind_address_problems(spec: InferenceServiceSpec, path: str) -> list[Problem]:
+    """A bindAddress the Service and the probes cannot reach: they connect to the pod's own address."""
+    address = spec.bind_address
+    if address is None or address in ALL_INTERFACES:
+        return []
+    return [
+        Problem(
+            config_path(path, "bindAddress"),
+            f"{address!r}: the Service and the probes connect to the pod's own address, so the server would "
+            f"never become ready unless something in the pod forwards to it; use {' or '.join(ALL_INTERFACES)}, "
+            "or leave bindAddress unset",
+        )
+    ]
+
+
+# A split GGUF's parts (llama.cpp's gguf-split names).
+_SPLIT_PART = re.compile(r"-\d{5}-of-\d{5}\.gguf$")
+
+
+def router_problems(spec: InferenceServiceSpec, model: ModelSpec, model_path: str, path: str) -> list[Problem]:
+    """What runtime llamacpp-router cannot serve as delivery direct renders it (--models-dir the Model's
+    directory; common/preset.cpp load_from_models_dir reads each .gguf file there as a model of its own):
+    a split model (every part would be listed as a model), a multimodal projector (skipped there, and
+    --mmproj is not passed on to the model instances), and a draftModel file beside the model (listed as a
+    second model)."""
+    if not is_router(spec):
+        return []
+    problems: list[Problem] = []
+    where = config_path(path, "runtime")
+    if _SPLIT_PART.search(model_path):
+        problems.append(
+            Problem(
+                where,
+                f"{ROUTER_RUNTIME} serves each .gguf file of the model's directory as a model, so the parts of "
+                f"the split model {posixpath.basename(model_path)!r} would each be listed; use runtime llamacpp "
+                "for a split model",
+            )
+        )
+    if model.mmproj:
+        problems.append(
+            Problem(
+                where,
+                f"{ROUTER_RUNTIME} does not pass --mmproj on to its model instances and skips projector files "
+                f"in its models directory, so the Model's mmproj would not be loaded; use runtime llamacpp",
+            )
+        )
+    speculative = spec.speculative_decoding
+    if speculative is not None and speculative.draft_model:
+        problems.append(
+            Problem(
+                config_path(path, "speculativeDecoding", "draftModel"),
+                f"{speculative.draft_model!r} sits in the model's directory, which {ROUTER_RUNTIME} serves whole: "
+                "it would be listed as a model of its own; give the draft as draftModelRef, or use runtime llamacpp",
+            )
+        )
     return problems
 
 

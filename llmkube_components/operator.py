@@ -7,6 +7,7 @@ the comments name the file a fact came from, so the next version bump knows what
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any, Final
 
 from .api import OperatorSettings, parse_quantity
@@ -60,11 +61,12 @@ METRICS_PORT: Final = 8443
 # What the controller may do, one line per (apiGroup, resources), each with the calls that need it. Source:
 # internal/controller/*.go and cmd/main.go at v0.9.19 (the +kubebuilder:rbac markers and config/rbac/role.yaml
 # grant far more: every integration the binary has). Cut down to what the Models and InferenceServices our API
-# can express make the controller do, plus what it watches whatever the objects. Left out on purpose, with the
-# spec field or integration that would need it, none of which our API has: Secrets (s3:// sourceSecretRef,
-# model_controller.go s3Credentials; ModelRouter auth), prefetch Jobs (spec.prefetch, model_prefetch.go, which
-# also makes the Model's owner reference block deletion: models/finalizers), pod eviction (maxPodLifetime,
-# pod_lifetime.go), DRA claims (resourceclaims), ModelPool's patch of its member InferenceServices, ModelRouter's
+# can express make the controller do, plus what it watches whatever the objects. Three features get their rights
+# only when used (GRANT_RULES, OperatorSettings.grants): Secrets (s3:// sourceSecretRef, model_controller.go
+# s3Credentials: opt-in only), prefetch Jobs (spec.prefetch, model_prefetch.go, which also makes the Model's owner
+# reference block deletion: models/finalizers) and pod eviction (maxPodLifetimeSeconds, pod_lifetime.go). Left
+# out on purpose, with the spec field or integration that would need it: ModelRouter auth's Secrets, DRA claims
+# (resourceclaims), ModelPool's patch of its member InferenceServices, ModelRouter's
 # ConfigMap/ServiceAccount/RBAC writes, the status patches of the SLO and gateway controllers (spec.slo,
 # spec.gateway), the Envoy AI Gateway, Pyrra and Grafana integrations (they self-gate on a flag or a CRD we do
 # not install), namespaces (read only by the GPUQuota reconciler), and priorityclasses (named, never read).
@@ -126,6 +128,28 @@ WRITE_RULES: Final[tuple[Rule, ...]] = (
     # to count repeats. Core v1 events come only from leader election, in the controller's own namespace.
     ("events.k8s.io", ("events",), ("create", "patch")),
 )
+
+# Rights of the features in api.stack.OperatorGrant, as (cache reads, cluster-wide; writes, where the writes go).
+GRANT_RULES: Final[dict[str, tuple[tuple[Rule, ...], tuple[Rule, ...]]]] = {
+    # model_prefetch.go: a cached Get of the Model's prefetch Job (so an informer over every Job), Create of it;
+    # the Job's controller owner reference to the Model blocks its deletion: models/finalizers.
+    "prefetch": (
+        (("batch", ("jobs",), _READ),),
+        (("batch", ("jobs",), ("create",)), ("inference.llmkube.dev", ("models/finalizers",), ("update",))),
+    ),
+    # pod_lifetime.go: the eviction subresource of the expired pod (pods themselves are already read).
+    "podEviction": ((), (("", ("pods/eviction",), ("create",)),)),
+    # model_controller.go s3Credentials: a cached Get of the sourceSecretRef Secret, so an informer that lists and
+    # watches every Secret of the cluster: nothing narrower works with the controller as it is built.
+    "secretReads": ((("", ("secrets",), _READ),), ()),
+}
+
+
+def grant_rules(grants: Iterable[str]) -> tuple[tuple[Rule, ...], tuple[Rule, ...]]:
+    """The cache reads and the writes the given grants add, in OperatorGrant order."""
+    chosen = [GRANT_RULES[g] for g in GRANT_RULES if g in set(grants)]
+    return tuple(r for reads, _ in chosen for r in reads), tuple(w for _, writes in chosen for w in writes)
+
 
 # With --metrics-secure (the default) every scrape is authenticated and authorized through the API server
 # (controller-runtime filters.WithAuthenticationAndAuthorization); without these every scrape fails.
@@ -213,7 +237,9 @@ def operator_manifests(settings: OperatorSettings, *, instance: str = APP_NAME) 
     ns = settings.namespace
     labels = controller_labels(settings, instance)
     # The ClusterRole holds the cache's reads; the writes only when the stack opted into clusterWide.
-    manager_table = CACHE_READ_RULES + (WRITE_RULES if settings.rbac == "clusterWide" else ())
+    grant_reads, grant_writes = grant_rules(settings.grants or ())
+    writes = WRITE_RULES + grant_writes
+    manager_table = CACHE_READ_RULES + grant_reads + (writes if settings.rbac == "clusterWide" else ())
     return [
         {
             "apiVersion": "v1",
@@ -258,9 +284,10 @@ def served_namespace_manifests(
     if settings.rbac == "clusterWide":
         return {}
     labels = controller_labels(settings, instance)
+    writes = WRITE_RULES + grant_rules(settings.grants or ())[1]
     return {
         served: [
-            _role(NAMESPACE_ROLE, served, labels, _rules(WRITE_RULES)),
+            _role(NAMESPACE_ROLE, served, labels, _rules(writes)),
             _binding(NAMESPACE_ROLE_BINDING, served, labels, NAMESPACE_ROLE, settings.namespace),
         ]
         for served in sorted(set(settings.served_namespaces or ()))

@@ -9,7 +9,8 @@ checks, the same plans and the same manifests.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import typing
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,8 +20,9 @@ from . import checks, workloads
 from . import operator as operator_install
 from .api import ModelSpec, OperatorSettings
 from .api.base import normalize_name
+from .api.stack import OperatorGrant
 from .api.validation import problems_from_validation_error
-from .errors import ConfigError, raise_if_any
+from .errors import ConfigError, Problem, config_path, raise_if_any
 from .hardware import resolve_profile
 from .planner.plan import ServicePlan
 from .planner.reader import MetadataReader
@@ -39,6 +41,7 @@ class ModelBuild:
     namespace: str
     cache_path: str  # where llama-server finds the file
     custom_resource: Manifest | None  # delivery operator: the Model custom resource
+    prefetch_job: Manifest | None = None  # delivery direct, spec.prefetch: the Job that fills the shared cache
 
 
 @dataclass(frozen=True)
@@ -56,6 +59,10 @@ class ServiceBuild:
     client_config: dict[str, Any]
     # delivery direct: how long Pulumi may wait for the Deployment, its model's download included
     rollout_minutes: int | None = None
+    # what the preview warns about the service's pod fields (delivery direct: a weaker securityContext allowed)
+    warnings: tuple[Problem, ...] = ()
+    # the PriorityClasses its pods name (cluster-scoped, shared; a Platform registers its services' once)
+    priority_classes: tuple[Manifest, ...] = ()
 
     @property
     def api_key_secret(self) -> dict[str, str] | None:
@@ -84,6 +91,8 @@ class StackBuild:
     operator: OperatorBuild | None  # the operator to install (delivery operator)
     models: dict[str, ModelBuild]  # by Kubernetes name
     services: dict[str, ServiceBuild]  # by Kubernetes name
+    # the PriorityClasses the services' pods name, each once (cluster-scoped: adopted and kept on delete)
+    priority_classes: tuple[Manifest, ...] = ()
 
     @property
     def stack(self) -> ResolvedStack:
@@ -117,7 +126,14 @@ def build(planned: PlannedStack) -> StackBuild:
     """Every manifest of a planned stack; each builder runs once per service."""
     stack = planned.stack
     operator = stack.delivery == "operator"
-    services = {name: _service(s, planned) for name, s in stack.services.items()}
+    services: dict[str, ServiceBuild] = {}
+    problems: list[Problem] = []
+    for service_name, resolved in stack.services.items():
+        try:
+            services[service_name] = _service(resolved, planned)
+        except ConfigError as error:  # every service's problems, reported at once
+            problems += error.problems
+    raise_if_any(sorted(set(problems)))
     namespace: list[Manifest] = []
     if stack.config.create_namespace:
         built = [m for s in services.values() for m in s.workloads]
@@ -126,11 +142,14 @@ def build(planned: PlannedStack) -> StackBuild:
         planned=planned,
         namespace=namespace,
         cache=[] if operator else workloads.shared_cache_manifests(stack),
-        operator=_operator(stack.config.operator, stack.namespace)
+        operator=_operator(stack.config.operator, stack.namespace, needed_grants(stack))
         if operator and stack.config.operator.install
         else None,
         models={name: _model(m, stack) for name, m in stack.models.items()},
         services=services,
+        priority_classes=tuple(
+            workloads.priority_classes(workloads.priority_level(s, stack.delivery) for s in stack.services.values())
+        ),
     )
 
 
@@ -145,7 +164,10 @@ def _model(model: ResolvedModel, stack: ResolvedStack) -> ModelBuild:
         from . import crds  # delivery operator only: kept out of a direct stack's imports
 
         resource = crds.custom_resource("Model", model.name, stack.namespace, model.spec.wire())
-    return ModelBuild(model, stack.namespace, workloads.model_path(model.spec, stack.delivery), resource)
+    prefetch = None
+    if stack.delivery == "direct" and model.spec.prefetch:
+        prefetch = workloads.prefetch_job(model, stack.namespace)
+    return ModelBuild(model, stack.namespace, workloads.model_path(model.spec, stack.delivery), resource, prefetch)
 
 
 def _service(service: ResolvedService, planned: PlannedStack) -> ServiceBuild:
@@ -154,6 +176,10 @@ def _service(service: ResolvedService, planned: PlannedStack) -> ServiceBuild:
     resource = None
     server_args = None
     rollout = None
+    warnings: list[Problem] = []
+    if stack.delivery == "direct":
+        errors, warnings = workloads.workload_problems(service, cache_mode=stack.config.model_cache.mode)
+        raise_if_any(errors)
     if stack.delivery == "operator":
         # The controller renders its own arguments; the workloads built here only judge the pod (node check,
         # the namespace's Pod Security level).
@@ -178,6 +204,8 @@ def _service(service: ResolvedService, planned: PlannedStack) -> ServiceBuild:
         base_url=workloads.openai_base_url(service),
         client_config=workloads.client_config(service),
         rollout_minutes=rollout,
+        warnings=tuple(warnings),
+        priority_classes=tuple(workloads.priority_classes([workloads.priority_level(service, stack.delivery)])),
     )
 
 
@@ -191,10 +219,27 @@ def operator(args: Mapping[str, Any]) -> OperatorBuild:
     return _operator(settings, None)
 
 
-def _operator(settings: OperatorSettings, stack_namespace: str | None) -> OperatorBuild:
+def needed_grants(stack: ResolvedStack) -> list[str]:
+    """The operator grants the stack's own Models and InferenceServices use and that a stack adds by itself.
+
+    secretReads is never added: reading every Secret of the cluster is the user's choice (checks.py reports an
+    s3:// source whose sourceSecretRef the controller could not read).
+    """
+    grants = set()
+    if any(m.spec.prefetch for m in stack.models.values()):
+        grants.add("prefetch")
+    if any(s.spec.max_pod_lifetime_seconds for s in stack.services.values()):
+        grants.add("podEviction")
+    return sorted(grants)
+
+
+def _operator(settings: OperatorSettings, stack_namespace: str | None, grants: Sequence[str] = ()) -> OperatorBuild:
     """The install; a stack's own namespace is served too (in the settings it registers, so policies see it)."""
     from . import crds
 
+    if grants:
+        merged = [g for g in typing.get_args(OperatorGrant) if g in {*(settings.grants or ()), *grants}]
+        settings = settings.model_copy(update={"grants": merged})
     if settings.rbac == "namespaced" and stack_namespace is not None:
         served = sorted({*(settings.served_namespaces or ()), stack_namespace})
         settings = settings.model_copy(update={"served_namespaces": served})
@@ -215,7 +260,16 @@ def standalone_model(name: str, args: Mapping[str, Any]) -> ModelBuild:
     config = validate_stack({**_given(args, "namespace", "delivery", "allowHostPath"), "models": {name: args["spec"]}})
     stack = resolve_stack(config)
     model = stack.models[normalize_name(name)]
-    raise_if_any(checks.model_problems(model) + checks.host_path_problems(model, config.allow_host_path))
+    problems = checks.model_problems(model) + checks.host_path_problems(model, config.allow_host_path)
+    if model.spec.prefetch and config.delivery == "direct":
+        problems.append(
+            Problem(
+                config_path(model.path, "prefetch"),
+                "true, but a Model component on its own has no shared model cache to fill (its services keep "
+                "their model in volumes of their own); use Platform, or remove prefetch",
+            )
+        )
+    raise_if_any(problems)
     if "hardware" in args:
         model = _with_profile_hardware(model, args["hardware"])
     return _model(model, stack)

@@ -150,6 +150,7 @@ def resolve_stack(config: StackConfig) -> ResolvedStack:
         draft_key = _draft_model_key(effective, by_model_name, config, path, problems)
         warnings.extend(_offload_warnings(effective, path))
         warnings.extend(_exposure_warnings(effective, path, key))
+        warnings.extend(_delivery_warnings(effective, config.delivery, path))
         if effective.autoscaling is not None and effective.replicas is not None:
             warnings.append(
                 Problem(
@@ -187,7 +188,9 @@ def resolve_stack(config: StackConfig) -> ResolvedStack:
     if problems or stack_profile is None:
         raise ConfigError(problems)
     warnings.extend(_host_path_warnings(config))
+    warnings.extend(_metal_only_warnings(config))
     warnings.extend(_integrity_warnings(config))
+    warnings.extend(_refresh_warnings(config))
     # Services point at the final models (with the hardware the profiles filled in).
     services = {
         name: ResolvedService(
@@ -413,6 +416,32 @@ def _integrity_warnings(config: StackConfig) -> list[Problem]:
     return out
 
 
+def _refresh_warnings(config: StackConfig) -> list[Problem]:
+    """refreshPolicy OnChange where it does nothing: every file pinned by sha256, or nothing downloaded."""
+    out: list[Problem] = []
+    for key, model in config.models.items():
+        if model.refresh_policy != "OnChange":
+            continue
+        where = config_path("models", key, "refreshPolicy")
+        try:
+            downloaded = parse_source(model.source).downloaded
+        except SourceError:
+            continue  # reported by the checks
+        if not downloaded:
+            out.append(
+                Problem(where, "OnChange has no effect: the source is not downloaded, there is no upstream to check")
+            )
+        elif model.sha256 and all((model.file_sha256 or {}).get(f) for f in model.files or []):
+            out.append(
+                Problem(
+                    where,
+                    "OnChange has no effect: sha256 pins the model's files to one content, so a changed upstream "
+                    "file could only fail its check; remove refreshPolicy, or the digests to follow upstream",
+                )
+            )
+    return out
+
+
 def _host_path_warnings(config: StackConfig) -> list[Problem]:
     """Each model from a node path the stack allows (allowHostPath): said at every preview."""
     out: list[Problem] = []
@@ -457,6 +486,139 @@ def _exposure_warnings(spec: InferenceServiceSpec, path: str, key: str) -> list[
             f"pulumi config set --secret --path 'llmkube:apiKeys.{key}' KEY, or apiKey.secretName",
         )
     ]
+
+
+def _delivery_warnings(spec: InferenceServiceSpec, delivery: Delivery, path: str) -> list[Problem]:
+    """Fields the delivery takes but does not act on as the spec says: nothing is dropped without a word."""
+    out: list[Problem] = []
+    resources = spec.resources or InferenceResources()
+    if resources.gpu_memory is not None:
+        out.append(
+            Problem(
+                config_path(path, "resources", "gpuMemory"),
+                f"{resources.gpu_memory} is not used: neither delivery nor the LLMKube operator reads it; the "
+                "planner sizes GPU memory from the model and the hardware profile",
+            )
+        )
+    if delivery == "direct":
+        out += _direct_warnings(spec, path)
+    else:
+        out += _operator_warnings(spec, path)
+    return out
+
+
+def _direct_warnings(spec: InferenceServiceSpec, path: str) -> list[Problem]:
+    out: list[Problem] = []
+    if spec.args is not None:
+        out.append(
+            Problem(
+                config_path(path, "args"),
+                "replaces llama-server's generated arguments entirely: the planner's flags (model path, context, "
+                "GPU layers, offload, parallel slots, the API key file, --metrics ...) are not used; prefer "
+                "extraArgs, which adds to them",
+            )
+        )
+    if spec.disruption is not None and spec.disruption.protect_always:
+        out.append(
+            Problem(
+                config_path(path, "disruption", "protectAlways"),
+                "true renders a PodDisruptionBudget with maxUnavailable 0: a drain of a node running the server "
+                "waits until its pod or the budget is deleted by hand",
+            )
+        )
+    sharing = (spec.resources or InferenceResources()).gpu_sharing
+    if sharing is not None and sharing.memory_limit_gi_b is not None:
+        out.append(
+            Problem(
+                config_path(path, "resources", "gpuSharing", "memoryLimitGiB"),
+                f"{sharing.memory_limit_gi_b} is not enforced in delivery direct: no CUDA MPS limit is rendered, so "
+                "the servers sharing a GPU share its memory unguarded",
+            )
+        )
+    return out
+
+
+def _operator_warnings(spec: InferenceServiceSpec, path: str) -> list[Problem]:
+    """What the LLMKube operator (v0.9.19) does differently for llama.cpp than the field says."""
+    out: list[Problem] = []
+    runtime = spec.runtime or DEFAULT_RUNTIME
+
+    def warn(where: str, message: str) -> None:
+        out.append(Problem(config_path(path, where), message))
+
+    if spec.args is not None and runtime != "generic":
+        warn(
+            "args",
+            f"is ignored by the LLMKube operator for runtime {runtime}: it uses args for runtime generic "
+            "only; use extraArgs, or delivery direct",
+        )
+    contexts = (("podSecurityContext", spec.pod_security_context), ("securityContext", spec.security_context))
+    for name, value in contexts:
+        if value is not None:
+            warn(
+                name,
+                "replaces the LLMKube operator's defaults wholesale (delivery direct merges it over its "
+                "restricted defaults): set every setting the pod needs, seccompProfile and capabilities included",
+            )
+    if spec.eviction_protection is not None:
+        warn(
+            "evictionProtection",
+            "is used by the LLMKube operator's Metal agent only; in the cluster it changes "
+            "nothing (delivery direct sets the autoscalers' do-not-evict annotations)",
+        )
+    if spec.disruption is not None:
+        warn(
+            "disruption",
+            "makes no PodDisruptionBudget with the LLMKube operator: it only sets "
+            "karpenter.sh/do-not-disrupt on the pod (while it starts, or always with protectAlways); delivery "
+            "direct renders a budget",
+        )
+    if spec.container_port is not None and spec.container_port != spec.serving_port:
+        warn(
+            "containerPort",
+            f"{spec.container_port}: the LLMKube operator's Service targets endpoint.port "
+            f"({spec.serving_port}), not containerPort, so it would reach no server; set both to the same port",
+        )
+    if spec.slo is not None:
+        warn(
+            "slo",
+            "is ignored by the operator llmkube installs: the controller renders Pyrra objects only with "
+            "--enable-pyrra-slo (and the latency indicator only for vllm); use delivery direct",
+        )
+    gateway = spec.endpoint.gateway if spec.endpoint else None
+    if gateway is not None and gateway.on:
+        warn(
+            "endpoint.gateway",
+            "the LLMKube operator renders Envoy AI Gateway objects (AIGatewayRoute), not an "
+            "HTTPRoute, and only where Envoy AI Gateway's CRDs are installed; the operator llmkube installs is not "
+            "granted them, so nothing is routed; use delivery direct for a Gateway API HTTPRoute",
+        )
+    if any("labelSelector" not in c for c in spec.topology_spread_constraints or []):
+        warn(
+            "topologySpreadConstraints",
+            "an entry without labelSelector is passed on as it is by the LLMKube "
+            "operator and then counts no pods (delivery direct selects the service's pods); give a labelSelector",
+        )
+    return out
+
+
+def _metal_only_warnings(config: StackConfig) -> list[Problem]:
+    """Model fields only the LLMKube operator's Metal agent reads (Apple silicon, outside Kubernetes)."""
+    out: list[Problem] = []
+    for key, model in config.models.items():
+        hardware = model.hardware
+        if hardware is None or (config.delivery == "operator" and hardware.accelerator == "metal"):
+            continue
+        for name, value in (("memoryBudget", hardware.memory_budget), ("memoryFraction", hardware.memory_fraction)):
+            if value is not None:
+                out.append(
+                    Problem(
+                        config_path("models", key, "hardware", name),
+                        f"{value} is not used: only the LLMKube operator's Metal agent reads it (accelerator metal, "
+                        "delivery operator); Kubernetes pods are sized by the service's resources",
+                    )
+                )
+    return out
 
 
 def _offload_warnings(spec: InferenceServiceSpec, path: str) -> list[Problem]:

@@ -43,6 +43,14 @@ class RbacScope(StrEnum):
     CLUSTER_WIDE = "clusterWide"
 
 
+class OperatorGrant(StrEnum):
+    """One of: prefetch, podEviction, secretReads."""
+
+    PREFETCH = "prefetch"
+    POD_EVICTION = "podEviction"
+    SECRET_READS = "secretReads"
+
+
 class OperatorSettings(TypedDict, total=False):
     """How the LLMKube operator is installed (delivery operator)."""
 
@@ -62,10 +70,13 @@ class OperatorSettings(TypedDict, total=False):
     """Controller requests and limits."""
 
     rbac: NotRequired[pulumi.Input[RbacScope]]
-    """namespaced: the controller may write (workloads, cache claims, status, events) and read pod logs only in the served namespaces, and reads the kinds it watches in every namespace, never Secrets; clusterWide: the same rights in every namespace (opt-in)."""
+    """namespaced: the controller may write (workloads, cache claims, status, events) and read pod logs only in the served namespaces, and reads the kinds it watches in every namespace (Secrets only with grants secretReads); clusterWide: the same rights in every namespace (opt-in)."""
 
     servedNamespaces: NotRequired[pulumi.Input[list[pulumi.Input[str]]]]
     """Namespaces of the Models and InferenceServices the controller serves (rbac namespaced); they must exist. A stack adds its own namespace."""
+
+    grants: NotRequired[pulumi.Input[list[pulumi.Input[OperatorGrant]]]]
+    """Rights for operator features beyond the base set: prefetch (Jobs that fill the model cache; a stack adds it when a Model sets prefetch), podEviction (pods/eviction for maxPodLifetimeSeconds; added when a service sets it), secretReads (get, list and watch of every Secret in the cluster, which the controller needs to read an s3:// source's sourceSecretRef: opt-in only)."""
 
 
 class CacheMode(StrEnum):
@@ -107,6 +118,9 @@ class NetworkPolicySettings(TypedDict, total=False):
 
     ingressFrom: NotRequired[pulumi.Input[list[pulumi.Input[dict[str, pulumi.Input[Any]]]]]]
     """Who may reach the serving port of an in-cluster (ClusterIP) service: networking/v1 NetworkPolicyPeers (namespaceSelector, podSelector, ipBlock). Default: the pods of the service's own namespace. NodePort and LoadBalancer services are reachable from anywhere (their API key guards them)."""
+
+    egressPorts: NotRequired[pulumi.Input[list[pulumi.Input[int]]]]
+    """Further TCP ports the model downloaders may connect to, e.g. 9000 for a MinIO endpoint (an s3:// source's AWS_ENDPOINT_URL, which lives in its Secret); the sources' own ports are open already (443 for https://, hf:// and s3:// on AWS, 80 for http://)."""
 
 
 class LocalObjectReference(TypedDict, total=False):
@@ -420,7 +434,7 @@ class GpuSharingSpec(TypedDict, total=False):
     """MIG profile for mode partitioned, e.g. 1g.10gb (requests nvidia.com/mig-<profile>)."""
 
     memoryLimitGiB: NotRequired[pulumi.Input[int]]
-    """GPU memory the server may use in mode shared, in GiB (CUDA_MPS_PINNED_DEVICE_MEM_LIMIT); the planner plans against it."""
+    """GPU memory the server may use in mode shared, in GiB: the operator counts it against GPU quotas; nothing enforces it on the device (no MPS limit is rendered), so delivery direct warns."""
 
 
 class InferenceResources(TypedDict, total=False):
@@ -580,7 +594,7 @@ class RolloutPolicySpec(TypedDict, total=False):
     """Replace pods at once, even with requests in flight."""
 
     waitForIdle: NotRequired[pulumi.Input[bool]]
-    """Wait until the server has no request in flight before replacing it (operator)."""
+    """Wait until the server has no request in flight before replacing it (delivery operator only)."""
 
     idleTimeoutSeconds: NotRequired[pulumi.Input[int]]
     """Longest wait for idle before replacing anyway (default 300)."""
@@ -1121,10 +1135,10 @@ class InferenceServiceSpec(TypedDict, total=False):
     """PodDisruptionBudget of the server's pods."""
 
     maxPodLifetimeSeconds: NotRequired[pulumi.Input[int]]
-    """Restart a pod after it has run this long."""
+    """Recycle a pod (through the eviction API) after it has run this long; delivery operator only: Kubernetes has no equivalent for a Deployment's pods."""
 
     maxPodLifetimeIdleTimeoutSeconds: NotRequired[pulumi.Input[int]]
-    """With maxPodLifetimeSeconds: wait up to this long for the pod to be idle before restarting it."""
+    """With maxPodLifetimeSeconds: wait up to this long for the pod to be idle before recycling it (delivery operator only)."""
 
     priority: NotRequired[pulumi.Input[Priority]]
     """Scheduling priority (default normal): critical, high, normal, low or batch; becomes a PriorityClass unless priorityClassName is set."""

@@ -627,3 +627,45 @@ class _Handler(BaseHTTPRequestHandler):
                         time.sleep(0.05)
         except (BrokenPipeError, ConnectionResetError):
             pass  # the client has what it needs
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Multi-token prediction
+# ---------------------------------------------------------------------------------------------------------
+
+
+def hybrid_mtp_model(*, nextn_layers: int = 1, **dims: Any) -> ModelFile:
+    """A qwen35moe hybrid (hybrid_model's ``dims``) with ``nextn_layers`` multi-token-prediction blocks after
+    its layers, as llama.cpp's converter writes Qwen3.5/3.6 with MTP (src/models/qwen35moe.cpp,
+    load_block_mtp): ``block_count`` counts them, ``nextn_predict_layers`` says how many; each is a
+    full-attention block with routed and shared experts plus ``nextn.eh_proj``, ``nextn.enorm`` and
+    ``nextn.hnorm``."""
+    m = hybrid_model(**dims)
+    n_layer = m.kv["qwen35moe.block_count"]
+    n_embd, n_head, n_head_kv = (m.kv[f"qwen35moe.{k}"] for k in ("embedding_length", "attention.head_count",
+                                                                   "attention.head_count_kv"))  # fmt: skip
+    head_dim = m.kv["qwen35moe.attention.key_length"]
+    n_expert = m.kv["qwen35moe.expert_count"]
+    n_ff_exp = m.kv["qwen35moe.expert_feed_forward_length"]
+    n_ff_shexp = m.kv["qwen35moe.expert_shared_feed_forward_length"]
+    m.set(".block_count", n_layer + nextn_layers)
+    m.set(".nextn_predict_layers", nextn_layers)
+    for i in range(n_layer, n_layer + nextn_layers):
+        m.add(f"blk.{i}.attn_norm.weight", n_embd, kind=F32)
+        m.add(f"blk.{i}.post_attention_norm.weight", n_embd, kind=F32)
+        _attention(m, i, n_embd=n_embd, n_head=n_head, n_head_kv=n_head_kv, head_dim=head_dim,
+                   q_rows=2 * head_dim * n_head)  # fmt: skip
+        _qk_norms(m, i, head_dim)
+        _routed_experts(m, i, n_embd=n_embd, n_expert=n_expert, n_ff_exp=n_ff_exp)
+        _shared_expert(m, i, n_embd=n_embd, n_ff_shexp=n_ff_shexp)
+        m.add(f"blk.{i}.nextn.eh_proj.weight", 2 * n_embd, n_embd)
+        m.add(f"blk.{i}.nextn.enorm.weight", n_embd, kind=F32)
+        m.add(f"blk.{i}.nextn.hnorm.weight", n_embd, kind=F32)
+    return m
+
+
+def write_hybrid_mtp(
+    path: str | os.PathLike[str], *, weight_type: str = "F32", parts: int = 1, nextn_layers: int = 1, **dims: Any
+) -> Path:
+    """A qwen35moe hybrid with multi-token-prediction blocks (hybrid_mtp_model)."""
+    return write_model(path, hybrid_mtp_model(nextn_layers=nextn_layers, **dims), weight_type=weight_type, parts=parts)

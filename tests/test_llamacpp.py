@@ -9,11 +9,20 @@ from typing import Any
 import pytest
 from pydantic import BaseModel, ValidationError
 
-from llmkube_components import checks
+from llmkube_components import checks, flags
 from llmkube_components.api import InferenceServiceSpec, ModelSpec
 from llmkube_components.api.service import InferenceResources
 from llmkube_components.errors import ConfigError
-from llmkube_components.flags import FIELD_FLAGS, FLAG_TABLE, REPEATED, Inputs, effective, from_extra_args_only
+from llmkube_components.flags import (
+    FIELD_FLAGS,
+    FLAG_TABLE,
+    REPEATED,
+    SWITCH,
+    Inputs,
+    effective,
+    from_extra_args_only,
+    go_float,
+)
 from llmkube_components.hardware import builtin_profiles
 from llmkube_components.llamacpp import build_args
 from llmkube_components.resolve import ResolvedModel, ResolvedService
@@ -26,6 +35,8 @@ def server_args(service: ResolvedService, model_file: str) -> list[str]:
 
 MODEL_FILE = "/models/model.gguf"
 HEAD = ["--model", MODEL_FILE, "--port", "8080", "--host", "0.0.0.0"]
+ROUTER_HEAD = ["--models-dir", "/models", "--port", "8080", "--host", "0.0.0.0"]
+MMPROJ = ["--mmproj", "/models/mmproj-F16.gguf"]  # a Model with mmproj (test_draft_and_projector_need_their_paths)
 
 
 def service(**fields: Any) -> InferenceServiceSpec:
@@ -36,8 +47,15 @@ def model(**fields: Any) -> ModelSpec:
     return ModelSpec.model_validate({"source": "https://example.com/model.gguf", **fields})
 
 
+DRAFT_FILE = "/models/draft/draft.gguf"
+MMPROJ_FILE = "/models/mmproj-F16.gguf"
+
+
 def args(spec: InferenceServiceSpec | None = None, mdl: ModelSpec | None = None, gpus: int = 0) -> list[str]:
-    return build_args(spec or service(), mdl or model(), MODEL_FILE, gpus)
+    # Where the storage layout puts a draft model and the Model's projector (workloads.storage).
+    mdl = mdl or model()
+    mmproj = MMPROJ_FILE if mdl.mmproj else None
+    return build_args(spec or service(), mdl, MODEL_FILE, gpus, draft_path=DRAFT_FILE, mmproj_path=mmproj)
 
 
 def middle(out: list[str]) -> list[str]:
@@ -126,7 +144,51 @@ FIELD_ROWS: list[tuple[dict[str, Any], list[str]]] = [
     ({"endpoint": {"type": "ClusterIP"}}, []),
     ({"webUI": False}, ["--no-ui"]),
     ({"slotsEndpoint": False}, ["--no-slots"]),
-]
+    # RoPE scaling: right after the context size, as in the operator.
+    (
+        {"contextSize": 65536, "ropeScaling": {"type": "yarn", "factor": "4", "originalContext": 32768}},
+        ["--ctx-size", "65536", "--rope-scaling", "yarn", "--rope-scale", "4", "--yarn-orig-ctx", "32768"],
+    ),
+    ({"ropeScaling": {"type": "linear", "factor": "2.5"}}, ["--rope-scaling", "linear", "--rope-scale", "2.5"]),
+    ({"ropeScaling": {"type": "yarn"}}, ["--rope-scaling", "yarn"]),
+    ({"ropeScaling": None}, []),
+    # Speculative decoding: upstream's aliases resolved; -md only for types that read draft weights.
+    (
+        {"speculativeDecoding": {"type": "draft", "draftModelRef": "small", "nDraftMax": 8, "pMin": 0.75}},
+        ["--spec-type", "draft-simple", "-md", DRAFT_FILE, "--spec-draft-n-max", "8", "--spec-draft-p-min", "0.75"],
+    ),
+    (
+        {"speculativeDecoding": {"type": "draft-eagle3", "draftModel": "eagle3.gguf"}},
+        ["--spec-type", "draft-eagle3", "-md", DRAFT_FILE],
+    ),
+    ({"speculativeDecoding": {"type": "mtp"}}, ["--spec-type", "draft-mtp", "-md", DRAFT_FILE]),
+    ({"speculativeDecoding": {"type": "ngram-simple", "nDraftMax": 4}},
+     ["--spec-type", "ngram-simple", "--spec-draft-n-max", "4"]),
+    ({"speculativeDecoding": {"type": "ngram-mod", "pMin": 0}},
+     ["--spec-type", "ngram-mod", "--spec-draft-p-min", "0"]),
+    ({"speculativeDecoding": {"type": "ngram-cache", "pMin": 1}},
+     ["--spec-type", "ngram-cache", "--spec-draft-p-min", "1"]),
+    ({"speculativeDecoding": {"type": "ngram-map-k", "pMin": 0.00001}},
+     ["--spec-type", "ngram-map-k", "--spec-draft-p-min", "1e-05"]),
+    ({"speculativeDecoding": {"type": "disabled", "nDraftMax": 4}}, []),
+    ({"speculativeDecoding": {"type": "none"}}, []),
+    ({"speculativeDecoding": None}, []),
+    # The reasoning budget's 0 (no thinking) is emitted; the message only beside a budget.
+    ({"reasoningBudget": 0}, ["--reasoning-budget", "0"]),
+    ({"reasoningBudget": 512, "reasoningBudgetMessage": "Answer now."},
+     ["--reasoning-budget", "512", "--reasoning-budget-message", "Answer now."]),
+    ({"reasoningBudgetMessage": "Answer now."}, []),
+    ({"reasoningBudget": None}, []),
+    # GGUF metadata overrides, in one flag (llama.cpp warns when it repeats).
+    (
+        {"metadataOverrides": ["tokenizer.ggml.add_bos_token=bool:false", "qwen3.context_length=int:8192"]},
+        ["--override-kv", "tokenizer.ggml.add_bos_token=bool:false,qwen3.context_length=int:8192"],
+    ),
+    ({"metadataOverrides": []}, []),
+    ({"metadataOverrides": None}, []),
+    # The router: the staged model's directory instead of --model; the per-model flags go to its instances.
+    ({"runtime": "llamacpp", "contextSize": 4096}, ["--ctx-size", "4096"]),
+]  # fmt: skip
 
 
 @pytest.mark.parametrize(("fields", "expected"), FIELD_ROWS, ids=lambda v: str(v))
@@ -153,7 +215,7 @@ def test_zero_is_refused_by_the_api_and_guarded_by_the_builder(alias: str, attri
 
 def test_every_row_of_the_table_has_a_test_row() -> None:
     expected_lists = [expected for _, expected in FIELD_ROWS] + [expected for _, _, expected in GPU_ROWS]
-    tested = {arg for expected in expected_lists for arg in expected} | set(HEAD)
+    tested = {arg for expected in expected_lists for arg in expected} | set(HEAD) | set(ROUTER_HEAD) | set(MMPROJ)
     rendered = [row for row in FLAG_TABLE if row.value is not from_extra_args_only]
     assert [row.flag for row in rendered if row.flag not in tested] == []
 
@@ -164,13 +226,69 @@ def test_rows_without_a_spec_field_are_never_rendered_but_read() -> None:
     assert only and all(row.memory for row in only)
     for row in only:
         assert row.flag not in args(spec)
-        assert effective(Inputs(spec.model_copy(update={"extra_args": [row.flag]}), model(), "", 0))[row.flag] is True
+        given = [row.flag] if row.kind is SWITCH else [row.flag, "q8_0"]
+        read = effective(Inputs(spec.model_copy(update={"extra_args": given}), model(), "", 0))[row.flag]
+        assert read == (True if row.kind is SWITCH else "q8_0")
 
 
 def test_endpoint_port() -> None:
     out = args(service(endpoint={"port": 9000}))
     assert out[:6] == ["--model", MODEL_FILE, "--port", "9000", "--host", "0.0.0.0"]
     assert args(service(endpoint={"path": "/v1/embeddings"}))[:6] == HEAD
+
+
+@pytest.mark.parametrize(
+    ("fields", "head"),
+    [
+        ({"containerPort": 8081}, ["--model", MODEL_FILE, "--port", "8081", "--host", "0.0.0.0"]),
+        (
+            {"containerPort": 8081, "endpoint": {"port": 80}},
+            ["--model", MODEL_FILE, "--port", "8081", "--host", "0.0.0.0"],
+        ),
+        (
+            {"containerPort": None, "endpoint": {"port": 80}},
+            ["--model", MODEL_FILE, "--port", "80", "--host", "0.0.0.0"],
+        ),
+        ({"bindAddress": "::"}, ["--model", MODEL_FILE, "--port", "8080", "--host", "::"]),
+        ({"bindAddress": "127.0.0.1"}, ["--model", MODEL_FILE, "--port", "8080", "--host", "127.0.0.1"]),
+        ({"bindAddress": None}, HEAD),
+        ({"runtime": "llamacpp-router"}, ROUTER_HEAD),
+    ],
+    ids=str,
+)
+def test_head(fields: dict[str, Any], head: list[str]) -> None:
+    out = args(service(**fields))
+    assert out[: len(head)] == head and out[-1] == "--metrics"
+
+
+def test_router_keeps_the_per_model_flags_and_drops_the_projector() -> None:
+    # llama-server's router passes its own arguments on to every model instance it starts (but --mmproj).
+    spec = service(runtime="llamacpp-router", contextSize=4096, flashAttention=True, extraArgs=["--models-max", "1"])
+    out = build_args(spec, model(), "/models/0123abcd/qwen.gguf", 1, mmproj_path="/models/0123abcd/mmproj.gguf")
+    assert out == [
+        "--models-dir", "/models/0123abcd", "--port", "8080", "--host", "0.0.0.0", "--n-gpu-layers", "99",
+        "--ctx-size", "4096", "--flash-attn", "on", "--models-max", "1", "--metrics",
+    ]  # fmt: skip
+
+
+def test_draft_and_projector_need_their_paths() -> None:
+    # No staged draft (or projector): no -md (--mmproj), whatever the spec says.
+    spec = service(speculativeDecoding={"type": "draft", "draftModelRef": "small"})
+    mmproj = model(mmproj="mmproj-F16.gguf")
+    assert middle(build_args(spec, mmproj, MODEL_FILE, 0)) == ["--spec-type", "draft-simple"]
+    assert middle(args(service(), mmproj)) == MMPROJ
+    # ngram types never read draft weights, even if a path is given.
+    ngram = service(speculativeDecoding={"type": "ngram-simple"})
+    assert middle(build_args(ngram, model(), MODEL_FILE, 0, draft_path=DRAFT_FILE)) == ["--spec-type", "ngram-simple"]
+
+
+@pytest.mark.parametrize(
+    ("value", "text"),
+    [(0.0, "0"), (1.0, "1"), (0.5, "0.5"), (0.05, "0.05"), (0.1, "0.1"), (0.0001, "0.0001"), (0.00001, "1e-05"),
+     (0.000015, "1.5e-05"), (0.123456789, "0.123456789")],
+)  # fmt: skip
+def test_p_min_is_formatted_as_go_does(value: float, text: str) -> None:
+    assert go_float(value) == text
 
 
 # --- GPU flags -----------------------------------------------------------------------------------------------
@@ -433,7 +551,35 @@ PRECEDENCE_ROWS: list[tuple[dict[str, Any], int, list[str], list[str]]] = [
     ({"tensorOverrides": ["exps=CPU"]}, 0, ["--override-tensor=attn=CUDA0"], ["--override-tensor", "exps=CPU"]),
     # A value that looks like a flag name does not count; only flags do.
     ({"contextSize": 4096}, 0, ["--alias", "ctx-size"], ["--ctx-size", "4096"]),
-]
+    # The new decoding flags, under llama.cpp's other spellings.
+    (
+        {"speculativeDecoding": {"type": "draft", "draftModelRef": "s", "pMin": 0.5}},
+        0,
+        ["--model-draft", "/other.gguf"],
+        ["--spec-type", "draft-simple", "--spec-draft-p-min", "0.5"],
+    ),
+    (
+        {"speculativeDecoding": {"type": "draft", "draftModelRef": "s", "pMin": 0.5}},
+        0,
+        ["--spec-draft-model=/other.gguf", "--draft-p-min", "0.1"],
+        ["--spec-type", "draft-simple"],
+    ),
+    ({"speculativeDecoding": {"type": "ngram-mod"}}, 0, ["--spec-type", "ngram-simple"], []),
+    ({"reasoningBudget": 0}, 0, ["--reasoning-budget", "-1"], []),
+    ({"reasoningBudget": 0, "reasoningBudgetMessage": "m"}, 0, ["--reasoning-budget-message", "n"],
+     ["--reasoning-budget", "0"]),
+    ({}, 0, ["-mm", "/other-mmproj.gguf"], []),
+    # --rope-scaling in extraArgs takes the whole RoPE block over, as in the operator.
+    ({"ropeScaling": {"type": "yarn", "factor": "4", "originalContext": 8192}}, 0, ["--rope-scaling", "linear"], []),
+    (
+        {"ropeScaling": {"type": "yarn", "factor": "4", "originalContext": 8192}},
+        0,
+        ["--rope-scale", "2"],
+        ["--rope-scaling", "yarn", "--yarn-orig-ctx", "8192"],
+    ),
+    # Repeatable: the user's metadata overrides add to the spec's.
+    ({"metadataOverrides": ["a=int:1"]}, 0, ["--override-kv", "b=int:2"], ["--override-kv", "a=int:1"]),
+]  # fmt: skip
 
 
 @pytest.mark.parametrize(("fields", "gpus", "extra", "from_table"), PRECEDENCE_ROWS, ids=lambda v: str(v))
@@ -475,7 +621,7 @@ def test_port_in_extra_args_is_a_config_error(extra: list[str], index: int) -> N
     message = config_error(service(extraArgs=extra))
     assert message == (
         f"llmkube:services.svc.extraArgs[{index}]: {extra[index]!r} would move the server off port 8080, where "
-        "the Service and the probes connect; set endpoint.port instead"
+        "the Service and the probes connect; set endpoint.port (or containerPort) instead"
     )
 
 
@@ -485,8 +631,8 @@ def test_flash_attention_is_never_a_bare_flag() -> None:
         assert out[out.index("--flash-attn") + 1] in ("on", "off")
 
 
-def test_only_override_tensor_is_repeatable() -> None:
-    assert [row.flag for row in FLAG_TABLE if row.kind is REPEATED] == ["--override-tensor"]
+def test_repeatable_rows() -> None:
+    assert [row.flag for row in FLAG_TABLE if row.kind is REPEATED] == ["--override-tensor", "--override-kv"]
 
 
 def test_deterministic() -> None:
@@ -540,6 +686,8 @@ def test_field_flags_name_real_fields() -> None:
     assert FIELD_FLAGS["contextSize"] == ("--ctx-size",)
     assert FIELD_FLAGS["cacheTypeCustomK"] == FIELD_FLAGS["cacheTypeK"] == ("--cache-type-k",)
     assert FIELD_FLAGS["mode"] == ("--reranking", "--embedding", "--pooling", "--cache-ram")
+    assert FIELD_FLAGS["speculativeDecoding"] == ("--spec-type", "-md", "--spec-draft-n-max", "--spec-draft-p-min")
+    assert FIELD_FLAGS["runtime"] == ("--model", "--models-dir", "--mmproj")
 
 
 def test_every_service_field_is_a_flag_or_known_not_to_be() -> None:
@@ -547,3 +695,101 @@ def test_every_service_field_is_a_flag_or_known_not_to_be() -> None:
     aliases = {info.alias or name for name, info in InferenceServiceSpec.model_fields.items()}
     mapped = {name.partition(".")[0] for name in FIELD_FLAGS}
     assert sorted(aliases - mapped - NOT_FLAGS) == []
+
+
+# --- preview checks of the decoding fields -------------------------------------------------------------------
+
+PATH = "services.svc"
+
+
+@pytest.mark.parametrize(
+    ("fields", "messages"),
+    [
+        (
+            {"ropeScaling": {"type": "longrope", "factor": "4"}},
+            ["llmkube:services.svc.ropeScaling.type: 'longrope' is not a --rope-scaling this llama.cpp takes "
+             "(none, linear, yarn): llama-server would stop with 'invalid value'; use yarn or linear, or leave "
+             "ropeScaling unset to keep the model's own RoPE settings"],
+        ),
+        (
+            {"ropeScaling": {"type": "yarn", "factor": "0"}},
+            ["llmkube:services.svc.ropeScaling.factor: '0': llama.cpp scales RoPE frequencies by 1/factor; give a "
+             "factor above 0, such as 4"],
+        ),
+        ({"ropeScaling": {"type": "yarn", "factor": "4", "originalContext": 32768}}, []),
+        ({"ropeScaling": {"type": "linear"}}, []),
+    ],
+    ids=str,
+)  # fmt: skip
+def test_rope_scaling_problems(fields: dict[str, Any], messages: list[str]) -> None:
+    assert [str(p) for p in flags.rope_scaling_problems(service(**fields), PATH)] == messages
+
+
+@pytest.mark.parametrize(
+    ("speculative", "paths"),
+    [
+        ({"type": "none", "nDraftMax": 4, "pMin": 0.5}, ["nDraftMax", "pMin"]),
+        ({"type": "disabled", "pMin": 0.5}, ["pMin"]),
+        ({"type": "ngram-simple", "nDraftMax": 4, "pMin": 0.5}, []),
+        ({"type": "none"}, []),
+    ],
+    ids=str,
+)
+def test_speculative_problems(speculative: dict[str, Any], paths: list[str]) -> None:
+    problems = flags.speculative_problems(service(speculativeDecoding=speculative), PATH)
+    assert [p.path for p in problems] == [f"{PATH}.speculativeDecoding.{name}" for name in paths]
+    assert all("has no effect with type" in p.message for p in problems)
+
+
+@pytest.mark.parametrize(
+    ("entry", "message"),
+    [
+        ("general.name=str:a,b", "llama.cpp splits each --override-kv value on commas"),
+        ('general.name=str:"quoted"', "llama.cpp splits each --override-kv value on commas"),
+        ("general.name=str:" + "x" * 128, "the str value is 128 characters; llama.cpp takes at most 127"),
+        ("k" * 128 + "=int:1", "the key is 128 characters; llama.cpp takes at most 127"),
+        ("tokenizer.ggml.add_bos_token=bool:False", "'False' is not a bool llama.cpp reads; write true or false"),
+        ("qwen3.context_length=int:8k", "'8k' is not an int; llama.cpp would read it as 8"),
+        ("qwen3.context_length=int:8192", None),
+        ("general.name=str:" + "x" * 127, None),
+        ("qwen3.rope.freq_base=float:1e6", None),
+        ("tokenizer.ggml.add_bos_token=bool:true", None),
+    ],
+)
+def test_metadata_overrides_problems(entry: str, message: str | None) -> None:
+    problems = flags.metadata_overrides_problems(service(metadataOverrides=["a=int:1", entry]), PATH)
+    if message is None:
+        assert problems == []
+    else:
+        assert len(problems) == 1 and problems[0].path == f"{PATH}.metadataOverrides[1]"
+        assert message in problems[0].message
+
+
+@pytest.mark.parametrize(
+    ("address", "bad"), [("127.0.0.1", True), ("10.0.0.5", True), ("0.0.0.0", False), ("::", False), (None, False)]
+)
+def test_bind_address_problems(address: str | None, bad: bool) -> None:
+    problems = flags.bind_address_problems(service(bindAddress=address), PATH)
+    assert [p.path for p in problems] == ([f"{PATH}.bindAddress"] if bad else [])
+
+
+@pytest.mark.parametrize(
+    ("fields", "model_fields", "model_file", "paths"),
+    [
+        ({}, {}, "/models/k/qwen.gguf", []),
+        ({}, {"mmproj": "mmproj-F16.gguf"}, "/models/k/qwen.gguf", ["runtime"]),
+        ({}, {}, "/models/k/qwen-00001-of-00003.gguf", ["runtime"]),
+        ({"speculativeDecoding": {"type": "draft", "draftModel": "small.gguf"}}, {}, "/models/k/q.gguf",
+         ["speculativeDecoding.draftModel"]),
+        ({"speculativeDecoding": {"type": "draft", "draftModelRef": "small"}}, {}, "/models/k/q.gguf", []),
+    ],
+    ids=str,
+)  # fmt: skip
+def test_router_problems(
+    fields: dict[str, Any], model_fields: dict[str, Any], model_file: str, paths: list[str]
+) -> None:
+    spec = service(runtime="llamacpp-router", **fields)
+    problems = flags.router_problems(spec, model(**model_fields), model_file, PATH)
+    assert [p.path for p in problems] == [f"{PATH}.{name}" for name in paths]
+    # Not the router: nothing to say.
+    assert flags.router_problems(service(**fields), model(**model_fields), model_file, PATH) == []

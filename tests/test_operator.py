@@ -164,8 +164,8 @@ def test_the_default_is_namespaced() -> None:
 
 @pytest.mark.parametrize("wire", [{"servedNamespaces": SERVED}, {"rbac": "clusterWide"}], ids=["namespaced", "wide"])
 def test_no_role_reads_secrets(wire: dict[str, Any]) -> None:
-    # The controller reads Secrets only for an s3:// source's sourceSecretRef and ModelRouter auth, neither of
-    # which our API can express: no mode grants them, in any namespace.
+    # The controller reads Secrets only for an s3:// source's sourceSecretRef and ModelRouter auth: no mode grants
+    # them unless the user grants secretReads (below).
     for role in every_role(**wire):
         assert not any(resource.startswith("secrets") for _, resource in grants(role)), role["metadata"]["name"]
 
@@ -700,3 +700,54 @@ def test_restricted_container_security_context_is_a_fresh_copy() -> None:
     ctx["capabilities"]["drop"].append("X")
     assert RESTRICTED_CONTAINER_SECURITY_CONTEXT["capabilities"]["drop"] == ["ALL"]
     assert restricted_container_security_context(read_only_root_filesystem=True)["readOnlyRootFilesystem"] is True
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Grants: the rights of operator features, added by a stack that uses them, or opted into
+# ---------------------------------------------------------------------------------------------------------
+
+GRANTED_READS = {"prefetch": {("batch", "jobs"): READ}, "podEviction": {}, "secretReads": {("", "secrets"): READ}}
+GRANTED_WRITES = {
+    "prefetch": {("batch", "jobs"): {"create"}, ("inference.llmkube.dev", "models/finalizers"): {"update"}},
+    "podEviction": {("", "pods/eviction"): {"create"}},
+    "secretReads": {},
+}
+
+
+@pytest.mark.parametrize("grant", sorted(GRANTED_READS))
+def test_a_grant_adds_its_reads_cluster_wide_and_its_writes_where_it_serves(grant: str) -> None:
+    wire = {"servedNamespaces": SERVED, "grants": [grant]}
+    assert grants(manager_role(**wire)) == {**EXPECTED_CLUSTER_READS, **GRANTED_READS[grant]}
+    for objs in served(**wire).values():
+        assert grants(one(objs, "Role")) == {**EXPECTED_WRITES, **GRANTED_WRITES[grant]}
+
+
+def stack_with(models: dict[str, Any], services: dict[str, Any], **operator: Any) -> pipeline.StackBuild:
+    raw = {"delivery": "operator", "operator": operator, "models": models, "services": services}
+    return pipeline.platform(raw, Settings(offline=True))
+
+
+MODEL = {"source": "https://example.com/m-Q4_K_M.gguf", "catalog": "Llama-3.2-1B"}
+
+
+def test_a_stack_grants_what_its_models_and_services_use() -> None:
+    plain = stack_with({"m": MODEL}, {"s": {"modelRef": "m"}}).operator
+    assert plain is not None and plain.settings.grants is None
+    used = stack_with(
+        {"m": {**MODEL, "prefetch": True}}, {"s": {"modelRef": "m", "maxPodLifetimeSeconds": 86400}}
+    ).operator
+    assert used is not None and used.settings.grants == ["prefetch", "podEviction"]
+    role = one(used.served["llmkube"], "Role")
+    assert {("batch", "jobs"), ("", "pods/eviction")} <= set(grants(role))
+
+
+def test_an_s3_source_with_a_secret_needs_secret_reads_granted_by_the_user() -> None:
+    s3 = {**MODEL, "source": "s3://models/m-Q4_K_M.gguf", "sourceSecretRef": {"name": "s3-credentials"}}
+    with pytest.raises(ConfigError) as err:
+        stack_with({"m": s3}, {})
+    assert "llmkube:models.m.sourceSecretRef: 's3-credentials': in delivery operator the LLMKube controller" in str(
+        err.value
+    )
+    granted = stack_with({"m": s3}, {}, grants=["secretReads"]).operator
+    assert granted is not None
+    assert grants(one(granted.manifests, "ClusterRole", MANAGER_ROLE))[("", "secrets")] == READ

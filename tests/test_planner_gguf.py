@@ -203,8 +203,8 @@ def test_truncated_header_and_truncated_data(tmp_path: Path, models: dict[str, P
     [
         ("/nonexistent/model.gguf", "/nonexistent/model.gguf: no such file"),
         ("pvc://models/qwen.gguf", "pvc://models/qwen.gguf: a pvc:// model lives on a claim"),
-        ("s3://bucket/qwen.gguf", "s3://bucket/qwen.gguf: unsupported scheme"),
-        ("hf://Qwen/Qwen3-8B-GGUF", "hf://Qwen/Qwen3-8B-GGUF: names no file"),
+        ("s3://bucket/qwen.gguf", "s3://bucket/qwen.gguf: an s3:// model is read with credentials only its"),
+        ("hf://Qwen/Qwen3-8B-GGUF", "hf://Qwen/Qwen3-8B-GGUF: names no file: a repository's model file is the first"),
     ],
 )
 def test_sources_that_cannot_be_read(tmp_path: Path, source: str, message: str) -> None:

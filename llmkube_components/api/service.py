@@ -173,8 +173,8 @@ class GpuSharingSpec(ApiModel):
         None,
         ge=1,
         alias="memoryLimitGiB",
-        description="GPU memory the server may use in mode shared, in GiB (CUDA_MPS_PINNED_DEVICE_MEM_LIMIT); "
-        "the planner plans against it.",
+        description="GPU memory the server may use in mode shared, in GiB: the operator counts it against GPU "
+        "quotas; nothing enforces it on the device (no MPS limit is rendered), so delivery direct warns.",
     )
 
     @model_validator(mode="after")
@@ -376,7 +376,8 @@ class RolloutPolicySpec(ApiModel):
 
     force: bool | None = Field(None, description="Replace pods at once, even with requests in flight.")
     wait_for_idle: bool | None = Field(
-        None, description="Wait until the server has no request in flight before replacing it (operator)."
+        None,
+        description="Wait until the server has no request in flight before replacing it (delivery operator only).",
     )
     idle_timeout_seconds: Annotated[int, Field(ge=0)] | None = Field(
         None,
@@ -558,12 +559,16 @@ class InferenceServiceSpec(ApiModel):
     rollout_policy: RolloutPolicySpec | None = Field(None, description="How a changed server replaces the old one.")
     disruption: DisruptionSpec | None = Field(None, description="PodDisruptionBudget of the server's pods.")
     max_pod_lifetime_seconds: Annotated[int, Field(ge=1)] | None = Field(
-        None, json_schema_extra={"format": "int64"}, description="Restart a pod after it has run this long."
+        None,
+        json_schema_extra={"format": "int64"},
+        description="Recycle a pod (through the eviction API) after it has run this long; delivery operator only: "
+        "Kubernetes has no equivalent for a Deployment's pods.",
     )
     max_pod_lifetime_idle_timeout_seconds: Annotated[int, Field(ge=0)] | None = Field(
         None,
         json_schema_extra={"format": "int64"},
-        description="With maxPodLifetimeSeconds: wait up to this long for the pod to be idle before restarting it.",
+        description="With maxPodLifetimeSeconds: wait up to this long for the pod to be idle before recycling it "
+        "(delivery operator only).",
     )
     priority: Priority | None = Field(
         None,

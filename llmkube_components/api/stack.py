@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import Field
 
@@ -31,6 +31,10 @@ DEFAULT_OPERATOR_MEMORY_LIMIT = "2Gi"
 # Where the controller holds its write rights (operator.py has the rules): namespaced grants them by a Role in
 # each served namespace and keeps only reads cluster-wide; clusterWide grants them in every namespace.
 RbacScope = Literal["namespaced", "clusterWide"]
+# Rights beyond the base set, for operator features a stack may use (operator.py has the rules): prefetch
+# (Model prefetch Jobs), podEviction (maxPodLifetimeSeconds recycles pods through the eviction API),
+# secretReads (s3:// sources' sourceSecretRef: the controller's cached client then watches every Secret).
+OperatorGrant = Literal["prefetch", "podEviction", "secretReads"]
 
 
 class OperatorResources(ApiModel):
@@ -63,13 +67,20 @@ class OperatorSettings(ApiModel):
     rbac: RbacScope = Field(
         "namespaced",
         description="namespaced: the controller may write (workloads, cache claims, status, events) and read pod "
-        "logs only in the served namespaces, and reads the kinds it watches in every namespace, never Secrets; "
-        "clusterWide: the same rights in every namespace (opt-in).",
+        "logs only in the served namespaces, and reads the kinds it watches in every namespace (Secrets only with "
+        "grants secretReads); clusterWide: the same rights in every namespace (opt-in).",
     )
     served_namespaces: list[DnsLabel] | None = Field(
         None,
         description="Namespaces of the Models and InferenceServices the controller serves (rbac namespaced); "
         "they must exist. A stack adds its own namespace.",
+    )
+    grants: list[OperatorGrant] | None = Field(
+        None,
+        description="Rights for operator features beyond the base set: prefetch (Jobs that fill the model cache; "
+        "a stack adds it when a Model sets prefetch), podEviction (pods/eviction for maxPodLifetimeSeconds; added "
+        "when a service sets it), secretReads (get, list and watch of every Secret in the cluster, which the "
+        "controller needs to read an s3:// source's sourceSecretRef: opt-in only).",
     )
 
     @property
@@ -133,6 +144,12 @@ class NetworkPolicySettings(ApiModel):
         description="Who may reach the serving port of an in-cluster (ClusterIP) service: networking/v1 "
         "NetworkPolicyPeers (namespaceSelector, podSelector, ipBlock). Default: the pods of the service's own "
         "namespace. NodePort and LoadBalancer services are reachable from anywhere (their API key guards them).",
+    )
+    egress_ports: list[Annotated[int, Field(ge=1, le=65535)]] | None = Field(
+        None,
+        description="Further TCP ports the model downloaders may connect to, e.g. 9000 for a MinIO endpoint "
+        "(an s3:// source's AWS_ENDPOINT_URL, which lives in its Secret); the sources' own ports are open already "
+        "(443 for https://, hf:// and s3:// on AWS, 80 for http://).",
     )
 
 

@@ -41,6 +41,24 @@ KV cache and recurrent state
 - A quantized K or V cache needs flash attention, and its block size must divide every layer's head size
   (``llama_init_from_model`` in ``src/llama-context.cpp``): the plan refuses what llama-server refuses.
 
+Speculative decoding (``common/speculative.cpp``, ``common_base_params_to_speculative`` and
+``common_speculative_init_result``; ``llama_model::create_memory`` in ``src/llama-model.cpp``)
+- A draft model (``-md``) is a second model with a context of its own: all its layers on the GPUs unless
+  ``--spec-draft-ngl`` says otherwise (``n_gpu_layers`` -1), split like the main model (it inherits
+  ``--split-mode`` and ``--tensor-split``, not the tensor overrides), a KV cache of the main context's size and
+  sequences (``cparams.n_ctx = llama_n_ctx(ctx_tgt)``) in the draft's cache types (``--spec-draft-type-k/v``,
+  f16 by default, whatever ``-ctk``/``-ctv`` say), and compute buffers of its own. Its weights are category
+  ``draft``, its KV cache ``draft_kv``.
+- ``--spec-type draft-mtp`` loads the multi-token-prediction layers (``load_mtp``; category ``mtp``, on their
+  layer's device) and creates an MTP context on the same weights whose KV cache holds the MTP layers only
+  (``il >= n_layer``), again the main context's size in the draft cache types (``draft_kv``), with compute
+  buffers of its own. A model without such layers makes llama-server stop ("failed to create MTP context"):
+  the plan refuses it. With a draft file too, the MTP context runs on the draft's weights.
+- With draft-mtp, draft-eagle3, draft-dflash or draft-dspark the main context keeps ``--spec-draft-n-max``
+  (default 3) extra copies of each sequence's recurrent state to roll rejected drafts back
+  (``common_params_speculative::need_n_rs_seq``; ``llama_memory_recurrent``: ``mem_size * (1 + n_rs_seq)``
+  rows).
+
 Estimates (not llama.cpp's own accounting; issue 5 measures them)
 - ``compute``: llama.cpp sizes its compute buffers by allocating the worst-case graph (``sched_reserve``:
   ``n_ubatch`` tokens, one output per sequence since llama-server sets ``n_outputs_max = n_parallel``). The
@@ -76,6 +94,8 @@ Estimates (not llama.cpp's own accounting; issue 5 measures them)
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import re
 import struct
 from bisect import bisect_right
@@ -95,6 +115,8 @@ if TYPE_CHECKING:
 __all__ = [
     "CATEGORIES",
     "COMPUTE",
+    "DRAFT",
+    "DRAFT_KV",
     "GPU_RUNTIME_OVERHEAD",
     "HOST",
     "HOST_GPU_RUNTIME_OVERHEAD",
@@ -108,6 +130,7 @@ __all__ = [
     "SPLIT",
     "WEIGHT_CATEGORIES",
     "DeviceMemory",
+    "DraftModel",
     "MemoryPlan",
     "Placement",
     "PlacementError",
@@ -139,8 +162,16 @@ RECURRENT_STATE: Final = "recurrent_state"
 COMPUTE: Final = "compute"
 RUNTIME: Final = "runtime"
 PROMPT_CACHE: Final = "prompt_cache"
-WEIGHT_CATEGORIES: Final = tuple(c.value for c in TensorClass if c is not TensorClass.MTP)
-CATEGORIES: Final = (*WEIGHT_CATEGORIES, KV_K, KV_V, RECURRENT_STATE, COMPUTE, RUNTIME, PROMPT_CACHE)
+DRAFT: Final = "draft"  # a draft model's weights (-md)
+DRAFT_KV: Final = "draft_kv"  # the KV cache (and any recurrent state) of the draft or MTP context
+# The main model's weights by class (mtp: its multi-token-prediction layers, loaded for draft-mtp only), then a
+# draft model's.
+WEIGHT_CATEGORIES: Final = (*(c.value for c in TensorClass), DRAFT)
+CATEGORIES: Final = (*WEIGHT_CATEGORIES, KV_K, KV_V, RECURRENT_STATE, DRAFT_KV, COMPUTE, RUNTIME, PROMPT_CACHE)
+MTP_TYPE: Final = "draft-mtp"  # --spec-type of the multi-token-prediction draft
+# common/common.h need_n_rs_seq: with these types the main context keeps --spec-draft-n-max extra snapshots of
+# every sequence's recurrent state, for rolling back rejected drafts (llama-memory-recurrent.cpp: rows x (1 + n)).
+ROLLBACK_TYPES: Final = frozenset({"draft-mtp", "draft-eagle3", "draft-dflash", "draft-dspark"})
 
 # Matrix weights: what a split buffer (--split-mode row) holds and what op offload copies to the GPU.
 _MATRIX_CLASSES: Final = frozenset(
@@ -252,6 +283,16 @@ class Placement:
             raise PlacementError(f"--tensor-split {list(self.tensor_split)}: shares cannot be negative")
         if self.gpu_count and not 0 <= self.main_gpu < self.gpu_count:
             raise PlacementError(f"--main-gpu {self.main_gpu}: the server has {self.gpu_count} GPU(s)")
+
+
+@dataclass(frozen=True)
+class DraftModel:
+    """A draft model (-md) and the flags that place it (--spec-draft-type-k/v, --spec-draft-ngl)."""
+
+    facts: ModelFacts
+    cache_type_k: str = DEFAULTS["--spec-draft-type-k"]
+    cache_type_v: str = DEFAULTS["--spec-draft-type-v"]
+    n_gpu_layers: int = -1  # llama.cpp's default: every layer (llama_model::n_gpu_layers)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -452,6 +493,11 @@ def plan_memory(
     flash_attn: bool = True,
     cache_ram_mib: int = DEFAULT_CACHE_RAM_MIB,
     gpu_runtime_overhead: int = GPU_RUNTIME_OVERHEAD,
+    spec_types: Sequence[str] = (),
+    spec_n_max: int = int(DEFAULTS["--spec-draft-n-max"]),
+    draft: DraftModel | None = None,
+    draft_cache_type_k: str = DEFAULTS["--spec-draft-type-k"],
+    draft_cache_type_v: str = DEFAULTS["--spec-draft-type-v"],
 ) -> MemoryPlan:
     """Bytes per device and category for ``facts`` served with ``placement`` (see the module docstring).
 
@@ -459,8 +505,86 @@ def plan_memory(
     llama-server's auto, 4 sequences with a unified cache); ``kv_unified`` forces ``--kv-unified`` on or off
     (None: llama-server's rule); ``batch``/``ubatch`` are ``--batch-size``/``--ubatch-size``; ``flash_attn`` is
     whether flash attention runs (llama-server's ``auto`` turns it on where the device supports it);
-    ``cache_ram_mib`` is ``--cache-ram`` (0 disables the prompt cache).
+    ``cache_ram_mib`` is ``--cache-ram`` (0 disables the prompt cache). ``spec_types`` are ``--spec-type``'s,
+    ``spec_n_max`` is ``--spec-draft-n-max``,
+    ``draft`` the draft model of ``-md``, ``draft_cache_type_k/v`` the MTP context's cache types (see the
+    module docstring: speculative decoding).
     """
+    plan = _plan_context(
+        facts, placement, tensors=tensors, context_size=context_size, parallel=parallel, kv_unified=kv_unified,
+        cache_type_k=cache_type_k, cache_type_v=cache_type_v, batch=batch, ubatch=ubatch, flash_attn=flash_attn,
+        cache_ram_mib=cache_ram_mib, gpu_runtime_overhead=gpu_runtime_overhead, load_mtp=MTP_TYPE in spec_types,
+        rollback_states=spec_n_max if ROLLBACK_TYPES.intersection(spec_types) else 0,
+    )  # fmt: skip
+    if draft is None and MTP_TYPE not in spec_types:
+        return plan
+    # The side context: the main context's size and sequences, no prompt cache or runtime of its own.
+    side_context = functools.partial(
+        _plan_context, context_size=plan.context_size, parallel=parallel, kv_unified=kv_unified, batch=batch,
+        ubatch=ubatch, flash_attn=flash_attn, cache_ram_mib=0, gpu_runtime_overhead=0,
+        load_mtp=MTP_TYPE in spec_types, mtp_context=MTP_TYPE in spec_types, host_overhead=0,
+    )  # fmt: skip
+    if draft is not None:
+        # common_base_params_to_speculative: the main model's split, the draft's own layer count, no overrides.
+        draft_placement = dataclasses.replace(
+            placement, n_gpu_layers=draft.n_gpu_layers if placement.gpu_count else 0, cpu_moe=False, n_cpu_moe=0,
+            overrides=(),
+        )  # fmt: skip
+        side = side_context(
+            draft.facts, draft_placement, cache_type_k=draft.cache_type_k, cache_type_v=draft.cache_type_v
+        )
+        return _with_side_context(plan, side, weights=True, what=f"the draft model ({draft.facts.source})")
+    if facts.nextn_layers == 0:
+        raise PlacementError(
+            f"--spec-type {MTP_TYPE} needs the model's multi-token-prediction layers, and {facts.source or 'it'} "
+            "has none (nextn_predict_layers 0): llama-server stops with 'failed to create MTP context'; use a GGUF "
+            "converted with its MTP layer, or another speculative type"
+        )
+    side = side_context(
+        facts, placement, tensors=tensors, cache_type_k=draft_cache_type_k, cache_type_v=draft_cache_type_v
+    )
+    return _with_side_context(plan, side, weights=False, what="the multi-token-prediction context")
+
+
+def _with_side_context(plan: MemoryPlan, side: MemoryPlan, *, weights: bool, what: str) -> MemoryPlan:
+    """The main plan plus a draft or MTP context: its weights as ``draft`` (unless it shares the main
+    model's), its KV cache and state as ``draft_kv``, its compute buffers as compute."""
+    merged = []
+    for device in plan.devices:
+        extra = side.device(device.name).bytes if device.name in {d.name for d in side.devices} else {}
+        b = dict(device.bytes)
+        if weights:
+            b[DRAFT] += sum(extra.get(c, 0) for c in WEIGHT_CATEGORIES)
+        b[DRAFT_KV] += extra.get(KV_K, 0) + extra.get(KV_V, 0) + extra.get(RECURRENT_STATE, 0)
+        b[COMPUTE] += extra.get(COMPUTE, 0)
+        merged.append(DeviceMemory(device.name, b))
+    draft_kv = sum(d.bytes[KV_K] + d.bytes[KV_V] + d.bytes[RECURRENT_STATE] for d in side.devices)
+    note = f"{what}: KV cache {format_bytes(draft_kv)} ({side.kv_cells} cells x {side.kv_streams} streams)"
+    return dataclasses.replace(plan, devices=tuple(merged), notes=(*plan.notes, note))
+
+
+def _plan_context(
+    facts: ModelFacts,
+    placement: Placement,
+    *,
+    tensors: Sequence[TensorInfo] | None = None,
+    context_size: int,
+    parallel: int | None,
+    kv_unified: bool | None,
+    cache_type_k: str,
+    cache_type_v: str,
+    batch: int,
+    ubatch: int,
+    flash_attn: bool,
+    cache_ram_mib: int,
+    gpu_runtime_overhead: int,
+    load_mtp: bool = False,
+    mtp_context: bool = False,
+    host_overhead: int = HOST_RUNTIME_OVERHEAD,
+    rollback_states: int = 0,
+) -> MemoryPlan:
+    """One model and one llama context: the main one, or (``mtp_context``) an MTP context, whose KV cache holds
+    the multi-token-prediction layers only."""
     placement.validate()
     tensors = facts.tensors if tensors is None else tuple(tensors)
     if context_size < 0 or batch < 1 or ubatch < 1:
@@ -508,7 +632,7 @@ def plan_memory(
     tensor_devices: dict[str, str] = {}
     for t in tensors:
         cls, layer = facts.classify(t.name)
-        if cls is TensorClass.MTP:
+        if cls is TensorClass.MTP and not load_mtp:
             skipped += t.nbytes
             tensor_devices[t.name] = SKIPPED
             continue
@@ -549,7 +673,11 @@ def plan_memory(
         )
 
     # --- KV cache and recurrent state ---------------------------------------------------------------------
-    kv_layers = [il for il, has in enumerate(facts.has_attention_kv) if has]
+    if mtp_context:
+        # llama_model::create_memory: an MTP context's cache holds the multi-token-prediction layers only.
+        kv_layers = [il for il in range(facts.n_layer, facts.block_count) if facts.n_head_kv[il] > 0]
+    else:
+        kv_layers = [il for il, has in enumerate(facts.has_attention_kv) if has]
     v_width_max = max((facts.n_embd_v_gqa(il) for il in range(facts.block_count)), default=0)
     for il in kv_layers:
         cells = swa_cells if facts.is_swa[il] else kv_cells
@@ -558,9 +686,10 @@ def plan_memory(
         ledger.add(device, KV_K, row_bytes(type_k.name, facts.n_embd_k_gqa(il)) * cells * streams)
         if v_width:
             ledger.add(device, KV_V, row_bytes(type_v.name, v_width) * cells * streams)
-    for il in facts.recurrent_layers:
+    for il in () if mtp_context else facts.recurrent_layers:
         device = HOST if placement.no_kv_offload else devices[il]
-        ledger.add(device, RECURRENT_STATE, facts.recurrent_state_bytes_per_sequence * max(1, n_seq))
+        per_sequence = facts.recurrent_state_bytes_per_sequence * (1 + rollback_states)
+        ledger.add(device, RECURRENT_STATE, per_sequence * max(1, n_seq))
 
     # --- compute buffers (estimate) -----------------------------------------------------------------------
     _estimate_compute(
@@ -595,7 +724,8 @@ def plan_memory(
     # --- runtime and prompt cache -------------------------------------------------------------------------
     for g in gpus:
         ledger.add(g, RUNTIME, gpu_runtime_overhead)
-    ledger.add(HOST, RUNTIME, HOST_RUNTIME_OVERHEAD + (HOST_GPU_RUNTIME_OVERHEAD if gpus else 0))
+    if host_overhead:
+        ledger.add(HOST, RUNTIME, host_overhead + (HOST_GPU_RUNTIME_OVERHEAD if gpus else 0))
     ledger.add(HOST, PROMPT_CACHE, cache_ram_mib * MiB)
 
     return MemoryPlan(

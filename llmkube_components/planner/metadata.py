@@ -86,11 +86,21 @@ class _Location:
         return _Location(path=os.path.join(os.path.dirname(self.path or ""), rel))
 
 
-def _locate(source: str) -> _Location:
+def _locate(source: str, files: Sequence[str] = ()) -> _Location:
     try:
         parsed = parse_source(source)
     except SourceError as exc:
         raise MetadataError(source, exc.reason) from None
+    if parsed.scheme == "s3":
+        raise MetadataError(
+            source,
+            "an s3:// model is read with credentials only its download container gets (sourceSecretRef); its "
+            "metadata cannot be read at plan time: set catalog",
+        )
+    if parsed.names_directory(files):
+        if not files:
+            raise MetadataError(source, "names no file: a repository's model file is the first of files")
+        return _Location(url=parsed.file_url(files[0], files))
     if parsed.url is not None:
         # The URL the downloader fetches, so the planner reads the file the pod will load.
         return _Location(url=parsed.url)
@@ -489,7 +499,9 @@ def read_metadata(
     Raises MetadataError for anything that keeps the metadata from being read.
     """
     source = os.fspath(source)
-    loc = _locate(source)
+    loc = _locate(source, files)
+    if parse_source(source).names_directory(files):
+        files = files[1:]  # the first is the model file itself
     reading = _Reading(
         source=source,
         main=loc,

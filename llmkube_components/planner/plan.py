@@ -30,6 +30,7 @@ from .memory import (
     KV_K,
     KV_V,
     PROMPT_CACHE,
+    DraftModel,
     MemoryPlan,
     Placement,
     PlacementError,
@@ -59,6 +60,12 @@ class ServerSettings:
     ubatch: int = int(DEFAULTS["--ubatch-size"])
     flash_attn: bool = True
     cache_ram_mib: int = int(DEFAULTS["--cache-ram"])
+    spec_types: tuple[str, ...] = ()  # --spec-type
+    spec_n_max: int = int(DEFAULTS["--spec-draft-n-max"])
+    draft: bool = False  # -md: a draft model is loaded
+    draft_cache_type_k: str = DEFAULTS["--spec-draft-type-k"]
+    draft_cache_type_v: str = DEFAULTS["--spec-draft-type-v"]
+    draft_n_gpu_layers: int = -1  # --spec-draft-ngl; -1: every layer
 
 
 def settings_from_args(args: Sequence[str], gpu_count: int) -> ServerSettings:
@@ -66,9 +73,17 @@ def settings_from_args(args: Sequence[str], gpu_count: int) -> ServerSettings:
     return _settings(read_args(args), gpu_count)
 
 
-def server_settings(spec: InferenceServiceSpec, model: ModelSpec, gpu_count: int) -> ServerSettings:
-    """What the server of this spec will run with: its memory flags, extraArgs included (the flag table's rule)."""
-    return _settings(effective(Inputs(spec, model, "", gpu_count)), gpu_count)
+# Stands for the draft model's path: the planner needs to know that -md is passed, not where the file is.
+PLANNED_DRAFT = "<draft>"
+
+
+def server_settings(
+    spec: InferenceServiceSpec, model: ModelSpec, gpu_count: int, *, draft: bool = False
+) -> ServerSettings:
+    """What the server of this spec will run with: its memory flags, extraArgs included (the flag table's rule).
+
+    ``draft``: the service's draft model is staged (the argument builder gets its path and passes -md)."""
+    return _settings(effective(Inputs(spec, model, "", gpu_count, PLANNED_DRAFT if draft else None)), gpu_count)
 
 
 def _settings(given: Mapping[str, Any], gpu_count: int) -> ServerSettings:
@@ -100,7 +115,19 @@ def _settings(given: Mapping[str, Any], gpu_count: int) -> ServerSettings:
         # auto turns flash attention on where the device supports it, which every GPU backend we target does.
         flash_attn=values["--flash-attn"] != "off",
         cache_ram_mib=int(values["--cache-ram"]),
+        # llama.cpp adds the types of every --spec-type, each a comma-separated list (common/arg.cpp).
+        spec_types=tuple(t for t in str(values.get("--spec-type", "")).split(",") if t and t != "none"),
+        spec_n_max=int(values["--spec-draft-n-max"]),
+        draft="-md" in values,
+        draft_cache_type_k=values["--spec-draft-type-k"],
+        draft_cache_type_v=values["--spec-draft-type-v"],
+        draft_n_gpu_layers=_layers(values.get("--spec-draft-ngl", "-1")),
     )
+
+
+def _layers(text: str) -> int:
+    """--spec-draft-ngl: a number, or auto / all (every layer: with --fit off, auto keeps llama.cpp's -1)."""
+    return int(text) if text.lstrip("-").isdigit() else -1
 
 
 @dataclass(frozen=True)
@@ -184,8 +211,14 @@ def evaluate(
     facts: ModelFacts,
     profile: HardwareProfile,
     gpu_count: int,
+    draft_facts: ModelFacts | None = None,
 ) -> Option:
-    settings = server_settings(spec, model, gpu_count)
+    settings = server_settings(spec, model, gpu_count, draft=draft_facts is not None)
+    draft = None
+    if settings.draft and draft_facts is not None:
+        draft = DraftModel(
+            draft_facts, settings.draft_cache_type_k, settings.draft_cache_type_v, settings.draft_n_gpu_layers
+        )
     memory = plan_memory(
         facts,
         settings.placement,
@@ -198,6 +231,11 @@ def evaluate(
         ubatch=settings.ubatch,
         flash_attn=settings.flash_attn,
         cache_ram_mib=settings.cache_ram_mib,
+        spec_types=settings.spec_types,
+        spec_n_max=settings.spec_n_max,
+        draft=draft,
+        draft_cache_type_k=settings.draft_cache_type_k,
+        draft_cache_type_v=settings.draft_cache_type_v,
     )
     gpu_bw = float(parse_quantity(profile.gpu.memory_bandwidth)) if profile.gpu else 1.0
     host_bw = float(parse_quantity(profile.host_memory_bandwidth))
@@ -206,14 +244,19 @@ def evaluate(
 
 
 def candidates(
-    spec: InferenceServiceSpec, model: ModelSpec, facts: ModelFacts, profile: HardwareProfile, gpu_count: int
+    spec: InferenceServiceSpec,
+    model: ModelSpec,
+    facts: ModelFacts,
+    profile: HardwareProfile,
+    gpu_count: int,
+    draft_facts: ModelFacts | None = None,
 ) -> list[Option]:
     """Placements from the fastest down, stopping at the first that fits (the auto decision's search)."""
     base = spec.model_copy(update=dict.fromkeys(OFFLOAD_FIELDS))
 
     def option(label: str, **fields: Any) -> Option:
         trial = base.model_copy(update=fields)
-        return evaluate(label, offload_fields(trial), trial, model, facts, profile, gpu_count)
+        return evaluate(label, offload_fields(trial), trial, model, facts, profile, gpu_count, draft_facts)
 
     first = option("all layers on the GPUs" if gpu_count else "everything in system RAM (no GPU)")
     if first.fits or not gpu_count:
@@ -260,18 +303,23 @@ def plan_service(
     gpu_count: int,
     path: str,
     estimate: str | None = None,
+    draft_facts: ModelFacts | None = None,
 ) -> tuple[ServicePlan | None, list[Problem], list[Problem]]:
-    """The plan of one service: (plan, errors, warnings). Errors say what does not fit, with the numbers."""
+    """The plan of one service: (plan, errors, warnings). Errors say what does not fit, with the numbers.
+
+    ``draft_facts`` are the facts of the service's draft model (speculativeDecoding draftModelRef or
+    draftModel), when it has one and they could be read: its weights, KV cache and compute buffers are planned
+    beside the model's."""
     mode = spec.offload_mode
     try:
         if mode == "auto":
-            tried = candidates(spec, model, facts, profile, gpu_count)
+            tried = candidates(spec, model, facts, profile, gpu_count, draft_facts)
             chosen = tried[-1]
             alternatives: tuple[Option, ...] = tuple(tried[:-1])
         else:
             fields = offload_fields(spec)
             label = f"as configured ({_describe(fields)})" if fields else "as configured"
-            chosen = evaluate(label, fields, spec, model, facts, profile, gpu_count)
+            chosen = evaluate(label, fields, spec, model, facts, profile, gpu_count, draft_facts)
             alternatives = ()
     except PlacementError as exc:
         return None, [Problem(path, str(exc))], []
@@ -292,10 +340,10 @@ def plan_service(
     elif explicit and not gpu_count:
         warnings.append(Problem(path, f"{_describe(explicit)} has no effect: the service runs without GPUs"))
     if not chosen.fits:
-        largest = _largest_context(spec, model, facts, profile, gpu_count)
+        largest = _largest_context(spec, model, facts, profile, gpu_count, draft_facts)
         message = _no_fit(chosen, profile, spec, largest)
         if mode == "manual" and gpu_count:
-            auto = candidates(spec, model, facts, profile, gpu_count)[-1]
+            auto = candidates(spec, model, facts, profile, gpu_count, draft_facts)[-1]
             if auto.fits:
                 message += (
                     f"; offload: auto would fit with {auto.label}, about "
@@ -304,7 +352,7 @@ def plan_service(
         errors.append(Problem(path, message))
     advice: list[str] = []
     if mode == "manual" and chosen.fits:
-        faster = _faster_fitting(spec, model, facts, profile, gpu_count, chosen)
+        faster = _faster_fitting(spec, model, facts, profile, gpu_count, chosen, draft_facts)
         if faster is not None:
             advice.append(
                 f"{chosen.label} decodes about "
@@ -334,11 +382,17 @@ def _describe(fields: dict[str, Any]) -> str:
 
 
 def _faster_fitting(
-    spec: InferenceServiceSpec, model: ModelSpec, facts: ModelFacts, profile: HardwareProfile, gpus: int, chosen: Option
+    spec: InferenceServiceSpec,
+    model: ModelSpec,
+    facts: ModelFacts,
+    profile: HardwareProfile,
+    gpus: int,
+    chosen: Option,
+    draft_facts: ModelFacts | None = None,
 ) -> Option | None:
     if not gpus:
         return None
-    best = candidates(spec, model, facts, profile, gpus)[-1]
+    best = candidates(spec, model, facts, profile, gpus, draft_facts)[-1]
     if best.fits and best.throughput.decode_tokens_per_second > chosen.throughput.decode_tokens_per_second * 1.05:
         return best
     return None
@@ -351,7 +405,12 @@ def _host_parts(memory: MemoryPlan) -> str:
 
 
 def _largest_context(
-    spec: InferenceServiceSpec, model: ModelSpec, facts: ModelFacts, profile: HardwareProfile, gpus: int
+    spec: InferenceServiceSpec,
+    model: ModelSpec,
+    facts: ModelFacts,
+    profile: HardwareProfile,
+    gpus: int,
+    draft_facts: ModelFacts | None = None,
 ) -> int:
     """The largest contextSize (a multiple of 256) at which the service would fit, 0 when none does.
 
@@ -362,8 +421,8 @@ def _largest_context(
     def fits(ctx: int) -> bool:
         trial = spec.model_copy(update={"context_size": ctx})
         if trial.offload_mode == "auto":
-            return candidates(trial, model, facts, profile, gpus)[-1].fits
-        return evaluate("", {}, trial, model, facts, profile, gpus).fits
+            return candidates(trial, model, facts, profile, gpus, draft_facts)[-1].fits
+        return evaluate("", {}, trial, model, facts, profile, gpus, draft_facts).fits
 
     asked = spec.context_size or facts.context_length
     low, high, best = 1, asked // 256, 0

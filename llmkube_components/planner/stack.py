@@ -16,7 +16,7 @@ from ..api.service import OFFLOAD_ALIASES, InferenceResources
 from ..errors import ConfigError, Problem, config_path
 from ..resolve import ResolvedModel, ResolvedService, ResolvedStack
 from ..settings import OFFLINE_ENV
-from ..sources import SourceError, parse_source
+from ..sources import SourceError, parse_source, sibling_url
 from .catalog import CatalogError, catalog_entries, catalog_metadata, recognise, recognise_quantization
 from .facts import ModelFacts, ModelFactsError
 from .plan import GiB, ServicePlan, plan_service
@@ -75,6 +75,40 @@ def model_facts(model: ResolvedModel, read: MetadataReader) -> tuple[ModelPlanFa
     return ModelPlanFacts(ModelFacts.from_metadata(meta), f"catalog estimate ({entry}): {why}"), []
 
 
+def draft_facts(
+    service: ResolvedService, models: dict[str, ModelPlanFacts], read: MetadataReader
+) -> tuple[ModelFacts | None, list[Problem]]:
+    """The facts of a service's draft model (speculativeDecoding), and a warning when it has one the plan
+    cannot count: the Model of draftModelRef (already known, by its name), or draftModel, a file beside the
+    served model's, read like it."""
+    speculative = service.spec.speculative_decoding
+    if speculative is None or not speculative.draft_given:
+        return None, []
+    if service.draft is not None:
+        known = models.get(service.draft.name)
+        if known is not None and known.facts is not None:
+            return known.facts, []
+        why = f"the Model {service.draft.key!r} has no plan"
+    else:
+        assert speculative.draft_model is not None
+        why = "its metadata cannot be read offline"
+        try:
+            source = parse_source(sibling_url(service.model.spec.source, speculative.draft_model))
+        except SourceError as exc:
+            source, why = None, str(exc)
+        if source is not None and read.can_read(source):
+            try:
+                return ModelFacts.from_metadata(read(source)), []
+            except (MetadataError, ModelFactsError) as exc:
+                why = f"its metadata could not be read ({exc.message})"
+    warning = Problem(
+        config_path(service.path, "speculativeDecoding"),
+        f"the draft model is not in the plan: {why}; its weights and its KV cache (as large as the model's in "
+        "f16) come on top of the plan's numbers",
+    )
+    return None, [warning]
+
+
 def plan_stack(stack: ResolvedStack, read: MetadataReader) -> PlannedStack:
     """The stack with a plan per service and the auto decisions applied, and the problems of those that do not
     fit (returned, not raised, so that the caller reports them together with its own)."""
@@ -92,6 +126,8 @@ def plan_stack(stack: ResolvedStack, read: MetadataReader) -> PlannedStack:
         services[name] = service
         if known.facts is None:
             continue
+        draft, found = draft_facts(service, models, read)
+        warnings += found
         plan, errors, found = plan_service(
             service.key,
             service.spec,
@@ -101,6 +137,7 @@ def plan_stack(stack: ResolvedStack, read: MetadataReader) -> PlannedStack:
             service.gpu_count,
             service.path,
             known.estimate,
+            draft,
         )
         problems += errors
         warnings += found

@@ -20,6 +20,7 @@ from typing import Any, Final
 
 from ..api.base import parse_quantity
 from ..api.core import tolerates
+from ..api.model import GPUSpec
 from ..api.service import (
     DEFAULT_AUTOSCALING_METRIC,
     DEFAULT_AUTOSCALING_TARGET,
@@ -30,27 +31,25 @@ from ..api.service import (
     MetricSpec,
 )
 from ..api.stack import PER_SERVICE_CACHE_SUFFIX, SHARED_CACHE_PVC_NAME, CacheMode, CacheSettings, Delivery
-from ..flags import API_KEY_DIR, API_KEY_FILE
+from ..errors import Problem
+from ..flags import API_KEY_DIR, API_KEY_FILE, bind_address_problems, listen_port, router_problems
+from ..flags import speculative_problems as speculative_no_op_warnings
 from ..hardware import gpu_resource_name
 from ..llamacpp import build_args
 from ..meta import object_meta, recommended_labels, restricted_container_security_context, sorted_by_key
 from ..resolve import ResolvedService, ResolvedStack, cache_kind
+from . import lifecycle, overrides, routing
+from .labels import common_labels, selector_labels, service_labels
+from .overrides import deep_merge
 from .podsecurity import namespace_pod_security, pod_security_context
 from .storage import DOWNLOADER_IMAGE, ModelStorage, model_storage
 
 Manifest = dict[str, Any]
 
-RUNTIME: Final = "llamacpp"
 CONTAINER_NAME: Final = "llama-server"
 PORT_NAME: Final = "http"
 HEALTH_PATH: Final = "/health"
 
-# Labels. The selector is the immutable subset: a Deployment's selector cannot change after creation, so the
-# model label (which changes when modelRef does) must stay out of it (operator issue #301).
-LABEL_APP: Final = "app"
-LABEL_MODEL: Final = "inference.llmkube.dev/model"
-LABEL_SERVICE: Final = "inference.llmkube.dev/service"
-LABEL_RUNTIME: Final = "inference.llmkube.dev/runtime"
 # Marks the namespace's shared cache PVC: it outlives every service, so the Pulumi layer registers it with
 # retain_on_delete and removing a service never deletes tens of gigabytes of downloads.
 SHARED_CACHE_ANNOTATION: Final = "inference.llmkube.dev/shared-model-cache"
@@ -67,58 +66,72 @@ DEFAULT_CACHE: Final = CacheSettings()
 
 
 # ---------------------------------------------------------------------------------------------------------
-# Labels, resources, scheduling
+# Resources, scheduling
 # ---------------------------------------------------------------------------------------------------------
 
-
-def selector_labels(service: ResolvedService) -> dict[str, str]:
-    """The Deployment's (immutable) selector and the Service's selector."""
-    return {LABEL_APP: service.name, LABEL_SERVICE: service.name}
-
-
-def service_labels(service: ResolvedService) -> dict[str, str]:
-    """Labels of every object of a service: the operator's four plus the recommended app.kubernetes.io ones."""
-    return sorted_by_key(
-        {
-            **recommended_labels("llama-server", "inference-server", service.name),
-            **selector_labels(service),
-            LABEL_MODEL: service.model.name,
-            LABEL_RUNTIME: RUNTIME,
-        }
-    )
+# AMD GPUs driven through Vulkan or ROCm's render nodes are advertised by the generic device plugin
+# (devic.es) as render devices, not as amd.com/gpu (the operator's GPUResourceName does the same).
+DRI_RENDER_RESOURCE: Final = "devic.es/dri-render"
+MIG_RESOURCE_PREFIX: Final = "nvidia.com/mig-"
 
 
-def common_labels(name: str, kind: str) -> dict[str, str]:
-    """Recommended labels of an llmkube object that is not a workload (a custom resource, the namespace)."""
-    return recommended_labels("llmkube", kind.lower(), name)
+def _model_gpu(service: ResolvedService) -> GPUSpec | None:
+    hardware = service.model.spec.hardware
+    return hardware.gpu if hardware else None
+
+
+def gpu_vendor(service: ResolvedService) -> str:
+    """The GPU vendor: the Model's, else the profile's, else NVIDIA (the operator's default)."""
+    gpu = _model_gpu(service)
+    profile_gpu = service.profile.gpu
+    return (gpu.vendor if gpu else None) or (profile_gpu.vendor if profile_gpu else None) or "nvidia"
 
 
 def gpu_resource(service: ResolvedService) -> str:
     """The extended resource the server's GPUs are requested as.
 
-    The Model's hardware.gpu decides (its resourceName, else its vendor's device-plugin resource); the
-    profile's GPU fills in what the Model leaves unset, and an unset vendor means NVIDIA, as in the operator.
+    As the operator: a partitioned gpuSharing's MIG profile (``nvidia.com/mig-<profile>``), else the Model's
+    hardware.gpu resourceName, else ``devic.es/dri-render`` for AMD through Vulkan or ROCm, else the vendor's
+    device-plugin resource. The profile's GPU fills in what the Model leaves unset (its resource name for the
+    same vendor), and an unset vendor means NVIDIA.
     """
-    hardware = service.model.spec.hardware
-    gpu = hardware.gpu if hardware else None
+    gpu = _model_gpu(service)
+    sharing = service.spec.resources.gpu_sharing if service.spec.resources else None
+    if sharing is not None and sharing.mode == "partitioned" and sharing.profile:
+        return MIG_RESOURCE_PREFIX + sharing.profile
     profile_gpu = service.profile.gpu
-    vendor = (gpu.vendor if gpu else None) or (profile_gpu.vendor if profile_gpu else None) or "nvidia"
+    vendor = gpu_vendor(service)
     override = gpu.resource_name if gpu else None
+    if override is None and vendor == "amd" and gpu is not None and gpu.runtime in ("vulkan", "rocm"):
+        override = DRI_RENDER_RESOURCE
     if override is None and profile_gpu is not None and profile_gpu.vendor == vendor:
         override = profile_gpu.resource_name
     return gpu_resource_name(vendor, override)
+
+
+def resource_claims(service: ResolvedService) -> list[Manifest]:
+    """The pod's Dynamic Resource Allocation claims (the Model's hardware.gpu.resourceClaims), as written."""
+    gpu = _model_gpu(service)
+    return [claim.wire() for claim in (gpu.resource_claims if gpu else None) or []]
+
+
+def has_gpus(service: ResolvedService) -> bool:
+    """Whether the pod holds GPUs: device-plugin ones or DRA claims."""
+    return service.gpu_count > 0 or bool(resource_claims(service))
 
 
 def tolerations(service: ResolvedService) -> list[Manifest]:
     """The pod's tolerations: the GPU taint's (when the pod has GPUs and none tolerates it yet), then the spec's.
 
     The operator tolerates ``<resource>=present:NoSchedule`` (operator Equal); Exists tolerates that taint and
-    the other values device-plugin setups use, so one toleration covers them all.
+    the other values device-plugin setups use, so one toleration covers them all. The key is the Model's
+    hardware.gpu.tolerationKey, else the GPU resource name.
     """
     own = [t.wire() for t in service.spec.tolerations or []]
     if service.gpu_count == 0:
         return own
-    key = gpu_resource(service)
+    gpu = _model_gpu(service)
+    key = (gpu.toleration_key if gpu else None) or gpu_resource(service)
     # Only an Exists toleration covers the taint whatever its value (the operator's "present", or another).
     taint = {"key": key, "effect": "NoSchedule"}
     if any(t.operator == "Exists" and tolerates(t.wire(), taint) for t in service.spec.tolerations or []):
@@ -148,12 +161,13 @@ def container_resources(service: ResolvedService) -> Manifest:
     cpu and ephemeralStorage are request and limit. memory is the limit; the request is hostMemory when set
     (the RAM the planner counted on for offloaded experts and KV cache), else memory. Without a memory of its
     own, the limit is the request plus headroom (memory_limit_for). GPUs are a limit only: for extended
-    resources the request defaults to the limit.
+    resources the request defaults to the limit. GPUs from DRA claims are the claims instead (no limit).
     """
     resources = service.spec.resources or InferenceResources()
     requests: dict[str, str] = {}
     limits: dict[str, str] = {}
-    if service.gpu_count:
+    claims = resource_claims(service)
+    if service.gpu_count and not claims:
         limits[gpu_resource(service)] = str(service.gpu_count)
     if resources.cpu:
         requests["cpu"] = limits["cpu"] = resources.cpu
@@ -168,6 +182,8 @@ def container_resources(service: ResolvedService) -> Manifest:
     if request_memory:
         requests["memory"] = request_memory
     out: Manifest = {}
+    if claims:
+        out["claims"] = [{"name": claim["name"]} for claim in claims]
     if limits:
         out["limits"] = sorted_by_key(limits)
     if requests:
@@ -198,33 +214,35 @@ def server_args_for(service: ResolvedService, storage: ModelStorage | None = Non
     )
 
 
-def deployment(
-    service: ResolvedService, *, cache_mode: CacheMode = "shared", downloader_image: str = DOWNLOADER_IMAGE
-) -> Manifest:
-    """The llama-server Deployment."""
-    spec = service.spec
-    storage = model_storage(service, cache_mode=cache_mode, downloader_image=downloader_image)
-    labels = service_labels(service)
-    container: Manifest = {
-        "name": CONTAINER_NAME,
-        "image": spec.image,
-        "args": server_args_for(service, storage),
-        "ports": [{"name": PORT_NAME, "containerPort": service.spec.serving_port, "protocol": "TCP"}],
-        "startupProbe": _probe(PORT_NAME, STARTUP_PROBE),
-        "livenessProbe": _probe(PORT_NAME, LIVENESS_PROBE),
-        "readinessProbe": _probe(PORT_NAME, READINESS_PROBE),
-        # llama-server writes no file (tests/e2e/test_llama_server.py runs it on a read-only root): nothing in
-        # the image can be changed by a compromised server.
-        "securityContext": restricted_container_security_context(read_only_root_filesystem=True),
-        # llama-server prints why it died (CUDA init, out of memory loading the model) to its log.
-        "terminationMessagePolicy": "FallbackToLogsOnError",
-        "volumeMounts": storage.mounts,
-    }
-    resources = container_resources(service)
-    if resources:
-        container["resources"] = resources
+def server_port(service: ResolvedService) -> int:
+    """The port llama-server listens on in its pod: containerPort, else the Service's port (endpoint.port)."""
+    return listen_port(service.spec)
+
+
+def server_env(service: ResolvedService) -> list[Manifest]:
+    """The environment llmkube gives the server container itself, before the spec's env (none at present: the
+    server is configured by its arguments); a spec env entry may not take over one of these names."""
+    return []
+
+
+def server_security_context(service: ResolvedService) -> Manifest:
+    """The server container's securityContext: the spec's merged over our restricted defaults."""
+    # llama-server writes no file (tests/e2e/test_llama_server.py runs it on a read-only root): nothing in the
+    # image can be changed by a compromised server.
+    ours = restricted_container_security_context(read_only_root_filesystem=True)
+    return sorted_by_key(deep_merge(ours, service.spec.security_context))
+
+
+def pod_security_context_of(service: ResolvedService) -> Manifest:
+    """The pod's securityContext: the spec's podSecurityContext merged over our restricted defaults."""
+    return sorted_by_key(deep_merge(pod_security_context(), service.spec.pod_security_context))
+
+
+def _own_volumes(service: ResolvedService, storage: ModelStorage) -> tuple[list[Manifest], list[Manifest]]:
+    """Our volumes and the server container's mounts of them: the model storage's, and the API key's."""
     volumes = list(storage.volumes)
-    api_key = spec.api_key
+    mounts = list(storage.mounts)
+    api_key = service.spec.api_key
     if api_key is not None:
         # Read-only to the pod's group (fsGroup) only; llama-server reads it once, at start: a new key reaches
         # running pods with their next restart.
@@ -239,14 +257,66 @@ def deployment(
                 },
             }
         )
-        container["volumeMounts"] = [*storage.mounts, {"name": "api-key", "mountPath": API_KEY_DIR, "readOnly": True}]
+        mounts.append({"name": "api-key", "mountPath": API_KEY_DIR, "readOnly": True})
+    return volumes, mounts
+
+
+def _probes(service: ResolvedService) -> Manifest:
+    """startupProbe, livenessProbe and readinessProbe: ours, each replaced by probeOverrides' when it gives one."""
+    overrides = service.spec.probe_overrides
+    probes = {
+        "startupProbe": (overrides.startup if overrides else None) or _probe(PORT_NAME, STARTUP_PROBE),
+        "livenessProbe": (overrides.liveness if overrides else None) or _probe(PORT_NAME, LIVENESS_PROBE),
+        "readinessProbe": (overrides.readiness if overrides else None) or _probe(PORT_NAME, READINESS_PROBE),
+    }
+    return probes
+
+
+def _topology_spread(service: ResolvedService) -> list[Manifest]:
+    """The spec's topologySpreadConstraints; one without a labelSelector counts the service's own pods (without
+    one it would count none and spread nothing)."""
+    selector = {"matchLabels": selector_labels(service)}
+    return [
+        {**c, "labelSelector": selector} if "labelSelector" not in c else dict(c)
+        for c in service.spec.topology_spread_constraints or []
+    ]
+
+
+def deployment(
+    service: ResolvedService, *, cache_mode: CacheMode = "shared", downloader_image: str = DOWNLOADER_IMAGE
+) -> Manifest:
+    """The llama-server Deployment."""
+    spec = service.spec
+    storage = model_storage(service, cache_mode=cache_mode, downloader_image=downloader_image)
+    labels = service_labels(service)
+    volumes, mounts = _own_volumes(service, storage)
+    container: Manifest = {
+        "name": CONTAINER_NAME,
+        "image": spec.image,
+        # args replace the generated arguments entirely (the preview warns that the planner's flags are unused).
+        "args": list(spec.args) if spec.args is not None else server_args_for(service, storage),
+        "ports": [{"name": PORT_NAME, "containerPort": server_port(service), "protocol": "TCP"}],
+        **_probes(service),
+        "securityContext": server_security_context(service),
+        # llama-server prints why it died (CUDA init, out of memory loading the model) to its log.
+        "terminationMessagePolicy": "FallbackToLogsOnError",
+        "volumeMounts": [*mounts, *(spec.extra_volume_mounts or [])],
+    }
+    if spec.command is not None:
+        container["command"] = list(spec.command)
+    env = [*server_env(service), *(spec.env or [])]
+    if env:
+        container["env"] = env
+    resources = container_resources(service)
+    if resources:
+        container["resources"] = resources
 
     pod: Manifest = {
         # llama-server never talks to the API server: no token in the pod.
         "automountServiceAccountToken": False,
-        "securityContext": pod_security_context(),
+        "securityContext": pod_security_context_of(service),
         "containers": [container],
-        "volumes": volumes,
+        "volumes": [*volumes, *(spec.extra_volumes or [])],
     }
     if storage.init_containers:
         pod["initContainers"] = storage.init_containers
@@ -257,18 +327,28 @@ def deployment(
         pod["tolerations"] = pod_tolerations
     if spec.affinity:
         pod["affinity"] = spec.affinity
+    if spec.topology_spread_constraints:
+        pod["topologySpreadConstraints"] = _topology_spread(service)
     if spec.runtime_class_name:
         pod["runtimeClassName"] = spec.runtime_class_name
-    if spec.priority_class_name:
-        pod["priorityClassName"] = spec.priority_class_name
+    priority_class_name = lifecycle.pod_priority_class_name(service)
+    if priority_class_name:
+        pod["priorityClassName"] = priority_class_name
+    if spec.image_pull_secrets:
+        pod["imagePullSecrets"] = [s.wire() for s in spec.image_pull_secrets]
+    claims = resource_claims(service)
+    if claims:
+        pod["resourceClaims"] = claims
 
     # User pod labels merge in, but ours win on a conflict: the selector must keep matching the pods, and the
-    # operator resolves the same conflict the same way (mergePodLabels).
+    # operator resolves the same conflict the same way (mergePodLabels). User annotations win over ours (the
+    # eviction protection's), as the operator's do.
     template_meta: Manifest = {"labels": sorted_by_key({**(spec.pod_labels or {}), **labels})}
-    if spec.pod_annotations:
-        template_meta["annotations"] = sorted_by_key(spec.pod_annotations)
+    annotations = {**lifecycle.eviction_annotations(service), **(spec.pod_annotations or {})}
+    if annotations:
+        template_meta["annotations"] = sorted_by_key(annotations)
 
-    if service.gpu_count:
+    if has_gpus(service):
         # A rolling update starts the new pod before stopping the old one, and the new pod cannot get the GPUs
         # the old one holds: the rollout would wait forever. Recreate frees them first.
         strategy: Manifest = {"type": "Recreate"}
@@ -282,11 +362,15 @@ def deployment(
         "strategy": strategy,
         "template": {"metadata": template_meta, "spec": pod},
     }
-    if spec.autoscaling is None:
-        deployment_spec["replicas"] = spec.replicas if spec.replicas is not None else DEFAULT_REPLICAS
     # With autoscaling the HPA owns the replica count and the manifest leaves it out: a value here would be
     # re-applied by every `pulumi up` and undo the HPA's scaling (the operator, for the same reason, keeps
     # the live count on update). The API server starts a new Deployment at 1, and the HPA takes it from there.
+    # suspend: 0, and no HPA (hpa()), as the operator deletes it while suspended.
+    replicas = lifecycle.replicas(service, DEFAULT_REPLICAS)
+    if replicas is not None:
+        deployment_spec["replicas"] = replicas
+    if spec.revision_history_limit is not None:
+        deployment_spec["revisionHistoryLimit"] = spec.revision_history_limit
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
@@ -295,12 +379,31 @@ def deployment(
     }
 
 
+def workload_problems(
+    service: ResolvedService, *, cache_mode: CacheMode = "shared", downloader_image: str = DOWNLOADER_IMAGE
+) -> tuple[list[Problem], list[Problem]]:
+    """(errors, warnings) about what the spec's pod fields do to ours (overrides): an env name, volume name or
+    mount path of ours taken over, a mount of no volume, securityContexts weaker than our defaults."""
+    storage = model_storage(service, cache_mode=cache_mode, downloader_image=downloader_image)
+    volumes, mounts = _own_volumes(service, storage)
+    errors = overrides.env_problems(service, server_env(service))
+    errors += overrides.volume_problems(service, volumes, mounts)
+    weak_errors, warnings = overrides.security_problems(
+        service, server_security_context(service), pod_security_context_of(service)
+    )
+    errors += router_problems(service.spec, service.model.spec, storage.model_path, service.path)
+    warnings += speculative_no_op_warnings(service.spec, service.path)
+    warnings += bind_address_problems(service.spec, service.path)
+    return errors + weak_errors, warnings
+
+
 def service_manifest(service: ResolvedService) -> Manifest:
     """The Service in front of the pods: ``<name>:<port>``, port named http."""
     endpoint = service.spec.endpoint
     service_port: Manifest = {
         "name": PORT_NAME,
         "port": service.spec.serving_port,
+        # The container's port by name: containerPort when the spec sets one, else the same port.
         "targetPort": PORT_NAME,
         "protocol": "TCP",
     }
@@ -341,9 +444,10 @@ def _metric(metric: MetricSpec) -> Manifest:
 
 
 def hpa(service: ResolvedService) -> Manifest | None:
-    """The HorizontalPodAutoscaler (autoscaling/v2) of a service, or None without autoscaling."""
+    """The HorizontalPodAutoscaler (autoscaling/v2) of a service, or None without autoscaling or while suspended
+    (an HPA would scale the suspended Deployment back up to minReplicas)."""
     autoscaling = service.spec.autoscaling
-    if autoscaling is None:
+    if autoscaling is None or service.spec.suspend:
         return None
     # The models take their LLMKube (camelCase) names only.
     default = MetricSpec.model_validate(
@@ -410,7 +514,8 @@ def service_workloads(
     service: ResolvedService, *, cache: CacheSettings = DEFAULT_CACHE, downloader_image: str = DOWNLOADER_IMAGE
 ) -> list[Manifest]:
     """A service's objects in apply order: its own cache PVC (perService mode), its API key's Secret (a key
-    Pulumi holds), Deployment, Service, HPA.
+    Pulumi holds), Deployment, Service, and those the spec asks for: HPA, PodDisruptionBudget, HTTPRoute
+    (endpoint.gateway), Pyrra ServiceLevelObjective (slo).
 
     The shared cache PVC is not among them (see shared_cache_pvc): it belongs to the namespace. ``cache`` is
     the stack's modelCache: its mode, and the size and storage class of a per-service PVC.
@@ -433,16 +538,23 @@ def service_workloads(
         manifests.append(key_secret)
     manifests.append(deployment(service, cache_mode=cache.mode, downloader_image=downloader_image))
     manifests.append(service_manifest(service))
-    autoscaler = hpa(service)
-    if autoscaler is not None:
-        manifests.append(autoscaler)
+    for extra in (
+        hpa(service),
+        lifecycle.pod_disruption_budget(service),
+        routing.http_route(service),
+        routing.service_level_objective(service),
+    ):
+        if extra is not None:
+            manifests.append(extra)
     return manifests
 
 
 def shared_cache_manifests(stack: ResolvedStack) -> list[Manifest]:
-    """The shared cache PVC of a stack's namespace (its modelCache settings) when a service uses it, else nothing."""
+    """The shared cache PVC of a stack's namespace (its modelCache settings) when a service uses it or a Model's
+    prefetch Job fills it, else nothing."""
     cache = stack.config.model_cache
-    if not any(cache_kind(s, cache.mode) == "shared" for s in stack.services.values()):
+    prefetched = cache.mode == "shared" and any(m.spec.prefetch for m in stack.models.values())
+    if not prefetched and not any(cache_kind(s, cache.mode) == "shared" for s in stack.services.values()):
         return []
     return [shared_cache_pvc(stack.namespace, cache)]
 

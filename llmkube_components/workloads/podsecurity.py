@@ -63,19 +63,107 @@ def restricted_shortfalls(container: Mapping[str, Any], pod_context: Mapping[str
     return missing
 
 
+# What the baseline standard still allows (pod-security-admission): capabilities beyond the container runtime's
+# defaults are privileged-only, as are the SELinux types other than these, and the sysctls outside the safe set.
+_BASELINE_CAPABILITIES: Final = frozenset(
+    {
+        "AUDIT_WRITE",
+        "CHOWN",
+        "DAC_OVERRIDE",
+        "FOWNER",
+        "FSETID",
+        "KILL",
+        "MKNOD",
+        "NET_BIND_SERVICE",
+        "SETFCAP",
+        "SETGID",
+        "SETPCAP",
+        "SETUID",
+        "SYS_CHROOT",
+    }
+)
+_BASELINE_SELINUX_TYPES: Final = frozenset(
+    {"", "container_t", "container_init_t", "container_kvm_t", "container_engine_t"}
+)
+_SAFE_SYSCTLS: Final = frozenset(
+    {
+        "kernel.shm_rmid_forced",
+        "net.ipv4.ip_local_port_range",
+        "net.ipv4.ip_unprivileged_port_start",
+        "net.ipv4.tcp_syncookies",
+        "net.ipv4.ping_group_range",
+        "net.ipv4.ip_local_reserved_ports",
+        "net.ipv4.tcp_keepalive_time",
+        "net.ipv4.tcp_fin_timeout",
+        "net.ipv4.tcp_keepalive_intvl",
+        "net.ipv4.tcp_keepalive_probes",
+    }
+)
+
+
+def _context_baseline_shortfalls(context: Mapping[str, Any]) -> list[str]:
+    """What a pod's or a container's securityContext sets that the baseline standard forbids."""
+    missing = []
+    if (context.get("seccompProfile") or {}).get("type") == "Unconfined":
+        missing.append("seccompProfile.type: not Unconfined")
+    if (context.get("appArmorProfile") or {}).get("type") == "Unconfined":
+        missing.append("appArmorProfile.type: not Unconfined")
+    selinux = context.get("seLinuxOptions") or {}
+    if selinux.get("user") or selinux.get("role") or selinux.get("type", "") not in _BASELINE_SELINUX_TYPES:
+        missing.append("seLinuxOptions: no user or role, a container_* type")
+    if (context.get("windowsOptions") or {}).get("hostProcess"):
+        missing.append("windowsOptions.hostProcess: false")
+    return missing
+
+
+def baseline_shortfalls(pod: Mapping[str, Any]) -> list[str]:
+    """The baseline standard's rules a pod spec breaks (those its securityContexts, volumes and host settings can
+    break): a pod that breaks one needs a privileged namespace."""
+    pod_context = pod.get("securityContext") or {}
+    missing = _context_baseline_shortfalls(pod_context)
+    if any("hostPath" in v for v in pod.get("volumes") or []):
+        missing.append("no hostPath volumes")
+    missing += [f"{k}: false" for k in ("hostNetwork", "hostPID", "hostIPC") if pod.get(k)]
+    if any(s.get("name") not in _SAFE_SYSCTLS for s in pod_context.get("sysctls") or []):
+        missing.append("sysctls: only the safe ones")
+    for container in containers(pod):
+        context = container.get("securityContext") or {}
+        missing += _context_baseline_shortfalls(context)
+        if context.get("privileged"):
+            missing.append("privileged: false")
+        if not set((context.get("capabilities") or {}).get("add") or []) <= _BASELINE_CAPABILITIES:
+            missing.append("capabilities.add: only the runtime's defaults")
+        if context.get("procMount", "Default") != "Default":
+            missing.append("procMount: Default")
+        if any(p.get("hostPort") for p in container.get("ports") or []):
+            missing.append("no hostPort")
+    return sorted(set(missing))
+
+
+def weakenings(container_context: Mapping[str, Any], pod_context: Mapping[str, Any]) -> list[str]:
+    """Where a server container, under its pod's context, is weaker than our defaults: below the restricted
+    standard (restricted_shortfalls), privileged, or with a writable root filesystem."""
+    context = container_context
+    missing = restricted_shortfalls({"securityContext": context}, pod_context)
+    if context.get("privileged"):
+        missing.append("privileged: false")
+    if context.get("readOnlyRootFilesystem") is not True:
+        missing.append("readOnlyRootFilesystem: true")
+    missing += _context_baseline_shortfalls(context) + _context_baseline_shortfalls(pod_context)
+    return sorted(set(missing))
+
+
 def pod_security_level(pod: Mapping[str, Any]) -> PodSecurityLevel:
     """The strictest Pod Security Standard a pod spec meets, for the pods these builders make.
 
-    Checks what our pods can vary in (volumes, privilege, user, capabilities, seccomp), not every rule of the
-    standard: a hostPath volume (a local model source) is privileged-only; restricted needs every container
-    non-root, without privilege escalation, dropping ALL capabilities, under a RuntimeDefault seccomp profile.
+    Checks what our pods can vary in (volumes, host settings, the securityContexts a spec may weaken), not
+    every rule of the standard: what baseline forbids (a hostPath volume for a local model source, privilege,
+    capabilities beyond the runtime's defaults, an Unconfined seccomp profile, ...) needs privileged; restricted
+    needs every container non-root, without privilege escalation, dropping ALL capabilities, under a
+    RuntimeDefault seccomp profile.
     """
     every = containers(pod)
-    if (
-        any("hostPath" in v for v in pod.get("volumes", []))
-        or any(pod.get(k) for k in ("hostNetwork", "hostPID", "hostIPC"))
-        or any((c.get("securityContext") or {}).get("privileged") for c in every)
-    ):
+    if baseline_shortfalls(pod):
         return "privileged"
     pod_context = pod.get("securityContext") or {}
     volume_types_ok = all(set(v) - {"name"} <= _RESTRICTED_VOLUME_TYPES for v in pod.get("volumes", []))

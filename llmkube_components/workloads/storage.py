@@ -9,6 +9,7 @@ is the exception: its key covers the digests too (``ModelSource.pinned_cache_key
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import posixpath
 import shlex
@@ -18,11 +19,11 @@ from fractions import Fraction
 from typing import Any, Final, NamedTuple
 from urllib.parse import quote
 
-from ..api.model import ModelSpec
+from ..api.model import DEFAULT_REFRESH_POLICY, ModelSpec, RefreshPolicy
 from ..api.stack import PER_SERVICE_CACHE_SUFFIX, SHARED_CACHE_PVC_NAME, CacheMode, Delivery
 from ..meta import restricted_container_security_context
-from ..resolve import ResolvedService, cache_kind
-from ..sources import ModelSource, parse_source, sibling_url
+from ..resolve import CacheKind, ResolvedService, cache_kind
+from ..sources import ModelSource, is_url, parse_source
 
 Manifest = dict[str, Any]
 
@@ -32,6 +33,8 @@ HOST_MODEL_DIR: Final = "/host-model"  # where a local source is mounted for the
 # The operator's default --init-container-image, pinned by tag. Alpine-based: curl plus busybox sh and its
 # applets (sha256sum, flock, stat, find, awk, mv and friends), all the scripts below need.
 DOWNLOADER_IMAGE: Final = "docker.io/curlimages/curl:8.18.0"
+DRAFT_PREFIX: Final = "draft-"  # a draft model's init container, and a volume of its that collides (as upstream)
+DRAFT_MOUNT_DIR: Final = "/draft"  # where a draft model's mount goes when its path is taken (as upstream)
 
 # How the downloader behaves (the settings line of download_script; why, at _DOWNLOAD_PREAMBLE).
 DOWNLOAD_ATTEMPTS: Final = 5  # attempts in a row that add no byte before a download gives up
@@ -41,6 +44,7 @@ STALL_BYTES_PER_SECOND: Final = 1024  # slower than this for STALL_SECONDS count
 STALL_SECONDS: Final = 60
 PROGRESS_SECONDS: Final = 30  # one progress line per this many seconds of downloading
 STALE_TEMP_MINUTES: Final = 15  # a temporary file unmodified this long was left by a download that died
+CHECK_SECONDS: Final = 30  # refreshPolicy OnChange: longest wait for the source's answer before keeping the copy
 
 # The init containers' requests and limits. curl streams to disk and sha256sum reads in small blocks: both
 # use a few MiB, and the pod's request is the larger of its init containers' and the sum of its containers',
@@ -64,21 +68,61 @@ DOWNLOAD_HEADROOM: Final = Fraction(3, 2)
 # ---------------------------------------------------------------------------------------------------------
 
 
+class Layout(NamedTuple):
+    """A model's files by their path in its directory: the model file, the further files, the mmproj file."""
+
+    source: ModelSource
+    main: str
+    further: list[str]
+    mmproj: str | None  # None without one
+    mmproj_url: str | None  # an mmproj given as a URL (llmkube extension): where it comes from
+
+
+def layout(model: ModelSpec) -> Layout:
+    """Where each of a model's files sits in its directory.
+
+    A source that names a file (a URL, a path) is the model file and ``files`` sit beside it; a repository
+    (hf://org/repo, owner/name) or an s3:// prefix with files holds them all, and files[0] is the model file
+    (as in the operator). An mmproj is a path in the same directory, or a URL staged there under its own name.
+    """
+    source = parse_source(model.source)
+    files = [posixpath.normpath(rel) for rel in model.files or []]
+    if source.names_directory(model.files):
+        # A repository without files is reported by checks.model_problems; the fallback keeps builders total.
+        main, further = (files[0], files[1:]) if files else (source.file_name, [])
+    else:
+        main, further = source.file_name, files
+    mmproj = mmproj_url = None
+    if model.mmproj and is_url(model.mmproj):
+        companion = parse_source(model.mmproj)
+        mmproj, mmproj_url = companion.file_name, companion.url
+    elif model.mmproj:
+        mmproj = posixpath.normpath(model.mmproj)
+    return Layout(source, main, further, mmproj, mmproj_url)
+
+
 def model_dir(model: ModelSpec, delivery: Delivery = "direct") -> str:
     """The directory the model's files are in, inside the pod: keyed by the source and (delivery direct) the
-    files' digests; the operator keys by the source alone."""
-    source = parse_source(model.source)
+    files' digests and an mmproj's URL; the operator keys by the source alone."""
+    files = layout(model)
+    source = files.source
     if source.scheme == "pvc":
         return posixpath.dirname(posixpath.join(PVC_SOURCE_DIR, source.path))
-    pins = _sha256s(model, source) if delivery == "direct" else {}
-    return posixpath.join(MODELS_DIR, source.pinned_cache_key(pins))
+    if delivery != "direct":
+        return posixpath.join(MODELS_DIR, source.cache_key)
+    companions = [files.mmproj_url] if files.mmproj_url else []
+    return posixpath.join(MODELS_DIR, source.pinned_cache_key(_sha256s(model, files), companions))
 
 
-def _sha256s(model: ModelSpec, source: ModelSource) -> dict[str, str]:
+def _sha256s(model: ModelSpec, files: Layout) -> dict[str, str]:
     """The digest each pinned file must have, by its path in the model's directory, in lower case."""
-    pins = {posixpath.normpath(rel): digest.lower() for rel, digest in (model.file_sha256 or {}).items()}
+    pins = {}
+    for key, digest in (model.file_sha256 or {}).items():
+        # fileSha256 is keyed by the files entry as written; an mmproj URL by the URL.
+        rel = files.mmproj if key == model.mmproj and files.mmproj_url else posixpath.normpath(key)
+        pins[rel or key] = digest.lower()
     if model.sha256:
-        pins[source.file_name] = model.sha256.lower()
+        pins[files.main] = model.sha256.lower()
     return pins
 
 
@@ -90,10 +134,21 @@ def model_path(model: ModelSpec, delivery: Delivery = "direct") -> str:
     (The operator renames a single file after its GGUF general.name once its controller has read the
     metadata; a cache filled by one delivery is found by the other through the shared directory, not the name.)
     """
-    source = parse_source(model.source)
-    if source.scheme == "pvc":
-        return posixpath.join(PVC_SOURCE_DIR, source.path)
-    return posixpath.join(model_dir(model, delivery), source.file_name)
+    files = layout(model)
+    if files.source.scheme == "pvc":
+        return posixpath.join(PVC_SOURCE_DIR, files.source.path)
+    return posixpath.join(model_dir(model, delivery), files.main)
+
+
+def companion_path(model: ModelSpec, rel: str) -> str:
+    """Where a file of the model's directory (an mmproj, speculativeDecoding's draftModel) is in the pod."""
+    return posixpath.join(model_dir(model), posixpath.normpath(rel))
+
+
+def mmproj_path(model: ModelSpec) -> str | None:
+    """Where the model's mmproj file is in the pod (--mmproj), or None without one."""
+    mmproj = layout(model).mmproj
+    return companion_path(model, mmproj) if mmproj else None
 
 
 class Download(NamedTuple):
@@ -105,24 +160,31 @@ class Download(NamedTuple):
 
 
 def downloads(model: ModelSpec) -> list[Download]:
-    """What the downloader fetches for a model, main file first; empty for a pvc:// source.
+    """What the downloader fetches for a model, main file first, the mmproj last; empty for a pvc:// source.
 
     A local source is fetched with curl's file:// from where the Deployment mounts it (HOST_MODEL_DIR), so one
     script copies and downloads alike. Further files (spec.files, checked by ``checks.model_problems``) sit
-    beside the main file upstream, each checked against its digest in spec.fileSha256 when it has one.
+    beside the main file upstream (or in the repository, under the s3 prefix), each checked against its digest
+    in spec.fileSha256 when it has one. An s3:// URL stays one: the script signs it for the endpoint it is given.
     """
-    source = parse_source(model.source)
+    files = layout(model)
+    source = files.source
     if source.scheme == "pvc":
         return []
     directory = model_dir(model)
-    pins = _sha256s(model, source)
-    local = f"file://{HOST_MODEL_DIR}/{{}}"
-    name = source.file_name
-    result = [Download(source.url or local.format(quote(name)), posixpath.join(directory, name), pins.get(name))]
-    for rel in model.files or []:
-        rel = posixpath.normpath(rel)
-        further = sibling_url(source.url, rel) if source.url else local.format(quote(rel))
-        result.append(Download(further, posixpath.join(directory, rel), pins.get(rel)))
+    pins = _sha256s(model, files)
+
+    def url(rel: str) -> str:
+        if source.url is None:
+            return f"file://{HOST_MODEL_DIR}/{quote(rel)}"
+        return source.file_url(rel, model.files)
+
+    main_url = url(files.main) if source.names_directory(model.files) or source.url is None else source.url
+    result = [Download(main_url, posixpath.join(directory, files.main), pins.get(files.main))]
+    result += [Download(url(rel), posixpath.join(directory, rel), pins.get(rel)) for rel in files.further]
+    if files.mmproj and files.mmproj not in (files.main, *files.further):
+        mmproj = files.mmproj_url or url(files.mmproj)
+        result.append(Download(mmproj, posixpath.join(directory, files.mmproj), pins.get(files.mmproj)))
     return result
 
 
@@ -185,6 +247,22 @@ prepare() {
 # progress FILE HEADERS NAME: in the background while curl runs, every $every seconds: how far FILE is, as a
 # percentage of the size the server announced (Content-Range of a resumed request, else the last response's
 # Content-Length), or in MiB. Killed when curl ends; its sleep is killed with it and holds no pipe or lock.
+# download returns 1 after saying why, and its caller decides: a first download fails the pod, a refresh keeps
+# the cached copy.
+# request URL CURL-ARGS: curl for URL, printing the HTTP code. An s3://BUCKET/KEY URL goes path style (as the
+# operator's) to $AWS_ENDPOINT_URL, else AWS's endpoint of $AWS_REGION (us-east-1 when unset), signed with
+# SigV4 when the Secret (envFrom) gives AWS_ACCESS_KEY_ID; AWS_SESSION_TOKEN (temporary credentials, which the
+# operator ignores) goes as x-amz-security-token; x-amz-content-sha256 is the empty payload's, which S3 requires
+# and curl before 8.1 does not send. Unsigned without keys: a public bucket. HF_TOKEN, when the Secret gives
+# one, goes to huggingface.co only (curl sends no Authorization header to a redirect's other host). Secrets
+# are arguments of curl, never printed: no `set -x`, no -v, and messages name the s3:// URL, not the endpoint.
+# refused URL: what to check when the server answered 400, 401 or 403.
+# fingerprint HEADERS: the last response's ETag and size (Content-Range's total, else Content-Length).
+# current URL DEST (refreshPolicy OnChange): whether DEST is still what URL serves, by a HEAD (signed, for s3)
+# compared with DEST.source, what the download recorded: the ETag decides when both sides have one, else the
+# size, as the operator's drift check. Without a record the answer becomes the baseline. A check that fails
+# (network, a timeout of $check s) keeps the cached copy: a pod must start without its model's host. A file
+# with a sha256 is never checked: its digest names the one file it may be.
 _DOWNLOAD_PREAMBLE = """\
 size() { stat -c %s "$1" 2>/dev/null || echo 0; }
 sweep() {
@@ -213,13 +291,88 @@ progress() {
     fi
   done
 }
-download() {
-  url=$1 out=$2 name=$3 failures=0
-  set -- --fail --location --no-progress-meter --connect-timeout "$connect" --speed-limit "$limit" \\
-    --speed-time "$stall" --continue-at - --dump-header "$out.headers" --output "$out"
-  case $url in
+request() {
+  from=$1
+  shift
+  case $from in
+    s3://*)
+      region=${AWS_REGION:-${AWS_DEFAULT_REGION:-us-east-1}}
+      endpoint=${AWS_ENDPOINT_URL:-https://s3.$region.amazonaws.com}
+      target="${endpoint%/}/${from#s3://}"
+      if [ -n "${AWS_ACCESS_KEY_ID:-}" ]; then
+        set -- "$@" --aws-sigv4 "aws:amz:$region:s3" --user "$AWS_ACCESS_KEY_ID:${AWS_SECRET_ACCESS_KEY:-}" \\
+          --header "x-amz-content-sha256: e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+        if [ -n "${AWS_SESSION_TOKEN:-}" ]; then
+          set -- "$@" --header "x-amz-security-token: $AWS_SESSION_TOKEN"
+        fi
+      fi ;;
+    https://huggingface.co/*)
+      target=$from
+      if [ -n "${HF_TOKEN:-}" ]; then set -- "$@" --header "Authorization: Bearer $HF_TOKEN"; fi ;;
+    *) target=$from ;;
+  esac
+  case $target in
     [Hh][Tt][Tt][Pp][Ss]://*) set -- "$@" --proto-redir =https ;;
   esac
+  curl "$@" --write-out '%{http_code}' "$target"
+}
+refused() {
+  case $1 in
+    s3://*)
+      if [ -n "${AWS_ACCESS_KEY_ID:-}" ]; then
+        echo "the S3 endpoint refused the request: check AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY," \\
+          "AWS_SESSION_TOKEN and AWS_REGION in the Secret of the model's sourceSecretRef, and that they may" \\
+          "read the object"
+      else
+        echo "no AWS credentials were given and the object is not public: set the model's sourceSecretRef" \\
+          "to a Secret with AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY"
+      fi ;;
+    *) echo "the server refused access: the file may be private or gated" ;;
+  esac
+}
+fingerprint() {
+  awk -F ': *' '/^HTTP\\//{e = ""; n = 0; r = 0} {sub(/\\r$/, "")} tolower($1) == "etag" {e = $2}
+    tolower($1) == "content-length" {n = $2 + 0}
+    tolower($1) == "content-range" {sub(/.*\\//, "", $2); r = $2 + 0}
+    END {print e; print (r ? r : n) + 0}' "$1" 2>/dev/null || true
+}
+record() {
+  printf '%s\\n' "$2" > "$1.source.tmp" && mv "$1.source.tmp" "$1.source"
+}
+current() {
+  url=$1 dest=$2
+  code=$(request "$url" --head --fail --location --silent --show-error --connect-timeout "$connect" \\
+    --max-time "$check" --dump-header "$dest.check" --output /dev/null) && rc=0 || rc=$?
+  if [ "$rc" -ne 0 ]; then
+    rm -f "$dest.check"
+    echo "llmkube: could not check $url for a change (curl exit $rc, HTTP $code); keeping the cached copy"
+    return 0
+  fi
+  remote=$(fingerprint "$dest.check")
+  rm -f "$dest.check"
+  if [ ! -f "$dest.source" ]; then
+    record "$dest" "$remote"
+    echo "llmkube: recorded what $url is now; later starts compare against it"
+    return 0
+  fi
+  kept=$(cat "$dest.source")
+  old_etag=$(echo "$kept" | sed -n 1p) old_size=$(echo "$kept" | sed -n 2p)
+  new_etag=$(echo "$remote" | sed -n 1p) new_size=$(echo "$remote" | sed -n 2p)
+  if [ -n "$old_etag" ] && [ -n "$new_etag" ]; then
+    [ "$old_etag" = "$new_etag" ] && return 0
+  elif [ "${old_size:-0}" -gt 0 ] && [ "${new_size:-0}" -gt 0 ]; then
+    [ "$old_size" = "$new_size" ] && return 0
+  else
+    echo "llmkube: $url gives nothing to compare (no ETag, no size); keeping the cached copy"
+    return 0
+  fi
+  echo "llmkube: $url changed upstream (ETag $old_etag -> $new_etag, $old_size -> $new_size bytes)"
+  return 1
+}
+download() {
+  url=$1 out=$2 name=$3 failures=0 fetched=
+  set -- --fail --location --no-progress-meter --connect-timeout "$connect" --speed-limit "$limit" \\
+    --speed-time "$stall" --continue-at - --dump-header "$out.headers" --output "$out"
   while :; do
     before=$(size "$out")
     if [ "$before" -gt 0 ]; then
@@ -229,9 +382,10 @@ download() {
     fi
     progress "$out" "$out.headers" "$name" 9>&- &
     watcher=$!
-    code=$(curl "$@" --write-out '%{http_code}' "$url") && rc=0 || rc=$?
+    code=$(request "$url" "$@") && rc=0 || rc=$?
     kill "$watcher" 2>/dev/null || true
     wait "$watcher" 2>/dev/null || true
+    [ "$rc" -ne 0 ] || fetched=$(fingerprint "$out.headers")
     rm -f "$out.headers"
     [ "$rc" -ne 0 ] || return 0
     case $rc/$code in
@@ -239,27 +393,36 @@ download() {
       22/408 | 22/429 | 22/5?? | 6/* | 7/* | 18/* | 28/* | 35/* | 52/* | 55/* | 56/* | 92/*) ;;
       23/*)
         echo "llmkube: ERROR: could not write $out (curl exit 23): is the cache volume full?" >&2
-        exit 1 ;;
+        return 1 ;;
+      22/400 | 22/401 | 22/403)
+        echo "llmkube: ERROR: could not download $url (curl exit $rc): HTTP $code, $(refused "$url")" >&2
+        return 1 ;;
+      22/*)
+        echo "llmkube: ERROR: could not download $url (curl exit $rc): HTTP $code" >&2
+        return 1 ;;
       *)
         echo "llmkube: ERROR: could not download $url (curl exit $rc)" >&2
-        exit 1 ;;
+        return 1 ;;
     esac
     if [ "$(size "$out")" -gt "$before" ]; then failures=0; else failures=$((failures + 1)); fi
     if [ "$failures" -ge "$attempts" ]; then
       echo "llmkube: ERROR: could not download $url: $attempts attempts in a row added nothing" \\
         "(curl exit $rc)" >&2
-      exit 1
+      return 1
     fi
     echo "llmkube: $url was cut short (curl exit $rc); retrying in $delay s"
     sleep "$delay"
   done
 }
 fetch() {
-  url=$1 dest=$2 want=${3:-}
+  url=$1 dest=$2 want=${3:-} again=
   sweep "$dest"
   if [ -f "$dest" ]; then
-    echo "llmkube: $dest is cached; skipping download"
-    return 0
+    if [ "$refresh" != OnChange ] || [ -n "$want" ] || current "$url" "$dest"; then
+      echo "llmkube: $dest is cached; skipping download"
+      return 0
+    fi
+    again=1
   fi
   part="$dest.part"
   exec 9>"$dest.lock"
@@ -271,12 +434,22 @@ fetch() {
       rm -f "$part"
     fi
   fi
-  if [ -f "$dest" ]; then
+  if [ -f "$dest" ] && { [ -z "$again" ] || current "$url" "$dest" >/dev/null; }; then
     echo "llmkube: $dest is cached (another pod downloaded it); skipping download"
     exec 9>&-
     return 0
   fi
-  download "$url" "$part" "${dest##*/}"
+  if [ -n "$again" ]; then
+    # A part left by an older download may hold bytes of the file before it changed.
+    rm -f "$part"
+    if ! download "$url" "$part" "${dest##*/}"; then
+      echo "llmkube: could not download the new $url; keeping the cached copy"
+      exec 9>&-
+      return 0
+    fi
+  elif ! download "$url" "$part" "${dest##*/}"; then
+    exit 1
+  fi
   if [ -n "$want" ]; then
     echo "llmkube: checking the sha256 of $dest"
     got=$(sha256sum "$part" | cut -d ' ' -f 1)
@@ -287,8 +460,9 @@ fetch() {
     fi
     echo "llmkube: sha256 of $dest verified"
   fi
-  # rename(2) is atomic: readers never see a partial file.
+  # rename(2) is atomic: readers never see a partial file, and a pod still reading the old one keeps it.
   mv "$part" "$dest"
+  if [ "$refresh" = OnChange ]; then record "$dest" "$fetched"; fi
   exec 9>&-
   echo "llmkube: saved $dest"
 }
@@ -303,6 +477,7 @@ def prepare_script(directories: Iterable[str]) -> str:
 def download_script(
     files: Iterable[Download],
     *,
+    refresh_policy: RefreshPolicy = DEFAULT_REFRESH_POLICY,
     retry_delay: int = RETRY_DELAY_SECONDS,
     stall_seconds: int = STALL_SECONDS,
     progress_seconds: int = PROGRESS_SECONDS,
@@ -317,6 +492,8 @@ def download_script(
         "stall": stall_seconds,
         "every": progress_seconds,
         "stale": STALE_TEMP_MINUTES,
+        "check": CHECK_SECONDS,
+        "refresh": refresh_policy,
     }
     header = "set -eu\n" + " ".join(f"{key}={value}" for key, value in settings.items()) + "\n"
     lines = []
@@ -356,8 +533,8 @@ class ModelStorage:
     init_containers: list[Manifest] = field(default_factory=list)
 
 
-def _init_container(name: str, image: str, script: str, mounts: list[Manifest]) -> Manifest:
-    return {
+def _init_container(name: str, image: str, script: str, mounts: list[Manifest], secret: str | None = None) -> Manifest:
+    container: Manifest = {
         "name": name,
         "image": image,
         "command": ["sh", "-c", script],
@@ -372,37 +549,55 @@ def _init_container(name: str, image: str, script: str, mounts: list[Manifest]) 
         # `kubectl describe pod` shows why the download failed (operator issue #1437).
         "terminationMessagePolicy": "FallbackToLogsOnError",
     }
+    if secret is not None:
+        # The whole Secret, as the operator's modelEnvFrom: its keys are the downloader's environment
+        # (AWS_*, HF_TOKEN). Only here: the server never sees the source's credentials.
+        container["envFrom"] = [{"secretRef": {"name": secret}}]
+    return container
 
 
-def model_storage(
-    service: ResolvedService, *, cache_mode: CacheMode = "shared", downloader_image: str = DOWNLOADER_IMAGE
-) -> ModelStorage:
-    """The volumes, mounts and init containers that put a service's model at ``model_path``."""
-    model = service.model.spec
-    kind = cache_kind(service, cache_mode)
+@dataclass
+class _Staging:
+    """One or more models' part of a pod: the volumes and mounts the server reads them from, the cache
+    directories to prepare, and the downloaders that fill them (with the volumes only those mount)."""
+
+    model_path: str
+    volumes: list[Manifest] = field(default_factory=list)
+    mounts: list[Manifest] = field(default_factory=list)
+    cache_mounts: list[Manifest] = field(default_factory=list)
+    directories: list[str] = field(default_factory=list)
+    downloaders: list[Manifest] = field(default_factory=list)
+    download_volumes: list[Manifest] = field(default_factory=list)
+
+
+def _staging(
+    model: ModelSpec,
+    kind: CacheKind,
+    claim: str | None,
+    *,
+    size_limit: str | None = None,
+    image: str = DOWNLOADER_IMAGE,
+    name: str = "model-downloader",
+) -> _Staging:
+    """Where a model is read from in a cache of ``kind`` (on the PVC ``claim``), and the downloader filling it."""
     if kind == "pvcSource":
         # Pre-staged on the user's claim: mounted read-only, nothing downloaded (buildPVCStorageConfig).
-        claim = parse_source(model.source).claim
-        return ModelStorage(
-            model_path=model_path(model),
-            volumes=[{"name": "model-source", "persistentVolumeClaim": {"claimName": claim, "readOnly": True}}],
+        source_claim = parse_source(model.source).claim
+        return _Staging(
+            model_path(model),
+            volumes=[{"name": "model-source", "persistentVolumeClaim": {"claimName": source_claim, "readOnly": True}}],
             mounts=[{"name": "model-source", "mountPath": PVC_SOURCE_DIR, "readOnly": True}],
         )
+    if kind == "ephemeral":
+        # Bounded so that an overrun evicts this pod, not whatever else shares the node's disk.
+        volume: Manifest = {"name": "model-storage", "emptyDir": {"sizeLimit": size_limit} if size_limit else {}}
+    else:
+        volume = {"name": "model-cache", "persistentVolumeClaim": {"claimName": claim}}
+    cache_mount = {"name": volume["name"], "mountPath": MODELS_DIR}
+    download_mounts = [dict(cache_mount)]
+    download_volumes = []
 
     files = downloads(model)
-    if kind == "ephemeral":
-        empty_dir: Manifest = {}
-        resources = service.spec.resources
-        if resources is not None and resources.ephemeral_storage:
-            # Bounded so that an overrun evicts this pod, not whatever else shares the node's disk.
-            empty_dir["sizeLimit"] = resources.ephemeral_storage
-        volume: Manifest = {"name": "model-storage", "emptyDir": empty_dir}
-    else:
-        volume = {"name": "model-cache", "persistentVolumeClaim": {"claimName": cache_claim_name(service, cache_mode)}}
-    volumes = [volume]
-    cache_mount = {"name": volume["name"], "mountPath": MODELS_DIR}
-    download_mounts = [cache_mount]
-
     source = parse_source(model.source)
     if source.local:
         # Like the operator: the file (or, for a multi-file model, its directory) is mounted from the node
@@ -410,22 +605,126 @@ def model_storage(
         # the namespace fall short of the baseline Pod Security Standard (see pod_security_level), and the
         # file must be readable by uid/gid 65532 on the node.
         local = source.path
-        if model.files:
+        if len(files) > 1:
             host = {"path": posixpath.dirname(local), "type": "Directory"}
             mount_path = HOST_MODEL_DIR
         else:
             host = {"path": local, "type": "File"}
             mount_path = posixpath.join(HOST_MODEL_DIR, source.file_name)
-        volumes.append({"name": "host-model", "hostPath": host})
-        download_mounts = [cache_mount, {"name": "host-model", "mountPath": mount_path, "readOnly": True}]
+        download_volumes.append({"name": "host-model", "hostPath": host})
+        download_mounts.append({"name": "host-model", "mountPath": mount_path, "readOnly": True})
 
-    directories = sorted({posixpath.dirname(f.path) for f in files})
-    return ModelStorage(
-        model_path=model_path(model),
-        volumes=volumes,
+    secret = model.source_secret_ref.name if model.source_secret_ref else None
+    script = download_script(files, refresh_policy=model.refresh_policy or DEFAULT_REFRESH_POLICY)
+    return _Staging(
+        model_path(model),
+        volumes=[volume],
         mounts=[{**cache_mount, "readOnly": True}],
-        init_containers=[
-            _init_container("model-cache-prep", downloader_image, prepare_script(directories), [dict(cache_mount)]),
-            _init_container("model-downloader", downloader_image, download_script(files), download_mounts),
-        ],
+        cache_mounts=[cache_mount],
+        directories=sorted({posixpath.dirname(f.path) for f in files}),
+        downloaders=[_init_container(name, image, script, download_mounts, secret)],
+        download_volumes=download_volumes,
     )
+
+
+def _service_staging(service: ResolvedService, cache_mode: CacheMode, image: str, name: str) -> _Staging:
+    resources = service.spec.resources
+    return _staging(
+        service.model.spec,
+        cache_kind(service, cache_mode),
+        cache_claim_name(service, cache_mode),
+        size_limit=resources.ephemeral_storage if resources is not None else None,
+        image=image,
+        name=name,
+    )
+
+
+def _with_draft(main: _Staging, draft: _Staging) -> tuple[_Staging, str]:
+    """The main model's staging with a draft model's merged in, and where the server finds the draft.
+
+    As the operator's mergeStorageConfigs: an identical volume or mount is shared (one cache PVC holds both
+    models), a volume of the same name but other content is renamed draft-<name>, and a mount whose path the
+    main model's takes moves under /draft (two pvc:// sources on different claims).
+    """
+    known = {v["name"]: v for v in [*main.volumes, *main.download_volumes]}
+    renamed = {
+        v["name"]: DRAFT_PREFIX + v["name"]
+        for v in [*draft.volumes, *draft.download_volumes]
+        if v["name"] in known and known[v["name"]] != v
+    }
+
+    def rename(item: Manifest) -> Manifest:
+        return {**item, "name": renamed.get(item["name"], item["name"])}
+
+    def union(first: list[Manifest], second: Iterable[Manifest]) -> list[Manifest]:
+        return first + [item for item in second if item not in first]
+
+    draft_path = draft.model_path
+    taken = {m["mountPath"]: m for m in main.mounts}
+    mounts = []
+    for mount in map(rename, draft.mounts):
+        if mount["mountPath"] in taken and taken[mount["mountPath"]] != mount:
+            moved = DRAFT_MOUNT_DIR + mount["mountPath"]
+            if draft_path.startswith(mount["mountPath"] + "/"):
+                draft_path = moved + draft_path[len(mount["mountPath"]) :]
+            mount = {**mount, "mountPath": moved}
+        mounts.append(mount)
+    downloaders = [{**d, "volumeMounts": [rename(m) for m in d["volumeMounts"]]} for d in draft.downloaders]
+    merged = _Staging(
+        main.model_path,
+        volumes=union(main.volumes, map(rename, draft.volumes)),
+        mounts=union(main.mounts, mounts),
+        cache_mounts=union(main.cache_mounts, map(rename, draft.cache_mounts)),
+        directories=sorted({*main.directories, *draft.directories}),
+        downloaders=main.downloaders + downloaders,
+        download_volumes=union(main.download_volumes, map(rename, draft.download_volumes)),
+    )
+    return merged, draft_path
+
+
+def _storage(staging: _Staging, image: str, *, skip_init: bool = False) -> ModelStorage:
+    """A staging as the pod's parts: the cache-prep container first, then each downloader."""
+    if skip_init:
+        # The user staged the files (a prefetch Job, a volume of theirs): the server reads the same paths.
+        return ModelStorage(staging.model_path, volumes=staging.volumes, mounts=staging.mounts)
+    init = [_init_container("model-cache-prep", image, prepare_script(staging.directories), staging.cache_mounts)]
+    return ModelStorage(
+        staging.model_path,
+        volumes=staging.volumes + staging.download_volumes,
+        mounts=staging.mounts,
+        init_containers=(init if staging.directories else []) + staging.downloaders,
+    )
+
+
+def model_storage(
+    service: ResolvedService, *, cache_mode: CacheMode = "shared", downloader_image: str = DOWNLOADER_IMAGE
+) -> ModelStorage:
+    """The volumes, mounts and init containers that put a service's model (and its mmproj, and its draft model)
+    where the server reads them.
+
+    skipModelInit leaves out every init container, as the operator; unlike the operator, which then passes an
+    empty --model, the server still reads the model (and mmproj and draft) at their cache paths, so a cache
+    filled ahead (a prefetch Job, another service) or a volume of the user's serves as it is.
+    """
+    model = service.model.spec
+    staging = _service_staging(service, cache_mode, downloader_image, "model-downloader")
+    draft_path = None
+    speculative = service.spec.speculative_decoding
+    if service.draft is not None:
+        draft = _service_staging(
+            dataclasses.replace(service, model=service.draft), cache_mode, downloader_image, "draft-model-downloader"
+        )
+        staging, draft_path = _with_draft(staging, draft)
+    elif speculative is not None and speculative.draft_model:
+        # A file of the served Model's files (checks.service_problems makes sure it is one).
+        draft_path = companion_path(model, speculative.draft_model)
+    storage = _storage(staging, downloader_image, skip_init=bool(service.spec.skip_model_init))
+    storage.draft_path = draft_path
+    storage.mmproj_path = mmproj_path(model)
+    return storage
+
+
+def model_staging_pod(model: ModelSpec, claim: str, *, downloader_image: str = DOWNLOADER_IMAGE) -> ModelStorage:
+    """The init containers and volumes that fill the cache PVC ``claim`` with a model, as a service's pod
+    would (prefetch): the same scripts, locks and checks, so a pod that starts later finds the files cached."""
+    return _storage(_staging(model, "shared", claim, image=downloader_image), downloader_image)
