@@ -618,7 +618,23 @@ def _metal_only_warnings(config: StackConfig) -> list[Problem]:
                         "delivery operator); Kubernetes pods are sized by the service's resources",
                     )
                 )
+    for key, spec in config.services.items():
+        for name in OMLX_FIELDS:
+            value = getattr(spec, name)
+            if value is not None:
+                alias = InferenceServiceSpec.model_fields[name].alias or name
+                out.append(
+                    Problem(
+                        config_path("services", key, alias),
+                        f"{value!r} is not used: only the oMLX runtime of the LLMKube operator's Metal agent reads "
+                        "it (Apple silicon, outside Kubernetes); llama-server has no such setting",
+                    )
+                )
     return out
+
+
+# InferenceService fields of the Metal agent's oMLX runtime, by attribute name: no Kubernetes workload reads them.
+OMLX_FIELDS = ("turbo_quant_bits", "hot_cache_max_size", "paged_ssd_cache_dir", "paged_ssd_cache_max_size")
 
 
 def _offload_warnings(spec: InferenceServiceSpec, path: str) -> list[Problem]:

@@ -221,3 +221,15 @@ def test_replicas_beside_autoscaling_is_a_warning() -> None:
         "llmkube:services.s.replicas: 3 is not used: with autoscaling the autoscaler sets the replica count "
         "between autoscaling.minReplicas and maxReplicas"
     ]
+
+
+def test_omlx_fields_are_reported_as_unused() -> None:
+    from llmkube_components.resolve import resolve_stack, validate_stack
+
+    raw = {
+        "models": {"m": {"source": "https://example.com/m.gguf"}},
+        "services": {"s": {"modelRef": "m", "turboQuantBits": 6, "pagedSSDCacheDir": "/ssd"}},
+    }
+    warnings = [str(w) for w in resolve_stack(validate_stack(raw)).warnings]
+    assert "llmkube:services.s.turboQuantBits: 6 is not used: only the oMLX runtime" in " ".join(warnings)
+    assert any(w.startswith("llmkube:services.s.pagedSSDCacheDir: '/ssd' is not used") for w in warnings)

@@ -7,7 +7,6 @@ import copy
 from typing import Any
 
 import kubernetes_validate
-import pulumi
 import pytest
 
 from llmkube_components import checks, pipeline, workloads
@@ -15,8 +14,8 @@ from llmkube_components.api.stack import NetworkPolicySettings
 from llmkube_components.errors import ConfigError
 from llmkube_components.hardware import builtin_profiles
 from llmkube_components.resolve import ResolvedService, resolve_stack, validate_stack
-from tests.pulumi_program import RecordingMocks, install_mocks, stack_config
-from tests.test_components import manifests, run
+from tests.pulumi_program import RecordingMocks, stack_config
+from tests.test_components import manifests, registered_options, run
 from tests.test_workloads import _profile, make_service, of_kind, pod_of, server
 
 K8S_VERSION = kubernetes_validate.latest_version()
@@ -679,20 +678,6 @@ def test_platform_registers_the_new_objects_and_keeps_priority_classes() -> None
 
     run(config, check)
 
-    options: dict[str, pulumi.ResourceOptions] = {}
-
-    def capture(args: pulumi.ResourceTransformationArgs) -> None:
-        options[args.name] = args.opts
-
-    install_mocks(config)
-
-    @pulumi.runtime.test
-    def program() -> None:
-        from tests.pulumi_program import run_main
-
-        pulumi.runtime.register_stack_transformation(capture)
-        run_main()
-
-    program()
+    options = registered_options(config)
     (name,) = [n for n in options if n.endswith("llmkube-low")]
     assert options[name].retain_on_delete is True
