@@ -9,10 +9,11 @@ always win. Pure: no planner, no builder, no I/O.
 from __future__ import annotations
 
 import functools
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import Any, Literal, TypeVar
+from typing import Any, Final, Literal, TypeVar
 
 from pydantic import ValidationError
 
@@ -131,6 +132,7 @@ def resolve_stack(config: StackConfig) -> ResolvedStack:
         if profile is None:
             continue
         model_spec = config.models[model_key]
+        profile = gpu_share_profile(profile, spec)
         effective, gpus = _apply_profile(spec, model_spec, profile, model_names[model_key], path, problems)
         name = service_names.get(key, key)
         managed = key in config.api_keys
@@ -206,6 +208,29 @@ def resolve_stack(config: StackConfig) -> ResolvedStack:
         for name, s in services.items()
     }
     return ResolvedStack(config, stack_profile, models, services, tuple(warnings))
+
+
+def gpu_share_profile(profile: HardwareProfile, spec: InferenceServiceSpec) -> HardwareProfile:
+    """The profile a service is planned on when it has a share of a GPU, not a whole one: a MIG partition's
+    memory (the GB of its profile name, e.g. 3g.40gb), or a shared GPU's memoryLimitGiB, when less than the GPU's.
+    """
+    sharing = (spec.resources or InferenceResources()).gpu_sharing
+    if profile.gpu is None or sharing is None:
+        return profile
+    share: Decimal | None = None
+    mig = MIG_MEMORY.match(sharing.profile or "") if sharing.mode == "partitioned" else None
+    if mig is not None:
+        share = Decimal(mig.group(1)) * 10**9
+    elif sharing.mode == "shared" and sharing.memory_limit_gi_b is not None:
+        share = Decimal(sharing.memory_limit_gi_b) * 2**30
+    if share is None or share >= parse_quantity(profile.gpu.memory):
+        return profile
+    gpu = profile.gpu.model_copy(update={"memory": str(int(share))})
+    return profile.model_copy(update={"gpu": gpu})
+
+
+# A MIG profile's memory: 3g.40gb is 40 GB (NVIDIA's names are decimal gigabytes, rounded).
+MIG_MEMORY: Final = re.compile(r"^[0-9]+g\.([0-9]+)gb$")
 
 
 def _runtime_problems(spec: InferenceServiceSpec, delivery: Delivery, path: str) -> list[Problem]:
@@ -531,8 +556,8 @@ def _direct_warnings(spec: InferenceServiceSpec, path: str) -> list[Problem]:
         out.append(
             Problem(
                 config_path(path, "resources", "gpuSharing", "memoryLimitGiB"),
-                f"{sharing.memory_limit_gi_b} is not enforced in delivery direct: no CUDA MPS limit is rendered, so "
-                "the servers sharing a GPU share its memory unguarded",
+                f"{sharing.memory_limit_gi_b} is planned against but not enforced in delivery direct: no CUDA MPS "
+                "limit is rendered, so the servers sharing a GPU share its memory unguarded",
             )
         )
     return out

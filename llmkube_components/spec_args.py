@@ -431,10 +431,10 @@ class GpuSharingSpec(TypedDict, total=False):
     """exclusive (default exclusive): whole GPUs; shared: time-sliced replicas of a GPU the device plugin advertises; partitioned: a MIG profile."""
 
     profile: NotRequired[pulumi.Input[str]]
-    """MIG profile for mode partitioned, e.g. 1g.10gb (requests nvidia.com/mig-<profile>)."""
+    """MIG profile for mode partitioned, e.g. 1g.10gb (requests nvidia.com/mig-<profile>; the planner plans against its memory)."""
 
     memoryLimitGiB: NotRequired[pulumi.Input[int]]
-    """GPU memory the server may use in mode shared, in GiB: the operator counts it against GPU quotas; nothing enforces it on the device (no MPS limit is rendered), so delivery direct warns."""
+    """GPU memory the server may use in mode shared, in GiB: the planner plans against it and the operator counts it against GPU quotas; nothing enforces it on the device (no MPS limit is rendered), so delivery direct warns."""
 
 
 class InferenceResources(TypedDict, total=False):

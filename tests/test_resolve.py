@@ -233,3 +233,24 @@ def test_omlx_fields_are_reported_as_unused() -> None:
     warnings = [str(w) for w in resolve_stack(validate_stack(raw)).warnings]
     assert "llmkube:services.s.turboQuantBits: 6 is not used: only the oMLX runtime" in " ".join(warnings)
     assert any(w.startswith("llmkube:services.s.pagedSSDCacheDir: '/ssd' is not used") for w in warnings)
+
+
+@pytest.mark.parametrize(
+    ("sharing", "memory"),
+    [
+        ({"mode": "shared", "memoryLimitGiB": 8}, str(8 * 2**30)),  # planned against its share
+        ({"mode": "partitioned", "profile": "1g.10gb"}, str(10 * 10**9)),  # a MIG slice's memory
+        ({"mode": "shared", "memoryLimitGiB": 64}, "24564Mi"),  # more than the GPU: the GPU's
+        ({"mode": "exclusive"}, "24564Mi"),
+    ],
+)
+def test_a_gpu_share_is_planned_as_the_memory_it_may_use(sharing: dict[str, Any], memory: str) -> None:
+    from llmkube_components.resolve import resolve_stack, validate_stack
+
+    raw = {
+        "hardware": "rtx4090",
+        "models": {"m": {"source": "https://example.com/m-Q4_K_M.gguf", "catalog": "Qwen3-30B-A3B"}},
+        "services": {"s": {"modelRef": "m", "resources": {"gpuSharing": sharing}}},
+    }
+    profile = resolve_stack(validate_stack(raw)).services["s"].profile
+    assert profile.gpu is not None and profile.gpu.memory == memory

@@ -167,14 +167,17 @@ class GpuSharingSpec(ApiModel):
         "GPU the device plugin advertises; partitioned: a MIG profile.",
     )
     profile: str | None = Field(
-        None, description="MIG profile for mode partitioned, e.g. 1g.10gb (requests nvidia.com/mig-<profile>)."
+        None,
+        description="MIG profile for mode partitioned, e.g. 1g.10gb (requests nvidia.com/mig-<profile>; the "
+        "planner plans against its memory).",
     )
     memory_limit_gi_b: int | None = Field(
         None,
         ge=1,
         alias="memoryLimitGiB",
-        description="GPU memory the server may use in mode shared, in GiB: the operator counts it against GPU "
-        "quotas; nothing enforces it on the device (no MPS limit is rendered), so delivery direct warns.",
+        description="GPU memory the server may use in mode shared, in GiB: the planner plans against it and the "
+        "operator counts it against GPU quotas; nothing enforces it on the device (no MPS limit is rendered), so "
+        "delivery direct warns.",
     )
 
     @model_validator(mode="after")
