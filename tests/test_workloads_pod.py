@@ -443,7 +443,9 @@ def test_memory_limit_and_metal_fields_are_not_dropped_silently() -> None:
         {"resources": {"gpu": 1, "gpuSharing": {"mode": "shared", "memoryLimitGiB": 8}, "gpuMemory": "8Gi"}},
         model={**MODEL, "hardware": {"memoryBudget": "24Gi", "memoryFraction": 0.5}},
     )
-    assert warnings["services.s.resources.gpuSharing.memoryLimitGiB"].startswith("8 is planned against but not enforced in delivery direct")
+    assert warnings["services.s.resources.gpuSharing.memoryLimitGiB"].startswith(
+        "8 is planned against but not enforced in delivery direct"
+    )
     assert warnings["services.s.resources.gpuMemory"].startswith("8Gi is not used")
     assert warnings["models.m.hardware.memoryBudget"].startswith("24Gi is not used: only the LLMKube operator's Metal")
     assert warnings["models.m.hardware.memoryFraction"].startswith("0.5 is not used")
