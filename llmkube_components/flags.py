@@ -23,8 +23,9 @@ Where we deliberately differ from the operator, the row or the function says why
   a port its Service does not point at);
 - ``metadataOverrides`` are passed in one ``--override-kv``, not one flag each (``metadata_overrides``);
 - runtime ``llamacpp-router`` keeps the table's per-model flags (the router passes its own command line on to
-  every model instance it starts), where the operator passes none; ``--models-dir`` is the staged model's
-  directory, not a ``/models`` the user mounts.
+  every model instance it starts), where the operator passes none; the models are a ``--models-preset`` file
+  we render (modelRef's and routerModels', each under its Model key: ``router_preset``), not a ``/models``
+  directory the user mounts, and ``--models-max 1`` keeps one of them loaded at a time.
 
 llama.cpp facts below are from the tree vendored in llama-cpp-python 0.3.36 (``common/arg.cpp``,
 ``common/common.h``).
@@ -33,7 +34,6 @@ llama.cpp facts below are from the tree vendored in llama-cpp-python 0.3.36 (``c
 from __future__ import annotations
 
 import math
-import posixpath
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -69,6 +69,7 @@ class Inputs:
     gpu_count: int
     draft_path: str | None = None  # the draft model's file (speculativeDecoding), as the pod sees it
     mmproj_path: str | None = None  # the multimodal projector's file (Model mmproj), as the pod sees it
+    router_preset_path: str | None = None  # the router's models preset (default ROUTER_PRESET_FILE), as the pod sees it
 
 
 Getter = Callable[[Inputs], Any]
@@ -182,8 +183,42 @@ ROUTER_RUNTIME = "llamacpp-router"
 
 
 def is_router(spec: InferenceServiceSpec) -> bool:
-    """llama-server's router mode: no --model; it serves the GGUF files of --models-dir, one instance each."""
+    """llama-server's router mode: no --model; it serves the models of --models-preset, one instance each."""
     return spec.runtime == ROUTER_RUNTIME
+
+
+# Where the pod mounts the router's models preset (a ConfigMap of the service's, workloads) and llama-server
+# reads it (--models-preset).
+ROUTER_PRESET_DIR = "/etc/llmkube/router"
+ROUTER_PRESET_KEY = "models.ini"
+ROUTER_PRESET_FILE = f"{ROUTER_PRESET_DIR}/{ROUTER_PRESET_KEY}"
+
+# One model instance at a time: the router starts a model on its first request and stops the least recently
+# used one past --models-max (4 by default), so the planner's one-model-at-a-time memory plan holds.
+ROUTER_MODELS_MAX = 1
+
+
+@dataclass(frozen=True)
+class RoutedModel:
+    """One model of the router's preset: the name clients send, and its files as the pod sees them."""
+
+    name: str
+    model_path: str
+    mmproj_path: str | None = None
+
+
+def router_preset(models: Sequence[RoutedModel]) -> str:
+    """The router's --models-preset file (llama.cpp's INI, common/preset.cpp load_from_ini): ``version = 1``,
+    then one section per model, its name the one clients send, with ``model`` (a split model's first part:
+    llama.cpp finds the others beside it) and ``mmproj``. The router drops --model and --mmproj from its own
+    command line, but passes a preset's on to the model instance (server-models.cpp unset_reserved_args), so a
+    projector goes here. Values end at ';' or '#' (comments): router_problems refuses paths that hold one."""
+    lines = ["version = 1"]
+    for routed in models:
+        lines += ["", f"[{routed.name}]", f"model = {routed.model_path}"]
+        if routed.mmproj_path:
+            lines.append(f"mmproj = {routed.mmproj_path}")
+    return "\n".join(lines) + "\n"
 
 
 @reads("runtime")
@@ -191,13 +226,17 @@ def model_file(given: Inputs) -> str | None:
     return None if is_router(given.spec) else given.model_path
 
 
+@reads("runtime", "routerModels")
+def models_preset(given: Inputs) -> str | None:
+    """The router's --models-preset: the file that lists modelRef's and routerModels' models (router_preset),
+    so the router serves those and nothing else of the shared cache (--models-dir would list every .gguf of
+    a directory: each part of a split model, a draft file beside the model)."""
+    return (given.router_preset_path or ROUTER_PRESET_FILE) if is_router(given.spec) else None
+
+
 @reads("runtime")
-def models_dir(given: Inputs) -> str | None:
-    """The router's --models-dir: the directory the service's Model is staged in (/models/<key>/), so the
-    router serves that model (named after its file) and nothing else of the shared cache. llama.cpp's
-    common/preset.cpp (load_from_models_dir) reads each .gguf file directly in the directory as one model;
-    a subdirectory would be one model too, named after the subdirectory (our cache keys are hashes)."""
-    return (posixpath.dirname(given.model_path) or "/") if is_router(given.spec) else None
+def models_max(given: Inputs) -> int | None:
+    return ROUTER_MODELS_MAX if is_router(given.spec) else None
 
 
 def listen_port(spec: InferenceServiceSpec) -> int:
@@ -506,7 +545,9 @@ def mmproj_file(given: Inputs) -> str | None:
 FLAG_TABLE: tuple[Flag, ...] = (
     #    flag                 kind      changes   value                                     aliases, negations
     Flag("--model",            VALUED,   SERVING,  model_file,                               "-m"),
-    Flag("--models-dir",       VALUED,   SERVING,  models_dir),
+    # The router's models and how many run at once (--models-max in extraArgs: router_models_max_warnings).
+    Flag("--models-preset",    VALUED,   SERVING,  models_preset),
+    Flag("--models-max",       VALUED,   SERVING,  models_max,                               default="4"),
     Flag("--port",             VALUED,   SERVING,  serving_port),
     Flag("--host",             VALUED,   SERVING,  listen_address),
     Flag("--n-gpu-layers",     VALUED,   MEMORY,   gpu_layers,                               "-ngl", "--gpu-layers"),
@@ -792,47 +833,62 @@ def bind_address_problems(spec: InferenceServiceSpec, path: str) -> list[Problem
     ]
 
 
-# A split GGUF's parts (llama.cpp's gguf-split names).
-_SPLIT_PART = re.compile(r"-\d{5}-of-\d{5}\.gguf$")
+# What ends a value in the preset's INI (a comment or the line), or is trimmed from it.
+_PRESET_UNSAFE = re.compile(r"[;#\r\n]|^\s|\s$")
 
 
-def router_problems(spec: InferenceServiceSpec, model: ModelSpec, model_path: str, path: str) -> list[Problem]:
-    """What runtime llamacpp-router cannot serve as delivery direct renders it (--models-dir the Model's
-    directory; common/preset.cpp load_from_models_dir reads each .gguf file there as a model of its own):
-    a split model (every part would be listed as a model), a multimodal projector (skipped there, and
-    --mmproj is not passed on to the model instances), and a draftModel file beside the model (listed as a
-    second model)."""
+def router_problems(spec: InferenceServiceSpec, routed: Sequence[RoutedModel], path: str) -> list[Problem]:
+    """What runtime llamacpp-router cannot serve from the preset we render (router_preset): a file path the
+    INI would cut short, and draft weights beside several models. A split model and a projector are served
+    (the preset's model and mmproj reach the model instance). The router passes its own command line, -md
+    too, on to every model instance (server-models.cpp load_models: the router's options are merged over every
+    preset), so a draft model would draft for each routed model, whose vocabularies it need not share."""
     if not is_router(spec):
         return []
     problems: list[Problem] = []
-    where = config_path(path, "runtime")
-    if _SPLIT_PART.search(model_path):
-        problems.append(
-            Problem(
-                where,
-                f"{ROUTER_RUNTIME} serves each .gguf file of the model's directory as a model, so the parts of "
-                f"the split model {posixpath.basename(model_path)!r} would each be listed; use runtime llamacpp "
-                "for a split model",
-            )
-        )
-    if model.mmproj:
-        problems.append(
-            Problem(
-                where,
-                f"{ROUTER_RUNTIME} does not pass --mmproj on to its model instances and skips projector files "
-                f"in its models directory, so the Model's mmproj would not be loaded; use runtime llamacpp",
-            )
-        )
+    for model in routed:
+        for file in (model.model_path, model.mmproj_path):
+            if file and _PRESET_UNSAFE.search(file):
+                problems.append(
+                    Problem(
+                        config_path(path, "runtime"),
+                        f"{ROUTER_RUNTIME} lists its models in an INI file, where ';' and '#' start a comment and "
+                        f"surrounding spaces are dropped: the path {file!r} of {model.name!r} would be cut short; "
+                        "rename the file, or use runtime llamacpp",
+                    )
+                )
     speculative = spec.speculative_decoding
-    if speculative is not None and speculative.draft_model:
+    if len(routed) > 1 and speculative is not None and speculative.draft_given:
+        name = "draftModelRef" if speculative.draft_model_ref else "draftModel"
         problems.append(
             Problem(
-                config_path(path, "speculativeDecoding", "draftModel"),
-                f"{speculative.draft_model!r} sits in the model's directory, which {ROUTER_RUNTIME} serves whole: "
-                "it would be listed as a model of its own; give the draft as draftModelRef, or use runtime llamacpp",
+                config_path(path, "speculativeDecoding", name),
+                f"{speculative.draft_model_ref or speculative.draft_model!r} would draft for every model of "
+                f"routerModels: {ROUTER_RUNTIME} passes -md on to each model instance it starts, whatever its "
+                "vocabulary; leave speculativeDecoding out, or serve the drafted model as a service of its own",
             )
         )
     return problems
+
+
+def router_models_max_warnings(spec: InferenceServiceSpec, path: str) -> list[Problem]:
+    """--models-max above 1 (or 0, no limit) in extraArgs: several model instances at once, where the planner
+    counts one loaded model at a time."""
+    if not is_router(spec):
+        return []
+    value = read_args(extra_args(spec)).get("--models-max")
+    if value is None or value.strip() == str(ROUTER_MODELS_MAX):
+        return []
+    given = spec.extra_args or []
+    index = max(i for i, arg in enumerate(given) if arg.partition("=")[0].replace("_", "-") == "--models-max")
+    return [
+        Problem(
+            config_path(path, "extraArgs", index),
+            f"--models-max {value} lets the router keep {'every model' if value.strip() == '0' else value} "
+            "loaded at once, but the planner plans one loaded model at a time: the memory of the models loaded "
+            f"together is not checked; leave --models-max out ({ROUTER_MODELS_MAX}) or plan the memory yourself",
+        )
+    ]
 
 
 # --- reading a command line, as llama-server does --------------------------------------------------------------

@@ -189,9 +189,12 @@ def _service(service: ResolvedService, planned: PlannedStack) -> ServiceBuild:
     else:
         deployment = next(m for m in built if m["kind"] == "Deployment")
         server_args = list(deployment["spec"]["template"]["spec"]["containers"][0]["args"])
-        # The planner's size of the model's files (0 when unknown: Pulumi's own wait), when the pod downloads them.
-        known = planned.models.get(service.model.name)
-        downloaded = known.file_bytes if known is not None and workloads.downloads(service.model.spec) else 0
+        # The planner's size of the models' files (0 when unknown: Pulumi's own wait), when the pod downloads them.
+        downloaded = sum(
+            known.file_bytes
+            for model in (service.model, *service.router_models, *([service.draft] if service.draft else []))
+            if (known := planned.models.get(model.name)) is not None and workloads.downloads(model.spec)
+        )
         rollout = workloads.rollout_timeout_minutes(downloaded, stack.config.download_mbps)
     return ServiceBuild(
         service=service,

@@ -31,6 +31,7 @@ from .api.service import (
 from .api.stack import CacheMode, Delivery
 from .api.validation import problems_from_validation_error
 from .errors import ConfigError, Problem, config_path
+from .flags import ROUTER_RUNTIME
 from .hardware import HardwareProfile, resolve_profile
 from .hardware.profile import VENDOR_DEFAULTS
 from .sources import SourceError, on_node, parse_source
@@ -62,6 +63,7 @@ class ResolvedService:
     profile: HardwareProfile
     managed_api_key: bool = False  # the key is Pulumi's (llmkube:apiKeys): the service's own Secret holds it
     draft: ResolvedModel | None = None  # speculativeDecoding.draftModelRef's model, staged beside the served one
+    router_models: tuple[ResolvedModel, ...] = ()  # routerModels' models, in order, staged beside the served one
 
     @property
     def path(self) -> str:
@@ -150,6 +152,7 @@ def resolve_stack(config: StackConfig) -> ResolvedStack:
         problems.extend(_api_key_problems(effective, config.delivery, path, key if managed else None))
         problems.extend(_runtime_problems(effective, config.delivery, path))
         draft_key = _draft_model_key(effective, by_model_name, config, path, problems)
+        router_keys = _router_model_keys(effective, model_key, by_model_name, config, path, problems)
         warnings.extend(_offload_warnings(effective, path))
         warnings.extend(_exposure_warnings(effective, path, key))
         warnings.extend(_delivery_warnings(effective, config.delivery, path))
@@ -177,6 +180,7 @@ def resolve_stack(config: StackConfig) -> ResolvedStack:
             profile=profile,
             managed_api_key=managed,
             draft=ResolvedModel(draft_key, model_names[draft_key], config.models[draft_key]) if draft_key else None,
+            router_models=tuple(ResolvedModel(k, model_names[k], config.models[k]) for k in router_keys),
         )
     for key in config.api_keys:
         if key not in config.services:
@@ -204,6 +208,7 @@ def resolve_stack(config: StackConfig) -> ResolvedStack:
             s.profile,
             s.managed_api_key,
             models[s.draft.name] if s.draft else None,
+            tuple(models[m.name] for m in s.router_models),
         )
         for name, s in services.items()
     }
@@ -269,6 +274,60 @@ def _draft_model_key(
             )
         )
     return key
+
+
+def _router_model_keys(
+    spec: InferenceServiceSpec,
+    model_key: str,
+    by_model_name: Mapping[str, str],
+    config: StackConfig,
+    path: str,
+    problems: list[Problem],
+) -> list[str]:
+    """The keys of the Models routerModels names, in order; a problem for each entry that cannot be served:
+    routerModels without runtime llamacpp-router or under delivery operator (nothing would read it), a key
+    that names no model, a model given twice, modelRef's own (the router serves it already)."""
+    entries = spec.router_models
+    if not entries:
+        return []
+    where = config_path(path, "routerModels")
+    runtime = spec.runtime or DEFAULT_RUNTIME
+    if runtime != ROUTER_RUNTIME:
+        problems.append(
+            Problem(
+                where,
+                f"{entries!r} needs runtime {ROUTER_RUNTIME}, not {runtime}: only llama-server's router serves "
+                f"several models; set runtime: {ROUTER_RUNTIME}, or leave routerModels out",
+            )
+        )
+        return []
+    if config.delivery != "direct":
+        problems.append(
+            Problem(
+                where,
+                f"{entries!r} needs delivery direct: the LLMKube operator (v0.9.19) has no such field and serves "
+                "one model per InferenceService; use llmkube:delivery direct, or one service per model",
+            )
+        )
+        return []
+    keys: list[str] = []
+    for index, entry in enumerate(entries):
+        item = config_path(where, index)
+        key = by_model_name.get(normalize_name(entry))
+        if key is None:
+            known = sorted(config.models)
+            hints = suggest(entry, known)
+            hint = f"did you mean {' or '.join(hints)}?" if hints else f"models are: {', '.join(known) or 'none'}"
+            problems.append(Problem(item, f"{entry!r} names no model; {hint}"))
+        elif key == model_key:
+            problems.append(
+                Problem(item, f"{entry!r} is modelRef, which the router serves already; leave it out of routerModels")
+            )
+        elif key in keys:
+            problems.append(Problem(item, f"{entry!r} is given twice; name each model once"))
+        else:
+            keys.append(key)
+    return keys
 
 
 def _collect(problems: list[Problem], thunk: Callable[[], T]) -> T | None:

@@ -1218,6 +1218,9 @@ class InferenceServiceSpec(TypedDict, total=False):
     slotsEndpoint: NotRequired[pulumi.Input[bool]]
     """llmkube only: serve /slots, which shows every slot's prompt (--no-slots when false). Default: on for ClusterIP, off for NodePort and LoadBalancer."""
 
+    routerModels: NotRequired[pulumi.Input[list[pulumi.Input[str]]]]
+    """llmkube only: keys of llmkube:models served beside modelRef by a llamacpp-router service, each under its Model key as the model name clients send (modelRef's too). One model is loaded at a time (--models-max 1) and swapped on demand; each must fit the profile with the service's settings. Delivery direct only."""
+
 
 class PlatformArgs(TypedDict, total=False):
     """Everything a stack file sets under llmkube:."""

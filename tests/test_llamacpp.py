@@ -35,7 +35,8 @@ def server_args(service: ResolvedService, model_file: str) -> list[str]:
 
 MODEL_FILE = "/models/model.gguf"
 HEAD = ["--model", MODEL_FILE, "--port", "8080", "--host", "0.0.0.0"]
-ROUTER_HEAD = ["--models-dir", "/models", "--port", "8080", "--host", "0.0.0.0"]
+ROUTER_HEAD = ["--models-preset", "/etc/llmkube/router/models.ini", "--models-max", "1", "--port", "8080", "--host",
+               "0.0.0.0"]  # fmt: skip
 MMPROJ = ["--mmproj", "/models/mmproj-F16.gguf"]  # a Model with mmproj (test_draft_and_projector_need_their_paths)
 
 
@@ -186,7 +187,7 @@ FIELD_ROWS: list[tuple[dict[str, Any], list[str]]] = [
     ),
     ({"metadataOverrides": []}, []),
     ({"metadataOverrides": None}, []),
-    # The router: the staged model's directory instead of --model; the per-model flags go to its instances.
+    # The router: its models preset instead of --model; the per-model flags go to its instances.
     ({"runtime": "llamacpp", "contextSize": 4096}, ["--ctx-size", "4096"]),
 ]  # fmt: skip
 
@@ -262,13 +263,55 @@ def test_head(fields: dict[str, Any], head: list[str]) -> None:
 
 
 def test_router_keeps_the_per_model_flags_and_drops_the_projector() -> None:
-    # llama-server's router passes its own arguments on to every model instance it starts (but --mmproj).
-    spec = service(runtime="llamacpp-router", contextSize=4096, flashAttention=True, extraArgs=["--models-max", "1"])
-    out = build_args(spec, model(), "/models/0123abcd/qwen.gguf", 1, mmproj_path="/models/0123abcd/mmproj.gguf")
+    # llama-server's router passes its own arguments on to every model instance it starts (but --model and
+    # --mmproj: the preset gives those, flags.router_preset).
+    spec = service(runtime="llamacpp-router", contextSize=4096, flashAttention=True)
+    out = build_args(
+        spec, model(), "/models/0123abcd/qwen.gguf", 1, mmproj_path="/models/0123abcd/mmproj.gguf",
+        router_preset_path="/tmp/models.ini",
+    )  # fmt: skip
     assert out == [
-        "--models-dir", "/models/0123abcd", "--port", "8080", "--host", "0.0.0.0", "--n-gpu-layers", "99",
-        "--ctx-size", "4096", "--flash-attn", "on", "--models-max", "1", "--metrics",
+        "--models-preset", "/tmp/models.ini", "--models-max", "1", "--port", "8080", "--host", "0.0.0.0",
+        "--n-gpu-layers", "99", "--ctx-size", "4096", "--flash-attn", "on", "--metrics",
     ]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("extra", "out", "warned"),
+    [
+        ([], ["--models-max", "1"], None),
+        (["--models-max", "1"], ["--models-max", "1"], None),
+        (["--models-max", "2"], ["--models-max", "2"], 0),
+        (["--ctx-size", "512", "--models-max=0"], ["--models-max", "0"], 2),
+    ],
+    ids=str,
+)
+def test_router_models_max(extra: list[str], out: list[str], warned: int | None) -> None:
+    # One loaded model at a time unless extraArgs say otherwise; then the preview warns where they do.
+    spec = service(runtime="llamacpp-router", extraArgs=extra)
+    rendered = args(spec)
+    assert rendered.count("--models-max") == 1
+    at = rendered.index("--models-max")
+    assert rendered[at : at + 2] == out
+    warnings = flags.router_models_max_warnings(spec, PATH)
+    assert [w.path for w in warnings] == ([] if warned is None else [f"{PATH}.extraArgs[{warned}]"])
+    if warned is not None:
+        assert "plans one loaded model at a time" in warnings[0].message
+    assert flags.router_models_max_warnings(service(extraArgs=extra), PATH) == []
+
+
+def test_router_preset() -> None:
+    preset = flags.router_preset(
+        [
+            flags.RoutedModel("qwen", "/models/0123/qwen-00001-of-00002.gguf"),
+            flags.RoutedModel("gemma", "/models/4567/gemma.gguf", "/models/4567/mmproj-F16.gguf"),
+        ]
+    )
+    assert preset == (
+        "version = 1\n"
+        "\n[qwen]\nmodel = /models/0123/qwen-00001-of-00002.gguf\n"
+        "\n[gemma]\nmodel = /models/4567/gemma.gguf\nmmproj = /models/4567/mmproj-F16.gguf\n"
+    )
 
 
 def test_draft_and_projector_need_their_paths() -> None:
@@ -687,7 +730,8 @@ def test_field_flags_name_real_fields() -> None:
     assert FIELD_FLAGS["cacheTypeCustomK"] == FIELD_FLAGS["cacheTypeK"] == ("--cache-type-k",)
     assert FIELD_FLAGS["mode"] == ("--reranking", "--embedding", "--pooling", "--cache-ram")
     assert FIELD_FLAGS["speculativeDecoding"] == ("--spec-type", "-md", "--spec-draft-n-max", "--spec-draft-p-min")
-    assert FIELD_FLAGS["runtime"] == ("--model", "--models-dir", "--mmproj")
+    assert FIELD_FLAGS["runtime"] == ("--model", "--models-preset", "--models-max", "--mmproj")
+    assert FIELD_FLAGS["routerModels"] == ("--models-preset",)
 
 
 def test_every_service_field_is_a_flag_or_known_not_to_be() -> None:
@@ -773,23 +817,33 @@ def test_bind_address_problems(address: str | None, bad: bool) -> None:
     assert [p.path for p in problems] == ([f"{PATH}.bindAddress"] if bad else [])
 
 
+ONE = [flags.RoutedModel("m", "/models/k/qwen-00001-of-00003.gguf", "/models/k/mmproj-F16.gguf")]
+TWO = [*ONE, flags.RoutedModel("small", "/models/j/small.gguf")]
+
+
 @pytest.mark.parametrize(
-    ("fields", "model_fields", "model_file", "paths"),
+    ("fields", "routed", "paths"),
     [
-        ({}, {}, "/models/k/qwen.gguf", []),
-        ({}, {"mmproj": "mmproj-F16.gguf"}, "/models/k/qwen.gguf", ["runtime"]),
-        ({}, {}, "/models/k/qwen-00001-of-00003.gguf", ["runtime"]),
-        ({"speculativeDecoding": {"type": "draft", "draftModel": "small.gguf"}}, {}, "/models/k/q.gguf",
+        # A split model and a projector are served through the preset (tests/e2e/test_llama_server_flags.py).
+        ({}, ONE, []),
+        ({}, TWO, []),
+        # A draft beside one model; with several the router would pass -md on to each.
+        ({"speculativeDecoding": {"type": "draft", "draftModel": "small.gguf"}}, ONE, []),
+        ({"speculativeDecoding": {"type": "draft", "draftModelRef": "d"}}, ONE, []),
+        ({"speculativeDecoding": {"type": "draft", "draftModel": "small.gguf"}}, TWO,
          ["speculativeDecoding.draftModel"]),
-        ({"speculativeDecoding": {"type": "draft", "draftModelRef": "small"}}, {}, "/models/k/q.gguf", []),
+        ({"speculativeDecoding": {"type": "draft", "draftModelRef": "d"}}, TWO, ["speculativeDecoding.draftModelRef"]),
+        ({"speculativeDecoding": {"type": "ngram-simple"}}, TWO, []),
+        # What the INI would cut short.
+        ({}, [flags.RoutedModel("m", "/models/k/a;b.gguf")], ["runtime"]),
+        ({}, [flags.RoutedModel("m", "/models/k/a.gguf", "/models/k/#mmproj.gguf")], ["runtime"]),
+        ({}, [flags.RoutedModel("m", "/models/k/a.gguf ")], ["runtime"]),
     ],
     ids=str,
 )  # fmt: skip
-def test_router_problems(
-    fields: dict[str, Any], model_fields: dict[str, Any], model_file: str, paths: list[str]
-) -> None:
+def test_router_problems(fields: dict[str, Any], routed: list[flags.RoutedModel], paths: list[str]) -> None:
     spec = service(runtime="llamacpp-router", **fields)
-    problems = flags.router_problems(spec, model(**model_fields), model_file, PATH)
+    problems = flags.router_problems(spec, routed, PATH)
     assert [p.path for p in problems] == [f"{PATH}.{name}" for name in paths]
     # Not the router: nothing to say.
-    assert flags.router_problems(service(**fields), model(**model_fields), model_file, PATH) == []
+    assert flags.router_problems(service(**fields), routed, PATH) == []

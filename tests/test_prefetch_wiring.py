@@ -68,3 +68,19 @@ def test_a_model_component_alone_cannot_prefetch() -> None:
     assert "llmkube:models.m.prefetch: true, but a Model component on its own has no shared model cache" in str(
         err.value
     )
+
+
+def test_the_rollout_waits_for_the_draft_models_download_too() -> None:
+    qwen = {
+        "source": "https://example.com/Qwen3.6-35B-A3B-Q4_K_M.gguf",
+        "catalog": "Qwen3.6-35B-A3B",
+        "sha256": "a" * 64,
+    }
+    draft = {"source": "https://example.com/Llama-3.2-1B-Instruct-Q4_K_M.gguf", "catalog": "Llama-3.2-1B"}
+    service: dict[str, Any] = {"modelRef": "qwen", "contextSize": 4096}
+    raw = {"hardware": "dual-rtx5060ti", "downloadMbps": 10, "models": {"qwen": qwen, "draft": draft}}
+    alone = pipeline.platform({**raw, "services": {"s": service}}, Settings(offline=True))
+    drafted = {**service, "speculativeDecoding": {"type": "draft", "draftModelRef": "draft"}}
+    with_draft = pipeline.platform({**raw, "services": {"s": drafted}}, Settings(offline=True))
+    before, after = alone.services["s"].rollout_minutes, with_draft.services["s"].rollout_minutes
+    assert before is not None and after is not None and after > before

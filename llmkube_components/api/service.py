@@ -673,6 +673,14 @@ class InferenceServiceSpec(ApiModel):
         description="llmkube only: serve /slots, which shows every slot's prompt (--no-slots when false). "
         "Default: on for ClusterIP, off for NodePort and LoadBalancer.",
     )
+    router_models: list[NonEmpty] | None = Field(
+        None,
+        json_schema_extra=llmkube_only(),
+        description="llmkube only: keys of llmkube:models served beside modelRef by a llamacpp-router service, "
+        "each under its Model key as the model name clients send (modelRef's too). One model is loaded at a "
+        "time (--models-max 1) and swapped on demand; each must fit the profile with the service's settings. "
+        "Delivery direct only.",
+    )
 
     @property
     def exposed(self) -> bool:

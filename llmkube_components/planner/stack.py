@@ -149,8 +149,61 @@ def plan_stack(stack: ResolvedStack, read: MetadataReader) -> PlannedStack:
         else:
             # Recorded so the argument builder knows a plan stands behind these settings (--fit off).
             services[name] = dataclasses.replace(service, spec=service.spec.model_copy(update={"offload": "manual"}))
+        if service.router_models:
+            found, spec = router_model_problems(services[name], models)
+            problems += found
+            services[name] = dataclasses.replace(services[name], spec=spec)
     planned = dataclasses.replace(stack, services=services, warnings=tuple(warnings))
     return PlannedStack(planned, plans, models, tuple(problems))
+
+
+def router_model_problems(
+    service: ResolvedService, models: dict[str, ModelPlanFacts]
+) -> tuple[list[Problem], InferenceServiceSpec]:
+    """routerModels that do not fit the profile on their own, and the service's spec with a host memory request
+    that holds the largest of them (offload: auto).
+
+    Each routed model is planned as if modelRef were it, with the flags the router passes on to every model
+    instance (the service's, the plan's offload decision included: ``service`` is the planned one) and one
+    model loaded at a time (--models-max 1). The service's own plan stays the modelRef model's; a routed model
+    without facts was reported by model_facts already."""
+    problems: list[Problem] = []
+    spec = service.spec
+    auto = spec.offload == "auto"
+    resources = spec.resources or InferenceResources()
+    # As rendered: the offload fields as the plan decided them, checked rather than searched again. Under
+    # offload: auto the host memory request is ours to raise, so it is not checked against.
+    trial = spec.model_copy(
+        update={
+            "offload": "manual",
+            **({"resources": resources.model_copy(update={"host_memory": None})} if auto else {}),
+        }
+    )
+    request = int(parse_quantity(resources.host_memory)) if auto and resources.host_memory else 0
+    for index, routed in enumerate(service.router_models):
+        known = models.get(routed.name)
+        if known is None or known.facts is None:
+            continue
+        where = config_path(service.path, "routerModels", index)
+        plan, errors, _ = plan_service(
+            service.key, trial, routed.spec, known.facts, service.profile, service.gpu_count, where, known.estimate
+        )
+        for error in errors:
+            field = error.path.removeprefix(where).lstrip(".")
+            # The router's flags are the service's, the same for every model: what auto would pick for this
+            # model alone is a setting of the service's (moeCPULayers, ...), not an offload mode.
+            message = error.message.replace(
+                "; offload: auto would fit with ", "; it would fit with the service's offload fields set to "
+            )
+            problems.append(
+                Problem(where, f"{routed.key!r}, loaded in place of modelRef: {f'{field} ' if field else ''}{message}")
+            )
+        if auto and plan is not None and plan.host_memory_request > request:
+            request = plan.host_memory_request
+            spec = spec.model_copy(
+                update={"resources": resources.model_copy(update={"host_memory": f"{request // GiB}Gi"})}
+            )
+    return problems, spec
 
 
 def _apply(service: ResolvedService, plan: ServicePlan, problems: list[Problem]) -> InferenceServiceSpec:

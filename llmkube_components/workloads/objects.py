@@ -14,6 +14,7 @@ difference is stated next to the code that makes it.
 
 from __future__ import annotations
 
+import hashlib
 import math
 from collections.abc import Iterable, Mapping
 from typing import Any, Final
@@ -32,7 +33,20 @@ from ..api.service import (
 )
 from ..api.stack import PER_SERVICE_CACHE_SUFFIX, SHARED_CACHE_PVC_NAME, CacheMode, CacheSettings, Delivery
 from ..errors import Problem
-from ..flags import API_KEY_DIR, API_KEY_FILE, bind_address_problems, listen_port, router_problems
+from ..flags import (
+    API_KEY_DIR,
+    API_KEY_FILE,
+    ROUTER_PRESET_DIR,
+    ROUTER_PRESET_FILE,
+    ROUTER_PRESET_KEY,
+    RoutedModel,
+    bind_address_problems,
+    is_router,
+    listen_port,
+    router_models_max_warnings,
+    router_preset,
+    router_problems,
+)
 from ..flags import speculative_problems as speculative_no_op_warnings
 from ..hardware import gpu_resource_name
 from ..llamacpp import build_args
@@ -53,6 +67,12 @@ HEALTH_PATH: Final = "/health"
 # Marks the namespace's shared cache PVC: it outlives every service, so the Pulumi layer registers it with
 # retain_on_delete and removing a service never deletes tens of gigabytes of downloads.
 SHARED_CACHE_ANNOTATION: Final = "inference.llmkube.dev/shared-model-cache"
+
+# runtime llamacpp-router: the ConfigMap <service>-router holds the models preset, and the pod template carries
+# its digest, so that a change of the preset alone (skipModelInit: no downloader changes with it) restarts the
+# pods: llama-server reads the file once, at start.
+ROUTER_CONFIG_MAP_SUFFIX: Final = "-router"
+ROUTER_PRESET_ANNOTATION: Final = "inference.llmkube.dev/router-preset-sha256"
 
 # Probes (the operator's LlamaCppBackend.BuildProbes figures). llama-server answers /health with 503 while it
 # loads the model; reading 21 GB from a network volume and warming the GPUs can take many minutes, so the
@@ -211,7 +231,35 @@ def server_args_for(service: ResolvedService, storage: ModelStorage | None = Non
         service.gpu_count,
         draft_path=storage.draft_path,
         mmproj_path=storage.mmproj_path,
+        router_preset_path=ROUTER_PRESET_FILE if is_router(service.spec) else None,
     )
+
+
+def routed_models(storage: ModelStorage) -> list[RoutedModel]:
+    """The models a llamacpp-router service serves (modelRef's first, then routerModels'), as the pod sees them."""
+    return [
+        RoutedModel(name, path, storage.router_mmproj_paths.get(name)) for name, path in storage.router_paths.items()
+    ]
+
+
+def router_preset_text(service: ResolvedService, storage: ModelStorage | None = None) -> str | None:
+    """The --models-preset file of a llamacpp-router service (flags.router_preset); None for other runtimes."""
+    if not is_router(service.spec):
+        return None
+    return router_preset(routed_models(storage or model_storage(service)))
+
+
+def router_config_map(service: ResolvedService, storage: ModelStorage | None = None) -> Manifest | None:
+    """The ConfigMap <service>-router with a llamacpp-router service's models preset; None for other runtimes."""
+    text = router_preset_text(service, storage)
+    if text is None:
+        return None
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": object_meta(service.name + ROUTER_CONFIG_MAP_SUFFIX, service.namespace, service_labels(service)),
+        "data": {ROUTER_PRESET_KEY: text},
+    }
 
 
 def server_port(service: ResolvedService) -> int:
@@ -258,6 +306,14 @@ def _own_volumes(service: ResolvedService, storage: ModelStorage) -> tuple[list[
             }
         )
         mounts.append({"name": "api-key", "mountPath": API_KEY_DIR, "readOnly": True})
+    if is_router(service.spec):
+        volumes.append(
+            {
+                "name": "router-preset",
+                "configMap": {"name": service.name + ROUTER_CONFIG_MAP_SUFFIX, "defaultMode": 0o444},
+            }
+        )
+        mounts.append({"name": "router-preset", "mountPath": ROUTER_PRESET_DIR, "readOnly": True})
     return volumes, mounts
 
 
@@ -345,6 +401,9 @@ def deployment(
     # eviction protection's), as the operator's do.
     template_meta: Manifest = {"labels": sorted_by_key({**(spec.pod_labels or {}), **labels})}
     annotations = {**lifecycle.eviction_annotations(service), **(spec.pod_annotations or {})}
+    preset = router_preset_text(service, storage)
+    if preset is not None:
+        annotations[ROUTER_PRESET_ANNOTATION] = hashlib.sha256(preset.encode()).hexdigest()
     if annotations:
         template_meta["annotations"] = sorted_by_key(annotations)
 
@@ -391,8 +450,9 @@ def workload_problems(
     weak_errors, warnings = overrides.security_problems(
         service, server_security_context(service), pod_security_context_of(service)
     )
-    errors += router_problems(service.spec, service.model.spec, storage.model_path, service.path)
+    errors += router_problems(service.spec, routed_models(storage), service.path)
     warnings += speculative_no_op_warnings(service.spec, service.path)
+    warnings += router_models_max_warnings(service.spec, service.path)
     warnings += bind_address_problems(service.spec, service.path)
     return errors + weak_errors, warnings
 
@@ -514,8 +574,8 @@ def service_workloads(
     service: ResolvedService, *, cache: CacheSettings = DEFAULT_CACHE, downloader_image: str = DOWNLOADER_IMAGE
 ) -> list[Manifest]:
     """A service's objects in apply order: its own cache PVC (perService mode), its API key's Secret (a key
-    Pulumi holds), Deployment, Service, and those the spec asks for: HPA, PodDisruptionBudget, HTTPRoute
-    (endpoint.gateway), Pyrra ServiceLevelObjective (slo).
+    Pulumi holds), its models preset's ConfigMap (runtime llamacpp-router), Deployment, Service, and those the
+    spec asks for: HPA, PodDisruptionBudget, HTTPRoute (endpoint.gateway), Pyrra ServiceLevelObjective (slo).
 
     The shared cache PVC is not among them (see shared_cache_pvc): it belongs to the namespace. ``cache`` is
     the stack's modelCache: its mode, and the size and storage class of a per-service PVC.
@@ -536,6 +596,11 @@ def service_workloads(
     key_secret = api_key_secret(service)
     if key_secret is not None:
         manifests.append(key_secret)
+    preset = router_config_map(
+        service, model_storage(service, cache_mode=cache.mode, downloader_image=downloader_image)
+    )
+    if preset is not None:
+        manifests.append(preset)
     manifests.append(deployment(service, cache_mode=cache.mode, downloader_image=downloader_image))
     manifests.append(service_manifest(service))
     for extra in (

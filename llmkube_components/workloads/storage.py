@@ -13,7 +13,7 @@ import dataclasses
 import math
 import posixpath
 import shlex
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from fractions import Fraction
 from typing import Any, Final, NamedTuple
@@ -21,6 +21,7 @@ from urllib.parse import quote
 
 from ..api.model import DEFAULT_REFRESH_POLICY, ModelSpec, RefreshPolicy
 from ..api.stack import PER_SERVICE_CACHE_SUFFIX, SHARED_CACHE_PVC_NAME, CacheMode, Delivery
+from ..flags import is_router
 from ..meta import restricted_container_security_context
 from ..resolve import CacheKind, ResolvedService, cache_kind
 from ..sources import ModelSource, is_url, parse_source
@@ -35,6 +36,9 @@ HOST_MODEL_DIR: Final = "/host-model"  # where a local source is mounted for the
 DOWNLOADER_IMAGE: Final = "docker.io/curlimages/curl:8.18.0"
 DRAFT_PREFIX: Final = "draft-"  # a draft model's init container, and a volume of its that collides (as upstream)
 DRAFT_MOUNT_DIR: Final = "/draft"  # where a draft model's mount goes when its path is taken (as upstream)
+# routerModels[i]'s init container is router-model-<i>-downloader; its volumes and mounts that collide are
+# renamed and moved as a draft model's are, under router-<i>- and /router-<i>.
+ROUTER_PREFIX: Final = "router-"
 
 # How the downloader behaves (the settings line of download_script; why, at _DOWNLOAD_PREAMBLE).
 DOWNLOAD_ATTEMPTS: Final = 5  # attempts in a row that add no byte before a download gives up
@@ -529,6 +533,10 @@ class ModelStorage:
     volumes: list[Manifest] = field(default_factory=list)
     draft_path: str | None = None  # speculativeDecoding's draft model (draftModelRef or draftModel)
     mmproj_path: str | None = None  # the Model's mmproj file
+    # runtime llamacpp-router: every model it serves (modelRef's, then routerModels'), by the name clients send
+    # (its Model key) -> its model file, and -> its mmproj file for those that have one.
+    router_paths: dict[str, str] = field(default_factory=dict)
+    router_mmproj_paths: dict[str, str] = field(default_factory=dict)
     mounts: list[Manifest] = field(default_factory=list)
     init_containers: list[Manifest] = field(default_factory=list)
 
@@ -646,10 +654,17 @@ def _with_draft(main: _Staging, draft: _Staging) -> tuple[_Staging, str]:
     models), a volume of the same name but other content is renamed draft-<name>, and a mount whose path the
     main model's takes moves under /draft (two pvc:// sources on different claims).
     """
+    merged, relocate = _merged(main, draft, DRAFT_PREFIX, DRAFT_MOUNT_DIR)
+    return merged, relocate(draft.model_path)
+
+
+def _merged(main: _Staging, other: _Staging, prefix: str, mount_dir: str) -> tuple[_Staging, Callable[[str], str]]:
+    """``main`` with ``other``'s staging merged in (see _with_draft), and where a file of ``other``'s is found
+    in the pod: under ``mount_dir`` when its mount had to move."""
     known = {v["name"]: v for v in [*main.volumes, *main.download_volumes]}
     renamed = {
-        v["name"]: DRAFT_PREFIX + v["name"]
-        for v in [*draft.volumes, *draft.download_volumes]
+        v["name"]: prefix + v["name"]
+        for v in [*other.volumes, *other.download_volumes]
         if v["name"] in known and known[v["name"]] != v
     }
 
@@ -659,27 +674,33 @@ def _with_draft(main: _Staging, draft: _Staging) -> tuple[_Staging, str]:
     def union(first: list[Manifest], second: Iterable[Manifest]) -> list[Manifest]:
         return first + [item for item in second if item not in first]
 
-    draft_path = draft.model_path
     taken = {m["mountPath"]: m for m in main.mounts}
+    moves: dict[str, str] = {}
     mounts = []
-    for mount in map(rename, draft.mounts):
+    for mount in map(rename, other.mounts):
         if mount["mountPath"] in taken and taken[mount["mountPath"]] != mount:
-            moved = DRAFT_MOUNT_DIR + mount["mountPath"]
-            if draft_path.startswith(mount["mountPath"] + "/"):
-                draft_path = moved + draft_path[len(mount["mountPath"]) :]
+            moved = mount_dir + mount["mountPath"]
+            moves[mount["mountPath"]] = moved
             mount = {**mount, "mountPath": moved}
         mounts.append(mount)
-    downloaders = [{**d, "volumeMounts": [rename(m) for m in d["volumeMounts"]]} for d in draft.downloaders]
+
+    def relocate(path: str) -> str:
+        for old, new in moves.items():
+            if path.startswith(old + "/"):
+                return new + path[len(old) :]
+        return path
+
+    downloaders = [{**d, "volumeMounts": [rename(m) for m in d["volumeMounts"]]} for d in other.downloaders]
     merged = _Staging(
         main.model_path,
-        volumes=union(main.volumes, map(rename, draft.volumes)),
+        volumes=union(main.volumes, map(rename, other.volumes)),
         mounts=union(main.mounts, mounts),
-        cache_mounts=union(main.cache_mounts, map(rename, draft.cache_mounts)),
-        directories=sorted({*main.directories, *draft.directories}),
+        cache_mounts=union(main.cache_mounts, map(rename, other.cache_mounts)),
+        directories=sorted({*main.directories, *other.directories}),
         downloaders=main.downloaders + downloaders,
-        download_volumes=union(main.download_volumes, map(rename, draft.download_volumes)),
+        download_volumes=union(main.download_volumes, map(rename, other.download_volumes)),
     )
-    return merged, draft_path
+    return merged, relocate
 
 
 def _storage(staging: _Staging, image: str, *, skip_init: bool = False) -> ModelStorage:
@@ -718,9 +739,27 @@ def model_storage(
     elif speculative is not None and speculative.draft_model:
         # A file of the served Model's files (checks.service_problems makes sure it is one).
         draft_path = companion_path(model, speculative.draft_model)
+    router_paths: dict[str, str] = {}
+    router_mmproj_paths: dict[str, str] = {}
+    if is_router(service.spec):
+        router_paths[service.model.key] = staging.model_path
+        own_mmproj = mmproj_path(model)
+        if own_mmproj:
+            router_mmproj_paths[service.model.key] = own_mmproj
+    for index, routed in enumerate(service.router_models):
+        # Each routed model is staged as a draft model is: its own downloader, the same cache volume.
+        name = f"{ROUTER_PREFIX}model-{index}-downloader"
+        other = _service_staging(dataclasses.replace(service, model=routed), cache_mode, downloader_image, name)
+        staging, relocate = _merged(staging, other, f"{ROUTER_PREFIX}{index}-", f"/{ROUTER_PREFIX}{index}")
+        router_paths[routed.key] = relocate(other.model_path)
+        routed_mmproj = mmproj_path(routed.spec)
+        if routed_mmproj:
+            router_mmproj_paths[routed.key] = relocate(routed_mmproj)
     storage = _storage(staging, downloader_image, skip_init=bool(service.spec.skip_model_init))
     storage.draft_path = draft_path
     storage.mmproj_path = mmproj_path(model)
+    storage.router_paths = router_paths
+    storage.router_mmproj_paths = router_mmproj_paths
     return storage
 
 

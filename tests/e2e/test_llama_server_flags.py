@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 
+from llmkube_components import flags
 from llmkube_components.api.model import ModelSpec
 from llmkube_components.api.service import InferenceServiceSpec
 from llmkube_components.llamacpp import build_args
@@ -40,12 +41,13 @@ def files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     folder = tmp_path_factory.mktemp("gguf")
     # F16 weights (see test_llama_server.py). The draft has one layer and the target's vocabulary: the
     # generator's tokenizer is deterministic, so llama.cpp finds the two vocabularies compatible.
+    # The router's second model is split in two parts: the preset names the first, llama.cpp finds the other.
     router_dir = folder / "router"
     router_dir.mkdir()
     return {
         "model": gguf_files.write_dense(folder / "tiny-qwen3.gguf", weight_type="F16"),
         "draft": gguf_files.write_dense(folder / "draft.gguf", weight_type="F16", n_layer=1),
-        "router": gguf_files.write_dense(router_dir / "tiny-qwen3.gguf", weight_type="F16"),
+        "split": gguf_files.write_dense(router_dir / "tiny-split.gguf", weight_type="F16", n_layer=1, parts=2),
     }
 
 
@@ -155,32 +157,68 @@ def test_bind_address_and_container_port(files: dict[str, Path], tmp_path: Path)
     assert f"http://127.0.0.1:{port}" in log or f"127.0.0.1:{port}" in log
 
 
-def test_router_serves_the_models_directory(files: dict[str, Path], tmp_path: Path) -> None:
-    """runtime llamacpp-router: --models-dir is the staged model's directory, and the per-model flags the
-    table renders reach the model instance the router starts (it lists them before loading the model)."""
-    fields = {
-        "runtime": "llamacpp-router", "bindAddress": "127.0.0.1", "contextSize": 2048, "flashAttention": True,
-        "cacheTypeK": "q8_0", "cacheTypeV": "q8_0", "jinja": True, "resources": {"gpu": 2, "cpu": "1"},
-    }  # fmt: skip
-    spec = InferenceServiceSpec.model_validate({"modelRef": "m", "containerPort": free_port(), **fields})
+ROUTER_FIELDS = {
+    "runtime": "llamacpp-router", "bindAddress": "127.0.0.1", "contextSize": 2048, "flashAttention": True,
+    "cacheTypeK": "q8_0", "cacheTypeV": "q8_0", "jinja": True, "resources": {"gpu": 2, "cpu": "1"},
+}  # fmt: skip
+
+
+def router_args(preset: list[flags.RoutedModel], tmp_path: Path) -> list[str]:
+    """The router's arguments as rendered, pointed at a preset of the generated files written as rendered."""
+    spec = InferenceServiceSpec.model_validate({"modelRef": "m", "containerPort": free_port(), **ROUTER_FIELDS})
     args = build_args(spec, ModelSpec.model_validate({"source": "https://example.com/m.gguf"}), MODEL_PATH, 2)
     assert "--model" not in args
-    assert args[:2] == ["--models-dir", "/models/0123456789abcdef"]
-    local = [str(files["router"].parent) if arg == args[1] else arg for arg in args]
-    with LlamaServer(SERVER, local, tmp_path / "llama-server.log") as srv:
+    assert args[:4] == ["--models-preset", flags.ROUTER_PRESET_FILE, "--models-max", "1"]
+    path = tmp_path / flags.ROUTER_PRESET_KEY
+    path.write_text(flags.router_preset(preset))
+    return [str(path) if arg == flags.ROUTER_PRESET_FILE else arg for arg in args]
+
+
+def test_router_serves_the_preset_models_one_at_a_time(files: dict[str, Path], tmp_path: Path) -> None:
+    """runtime llamacpp-router: the preset's two models are listed under their names, each answers a completion
+    (the router swaps them: --models-max 1), a split model is loaded from its first part, and the per-model
+    flags the table renders reach each model instance the router starts (it lists them before loading)."""
+    preset = [
+        flags.RoutedModel("tiny-qwen3", str(files["model"])),
+        flags.RoutedModel("tiny-split", str(files["split"])),
+    ]
+    assert files["split"].name == "tiny-split-00001-of-00002.gguf"
+    with LlamaServer(SERVER, router_args(preset, tmp_path), tmp_path / "llama-server.log") as srv:
         status, body = srv.get("/v1/models")
         assert status == 200, body
         models = {m["id"]: m for m in json.loads(body)["data"]}
-        assert list(models) == ["tiny-qwen3"]  # the file's name, the only .gguf of the directory
-        child = models["tiny-qwen3"]["status"]["args"]
-        for flag in ("--n-gpu-layers", "--split-mode", "--tensor-split", "--ctx-size", "--flash-attn",
-                     "--cache-type-k", "--cache-type-v", "--jinja", "--threads", "--metrics"):  # fmt: skip
-            assert flag in child, f"{flag} not passed on to the model instance: {child}"
-        assert child[child.index("--model") + 1] == str(files["router"])
-        status, body = srv.post("/v1/chat/completions", {**CHAT, "model": "tiny-qwen3"})
-        assert status == 200, body
+        assert sorted(models) == ["tiny-qwen3", "tiny-split"]  # the preset's names, nothing else
+        for routed in preset:
+            child = models[routed.name]["status"]["args"]
+            for flag in ("--n-gpu-layers", "--split-mode", "--tensor-split", "--ctx-size", "--flash-attn",
+                         "--cache-type-k", "--cache-type-v", "--jinja", "--threads", "--metrics"):  # fmt: skip
+                assert flag in child, f"{flag} not passed on to the model instance: {child}"
+            assert child[child.index("--model") + 1] == routed.model_path
+            assert "--models-max" not in child and "--models-preset" not in child
+        for name in ("tiny-qwen3", "tiny-split", "tiny-qwen3"):
+            status, body = srv.post("/v1/chat/completions", {**CHAT, "model": name})
+            assert status == 200, body
+            assert json.loads(body)["model"] == name
+            status, body = srv.get("/v1/models")
+            loaded = [m["id"] for m in json.loads(body)["data"] if m["status"]["value"] == "loaded"]
+            assert loaded == [name], body  # one at a time: the other was unloaded
     # The CPU build warns that it ignores the GPU flags; nothing is refused.
     assert complaints(srv) == []
+
+
+def test_the_router_passes_the_preset_projector_on(files: dict[str, Path], tmp_path: Path) -> None:
+    """A Model's mmproj goes in the preset (the router drops --mmproj from its own command line): the model
+    instance gets it as --mmproj. As in test_the_projector_flag_is_read the file does not exist: the instance
+    must fail on loading it, which shows it read the preset's path."""
+    mmproj = str(files["model"].with_name("mmproj-F16.gguf"))
+    preset = [flags.RoutedModel("tiny-qwen3", str(files["model"]), mmproj)]
+    with LlamaServer(SERVER, router_args(preset, tmp_path), tmp_path / "llama-server.log") as srv:
+        status, body = srv.get("/v1/models")
+        child = json.loads(body)["data"][0]["status"]["args"]
+        assert child[child.index("--mmproj") + 1] == mmproj, child
+        status, body = srv.post("/v1/chat/completions", {**CHAT, "model": "tiny-qwen3"})
+        assert status == 500 and "failed to load" in body, body
+    assert "failed to load CLIP model from " + mmproj in srv.log()
 
 
 # --- the planner against the server's own accounting ------------------------------------------------------------
