@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+from dataclasses import dataclass
 from pathlib import Path
 
 from tests.e2e.required import required
@@ -53,3 +54,16 @@ def pulumi_cli(
     if check and result.returncode != 0:
         raise AssertionError(f"pulumi {' '.join(args)} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}")
     return result
+
+
+@dataclass(frozen=True)
+class ClusterStack:
+    """A stack of a project copy deployed to the local cluster: its Pulumi CLI, and the cluster's environment
+    (PATH with kubectl, KUBECONFIG) for tests/e2e/cluster.py's kubectl and get."""
+
+    project: Path
+    cluster: dict[str, str]
+    name: str
+
+    def pulumi(self, *args: str) -> str:
+        return pulumi_cli(self.project, *args, "--stack", self.name).stdout

@@ -21,7 +21,7 @@ import pytest
 import yaml
 
 from tests.e2e.cluster import get, kubectl, wait_until
-from tests.e2e.pulumi_project import copy_project, pulumi_cli
+from tests.e2e.pulumi_project import ClusterStack, copy_project, pulumi_cli
 from tests.e2e.required import required
 from tests.pulumi_program import ROOT
 
@@ -76,25 +76,13 @@ def stack_config() -> dict[str, Any]:
     return local
 
 
-class Stack:
-    def __init__(self, project: Path, cluster: dict[str, str]) -> None:
-        self.project = project
-        self.cluster = cluster
-
-    def pulumi(self, *args: str) -> str:
-        return pulumi_cli(self.project, *args, "--stack", STACK).stdout
-
-    def get(self, *args: str) -> dict[str, Any]:
-        return get(self.cluster, *args)
-
-
 @pytest.fixture(scope="module")
-def deployed(tmp_path_factory: pytest.TempPathFactory, cluster: dict[str, str]) -> Iterator[Stack]:
+def deployed(tmp_path_factory: pytest.TempPathFactory, cluster: dict[str, str]) -> Iterator[ClusterStack]:
     crds = crd_folder()
     kubectl(cluster, "create", "-f", str(crds))
     project = copy_project(tmp_path_factory.mktemp("parity"))
     (project / "stacks" / f"Pulumi.{STACK}.yaml").write_text(yaml.safe_dump(stack_config(), sort_keys=False))
-    stack = Stack(project, cluster)
+    stack = ClusterStack(project, cluster, STACK)
     try:
         for crd in crds.glob("*.yaml"):
             kubectl(cluster, "wait", "--for=condition=Established", f"crd/{crd.stem}", "--timeout=60s")
@@ -109,22 +97,22 @@ def deployed(tmp_path_factory: pytest.TempPathFactory, cluster: dict[str, str]) 
         kubectl(cluster, "delete", "-f", str(crds), "--ignore-not-found", "--timeout=120s", check=False)
 
 
-def test_the_api_server_holds_what_the_parity_fields_render(deployed: Stack) -> None:
-    route = deployed.get("httproute", SERVICE, "-n", NAMESPACE)
+def test_the_api_server_holds_what_the_parity_fields_render(deployed: ClusterStack) -> None:
+    route = get(deployed.cluster, "httproute", SERVICE, "-n", NAMESPACE)
     assert route["spec"]["parentRefs"][0]["name"] == "inference"
     assert route["spec"]["rules"][0]["matches"][0]["headers"] == [
         {"type": "Exact", "name": "x-ai-eg-model", "value": "qwen3.6"}
     ]
-    budget = deployed.get("poddisruptionbudget", SERVICE, "-n", NAMESPACE)
+    budget = get(deployed.cluster, "poddisruptionbudget", SERVICE, "-n", NAMESPACE)
     assert budget["spec"]["maxUnavailable"] == 1
-    priority = deployed.get("priorityclass", "llmkube-high")
+    priority = get(deployed.cluster, "priorityclass", "llmkube-high")
     assert priority["value"] == 100000
-    job = deployed.get("job", f"{MODEL}-prefetch", "-n", NAMESPACE)
+    job = get(deployed.cluster, "job", f"{MODEL}-prefetch", "-n", NAMESPACE)
     assert [c["name"] for c in job["spec"]["template"]["spec"]["initContainers"]][-1] == "model-downloader"
 
 
-def test_the_pod_carries_the_fields_and_is_scheduled(deployed: Stack) -> None:
-    deployment = deployed.get("deployment", SERVICE, "-n", NAMESPACE)
+def test_the_pod_carries_the_fields_and_is_scheduled(deployed: ClusterStack) -> None:
+    deployment = get(deployed.cluster, "deployment", SERVICE, "-n", NAMESPACE)
     assert deployment["spec"]["revisionHistoryLimit"] == 2
     pod_spec = deployment["spec"]["template"]["spec"]
     annotations = deployment["spec"]["template"]["metadata"]["annotations"]
@@ -144,14 +132,14 @@ def test_the_pod_carries_the_fields_and_is_scheduled(deployed: Stack) -> None:
     assert "draft-model-downloader" in [c["name"] for c in pod_spec["initContainers"]]
 
     def running() -> list[dict[str, Any]]:
-        pods = deployed.get("pods", "-n", NAMESPACE, "-l", f"app={SERVICE}")["items"]
+        pods = get(deployed.cluster, "pods", "-n", NAMESPACE, "-l", f"app={SERVICE}")["items"]
         return [p for p in pods if p["status"].get("phase") == "Running"]
 
     (pod,) = wait_until("the server pod to run", running)
     assert pod["spec"]["nodeName"]
 
 
-def test_destroy_keeps_the_priority_class_only(deployed: Stack) -> None:
+def test_destroy_keeps_the_priority_class_only(deployed: ClusterStack) -> None:
     deployed.pulumi("destroy", "--yes")
     assert kubectl(deployed.cluster, "get", "deployment,pdb,httproute,job", "-n", NAMESPACE, "-o", "name") == ""
-    assert deployed.get("priorityclass", "llmkube-high")["value"] == 100000
+    assert get(deployed.cluster, "priorityclass", "llmkube-high")["value"] == 100000

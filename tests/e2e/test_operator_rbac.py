@@ -13,12 +13,11 @@ those rights.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
 from tests.e2e.cluster import get, kubectl
-from tests.e2e.pulumi_project import copy_project, pulumi_cli
+from tests.e2e.pulumi_project import ClusterStack, copy_project
 
 pytestmark = pytest.mark.e2e
 
@@ -117,15 +116,8 @@ def decisions(env: dict[str, str], calls: list[Call]) -> dict[Call, bool]:
     return {call: can(env, call) for call in calls}
 
 
-class Stack:
+class Stack(ClusterStack):
     """A copy of the project with the local stack in delivery operator, serving NAMESPACE."""
-
-    def __init__(self, project: Path, cluster: dict[str, str]) -> None:
-        self.project = project
-        self.cluster = cluster
-
-    def pulumi(self, *args: str) -> str:
-        return pulumi_cli(self.project, *args, "--stack", STACK).stdout
 
     def roles(self, namespace: str) -> set[str]:
         return {r["metadata"]["name"] for r in get(self.cluster, "roles", "-n", namespace)["items"]}
@@ -133,7 +125,7 @@ class Stack:
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory, cluster: dict[str, str]) -> Iterator[Stack]:
-    s = Stack(copy_project(tmp_path_factory.mktemp("rbac")), cluster)
+    s = Stack(copy_project(tmp_path_factory.mktemp("rbac")), cluster, STACK)
     s.pulumi("stack", "init")
     s.pulumi("config", "set", "kubernetes:kubeconfig", cluster["KUBECONFIG"])
     s.pulumi("config", "set", "llmkube:namespace", NAMESPACE)
