@@ -593,6 +593,9 @@ FLAG_TABLE: tuple[Flag, ...] = (
     Flag("--reasoning-budget", VALUED,   SERVING,  reasoning_budget),
     Flag("--reasoning-budget-message", VALUED, SERVING, reasoning_budget_message),
     Flag("--mmproj",           VALUED,   MEMORY,   mmproj_file,                              "-mm"),
+    # No spec field: read from extraArgs only. The projector goes to the first GPU unless this says the CPU
+    # (common_params::mmproj_use_gpu, default on; clip.cpp's clip_ctx).
+    Flag("--no-mmproj-offload", SWITCH,  MEMORY,   from_extra_args_only,      negations=("--mmproj-offload",)),
     # All entries in one flag, where the operator passes one each: see metadata_overrides.
     Flag("--override-kv",      REPEATED, SERVING,  metadata_overrides),
     Flag("--fit",              VALUED,   SERVING,  fit_off,                                  "-fit"),

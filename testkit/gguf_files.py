@@ -442,6 +442,28 @@ def write_sliding_window(
     return write_model(path, sliding_window_model(**dims), weight_type=weight_type, parts=parts)
 
 
+def projector_model(*, n_embd: int = 256, n_embd_text: int = 64, patch_size: int = 14) -> ModelFile:
+    """A multimodal projector as the planner reads one: ``general.architecture = clip`` and a few tensors
+    (a patch embedding and a two-matrix mlp projector). Not a full vision encoder: llama-server's clip.cpp
+    would refuse it (it asks for every encoder layer of the projector type); the planner only sums tensors."""
+    m = ModelFile("clip")
+    m.set("clip.projector_type", "mlp")
+    m.set("clip.has_vision_encoder", True)
+    m.set("clip.vision.embedding_length", n_embd)
+    m.set("clip.vision.patch_size", patch_size)
+    m.add("v.patch_embd.weight", patch_size, patch_size, 3, n_embd)
+    m.add("mm.0.weight", n_embd, n_embd_text)
+    m.add("mm.0.bias", n_embd_text, kind=F32)
+    m.add("mm.2.weight", n_embd_text, n_embd_text)
+    return m
+
+
+def write_projector(path: str | os.PathLike[str], *, weight_type: str = "F32", **dims: Any) -> Path:
+    """A projector GGUF (``projector_model``'s dims: n_embd, n_embd_text, patch_size); the weight type applies to
+    the matrices."""
+    return write_model(path, projector_model(**dims), weight_type=weight_type)
+
+
 # A Qwen3-30B-A3B-shaped model at Q4_K (17.2 GB of tensor data, 579 tensors): 48 layers, 128 experts, 151936 tokens.
 LARGE_MOE = {
     "n_layer": 48, "n_embd": 2048, "n_head": 32, "n_head_kv": 4, "head_dim": 128, "n_expert": 128,

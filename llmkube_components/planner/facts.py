@@ -48,6 +48,7 @@ __all__ = [
     "F32_BYTES",
     "ModelFacts",
     "ModelFactsError",
+    "ProjectorFacts",
     "SsmFacts",
     "TensorClass",
 ]
@@ -291,6 +292,24 @@ class ModelFacts:
     @classmethod
     def from_metadata(cls, meta: GGUFMetadata) -> ModelFacts:
         return _Reader(meta).facts()
+
+
+@dataclass(frozen=True)
+class ProjectorFacts:
+    """What the planner knows of a multimodal projector (a Model's mmproj, loaded by tools/mtmd/clip.cpp).
+
+    ``weight_bytes`` is the sum of the file's tensors: clip.cpp allocates the tensors its projector type asks
+    for (``tensors_to_load``) in one weights buffer, so this is what it loads, or slightly more.
+    """
+
+    source: str
+    weight_bytes: int
+
+    @classmethod
+    def from_metadata(cls, meta: GGUFMetadata) -> ProjectorFacts:
+        if not meta.tensors:
+            raise ModelFactsError(meta.source, "has no tensors; a multimodal projector holds its encoder's weights")
+        return cls(meta.source, sum(t.nbytes for t in meta.tensors))
 
 
 def _classify_stem(stem: str, *, recurrent: bool) -> TensorClass:

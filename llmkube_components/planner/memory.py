@@ -59,6 +59,17 @@ Speculative decoding (``common/speculative.cpp``, ``common_base_params_to_specul
   (``common_params_speculative::need_n_rs_seq``; ``llama_memory_recurrent``: ``mem_size * (1 + n_rs_seq)``
   rows).
 
+Multimodal projector (``--mmproj``; ``tools/mtmd/clip.cpp``, ``clip_ctx`` and ``clip_model_loader``)
+- The projector is a model of its own, loaded whole on one backend: the first GPU device
+  (``ggml_backend_init_by_type(GPU)``; ``--mmproj-device`` picks another, which the planner does not read)
+  unless ``--no-mmproj-offload``
+  (``common_params::mmproj_use_gpu``, default on), else the CPU; ``--n-gpu-layers`` and the tensor split do
+  not apply to it. Its weights (the file's tensors, ``ProjectorFacts``) are category ``mmproj`` on ``gpu0``,
+  or in host memory without GPUs or with ``--no-mmproj-offload``.
+- Its compute buffer is not counted: clip.cpp reserves it at load when llama-server warms up (the default;
+  ``warmup`` -> ``reserve_compute_meta`` on a dummy image of ``warmup_image_size``), else at the first image,
+  sized by the encoder's graph for that image, which the planner does not model. A note says so.
+
 Estimates (not llama.cpp's own accounting; issue 5 measures them)
 - ``compute``: llama.cpp sizes its compute buffers by allocating the worst-case graph (``sched_reserve``:
   ``n_ubatch`` tokens, one output per sequence since llama-server sets ``n_outputs_max = n_parallel``). The
@@ -106,7 +117,7 @@ from typing import TYPE_CHECKING, Final
 
 from ..api.base import format_bytes
 from ..flags import ALL_LAYERS, DEFAULTS  # ALL_LAYERS: --n-gpu-layers 99, every layer of any model
-from .facts import F32_BYTES, ModelFacts, TensorClass
+from .facts import F32_BYTES, ModelFacts, ProjectorFacts, TensorClass
 from .types import GgmlType, TensorInfo, ggml_type, row_bytes
 
 if TYPE_CHECKING:
@@ -123,6 +134,7 @@ __all__ = [
     "HOST_RUNTIME_OVERHEAD",
     "KV_K",
     "KV_V",
+    "MMPROJ",
     "PROMPT_CACHE",
     "RECURRENT_STATE",
     "RUNTIME",
@@ -164,10 +176,13 @@ RUNTIME: Final = "runtime"
 PROMPT_CACHE: Final = "prompt_cache"
 DRAFT: Final = "draft"  # a draft model's weights (-md)
 DRAFT_KV: Final = "draft_kv"  # the KV cache (and any recurrent state) of the draft or MTP context
+# A multimodal projector's weights (--mmproj). Not a weight category: those are the language models', which
+# the accuracy checks compare with llama.cpp's model buffers and decode reads per token.
+MMPROJ: Final = "mmproj"
 # The main model's weights by class (mtp: its multi-token-prediction layers, loaded for draft-mtp only), then a
 # draft model's.
 WEIGHT_CATEGORIES: Final = (*(c.value for c in TensorClass), DRAFT)
-CATEGORIES: Final = (*WEIGHT_CATEGORIES, KV_K, KV_V, RECURRENT_STATE, DRAFT_KV, COMPUTE, RUNTIME, PROMPT_CACHE)
+CATEGORIES: Final = (*WEIGHT_CATEGORIES, MMPROJ, KV_K, KV_V, RECURRENT_STATE, DRAFT_KV, COMPUTE, RUNTIME, PROMPT_CACHE)
 MTP_TYPE: Final = "draft-mtp"  # --spec-type of the multi-token-prediction draft
 # common/common.h need_n_rs_seq: with these types the main context keeps --spec-draft-n-max extra snapshots of
 # every sequence's recurrent state, for rolling back rejected drafts (llama-memory-recurrent.cpp: rows x (1 + n)).
@@ -498,6 +513,8 @@ def plan_memory(
     draft: DraftModel | None = None,
     draft_cache_type_k: str = DEFAULTS["--spec-draft-type-k"],
     draft_cache_type_v: str = DEFAULTS["--spec-draft-type-v"],
+    mmproj: ProjectorFacts | None = None,
+    mmproj_offload: bool = True,
 ) -> MemoryPlan:
     """Bytes per device and category for ``facts`` served with ``placement`` (see the module docstring).
 
@@ -508,8 +525,58 @@ def plan_memory(
     ``cache_ram_mib`` is ``--cache-ram`` (0 disables the prompt cache). ``spec_types`` are ``--spec-type``'s,
     ``spec_n_max`` is ``--spec-draft-n-max``,
     ``draft`` the draft model of ``-md``, ``draft_cache_type_k/v`` the MTP context's cache types (see the
-    module docstring: speculative decoding).
+    module docstring: speculative decoding). ``mmproj`` is the multimodal projector of ``--mmproj``,
+    ``mmproj_offload`` false for ``--no-mmproj-offload``.
     """
+    plan = _plan_models(
+        facts, placement, tensors=tensors, context_size=context_size, parallel=parallel, kv_unified=kv_unified,
+        cache_type_k=cache_type_k, cache_type_v=cache_type_v, batch=batch, ubatch=ubatch, flash_attn=flash_attn,
+        cache_ram_mib=cache_ram_mib, gpu_runtime_overhead=gpu_runtime_overhead, spec_types=spec_types,
+        spec_n_max=spec_n_max, draft=draft, draft_cache_type_k=draft_cache_type_k,
+        draft_cache_type_v=draft_cache_type_v,
+    )  # fmt: skip
+    return (
+        plan if mmproj is None else _with_projector(plan, mmproj, offload=mmproj_offload and bool(placement.gpu_count))
+    )
+
+
+def _with_projector(plan: MemoryPlan, mmproj: ProjectorFacts, *, offload: bool) -> MemoryPlan:
+    """The plan plus a multimodal projector's weights, on the first GPU or in host memory (clip_ctx)."""
+    # clip_ctx asks for the first GPU device (ggml_backend_init_by_type), whatever --main-gpu or the split say.
+    where = gpu_name(0) if offload else HOST
+    devices = tuple(
+        DeviceMemory(d.name, {**d.bytes, MMPROJ: d.bytes[MMPROJ] + mmproj.weight_bytes}) if d.name == where else d
+        for d in plan.devices
+    )
+    note = (
+        f"the multimodal projector ({mmproj.source}): {format_bytes(mmproj.weight_bytes)} of weights on {where}; "
+        "its compute buffer (reserved at warmup for one image, sized by its encoder) is not counted"
+    )
+    return dataclasses.replace(plan, devices=devices, notes=(*plan.notes, note))
+
+
+def _plan_models(
+    facts: ModelFacts,
+    placement: Placement,
+    *,
+    tensors: Sequence[TensorInfo] | None,
+    context_size: int,
+    parallel: int | None,
+    kv_unified: bool | None,
+    cache_type_k: str,
+    cache_type_v: str,
+    batch: int,
+    ubatch: int,
+    flash_attn: bool,
+    cache_ram_mib: int,
+    gpu_runtime_overhead: int,
+    spec_types: Sequence[str],
+    spec_n_max: int,
+    draft: DraftModel | None,
+    draft_cache_type_k: str,
+    draft_cache_type_v: str,
+) -> MemoryPlan:
+    """The language models' part of ``plan_memory``: the main context, and a draft or MTP context."""
     plan = _plan_context(
         facts, placement, tensors=tensors, context_size=context_size, parallel=parallel, kv_unified=kv_unified,
         cache_type_k=cache_type_k, cache_type_v=cache_type_v, batch=batch, ubatch=ubatch, flash_attn=flash_attn,

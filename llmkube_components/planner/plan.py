@@ -24,7 +24,7 @@ from ..api.service import OFFLOAD_FIELDS, InferenceResources, offload_fields
 from ..errors import Problem
 from ..flags import ALL_LAYERS, DEFAULTS, Inputs, effective, read_args
 from ..hardware import HardwareProfile
-from .facts import ModelFacts, TensorClass
+from .facts import ModelFacts, ProjectorFacts, TensorClass
 from .memory import (
     HOST,
     KV_K,
@@ -66,6 +66,7 @@ class ServerSettings:
     draft_cache_type_k: str = DEFAULTS["--spec-draft-type-k"]
     draft_cache_type_v: str = DEFAULTS["--spec-draft-type-v"]
     draft_n_gpu_layers: int = -1  # --spec-draft-ngl; -1: every layer
+    mmproj_offload: bool = True  # --mmproj-offload (default) / --no-mmproj-offload
 
 
 def settings_from_args(args: Sequence[str], gpu_count: int) -> ServerSettings:
@@ -122,6 +123,7 @@ def _settings(given: Mapping[str, Any], gpu_count: int) -> ServerSettings:
         draft_cache_type_k=values["--spec-draft-type-k"],
         draft_cache_type_v=values["--spec-draft-type-v"],
         draft_n_gpu_layers=_layers(values.get("--spec-draft-ngl", "-1")),
+        mmproj_offload=values.get("--no-mmproj-offload") is not True,
     )
 
 
@@ -212,6 +214,7 @@ def evaluate(
     profile: HardwareProfile,
     gpu_count: int,
     draft_facts: ModelFacts | None = None,
+    mmproj: ProjectorFacts | None = None,
 ) -> Option:
     settings = server_settings(spec, model, gpu_count, draft=draft_facts is not None)
     draft = None
@@ -236,6 +239,8 @@ def evaluate(
         draft=draft,
         draft_cache_type_k=settings.draft_cache_type_k,
         draft_cache_type_v=settings.draft_cache_type_v,
+        mmproj=mmproj,
+        mmproj_offload=settings.mmproj_offload,
     )
     gpu_bw = float(parse_quantity(profile.gpu.memory_bandwidth)) if profile.gpu else 1.0
     host_bw = float(parse_quantity(profile.host_memory_bandwidth))
@@ -250,13 +255,14 @@ def candidates(
     profile: HardwareProfile,
     gpu_count: int,
     draft_facts: ModelFacts | None = None,
+    mmproj: ProjectorFacts | None = None,
 ) -> list[Option]:
     """Placements from the fastest down, stopping at the first that fits (the auto decision's search)."""
     base = spec.model_copy(update=dict.fromkeys(OFFLOAD_FIELDS))
 
     def option(label: str, **fields: Any) -> Option:
         trial = base.model_copy(update=fields)
-        return evaluate(label, offload_fields(trial), trial, model, facts, profile, gpu_count, draft_facts)
+        return evaluate(label, offload_fields(trial), trial, model, facts, profile, gpu_count, draft_facts, mmproj)
 
     first = option("all layers on the GPUs" if gpu_count else "everything in system RAM (no GPU)")
     if first.fits or not gpu_count:
@@ -304,22 +310,24 @@ def plan_service(
     path: str,
     estimate: str | None = None,
     draft_facts: ModelFacts | None = None,
+    mmproj: ProjectorFacts | None = None,
 ) -> tuple[ServicePlan | None, list[Problem], list[Problem]]:
     """The plan of one service: (plan, errors, warnings). Errors say what does not fit, with the numbers.
 
     ``draft_facts`` are the facts of the service's draft model (speculativeDecoding draftModelRef or
     draftModel), when it has one and they could be read: its weights, KV cache and compute buffers are planned
-    beside the model's."""
+    beside the model's. ``mmproj`` are those of the Model's multimodal projector, when it has one and it could
+    be read: its weights are planned on the first GPU (or in host memory, see ``memory``)."""
     mode = spec.offload_mode
     try:
         if mode == "auto":
-            tried = candidates(spec, model, facts, profile, gpu_count, draft_facts)
+            tried = candidates(spec, model, facts, profile, gpu_count, draft_facts, mmproj)
             chosen = tried[-1]
             alternatives: tuple[Option, ...] = tuple(tried[:-1])
         else:
             fields = offload_fields(spec)
             label = f"as configured ({_describe(fields)})" if fields else "as configured"
-            chosen = evaluate(label, fields, spec, model, facts, profile, gpu_count, draft_facts)
+            chosen = evaluate(label, fields, spec, model, facts, profile, gpu_count, draft_facts, mmproj)
             alternatives = ()
     except PlacementError as exc:
         return None, [Problem(path, str(exc))], []
@@ -340,10 +348,10 @@ def plan_service(
     elif explicit and not gpu_count:
         warnings.append(Problem(path, f"{_describe(explicit)} has no effect: the service runs without GPUs"))
     if not chosen.fits:
-        largest = _largest_context(spec, model, facts, profile, gpu_count, draft_facts)
+        largest = _largest_context(spec, model, facts, profile, gpu_count, draft_facts, mmproj)
         message = _no_fit(chosen, profile, spec, largest)
         if mode == "manual" and gpu_count:
-            auto = candidates(spec, model, facts, profile, gpu_count, draft_facts)[-1]
+            auto = candidates(spec, model, facts, profile, gpu_count, draft_facts, mmproj)[-1]
             if auto.fits:
                 message += (
                     f"; offload: auto would fit with {auto.label}, about "
@@ -352,7 +360,7 @@ def plan_service(
         errors.append(Problem(path, message))
     advice: list[str] = []
     if mode == "manual" and chosen.fits:
-        faster = _faster_fitting(spec, model, facts, profile, gpu_count, chosen, draft_facts)
+        faster = _faster_fitting(spec, model, facts, profile, gpu_count, chosen, draft_facts, mmproj)
         if faster is not None:
             advice.append(
                 f"{chosen.label} decodes about "
@@ -389,10 +397,11 @@ def _faster_fitting(
     gpus: int,
     chosen: Option,
     draft_facts: ModelFacts | None = None,
+    mmproj: ProjectorFacts | None = None,
 ) -> Option | None:
     if not gpus:
         return None
-    best = candidates(spec, model, facts, profile, gpus, draft_facts)[-1]
+    best = candidates(spec, model, facts, profile, gpus, draft_facts, mmproj)[-1]
     if best.fits and best.throughput.decode_tokens_per_second > chosen.throughput.decode_tokens_per_second * 1.05:
         return best
     return None
@@ -411,6 +420,7 @@ def _largest_context(
     profile: HardwareProfile,
     gpus: int,
     draft_facts: ModelFacts | None = None,
+    mmproj: ProjectorFacts | None = None,
 ) -> int:
     """The largest contextSize (a multiple of 256) at which the service would fit, 0 when none does.
 
@@ -421,8 +431,8 @@ def _largest_context(
     def fits(ctx: int) -> bool:
         trial = spec.model_copy(update={"context_size": ctx})
         if trial.offload_mode == "auto":
-            return candidates(trial, model, facts, profile, gpus, draft_facts)[-1].fits
-        return evaluate("", {}, trial, model, facts, profile, gpus, draft_facts).fits
+            return candidates(trial, model, facts, profile, gpus, draft_facts, mmproj)[-1].fits
+        return evaluate("", {}, trial, model, facts, profile, gpus, draft_facts, mmproj).fits
 
     asked = spec.context_size or facts.context_length
     low, high, best = 1, asked // 256, 0

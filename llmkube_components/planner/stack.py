@@ -16,9 +16,9 @@ from ..api.service import OFFLOAD_ALIASES, InferenceResources
 from ..errors import ConfigError, Problem, config_path
 from ..resolve import ResolvedModel, ResolvedService, ResolvedStack
 from ..settings import OFFLINE_ENV
-from ..sources import SourceError, parse_source, sibling_url
+from ..sources import ModelSource, SourceError, is_url, parse_source, sibling_url
 from .catalog import CatalogError, catalog_entries, catalog_metadata, recognise, recognise_quantization
-from .facts import ModelFacts, ModelFactsError
+from .facts import ModelFacts, ModelFactsError, ProjectorFacts
 from .plan import GiB, ServicePlan, plan_service
 from .reader import MetadataReader
 from .types import MetadataError
@@ -30,6 +30,7 @@ class ModelPlanFacts:
 
     facts: ModelFacts | None
     estimate: str | None = None  # set when the facts come from the catalog, saying why
+    mmproj: ProjectorFacts | None = None  # its multimodal projector's, when it has one that could be read
 
     @property
     def file_bytes(self) -> int:
@@ -75,6 +76,42 @@ def model_facts(model: ResolvedModel, read: MetadataReader) -> tuple[ModelPlanFa
     return ModelPlanFacts(ModelFacts.from_metadata(meta), f"catalog estimate ({entry}): {why}"), []
 
 
+def mmproj_facts(model: ResolvedModel, read: MetadataReader) -> tuple[ProjectorFacts | None, list[Problem]]:
+    """The facts of the Model's multimodal projector (mmproj), and a warning when it has one the plan cannot
+    count: a URL read as itself, a relative path where the downloader fetches it (beside the model's file, in
+    its repository or s3 prefix), read like the model."""
+    mmproj = model.spec.mmproj
+    if mmproj is None:
+        return None, []
+    why = f"its metadata cannot be read offline ({OFFLINE_ENV})"
+    try:
+        source: ModelSource | None = parse_source(_mmproj_location(model, mmproj))
+    except SourceError as exc:
+        source, why = None, str(exc)
+    if source is not None and read.can_read(source):
+        try:
+            return ProjectorFacts.from_metadata(read(source)), []
+        except (MetadataError, ModelFactsError) as exc:
+            why = f"its metadata could not be read ({exc.message})"
+    warning = Problem(
+        config_path(model.path, "mmproj"),
+        f"the multimodal projector is not in the plan: {why}; its weights (about its file size) come on top of the "
+        "plan's numbers, on the first GPU unless extraArgs has --no-mmproj-offload: leave that much room (a smaller "
+        "contextSize, or a larger reserve in the hardware profile)",
+    )
+    return None, [warning]
+
+
+def _mmproj_location(model: ResolvedModel, mmproj: str) -> str:
+    """Where the planner reads the mmproj: a URL as itself, a path where the downloader gets it."""
+    if is_url(mmproj):
+        return mmproj
+    source = parse_source(model.spec.source)
+    if source.url is not None:
+        return source.file_url(mmproj, model.spec.files)
+    return sibling_url(model.spec.source, mmproj)  # a node path or a claim's: beside the model's file
+
+
 def draft_facts(
     service: ResolvedService, models: dict[str, ModelPlanFacts], read: MetadataReader
 ) -> tuple[ModelFacts | None, list[Problem]]:
@@ -116,8 +153,13 @@ def plan_stack(stack: ResolvedStack, read: MetadataReader) -> PlannedStack:
     warnings = list(stack.warnings)
     models: dict[str, ModelPlanFacts] = {}
     for model in stack.models.values():
-        models[model.name], found = model_facts(model, read)
+        known, found = model_facts(model, read)
         warnings += found
+        if known.facts is not None:
+            mmproj, found = mmproj_facts(model, read)
+            known = dataclasses.replace(known, mmproj=mmproj)
+            warnings += found
+        models[model.name] = known
 
     plans: dict[str, ServicePlan] = {}
     services: dict[str, ResolvedService] = {}
@@ -138,6 +180,7 @@ def plan_stack(stack: ResolvedStack, read: MetadataReader) -> PlannedStack:
             service.path,
             known.estimate,
             draft,
+            known.mmproj,
         )
         problems += errors
         warnings += found
@@ -186,7 +229,15 @@ def router_model_problems(
             continue
         where = config_path(service.path, "routerModels", index)
         plan, errors, _ = plan_service(
-            service.key, trial, routed.spec, known.facts, service.profile, service.gpu_count, where, known.estimate
+            service.key,
+            trial,
+            routed.spec,
+            known.facts,
+            service.profile,
+            service.gpu_count,
+            where,
+            known.estimate,
+            mmproj=known.mmproj,
         )
         for error in errors:
             field = error.path.removeprefix(where).lstrip(".")
