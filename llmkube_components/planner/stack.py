@@ -9,9 +9,11 @@ operator reads.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TypeVar
 
-from ..api import InferenceServiceSpec, parse_quantity
+from ..api import InferenceServiceSpec, ModelSpec, parse_quantity
 from ..api.service import OFFLOAD_ALIASES, InferenceResources
 from ..errors import ConfigError, Problem, config_path
 from ..resolve import ResolvedModel, ResolvedService, ResolvedStack
@@ -21,7 +23,7 @@ from .catalog import CatalogError, catalog_entries, catalog_metadata, recognise,
 from .facts import ModelFacts, ModelFactsError, ProjectorFacts
 from .plan import GiB, ServicePlan, plan_service
 from .reader import MetadataReader
-from .types import MetadataError
+from .types import GGUFMetadata, MetadataError
 
 
 @dataclass(frozen=True)
@@ -83,16 +85,10 @@ def mmproj_facts(model: ResolvedModel, read: MetadataReader) -> tuple[ProjectorF
     mmproj = model.spec.mmproj
     if mmproj is None:
         return None, []
-    why = f"its metadata cannot be read offline ({OFFLINE_ENV})"
-    try:
-        source: ModelSource | None = parse_source(_mmproj_location(model, mmproj))
-    except SourceError as exc:
-        source, why = None, str(exc)
-    if source is not None and read.can_read(source):
-        try:
-            return ProjectorFacts.from_metadata(read(source)), []
-        except (MetadataError, ModelFactsError) as exc:
-            why = f"its metadata could not be read ({exc.message})"
+    location = mmproj if is_url(mmproj) else companion_location(model.spec, mmproj)
+    projector, why = _read_companion(location, read, ProjectorFacts.from_metadata)
+    if projector is not None:
+        return projector, []
     warning = Problem(
         config_path(model.path, "mmproj"),
         f"the multimodal projector is not in the plan: {why}; its weights (about its file size) come on top of the "
@@ -102,14 +98,31 @@ def mmproj_facts(model: ResolvedModel, read: MetadataReader) -> tuple[ProjectorF
     return None, [warning]
 
 
-def _mmproj_location(model: ResolvedModel, mmproj: str) -> str:
-    """Where the planner reads the mmproj: a URL as itself, a path where the downloader gets it."""
-    if is_url(mmproj):
-        return mmproj
-    source = parse_source(model.spec.source)
+def companion_location(model: ModelSpec, rel: str) -> str:
+    """Where the planner reads a file that comes with the model (its mmproj, a draftModel of its files): where the
+    downloader gets it, beside the model's file, in its repository or under its s3 prefix."""
+    source = parse_source(model.source)
     if source.url is not None:
-        return source.file_url(mmproj, model.spec.files)
-    return sibling_url(model.spec.source, mmproj)  # a node path or a claim's: beside the model's file
+        return source.file_url(rel, model.files)
+    return sibling_url(model.source, rel)  # a node path or a claim's: beside the model's file
+
+
+F = TypeVar("F")
+
+
+def _read_companion(location: str, read: MetadataReader, facts_of: Callable[[GGUFMetadata], F]) -> tuple[F | None, str]:
+    """The facts of a companion file, or None and why they could not be read."""
+    why = f"its metadata cannot be read offline ({OFFLINE_ENV})"
+    try:
+        source: ModelSource | None = parse_source(location)
+    except SourceError as exc:
+        source, why = None, str(exc)
+    if source is not None and read.can_read(source):
+        try:
+            return facts_of(read(source)), why
+        except (MetadataError, ModelFactsError) as exc:
+            why = f"its metadata could not be read ({exc.message})"
+    return None, why
 
 
 def draft_facts(
@@ -128,16 +141,10 @@ def draft_facts(
         why = f"the Model {service.draft.key!r} has no plan"
     else:
         assert speculative.draft_model is not None
-        why = "its metadata cannot be read offline"
-        try:
-            source = parse_source(sibling_url(service.model.spec.source, speculative.draft_model))
-        except SourceError as exc:
-            source, why = None, str(exc)
-        if source is not None and read.can_read(source):
-            try:
-                return ModelFacts.from_metadata(read(source)), []
-            except (MetadataError, ModelFactsError) as exc:
-                why = f"its metadata could not be read ({exc.message})"
+        location = companion_location(service.model.spec, speculative.draft_model)
+        facts, why = _read_companion(location, read, ModelFacts.from_metadata)
+        if facts is not None:
+            return facts, []
     warning = Problem(
         config_path(service.path, "speculativeDecoding"),
         f"the draft model is not in the plan: {why}; its weights and its KV cache (as large as the model's in "
