@@ -392,7 +392,36 @@ def service_problems(service: ResolvedService) -> list[Problem]:
     if sharding is not None and sharding.layer_split and split_mode(inputs) not in (None, "none"):
         path = config_path(service.model.path, "hardware", "gpu", "sharding", "layerSplit")
         problems += layer_split_problems(sharding.layer_split, service.gpu_count, path)
+    problems += tensor_split_problems(service)
     return problems
+
+
+def tensor_split_problems(service: ResolvedService) -> list[Problem]:
+    """A service's tensorSplit: one share per GPU of a layer or row split, not all zero."""
+    shares = service.spec.tensor_split
+    if not shares:
+        return []
+    path = config_path(service.path, "tensorSplit")
+    inputs = Inputs(service.spec, service.model.spec, "", service.gpu_count)
+    if split_mode(inputs) in (None, "none"):
+        return [
+            Problem(
+                path,
+                f"{shares} is not used: the service runs on {service.gpu_count} GPU(s) without a layer or row "
+                "split; leave tensorSplit unset",
+            )
+        ]
+    if len(shares) != service.gpu_count:
+        return [
+            Problem(
+                path,
+                f"{shares} has {len(shares)} entries, but the service runs on {service.gpu_count} GPUs; give one "
+                "share per GPU (a layer count such as 22, or a proportion)",
+            )
+        ]
+    if not any(shares):
+        return [Problem(path, f"{shares} gives no GPU a share; at least one must be above 0")]
+    return []
 
 
 # A MIG profile as NVIDIA names them (1g.10gb, 3g.40gb): the operator's check, and what makes a resource name.

@@ -65,8 +65,23 @@ def cmd_check(args: argparse.Namespace, settings: Settings) -> int:
     return status
 
 
+def _count(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{value} is negative; give a token count of 0 or more")
+    return value
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} is not a positive token count")
+    return value
+
+
 def cmd_plan(args: argparse.Namespace, settings: Settings) -> int:
     """Plan one service (from flags) or every service of a stack file, as tables or JSON."""
+    settings = dataclasses.replace(settings, decode_depth=args.depth, prompt_tokens=args.prompt)
     if args.stack_file:
         try:
             raw = _stack_file_config(Path(args.stack_file))
@@ -204,6 +219,16 @@ def main(argv: list[str] | None = None) -> int:
     plan.add_argument("--cpu-moe", action="store_true", help="explicit --cpu-moe (default: the planner decides)")
     plan.add_argument("--n-cpu-moe", type=int)
     plan.add_argument("--no-kv-offload", action="store_true")
+    plan.add_argument(
+        "--depth",
+        type=_count,
+        default=0,
+        help="tokens already in context for the decode figure (default 0, as llama-bench's tg128); the plan also "
+        "shows decode at 1K and at the full context",
+    )
+    plan.add_argument(
+        "--prompt", type=_positive, default=512, help="prompt length for prefill speed and time to first token (512)"
+    )
     output = plan.add_mutually_exclusive_group()
     output.add_argument("--json", action="store_true", help="print the plans as JSON (the input of --compare)")
     output.add_argument("--markdown", action="store_true", help="print the plans as a Markdown table")

@@ -264,15 +264,17 @@ def _sharding(model: ModelSpec) -> GPUShardingSpec | None:
     return gpu.sharding if gpu else None
 
 
-@reads("resources.gpu")
+@reads("resources.gpu", "gpuLayers")
 def gpu_layers(given: Inputs) -> int | None:
-    """Model hardware.gpu.layers when positive, else all of them; nothing without GPUs.
+    """The service's gpuLayers, else Model hardware.gpu.layers when positive, else all of them; nothing without GPUs.
 
-    0 means "all" too, as in the operator, which cannot tell 0 from unset: a service that should stay off
-    the GPUs asks for resources.gpu 0.
+    In the Model, 0 means "all" too, as in the operator, which cannot tell 0 from unset: a service that should
+    stay off the GPUs asks for resources.gpu 0. The service's gpuLayers (llmkube only) is taken as written.
     """
     if given.gpu_count <= 0:
         return None
+    if given.spec.gpu_layers is not None:
+        return given.spec.gpu_layers
     gpu = _gpu(given.model)
     layers = gpu.layers if gpu else None
     return layers if layers is not None and layers > 0 else ALL_LAYERS
@@ -287,18 +289,26 @@ def split_mode(given: Inputs) -> str | None:
     return SPLIT_MODES[(sharding.strategy if sharding else None) or "layer"]
 
 
-@reads("resources.gpu")
+@reads("resources.gpu", "tensorSplit")
 def tensor_split(given: Inputs) -> str | None:
-    """Each GPU's share of the model: from Model hardware.gpu.sharding.layerSplit, else even (1,1,...).
+    """Each GPU's share of the model: the service's tensorSplit, else Model hardware.gpu.sharding.layerSplit,
+    else even (1,1,...).
 
     Only for layer and row splits over several GPUs: with split mode none one GPU holds everything.
     """
     if split_mode(given) in (None, "none"):
         return None
+    if given.spec.tensor_split:
+        return split_shares(given.spec.tensor_split)
     sharding = _sharding(given.model)
     if sharding is None or not sharding.layer_split:
         return ",".join(["1"] * given.gpu_count)
     return tensor_split_from_layer_split(sharding.layer_split)
+
+
+def split_shares(shares: Sequence[float]) -> str:
+    """--tensor-split of a list of shares: whole numbers without a decimal point (22,27), others as written."""
+    return ",".join(str(int(x)) if float(x).is_integer() else str(x) for x in shares)
 
 
 def layer_split_problems(entries: Sequence[str], gpu_count: int, path: str) -> list[Problem]:
@@ -596,6 +606,9 @@ FLAG_TABLE: tuple[Flag, ...] = (
     # No spec field: read from extraArgs only. The projector goes to the first GPU unless this says the CPU
     # (common_params::mmproj_use_gpu, default on; clip.cpp's clip_ctx).
     Flag("--no-mmproj-offload", SWITCH,  MEMORY,   from_extra_args_only,      negations=("--mmproj-offload",)),
+    # No spec field: read from extraArgs only. A CPU-only server copies some host weights into repacked
+    # buffers (AMX's layout is larger); off, the weights stay in the mapping as they are.
+    Flag("--no-repack",        SWITCH,   MEMORY,   from_extra_args_only,      "-nr", negations=("--repack",)),
     # All entries in one flag, where the operator passes one each: see metadata_overrides.
     Flag("--override-kv",      REPEATED, SERVING,  metadata_overrides),
     Flag("--fit",              VALUED,   SERVING,  fit_off,                                  "-fit"),
@@ -615,6 +628,7 @@ FLAG_TABLE: tuple[Flag, ...] = (
 
 # What llama-server runs with for a flag the command line leaves out, by canonical flag.
 DEFAULTS: dict[str, str] = {row.flag: row.default for row in FLAG_TABLE if row.default is not None}
+_ROW: dict[str, Flag] = {row.flag: row for row in FLAG_TABLE}
 
 
 def _field_flags() -> dict[str, tuple[str, ...]]:
@@ -958,3 +972,24 @@ def effective(given: Inputs) -> dict[str, Any]:
         elif value:
             out[row.flag] = True if row.kind is SWITCH else str(value)
     return out
+
+
+def operator_extra_args(spec: InferenceServiceSpec) -> list[str] | None:
+    """extraArgs for the LLMKube operator's custom resource: the user's, then the llmkube-only placement fields
+    (gpuLayers, tensorSplit) as flags, which the operator's API has no field for.
+
+    The operator passes extraArgs after its own flags (runtime_llamacpp.go) and llama.cpp takes the last value,
+    so these win over the --n-gpu-layers and --tensor-split it derives from the Model. A flag the user's
+    extraArgs already set is theirs, as in delivery direct.
+    """
+    user = flags_in(extra_args(spec))
+    added: list[str] = []
+    for row, value in (
+        (_ROW["--n-gpu-layers"], spec.gpu_layers),
+        (_ROW["--tensor-split"], split_shares(spec.tensor_split) if spec.tensor_split else None),
+    ):
+        if value is not None and not given_by_user(row, user):
+            added += [row.flag, str(value)]
+    if not added:
+        return spec.extra_args
+    return [*(spec.extra_args or []), *added]

@@ -23,8 +23,9 @@ from .api.base import normalize_name
 from .api.stack import OperatorGrant
 from .api.validation import problems_from_validation_error
 from .errors import ConfigError, Problem, config_path, raise_if_any
+from .flags import operator_extra_args
 from .hardware import resolve_profile
-from .planner.plan import ServicePlan
+from .planner.plan import ServicePlan, SpeedQuery
 from .planner.reader import MetadataReader
 from .planner.stack import PlannedStack, plan_stack
 from .resolve import ResolvedModel, ResolvedService, ResolvedStack, model_hardware_for, resolve_stack, validate_stack
@@ -116,7 +117,8 @@ def load(raw: Mapping[str, Any], settings: Settings) -> PlannedStack:
     """Typed, resolved, checked and planned: a ConfigError naming every problem of a stage, or the plans."""
     stack = resolve_stack(validate_stack(without_key_values(raw)))
     raise_if_any(checks.spec_problems(stack))
-    planned = plan_stack(stack, MetadataReader.from_settings(settings))
+    query = SpeedQuery(depth=settings.decode_depth, prompt=settings.prompt_tokens)
+    planned = plan_stack(stack, MetadataReader.from_settings(settings), query)
     sizes = {name: known.file_bytes for name, known in planned.models.items()}
     raise_if_any(sorted({*planned.problems, *checks.planned_problems(planned.stack, sizes)}))
     return planned
@@ -185,7 +187,9 @@ def _service(service: ResolvedService, planned: PlannedStack) -> ServiceBuild:
         # the namespace's Pod Security level).
         from . import crds
 
-        resource = crds.custom_resource("InferenceService", service.name, service.namespace, service.spec.wire())
+        # gpuLayers and tensorSplit have no operator field: they reach the server as extraArgs.
+        spec = service.spec.model_copy(update={"extra_args": operator_extra_args(service.spec)})
+        resource = crds.custom_resource("InferenceService", service.name, service.namespace, spec.wire())
     else:
         deployment = next(m for m in built if m["kind"] == "Deployment")
         server_args = list(deployment["spec"]["template"]["spec"]["containers"][0]["args"])

@@ -64,10 +64,18 @@ class ResolvedService:
     managed_api_key: bool = False  # the key is Pulumi's (llmkube:apiKeys): the service's own Secret holds it
     draft: ResolvedModel | None = None  # speculativeDecoding.draftModelRef's model, staged beside the served one
     router_models: tuple[ResolvedModel, ...] = ()  # routerModels' models, in order, staged beside the served one
+    # The node's profile as selected, before a GPU share (gpu_share_profile) narrowed ``profile`` to the share;
+    # None: ``profile`` itself. The pool check (planner/pool.py) places shares onto the node's whole GPUs.
+    node_profile: HardwareProfile | None = None
 
     @property
     def path(self) -> str:
         return config_path("services", self.key)
+
+    @property
+    def node(self) -> HardwareProfile:
+        """The profile of the node the service runs on: its whole GPUs, even when it has a share of one."""
+        return self.node_profile if self.node_profile is not None else self.profile
 
     @property
     def gpu_count(self) -> int:
@@ -134,6 +142,7 @@ def resolve_stack(config: StackConfig) -> ResolvedStack:
         if profile is None:
             continue
         model_spec = config.models[model_key]
+        node_profile = profile
         profile = gpu_share_profile(profile, spec)
         effective, gpus = _apply_profile(spec, model_spec, profile, model_names[model_key], path, problems)
         name = service_names.get(key, key)
@@ -181,6 +190,7 @@ def resolve_stack(config: StackConfig) -> ResolvedStack:
             managed_api_key=managed,
             draft=ResolvedModel(draft_key, model_names[draft_key], config.models[draft_key]) if draft_key else None,
             router_models=tuple(ResolvedModel(k, model_names[k], config.models[k]) for k in router_keys),
+            node_profile=node_profile if node_profile is not profile else None,
         )
     for key in config.api_keys:
         if key not in config.services:
@@ -209,6 +219,7 @@ def resolve_stack(config: StackConfig) -> ResolvedStack:
             s.managed_api_key,
             models[s.draft.name] if s.draft else None,
             tuple(models[m.name] for m in s.router_models),
+            s.node_profile,
         )
         for name, s in services.items()
     }

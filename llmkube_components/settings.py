@@ -35,6 +35,10 @@ class Settings:
     revalidate: bool = False  # revalidate cached metadata of http(s) sources with their hosts
     node_check: bool = True  # judge each service's pod against the target cluster's nodes
     cache_dir: Path = field(default_factory=default_cache_dir)
+    # What the plan's speed figures answer (llmkube plan --depth / --prompt): decode with this many tokens
+    # already in context, and the time to first token of a prompt this long.
+    decode_depth: int = 0
+    prompt_tokens: int = 512
     # The process environment, for what inherits it: KUBECONFIG and kubeconfig exec plugins (node check).
     environ: Mapping[str, str] = field(default_factory=dict, repr=False, compare=False)
 

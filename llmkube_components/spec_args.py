@@ -1074,6 +1074,12 @@ class InferenceServiceSpec(TypedDict, total=False):
     noKvOffload: NotRequired[pulumi.Input[bool]]
     """Keep the KV cache in system RAM (--no-kv-offload)."""
 
+    gpuLayers: NotRequired[pulumi.Input[int]]
+    """llmkube only: layers this service offloads to the GPUs (--n-gpu-layers N, counting the output layer as llama.cpp does: the first layers stay on the CPU); wins over the Model's hardware.gpu.layers. offload: auto sets it when the model does not fit whole. Delivery operator passes it in extraArgs."""
+
+    tensorSplit: NotRequired[pulumi.Input[list[pulumi.Input[float]]]]
+    """llmkube only: each GPU's share of the offloaded layers for this service (--tensor-split, e.g. [22, 27] layers); wins over the Model's hardware.gpu.sharding.layerSplit. offload: auto sets it to balance the GPUs after moving experts to the CPU. Delivery operator passes it in extraArgs."""
+
     noWarmup: NotRequired[pulumi.Input[bool]]
     """Skip the warm-up run at start (--no-warmup)."""
 
@@ -1207,7 +1213,7 @@ class InferenceServiceSpec(TypedDict, total=False):
     """llmkube only: a hardware profile for this service (a name, or {extends: name, ...}); default: the stack's llmkube:hardware."""
 
     offload: NotRequired[pulumi.Input[OffloadMode]]
-    """llmkube only: auto lets the planner pick the fastest placement that fits (GPU layers, moeCPULayers, moeCPUOffload, noKvOffload) and the hostMemory request; manual keeps the fields as written and checks them. Default: auto unless moeCPUOffload, moeCPULayers, noKvOffload or resources.hostMemory is set."""
+    """llmkube only: auto lets the planner pick the fastest placement that fits (gpuLayers, tensorSplit, moeCPULayers, moeCPUOffload, noKvOffload) and the hostMemory request; manual keeps the fields as written and checks them. Default: auto unless one of those fields or resources.hostMemory is set."""
 
     apiKey: NotRequired[pulumi.Input[ApiKeySpec]]
     """llmkube only: require this API key (a Secret mounted as a file, --api-key-file); a key held by Pulumi goes in llmkube:apiKeys instead. Delivery direct only."""

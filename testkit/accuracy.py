@@ -13,11 +13,14 @@ it is host memory) and the table prints predicted MiB, reported MiB and the erro
 - recurrent: ``llama_memory_recurrent: size`` against ``recurrent_state``.
 - compute: every ``compute buffer size`` line of ``sched_reserve`` against ``compute``.
 
-Why ``--no-repack``: this build puts host weights in extra buffer types where the CPU has them (AMX on a
-Sapphire Rapids host, CPU_REPACK for quantized weights elsewhere); the log then shows that copy and the mmap
-range it was copied from (e.g. ``AMX model buffer size = 0.44 MiB`` and ``CPU_Mapped model buffer size =
-0.46 MiB`` for a 0.50 MiB model), so neither line nor their sum is the weights' size. The planner does not model
-that copy; the last section of the output prints those figures per shape (as the server runs by default).
+Why ``--no-repack`` in the matrix: with repacking on, this build puts host weights in extra buffer types where
+the CPU has them (AMX on a Sapphire Rapids host, CPU_REPACK for Q4_0/Q4_K/IQ4_NL/MXFP4 on x86-64 with AVX2);
+the log then shows that copy and the mmap range it was read from (e.g. ``CPU_REPACK model buffer size = 3.09
+MiB`` and ``CPU_Mapped model buffer size = 3.18 MiB`` for a 3.40 MiB Q4_0 model), so neither line nor their
+sum is the weights' size. The repacking has its own comparison (``repack_*`` below, asserted by
+tests/e2e/test_planner_repack.py): the same shapes with Q4_0 weights (which every CPU repacks: AVX2, AMX and
+ARM NEON), llama-server with repacking on, and the sum of its extra buffers (CPU_REPACK, AMX) against the
+plan's ``repacked`` bytes plus category ``repack``.
 
 llama.cpp prints MiB with two decimals, so a reported figure is only known to +-0.005 MiB: the "within
 print" column says whether the prediction rounds to the printed figure. The shapes are sized so that this
@@ -41,6 +44,7 @@ from llmkube_components.planner.memory import (
     KV_K,
     KV_V,
     RECURRENT_STATE,
+    REPACK,
     WEIGHT_CATEGORIES,
     Placement,
     plan_memory,
@@ -50,7 +54,7 @@ from testkit import gguf_files
 from testkit.llama_server import LlamaServer, free_port
 
 MiB = 1024 * 1024
-WEIGHT_TYPE = "F16"  # quantized weights crash this CPU build's repacking; head_dim 32/64 suits q8_0 and q4_0 KV
+WEIGHT_TYPE = "F16"  # the matrix runs --no-repack (the repack comparison: Q4_0); head_dim 32/64 suits q8_0, q4_0 KV
 CACHE_TYPES = ("f16", "q8_0", "q4_0")
 CONTEXTS = (2048, 8192)
 PARALLEL = (None, 2)  # None: llama-server's default (4 sequences, one unified cache)
@@ -235,10 +239,11 @@ def run_server(server: Path, model: Path, case: Case, log_path: Path) -> dict[st
 # --- the planner's side ----------------------------------------------------------------------------------------
 
 
-def predicted(facts: ModelFacts, case: Case) -> dict[str, float]:
+def predicted(facts: ModelFacts, case: Case, *, repack: bool = False) -> dict[str, float]:
+    """The planner's figures for ``case``; ``repack`` true for a server run without --no-repack (the matrix uses it)."""
     plan = plan_memory(
         facts, Placement(gpu_count=0, n_gpu_layers=0), context_size=case.context, parallel=case.parallel,
-        cache_type_k=case.cache_type, cache_type_v=case.cache_type, cache_ram_mib=0,
+        cache_type_k=case.cache_type, cache_type_v=case.cache_type, cache_ram_mib=0, repack=repack,
     )  # fmt: skip
     host = plan.host.bytes
     return {
@@ -252,6 +257,43 @@ def predicted(facts: ModelFacts, case: Case) -> dict[str, float]:
 
 def facts_of(model: Path) -> ModelFacts:
     return ModelFacts.from_metadata(read_metadata(model))
+
+
+# --- repacked weights ------------------------------------------------------------------------------------------
+
+REPACK_WEIGHT_TYPE = "Q4_0"  # repacked by every CPU the server image runs on (x86-64 AVX2 and AMX, ARM64 NEON)
+EXTRA_BUFFERS = ("CPU_REPACK", "AMX")  # ggml_backend_cpu_get_extra_buffer_types' names, as load_tensors logs them
+
+
+def write_repack_models(folder: Path) -> dict[str, Path]:
+    """The matrix's shapes with Q4_0 weights, plus ``dense-tied``: dense-large without output.weight, whose output
+    matrix llama.cpp then repacks as a second copy of token_embd (TENSOR_DUPLICATED)."""
+    out = {s.name: s.write(folder / f"{s.name}-q4_0.gguf", weight_type=REPACK_WEIGHT_TYPE, **s.dims) for s in SHAPES}
+    large = next(s for s in SHAPES if s.name == "dense-large")
+    tied = gguf_files.dense_model(**large.dims)
+    tied.tensors = [t for t in tied.tensors if t[0] != "output.weight"]
+    out["dense-tied"] = gguf_files.write_model(folder / "dense-tied-q4_0.gguf", tied, weight_type=REPACK_WEIGHT_TYPE)
+    return out
+
+
+def repack_reported(log: str) -> float:
+    """MiB in the CPU's extra buffer types, as load_tensors logs them (0 when the CPU repacks nothing)."""
+    return sum(mib for name, mib in model_buffers(log).items() if name in EXTRA_BUFFERS)
+
+
+def repack_predicted(facts: ModelFacts, case: Case) -> float:
+    """MiB the plan puts in the extra buffer types: the repacked weights and what their layout adds."""
+    plan = plan_memory(
+        facts, Placement(gpu_count=0, n_gpu_layers=0), context_size=case.context, parallel=case.parallel,
+        cache_type_k=case.cache_type, cache_type_v=case.cache_type, cache_ram_mib=0,
+    )  # fmt: skip
+    return (plan.repacked + plan.host[REPACK]) / MiB
+
+
+def run_repack_server(server: Path, model: Path, case: Case, log_path: Path) -> float:
+    with LlamaServer(server, server_args(model, case, free_port(), repack=True), log_path) as srv:
+        pass
+    return repack_reported(srv.log())
 
 
 # --- the comparison ---------------------------------------------------------------------------------------------

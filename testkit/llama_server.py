@@ -26,7 +26,10 @@ from typing import Any
 
 # Keep in sync with tools/setup-llama-server.
 LLAMA_CPP_PYTHON_VERSION = "0.3.36"
-SETUP_SCRIPT = Path(__file__).resolve().parents[2] / "tools" / "setup-llama-server"
+SETUP_SCRIPT = Path(__file__).resolve().parents[1] / "tools" / "setup-llama-server"
+# What tools/setup-llama-server builds into its bin directory (ggml-rpc-server is llama.cpp's RPC worker,
+# tools/rpc, which older trees called rpc-server).
+TOOLS = ("llama-server", "llama-bench", "ggml-rpc-server", "llama-fit-params")
 
 # What llama-server prints when it does not accept an argument (common/arg.cpp), or accepts it with a warning.
 REJECTED = re.compile(r"invalid argument|unknown argument|deprecated|expected value for argument|unknown value for",
@@ -36,30 +39,53 @@ REJECTED = re.compile(r"invalid argument|unknown argument|deprecated|expected va
 NOT_REJECTED = re.compile(r"Use --ui/--no-ui \(or deprecated --webui/--no-webui\)")
 
 
-def cached_server_path() -> Path:
+def cached_bin_dir() -> Path:
     root = Path(os.environ.get("LLMKUBE_CACHE_DIR") or Path.home() / ".cache" / "llmkube")
-    return root / "tools" / f"llama-server-llama-cpp-python-{LLAMA_CPP_PYTHON_VERSION}" / "bin" / "llama-server"
+    return root / "tools" / f"llama-server-llama-cpp-python-{LLAMA_CPP_PYTHON_VERSION}" / "bin"
+
+
+def cached_server_path() -> Path:
+    return cached_bin_dir() / "llama-server"
+
+
+def tool_env(name: str) -> str:
+    """The environment variable that overrides a tool's path: LLAMA_SERVER, LLAMA_BENCH, GGML_RPC_SERVER, ..."""
+    return name.upper().replace("-", "_")
+
+
+def find_tool(name: str) -> Path | None:
+    """A llama.cpp tool (one of TOOLS): $<NAME> if set (it must exist then), else the cached build, else None."""
+    given = os.environ.get(tool_env(name))
+    if given:
+        return Path(given)
+    path = cached_bin_dir() / name
+    return path if path.is_file() and os.access(path, os.X_OK) else None
 
 
 def find_server() -> Path | None:
     """$LLAMA_SERVER if set (it must exist then), else the cached build, else None."""
-    given = os.environ.get("LLAMA_SERVER")
-    if given:
-        return Path(given)
-    path = cached_server_path()
-    return path if path.is_file() and os.access(path, os.X_OK) else None
+    return find_tool("llama-server")
+
+
+def require_tool(name: str) -> Path:
+    """A llama.cpp tool (one of TOOLS) for an end-to-end module: a failure in CI when it is missing, a skip
+    saying why elsewhere."""
+    from tests.e2e.required import required
+
+    if name not in TOOLS:
+        raise ValueError(f"{name!r} is not one of the tools {SETUP_SCRIPT.name} builds: {', '.join(TOOLS)}")
+    found = find_tool(name)
+    env = tool_env(name)
+    return required(
+        found if found is not None and found.is_file() else None,
+        f"{name} not found ({env}={os.environ.get(env)!r}, cache {cached_bin_dir() / name}); "
+        f"build it with {SETUP_SCRIPT.relative_to(SETUP_SCRIPT.parents[1])}",
+    )
 
 
 def require_server() -> Path:
     """The server for an end-to-end module: a failure in CI when it is missing, a skip saying why elsewhere."""
-    from tests.e2e.required import required
-
-    found = find_server()
-    return required(
-        found if found is not None and found.is_file() else None,
-        f"llama-server not found (LLAMA_SERVER={os.environ.get('LLAMA_SERVER')!r}, cache {cached_server_path()}); "
-        f"build it with {SETUP_SCRIPT.relative_to(SETUP_SCRIPT.parents[1])}",
-    )
+    return require_tool("llama-server")
 
 
 def free_port() -> int:

@@ -45,7 +45,8 @@ def test_plan_command_prints_a_table_and_json(capsys) -> None:
     args = ["plan", "--profile", "dual-rtx5060ti", "--model", "Qwen3.6-35B-A3B", "--context", "90112"]
     assert cli.main(args) == 0
     out = capsys.readouterr().out
-    assert out.startswith("plan for plan (auto): all layers on the GPUs; about ")
+    assert out.startswith("plan for plan (auto): all layers on the GPUs; host memory request ")
+    assert "\nspeed (estimates): decode " in out and " at 1K, " in out and " at 88K); prefill " in out
     assert "routed_expert" in out and "catalog estimate (Qwen3.6-35B-A3B)" in out
     assert cli.main([*args, "--cpu-moe", "--json"]) == 0
     import json
@@ -53,3 +54,5 @@ def test_plan_command_prints_a_table_and_json(capsys) -> None:
     plan = json.loads(capsys.readouterr().out)["plan"]
     assert plan["mode"] == "manual" and plan["fields"] == {"moeCPUOffload": True}
     assert plan["bytes"]["host"] > 18 * 2**30  # the routed experts live in RAM
+    assert set(plan["decodeTokensPerSecondByDepth"]) == {"1024", "90112"} and plan["depth"] == 0
+    assert plan["bottleneck"] in ("gpu0", "gpu1", "host", "splits")

@@ -27,15 +27,20 @@ DUAL = cluster.Node(
 )
 CPU = cluster.Node(name="kwok-cpu-only", allocatable={"cpu": "8", "memory": "32Gi", "pods": "110"})
 
-# The local stack, on a profile claiming four GPUs (the cluster has a node with two) and a service using them.
+# The local stack, on a profile claiming two nodes of four GPUs (the cluster has one node with two) and a service
+# using four.
 CONFIG = {
     **stack_config("local"),
-    "llmkube:hardware": {"extends": "dual-rtx5060ti", "gpu": {"count": 4}},
+    "llmkube:hardware": {"extends": "dual-rtx5060ti", "gpu": {"count": 4}, "nodes": 2},
     "llmkube:services": {
         **stack_config("local")["llmkube:services"],
         "too-big": {"modelRef": "qwen36-35b-a3b", "contextSize": 8192, "resources": {"gpu": 4, "cpu": "8"}},
     },
 }
+
+# Services that share the room of the cluster's one dual node: the profile claims two such nodes, so that the
+# preview's pool check (planner/pool.py) passes and the node check finds what the cluster really has.
+TWO_DUALS = {"extends": "dual-rtx5060ti", "nodes": 2}
 
 
 @dataclass
@@ -193,7 +198,7 @@ def test_pods_already_on_the_node_leave_no_room_and_the_stack_says_whose(
 
 
 def test_services_of_one_stack_share_the_room_in_config_order(fake: FakeCluster) -> None:
-    config = {**CONFIG, "llmkube:hardware": "dual-rtx5060ti"}
+    config = {**CONFIG, "llmkube:hardware": TWO_DUALS}
     second = {**CONFIG["llmkube:services"]["qwen36-hybrid"], "resources": {"gpu": 2, "cpu": "4", "hostMemory": "12Gi"}}
     config["llmkube:services"] = {"qwen36-hybrid": CONFIG["llmkube:services"]["qwen36-hybrid"], "second": second}
 
@@ -252,7 +257,7 @@ def test_a_running_service_keeps_its_room_from_a_new_one_placed_before_it(fake: 
     # "zeta" runs and holds both GPUs; "alpha", added now, comes first in config order but must not get them.
     fake.pods.append(gpu_pod("llmkube", "zeta-5d8f-x2x", 2, {"app": "zeta", "inference.llmkube.dev/service": "zeta"}))
     service = CONFIG["llmkube:services"]["qwen36-hybrid"]
-    config = {**CONFIG, "llmkube:hardware": "dual-rtx5060ti", "llmkube:services": {"alpha": service, "zeta": service}}
+    config = {**CONFIG, "llmkube:hardware": TWO_DUALS, "llmkube:services": {"alpha": service, "zeta": service}}
 
     def check(platform: Any, mocks: RecordingMocks) -> None:
         assert platform.services["zeta"]["scheduling"] == "fits: kwok-dual-rtx5060ti"
@@ -273,7 +278,7 @@ def test_replicas_and_autoscaling_count_every_pod(fake: FakeCluster) -> None:
     }
     config = {
         **CONFIG,
-        "llmkube:hardware": "dual-rtx5060ti",
+        "llmkube:hardware": TWO_DUALS,
         "llmkube:services": {
             "none": {**one_gpu, "replicas": 0},
             "scaled": {**one_gpu, "autoscaling": {"minReplicas": 2, "maxReplicas": 4}},

@@ -68,7 +68,8 @@ def test_every_entry_loads_as_catalog_metadata(name: str) -> None:
     assert meta.fields["general.name"] == name
     assert meta.source == f"catalog:{name}"
     assert meta.notes[0].startswith(f"catalog estimate: {name} at {entry.default_quantization}")
-    assert meta.arch("block_count") == entry.config.num_hidden_layers
+    # block_count counts the multi-token-prediction blocks too (llama.cpp's n_layer_all).
+    assert meta.arch("block_count") == entry.config.num_hidden_layers + (entry.config.mtp_num_hidden_layers or 0)
     assert meta.arch("embedding_length") == entry.config.hidden_size
     assert entry.sources, "every entry says where its figures come from"
     names = [t.name for t in meta.tensors]
@@ -199,7 +200,11 @@ def test_tensor_names_are_those_of_the_architecture(name: str) -> None:
     arch = ARCH_IN_GGUF[meta.architecture]
     assert gguf.MODEL_ARCH_NAMES[arch] == meta.architecture
     n_layer = meta.arch("block_count")
-    allowed = {gguf.TENSOR_NAMES[t].format(bid=i) for t in gguf.MODEL_TENSORS[arch] for i in range(n_layer)}
+    kinds = set(gguf.MODEL_TENSORS[arch])
+    if meta.architecture in ("qwen35", "qwen35moe"):
+        # The pinned tree's gguf-py lists the nextn tensors for QWEN35/QWEN35MOE; the gguf package predates them.
+        kinds |= {t for t in gguf.MODEL_TENSOR if t.name.startswith("NEXTN_")}
+    allowed = {gguf.TENSOR_NAMES[t].format(bid=i) for t in kinds for i in range(n_layer)}
     for t in meta.tensors:
         base = t.name.removesuffix(".weight").removesuffix(".bias")
         assert base in allowed, f"{t.name} is not a {meta.architecture} tensor"

@@ -96,13 +96,40 @@ def test_auto_picks_the_smallest_n_cpu_moe_at_the_byte_boundary() -> None:
     assert less.chosen.label.startswith("--n-cpu-moe 21 ")
 
 
-def test_auto_falls_back_to_cpu_moe_then_kv_to_host() -> None:
+def test_auto_chooses_the_fastest_placement_that_fits() -> None:
     probe = stack({"contextSize": 65536, "moeCPUOffload": True, "resources": {"gpu": 1}}, hardware="h100-80gb")
     need = probe.plans["s"].chosen.memory.gpus[0].total
-    assert stack({"contextSize": 65536}, hardware=gpu_profile(need)).plans["s"].chosen.label.startswith("--cpu-moe (")
-    both = stack({"contextSize": 65536}, hardware=gpu_profile(need - 1)).plans["s"]
-    assert both.chosen.label.startswith("--cpu-moe and --no-kv-offload")
-    assert both.chosen.fields == {"moeCPUOffload": True, "noKvOffload": True}
+    for room in (need, need - 1):
+        plan = stack({"contextSize": 65536}, hardware=gpu_profile(room)).plans["s"]
+        assert plan.chosen.fits
+        fitting = [o for o in plan.alternatives if o.fits]
+        assert all(plan.chosen.ranking >= o.ranking for o in fitting)
+        labels = [o.label for o in (plan.chosen, *plan.alternatives)]
+        assert "all layers on the GPUs" in labels and "--cpu-moe (all routed experts in RAM)" in labels
+        cpu_moe = next(o for o in (plan.chosen, *plan.alternatives) if o.label.startswith("--cpu-moe ("))
+        assert cpu_moe.fits is (room == need)
+        assert plan.advice[0].startswith(f"chose {plan.chosen.label} (")
+
+
+def test_partial_gpu_layers_run_a_dense_model_that_does_not_fit_whole() -> None:
+    # Issue 14: Qwen3.5-27B at Q8_0 with 32K context on one RTX 4090 used to fail ("gpu0 needs 25.6 GiB").
+    s = stack({"contextSize": 32768}, source="https://h/Qwen3.5-27B-Q8_0.gguf", hardware="rtx4090")
+    plan = s.plans["s"]
+    assert plan.chosen.fits and "--n-gpu-layers" in plan.chosen.label
+    layers = plan.chosen.fields["gpuLayers"]
+    assert s.services["s"].spec.gpu_layers == layers
+    cpu = [i for i, d in enumerate(plan.chosen.memory.layer_devices) if d == "host"]
+    assert cpu == list(range(len(cpu))) and len(cpu) == len(plan.chosen.memory.layer_devices) - layers
+    assert any(a.startswith(f"layers 0-{cpu[-1]} run on the CPU") for a in plan.advice)
+    # One more layer on the GPU does not fit: the largest that fits was taken.
+    more = {
+        "contextSize": 32768,
+        "gpuLayers": layers + 1,
+        **{k: v for k, v in plan.chosen.fields.items() if k != "gpuLayers"},
+    }
+    with pytest.raises(ConfigError) as info:
+        stack(more, source="https://h/Qwen3.5-27B-Q8_0.gguf", hardware="rtx4090")
+    assert "does not fit the hardware profile rtx4090" in str(info.value)
 
 
 def test_a_plan_that_cannot_fit_fails_with_the_numbers() -> None:
@@ -248,7 +275,7 @@ def test_calibration_through_the_planner_on_the_reference_home_lab() -> None:
 
     config = {k.removeprefix("llmkube:"): v for k, v in stack_config("dual-5060ti").items() if k.startswith("llmkube:")}
     plan = load_stack(config).plans["qwen36-hybrid"]
-    assert plan.chosen.throughput.decode_tokens_per_second == pytest.approx(21.7, rel=0.10)
+    assert plan.chosen.speed.decode_tokens_per_second == pytest.approx(21.7, rel=0.10)
 
 
 def test_embedding_services_are_planned_too() -> None:
@@ -262,3 +289,15 @@ def test_without_parallel_llama_server_always_unifies_the_kv_cache(extra: list[s
     assert settings_from_args(extra, 1).kv_unified is None
     planned = stack({"contextSize": 16384, "extraArgs": extra}).plans["s"].chosen.memory.totals()
     assert planned == stack({"contextSize": 16384}).plans["s"].chosen.memory.totals()
+
+
+def test_no_repack_in_extra_args_reaches_the_plan() -> None:
+    # A CPU-only server repacks Q4_K weights (AMX's layout is larger, counted as repack); --no-repack keeps them
+    # in the mapping as they are, and the plan follows the flag the server gets.
+    source = "https://h/Llama-3.2-1B-Q4_K_M.gguf"
+    repacked = stack({"contextSize": 4096}, hardware="cpu-only", source=source).plans["s"].chosen.memory
+    plain = stack({"contextSize": 4096, "extraArgs": ["--no-repack"]}, hardware="cpu-only", source=source)
+    memory = plain.plans["s"].chosen.memory
+    assert repacked.host["repack"] > 0 and repacked.repacked > 0
+    assert memory.host["repack"] == 0 and memory.repacked == 0
+    assert "--no-repack" in plain.services["s"].spec.extra_args

@@ -614,7 +614,7 @@ def test_nothing_changes_for_a_spec_without_the_new_fields() -> None:
 def _raw(services: dict[str, Any], delivery: str = "direct") -> dict[str, Any]:
     return {
         "delivery": delivery,
-        "hardware": "cpu-only",
+        "hardware": {"extends": "cpu-only", "nodes": 3},  # a node per service: each plans about 15 GiB of RAM
         "models": {"m": {**MODEL, "catalog": "Llama-3.2-1B"}},
         "services": {name: {"modelRef": "m", **spec} for name, spec in services.items()},
     }

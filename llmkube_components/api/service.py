@@ -502,6 +502,20 @@ class InferenceServiceSpec(ApiModel):
         description="Keep the routed experts of the first N layers in system RAM (--n-cpu-moe N).",
     )
     no_kv_offload: bool | None = Field(None, description="Keep the KV cache in system RAM (--no-kv-offload).")
+    gpu_layers: Annotated[int, Field(ge=0, le=MAX_LAYERS)] | None = Field(
+        None,
+        json_schema_extra=llmkube_only(),
+        description="llmkube only: layers this service offloads to the GPUs (--n-gpu-layers N, counting the output "
+        "layer as llama.cpp does: the first layers stay on the CPU); wins over the Model's hardware.gpu.layers. "
+        "offload: auto sets it when the model does not fit whole. Delivery operator passes it in extraArgs.",
+    )
+    tensor_split: Annotated[list[Annotated[float, Field(ge=0)]], Field(min_length=1, max_length=8)] | None = Field(
+        None,
+        json_schema_extra=llmkube_only(),
+        description="llmkube only: each GPU's share of the offloaded layers for this service (--tensor-split, e.g. "
+        "[22, 27] layers); wins over the Model's hardware.gpu.sharding.layerSplit. offload: auto sets it to balance "
+        "the GPUs after moving experts to the CPU. Delivery operator passes it in extraArgs.",
+    )
     no_warmup: bool | None = Field(None, description="Skip the warm-up run at start (--no-warmup).")
     tensor_overrides: list[str] | None = Field(
         None, description="Tensor placement rules, each passed as --override-tensor, e.g. 'exps=CPU'."
@@ -648,10 +662,10 @@ class InferenceServiceSpec(ApiModel):
     offload: OffloadMode | None = Field(
         None,
         json_schema_extra=llmkube_only(),
-        description="llmkube only: auto lets the planner pick the fastest placement that fits (GPU layers, "
-        "moeCPULayers, moeCPUOffload, noKvOffload) and the hostMemory request; manual keeps the fields as written "
-        "and checks them. Default: auto unless moeCPUOffload, moeCPULayers, noKvOffload or resources.hostMemory "
-        "is set.",
+        description="llmkube only: auto lets the planner pick the fastest placement that fits (gpuLayers, "
+        "tensorSplit, moeCPULayers, moeCPUOffload, noKvOffload) and the hostMemory request; manual keeps the "
+        "fields as written and checks them. Default: auto unless one of those fields or resources.hostMemory is "
+        "set.",
     )
 
     api_key: ApiKeySpec | None = Field(
@@ -724,7 +738,7 @@ class InferenceServiceSpec(ApiModel):
 
 
 # The placement fields the planner's auto decision owns (beside resources.hostMemory), by attribute name.
-OFFLOAD_FIELDS: Final = ("moe_cpu_offload", "moe_cpu_layers", "no_kv_offload")
+OFFLOAD_FIELDS: Final = ("moe_cpu_offload", "moe_cpu_layers", "no_kv_offload", "gpu_layers", "tensor_split")
 
 
 # Their JSON names, by attribute name.

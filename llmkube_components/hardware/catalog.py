@@ -15,6 +15,8 @@ from ..errors import ConfigError, config_path
 from .profile import HardwareProfile
 
 PROFILE_DIR = "profiles"
+# Overrides that say how many machines there are, not what a machine is: alone, they keep the base's name.
+POOL_ONLY_FIELDS = frozenset({"nodes"})
 
 
 @functools.cache
@@ -50,11 +52,17 @@ def resolve_profile(selection: str | Mapping[str, Any] | HardwareProfile, path: 
         # Only what the base file states is merged onto; derived defaults (image, productLabel, resource
         # name) are derived again from the merged result, so overriding gpu.vendor or gpu.product carries.
         # A composed profile is not the built-in any more: it gets its own name, and its description says
-        # what changed, unless the overrides give them.
-        own = {
-            "name": f"{base.name}+custom",
-            "description": f"{base.description} Overridden: {', '.join(sorted(data))}.".strip(),
-        }
+        # what changed, unless the overrides give them. The count of nodes is no change to the machine: with
+        # nodes alone it keeps the built-in's name, the pool the built-in's other users share (planner/pool.py).
+        changed = sorted(data)
+        own = (
+            {
+                "name": f"{base.name}+custom",
+                "description": f"{base.description} Overridden: {', '.join(changed)}.".strip(),
+            }
+            if set(changed) - POOL_ONLY_FIELDS
+            else {}
+        )
         base_data = base.model_dump(by_alias=True, exclude_unset=True, mode="json")
         if "gpu" in data and data["gpu"] is None:
             # Removing the GPUs removes what only GPUs need: their image, node selector and tolerations,

@@ -85,6 +85,17 @@ def gpu_product_label(product: str) -> str:
 
 GPU_PRODUCT_LABEL = "nvidia.com/gpu.product"  # the node label NVIDIA GPU feature discovery sets
 
+# Defaults of the speed figures a profile may leave out (each profile of the catalog gives its own).
+# PCIe 4.0 x16: 16 GT/s x 16 lanes x 128/130 encoding / 8 bits = 31.5 GB/s per direction (PCI-SIG).
+DEFAULT_LINK_BANDWIDTH = 31.5e9
+# FP16 dense tensor FLOPS per byte/s of memory bandwidth: RTX 4090 165T / 1008G = 164, RTX 5060 Ti 94.9T / 448G
+# = 212, H100 SXM 989T / 3.35T = 295 (NVIDIA spec sheets); the low end, so a profile without the figure does not
+# promise more prompt speed than it has.
+FLOPS_PER_BYTE = 160.0
+# Peak FLOPS of one CPU core: 2 FMA units x 8 fp32 lanes (AVX2) x 2 flops x 3.5 GHz, a desktop core of the
+# Zen 4 / Raptor Lake class.
+DEFAULT_CORE_FLOPS = 112e9
+
 
 class GpuHardware(ApiModel):
     """The GPUs of a node: all of one product."""
@@ -107,6 +118,18 @@ class GpuHardware(ApiModel):
     memory_bandwidth: PositiveQuantity = Field(
         ..., description="Memory bandwidth of one GPU in bytes per second, e.g. 448G."
     )
+    compute: PositiveQuantity | None = Field(
+        None,
+        description="Dense FP16 tensor-core throughput of one GPU in FLOPS, without sparsity, from the spec sheet, "
+        f"e.g. 165T (RTX 4090); prompt processing is bound by it. Default: memoryBandwidth x {FLOPS_PER_BYTE:g}, "
+        "a rough ratio of recent GPUs, and the plan says so.",
+    )
+    host_link_bandwidth: PositiveQuantity | None = Field(
+        None,
+        description="Bandwidth of one GPU's link to the host in bytes per second, one direction (PCIe 4.0 x16: "
+        "31.5G, PCIe 5.0 x8: 31.5G, PCIe 5.0 x16: 63G); weights kept in RAM cross it during prompt processing. "
+        f"Default {DEFAULT_LINK_BANDWIDTH / 1e9:g}G (PCIe 4.0 x16).",
+    )
     resource_name: str | None = Field(
         None,
         pattern=RESOURCE_NAME_PATTERN,
@@ -114,6 +137,17 @@ class GpuHardware(ApiModel):
         + ", ".join(f"{vendor} {d.resource_name}" for vendor, d in VENDOR_DEFAULTS.items())
         + ".",
     )
+
+    @property
+    def flops(self) -> float:
+        """FP16 tensor FLOPS of one GPU: the profile's, else the bandwidth-ratio default."""
+        if self.compute is not None:
+            return float(parse_quantity(self.compute))
+        return float(parse_quantity(self.memory_bandwidth)) * FLOPS_PER_BYTE
+
+    @property
+    def link_bandwidth(self) -> float:
+        return float(parse_quantity(self.host_link_bandwidth)) if self.host_link_bandwidth else DEFAULT_LINK_BANDWIDTH
 
 
 class Reserved(ApiModel):
@@ -144,6 +178,23 @@ class HardwareProfile(ApiModel):
         ..., description="System RAM bandwidth in bytes per second, e.g. 89.6G for DDR5-5600 dual channel."
     )
     cpu_cores: int = Field(..., ge=1, description="Physical CPU cores of the node.")
+    host_compute: PositiveQuantity | None = Field(
+        None,
+        description="Peak FLOPS of the CPU cores llama-server uses (cores x FMA units x SIMD lanes x 2 x clock), "
+        f"e.g. 1.8T; decode of weights kept in RAM on few cores is bound by it. Default: cpuCores x "
+        f"{DEFAULT_CORE_FLOPS / 1e9:g}G (AVX2 at 3.5 GHz).",
+    )
+    # Not a fact of the machine but of the cluster: extends with nodes alone keeps the base's name (catalog.py),
+    # so that services naming the built-in and a stack counting its nodes are one pool.
+    nodes: int = Field(
+        1,
+        ge=1,
+        description="Nodes of this hardware in the cluster (default 1). At preview the replicas of every service "
+        "on a profile of this name are placed onto them: whole GPUs and RAM per node, GPU shares packed onto GPUs by "
+        "their planned memory; what does not fit is an error, autoscaling's maxReplicas beyond it a warning. "
+        "Services whose hardwareProfile names the same profile as llmkube:hardware share its nodes; extends with "
+        "only nodes keeps the base's name.",
+    )
     reserved: Reserved = Field(default_factory=Reserved, description="Memory kept back from the server.")
     node_selector: dict[str, str] = Field(
         default_factory=dict, description="Node labels that pick this hardware, e.g. nvidia.com/gpu.product."
@@ -233,6 +284,13 @@ class HardwareProfile(ApiModel):
         if self.gpu is None:
             return 0
         return int(parse_quantity(self.gpu.memory) - parse_quantity(self.reserved.gpu_memory))
+
+    @property
+    def host_flops(self) -> float:
+        """Peak FLOPS of the server's CPU cores: hostCompute, else cpuCores x DEFAULT_CORE_FLOPS."""
+        if self.host_compute is not None:
+            return float(parse_quantity(self.host_compute))
+        return self.cpu_cores * DEFAULT_CORE_FLOPS
 
     @property
     def usable_host_memory(self) -> int:

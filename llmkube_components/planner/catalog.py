@@ -84,6 +84,8 @@ class ModelConfig(BaseModel):
     linear_value_head_dim: int | None = Field(default=None, gt=0)
     linear_num_key_heads: int | None = Field(default=None, gt=0)
     linear_num_value_heads: int | None = Field(default=None, gt=0)
+    # Multi-token-prediction blocks (Qwen3.5/3.6: the checkpoint's mtp.* tensors), which llama.cpp's converter
+    # appends as the last blocks (see _mtp_layers).
     mtp_num_hidden_layers: int | None = Field(default=None, ge=0)
 
     @property
@@ -97,6 +99,11 @@ class ModelConfig(BaseModel):
     @property
     def head_size(self) -> int:
         return self.head_dim or self.hidden_size // self.num_attention_heads
+
+    @property
+    def block_count(self) -> int:
+        """Blocks in the GGUF: the layers, then the multi-token-prediction blocks (llama.cpp's n_layer_all)."""
+        return self.num_hidden_layers + (self.mtp_num_hidden_layers or 0)
 
 
 class PublishedParameters(BaseModel):
@@ -140,6 +147,11 @@ class CatalogEntry(BaseModel):
         if self.architecture in ("qwen35", "qwen35moe") and heads[0] != heads[1]:
             # llama.cpp sizes both kinds of Gated DeltaNet heads with ssm.state_size (the key head size).
             raise ValueError("llama.cpp's qwen35 needs linear_key_head_dim == linear_value_head_dim")
+        if self.config.mtp_num_hidden_layers and self.architecture not in ("qwen35", "qwen35moe"):
+            raise ValueError(
+                "the catalog writes multi-token-prediction blocks for qwen35 and qwen35moe only, "
+                f"not {self.architecture}"
+            )
         if _canonical_scheme(self.default_quantization) is None:
             raise ValueError(f"default quantization {self.default_quantization!r} is not a known scheme")
         if self.native_expert_type is not None:
@@ -417,7 +429,8 @@ def _tensor_type(scheme: QuantScheme, t: _Tensor, entry: CatalogEntry, tied: boo
         return scheme.experts
     chosen = scheme.base
     if t.layer is not None:
-        place = _TensorPlace(t.layer, cfg.num_hidden_layers, cfg.num_attention_heads // cfg.num_key_value_heads)
+        # llama-quant.cpp counts every block, MTP ones included (n_ffn_down = n_layer_all; n_attention_wv).
+        place = _TensorPlace(t.layer, cfg.block_count, cfg.num_attention_heads // cfg.num_key_value_heads)
         role = _role(t.name)
         for rule in scheme.rules:
             if rule.role == role and rule.when(place):
@@ -532,23 +545,59 @@ def _qwen35_mixer(cfg: ModelConfig, i: int) -> Iterator[_Tensor]:
     yield _weight(f"blk.{i}.ssm_out.weight", value_dim, e, layer=i)
 
 
+def _mtp_layers(cfg: ModelConfig) -> range:
+    """The multi-token-prediction blocks: after the layers, as llama.cpp's converter numbers them.
+
+    conversion/qwen.py (_QwenMtpMixin, the default unless --no-mtp): block_count grows by
+    ``mtp_num_hidden_layers``, ``nextn_predict_layers`` is written, ``mtp.layers.<j>.*`` become
+    ``blk.<num_hidden_layers + j>.*`` and ``mtp.fc``, ``mtp.pre_fc_norm_embedding``, ``mtp.pre_fc_norm_hidden``
+    and ``mtp.norm`` become that block's ``nextn.eh_proj``, ``enorm``, ``hnorm`` and ``shared_head_norm``.
+    """
+    return range(cfg.num_hidden_layers, cfg.block_count)
+
+
+def _mtp_block(cfg: ModelConfig, i: int, ffn: Callable[[ModelConfig, int], Iterator[_Tensor]]) -> Iterator[_Tensor]:
+    """One MTP block (src/models/qwen35.cpp, qwen35moe.cpp: load_block_mtp): a gated-attention layer with the
+    model's feed-forward, plus the nextn projection and norms (nextn.embed_tokens and shared_head_head are
+    optional there, and Qwen's checkpoints share the main ones)."""
+    e = cfg.hidden_size
+    yield _f32(f"blk.{i}.attn_norm.weight", e, layer=i)
+    yield _f32(f"blk.{i}.post_attention_norm.weight", e, layer=i)
+    yield from _gqa_attention(cfg, i, q_rows=2 * cfg.num_attention_heads * cfg.head_size)
+    yield _f32(f"blk.{i}.attn_q_norm.weight", cfg.head_size, layer=i)
+    yield _f32(f"blk.{i}.attn_k_norm.weight", cfg.head_size, layer=i)
+    yield from ffn(cfg, i)
+    yield _weight(f"blk.{i}.nextn.eh_proj.weight", 2 * e, e, layer=i)
+    yield _f32(f"blk.{i}.nextn.enorm.weight", e, layer=i)
+    yield _f32(f"blk.{i}.nextn.hnorm.weight", e, layer=i)
+    yield _f32(f"blk.{i}.nextn.shared_head_norm.weight", e, layer=i)
+
+
 def _qwen35(cfg: ModelConfig) -> Iterator[_Tensor]:
     yield from _embeddings(cfg)
     for i in range(cfg.num_hidden_layers):
         yield from _qwen35_mixer(cfg, i)
         yield from _dense_ffn(cfg, i)
+    for i in _mtp_layers(cfg):
+        yield from _mtp_block(cfg, i, _dense_ffn)
+
+
+def _qwen35moe_ffn(cfg: ModelConfig, i: int) -> Iterator[_Tensor]:
+    e, s = cfg.hidden_size, cfg.shared_expert_intermediate_size or 0
+    yield from _routed_experts(cfg, i)
+    yield _f32(f"blk.{i}.ffn_gate_inp_shexp.weight", e, layer=i)
+    yield _weight(f"blk.{i}.ffn_gate_shexp.weight", e, s, layer=i)
+    yield _weight(f"blk.{i}.ffn_up_shexp.weight", e, s, layer=i)
+    yield _weight(f"blk.{i}.ffn_down_shexp.weight", s, e, layer=i)
 
 
 def _qwen35moe(cfg: ModelConfig) -> Iterator[_Tensor]:
-    e, s = cfg.hidden_size, cfg.shared_expert_intermediate_size or 0
     yield from _embeddings(cfg)
     for i in range(cfg.num_hidden_layers):
         yield from _qwen35_mixer(cfg, i)
-        yield from _routed_experts(cfg, i)
-        yield _f32(f"blk.{i}.ffn_gate_inp_shexp.weight", e, layer=i)
-        yield _weight(f"blk.{i}.ffn_gate_shexp.weight", e, s, layer=i)
-        yield _weight(f"blk.{i}.ffn_up_shexp.weight", e, s, layer=i)
-        yield _weight(f"blk.{i}.ffn_down_shexp.weight", s, e, layer=i)
+        yield from _qwen35moe_ffn(cfg, i)
+    for i in _mtp_layers(cfg):
+        yield from _mtp_block(cfg, i, _qwen35moe_ffn)
 
 
 def _gpt_oss(cfg: ModelConfig) -> Iterator[_Tensor]:
@@ -600,6 +649,9 @@ def _arch_fields(arch: str, cfg: ModelConfig) -> dict[str, Any]:
         fields["vocab_size"] = cfg.vocab_size
         fields["rope.dimension_count"] = cfg.head_size
     if arch in ("qwen35", "qwen35moe"):
+        if cfg.mtp_num_hidden_layers:
+            fields["block_count"] = cfg.block_count
+            fields["nextn_predict_layers"] = cfg.mtp_num_hidden_layers
         head = cfg.linear_key_head_dim or 0
         fields["ssm.conv_kernel"] = cfg.linear_conv_kernel_dim
         fields["ssm.state_size"] = head
@@ -646,7 +698,11 @@ def catalog_metadata(name: str, quantization: str | None = None) -> GGUFMetadata
 
     Raises CatalogError for a name or label the catalog does not know, listing the known ones.
     """
-    entry = _entry(name)
+    return entry_metadata(_entry(name), quantization)
+
+
+def entry_metadata(entry: CatalogEntry, quantization: str | None = None) -> GGUFMetadata:
+    """The GGUF metadata of ``entry`` (a catalog file's, or one built in a test) at ``quantization``."""
     label = quantization or entry.default_quantization
     scheme = quantization_scheme(label)
     cfg = entry.config

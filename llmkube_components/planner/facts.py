@@ -28,7 +28,15 @@ comes from; the tree is the one vendored in llama-cpp-python 0.3.36 (``vendor/ll
 - Multi-token-prediction layers (``nextn_predict_layers``, the last blocks of the file) count in
   ``block_count`` and in layer placement, but llama-server loads their weights only for MTP speculative
   decoding (``TENSOR_SKIP`` in ``load_arch_tensors`` unless ``load_mtp``) and never gives them KV cache in the
-  main context: they are class ``mtp`` here.
+  main context: they are class ``mtp`` here. A skipped tensor is in no buffer, host or GPU: the loader's
+  ``create_tensor`` returns none for it ("model has unused tensor ... -- ignoring"), so at most the mapping's
+  prefetch reads its file pages into the page cache, which nothing touches afterwards.
+- Multi-head latent attention (``llama_hparams::is_mla``: ``attention.key_length_mla`` and
+  ``value_length_mla`` both set, read by ``load_arch_hparams`` in ``src/models/deepseek2.cpp``): the cache's
+  head sizes are ``attention.key_length`` (``kv_lora_rank`` + rope dimensions) and ``value_length``
+  (``kv_lora_rank``) with ``head_count_kv`` 1, and there is no V tensor (``is_mla``; see ``memory``). An older
+  GGUF without the ``_mla`` keys is plain multi-head attention (``attn_kv_b``), sized as such. DeepSeek sparse
+  attention (``deepseek32``, ``glm-dsa``) adds an indexer cache the planner does not model: refused.
 """
 
 from __future__ import annotations
@@ -121,6 +129,11 @@ UNMODELLED_STATE: Final = frozenset(
         "minimax-01",
     }
 )
+
+# Multi-head latent attention with DeepSeek sparse attention (src/llama-model.cpp create_memory:
+# llama_kv_cache_dsa): beside the MLA cache, an indexer key cache (attention.indexer.key_length per token and
+# layer, in the K cache type, in every layer or per attention.indexer.types) the planner does not model yet.
+UNMODELLED_CACHES: Final = frozenset({"deepseek32", "glm-dsa"})
 
 
 @dataclass(frozen=True)
@@ -383,6 +396,11 @@ class _Reader:
     def facts(self) -> ModelFacts:
         if not self.arch:
             raise self.fail("general.architecture is missing; the planner cannot tell what model this is")
+        if self.arch in UNMODELLED_CACHES:
+            raise self.fail(
+                f"architecture {self.arch} keeps a sparse-attention indexer cache beside its latent (MLA) KV cache, "
+                "which the planner does not model yet (DeepSeek2/3-style MLA models, arch deepseek2, are supported)"
+            )
         if self.arch in UNMODELLED_STATE:
             raise self.fail(
                 f"architecture {self.arch} keeps recurrent state the planner does not model yet "

@@ -24,6 +24,39 @@ Placement of weights
   buffer cannot run) are divided across all GPUs by the split shares (``make_gpu_buft_list``); an estimate,
   as ggml-cuda rounds each GPU's rows.
 
+Repacked host weights (``--repack``, on by default; ``--no-repack``: ``common_params::no_extra_bufts``)
+- Which buffer a host-resident weight gets (``make_cpu_buft_list`` in ``src/llama-model.cpp``): the CPU list is
+  accelerators, then the first GPU's host buffer type (``CUDA_Host``, unless ``--no-host``), then the CPU's
+  "extra" buffer types (``ggml_backend_cpu_get_extra_buffer_types`` in ``ggml/src/ggml-cpu/ggml-cpu.cpp``: AMX,
+  then CPU_REPACK), then plain CPU; ``select_weight_buft`` (``src/llama-model-loader.cpp``) takes the first
+  whose device supports the weight's operation. With GPUs the host buffer type always wins, and with mmap
+  ``create_tensor`` turns it back into plain (mapped) CPU ("avoid using a host buffer when using mmap"), so a
+  server with GPUs repacks nothing, ``--cpu-moe`` experts included. Without GPUs a weight goes to an extra
+  buffer when its operation and type qualify:
+  - CPU_REPACK (``ggml/src/ggml-cpu/repack.cpp``, ``extra_buffer_type::supports_op`` and
+    ``ggml_repack_get_optimal_repack_type``): 2-D weights of matrix products (``GGML_OP_MUL_MAT``) and 3-D
+    routed experts (``GGML_OP_MUL_MAT_ID``), not token_embd (``GGML_OP_GET_ROWS``), norms or biases. x86-64
+    repacks Q4_0, Q4_K, IQ4_NL and MXFP4 (AVX2) and Q2_K (AVX-512) with ``ne[1] % 8 == 0``; ARM64 (NEON dot
+    product / int8 matmul) also Q5_K, Q6_K and Q8_0, Q4_0/IQ4_NL/MXFP4/Q8_0 with ``ne[1] % 4 == 0``. Same size as
+    the tensor (``get_alloc_size`` unset: ``ggml_nbytes``).
+  - AMX (``ggml/src/ggml-cpu/amx/amx.cpp``; the CPU image's Sapphire Rapids variant, ``GGML_CPU_ALL_VARIANTS``):
+    2-D matrix products only, ``ne[1] % 32 == 0``, ``ne[0]`` a multiple of 32 (Q4_0, Q4_1, Q8_0), 256 (Q4_K,
+    Q5_K, Q6_K, IQ4_XS) or 16 (F16); its layout (``ggml_backend_amx_get_alloc_size``, ``get_row_size`` in
+    ``amx/mmq.cpp``) adds 4 bytes per block to Q8_0, Q4_K and Q5_K and 2 to IQ4_XS.
+  The node's CPU is not known when planning, so the plan takes the union: a weight is repacked if some CPU
+  the image runs on repacks it, in AMX's layout where AMX takes it (it comes first). Cloud CPU nodes are often
+  Sapphire Rapids or later (AMX); on other CPUs the AMX overhead below is room to spare.
+- The repacked copy is anonymous memory, read out of the mapping at load (``load_all_data``:
+  ``ggml_backend_tensor_set`` -> ``repack``). After that nothing touches the mapped pages it came from (measured:
+  after a completion, 0.1 of 31.5 MiB of the mapping is referenced, against all of it with ``--no-repack``),
+  so they are clean, cold page cache that the kernel reclaims under the pod's memory limit before any OOM
+  kill: the plan counts a repacked weight once, in its class (``MemoryPlan.repacked`` says how much of it is
+  repacked). What does come on top: AMX's layout overhead (category ``repack``), and with tied embeddings the
+  output matrix, which ``create_tensor`` creates again when its buffer type differs from token_embd's
+  (``TENSOR_DUPLICATED``): token_embd stays mapped for its row lookups and the output copy is repacked
+  (category ``output``, measured: CPU_REPACK holds it). With ``--mlock`` the mapped range would stay locked,
+  so repacked weights would count twice; the flag table renders no ``--mlock``.
+
 KV cache and recurrent state
 - Context (``llama_context`` constructor in ``src/llama-context.cpp``): ``n_ctx`` (``--ctx-size``, 0 = the
   trained context) is padded up to a multiple of 256. A unified cache (llama-server's default when
@@ -40,6 +73,16 @@ KV cache and recurrent state
   layer, on the layer's device (CPU with ``--no-kv-offload``).
 - A quantized K or V cache needs flash attention, and its block size must divide every layer's head size
   (``llama_init_from_model`` in ``src/llama-context.cpp``): the plan refuses what llama-server refuses.
+- Multi-head latent attention (DeepSeek2/3, Kimi K2, GLM-4.7-Flash: ``attention.key_length_mla`` and
+  ``value_length_mla`` set; ``llama_hparams::is_mla``): the cache keeps the compressed latent only. K rows are
+  ``attention.key_length`` (``kv_lora_rank`` + the rope part, 576 for DeepSeek V3) x ``head_count_kv`` (1)
+  values, and there is no V tensor (``has_v = !is_mla`` in the ``llama_kv_cache`` constructor): V is a view
+  of K's first ``value_length`` (``kv_lora_rank``) values (``build_attn`` with ``llm_graph_input_attn_k`` in
+  ``src/llama-graph.cpp``), with or without flash attention. So llama-server refuses a V cache type other
+  than K's (``llama_init_from_model``: "model does not support different K and V cache types"), and the
+  block-size rule applies to ``key_length`` and ``value_length``; a quantized type still needs flash
+  attention (the V type is the K type). The plan checks all three, in the main context and in a draft or MTP
+  context (whose types are ``--spec-draft-type-k/v``).
 
 Speculative decoding (``common/speculative.cpp``, ``common_base_params_to_speculative`` and
 ``common_speculative_init_result``; ``llama_model::create_memory`` in ``src/llama-model.cpp``)
@@ -137,6 +180,7 @@ __all__ = [
     "MMPROJ",
     "PROMPT_CACHE",
     "RECURRENT_STATE",
+    "REPACK",
     "RUNTIME",
     "SKIPPED",
     "SPLIT",
@@ -179,11 +223,16 @@ DRAFT_KV: Final = "draft_kv"  # the KV cache (and any recurrent state) of the dr
 # A multimodal projector's weights (--mmproj). Not a weight category: those are the language models', which
 # the accuracy checks compare with llama.cpp's model buffers and decode reads per token.
 MMPROJ: Final = "mmproj"
+# What repacked host weights need beyond their own bytes: AMX's layout overhead (see the module docstring).
+REPACK: Final = "repack"
 # The main model's weights by class (mtp: its multi-token-prediction layers, loaded for draft-mtp only), then a
-# draft model's.
-WEIGHT_CATEGORIES: Final = (*(c.value for c in TensorClass), DRAFT)
+# draft model's, then the repacking overhead of either.
+WEIGHT_CATEGORIES: Final = (*(c.value for c in TensorClass), DRAFT, REPACK)
 CATEGORIES: Final = (*WEIGHT_CATEGORIES, MMPROJ, KV_K, KV_V, RECURRENT_STATE, DRAFT_KV, COMPUTE, RUNTIME, PROMPT_CACHE)
 MTP_TYPE: Final = "draft-mtp"  # --spec-type of the multi-token-prediction draft
+# The flags of a context's K and V cache types: the main context's, and a draft or MTP context's.
+CACHE_FLAGS: Final = ("--cache-type-k", "--cache-type-v")
+DRAFT_CACHE_FLAGS: Final = ("--spec-draft-type-k", "--spec-draft-type-v")
 # common/common.h need_n_rs_seq: with these types the main context keeps --spec-draft-n-max extra snapshots of
 # every sequence's recurrent state, for rolling back rejected drafts (llama-memory-recurrent.cpp: rows x (1 + n)).
 ROLLBACK_TYPES: Final = frozenset({"draft-mtp", "draft-eagle3", "draft-dflash", "draft-dspark"})
@@ -200,6 +249,32 @@ _MATRIX_CLASSES: Final = frozenset(
         TensorClass.OUTPUT,
     }
 )
+# Host weights in the CPU's extra buffer types (module docstring, "Repacked host weights"). CPU_REPACK
+# (ggml-cpu/repack.cpp ggml_repack_get_optimal_repack_type): type -> the row count (ne[1]) its interleaved layout
+# needs a multiple of, the smallest over x86-64 (AVX2, AVX-512 for Q2_K) and ARM64 (NEON dot product / int8 matmul).
+CPU_REPACK_ROWS: Final[Mapping[str, int]] = {
+    "Q4_0": 4,
+    "Q4_K": 8,
+    "Q5_K": 8,
+    "Q6_K": 8,
+    "Q2_K": 8,
+    "IQ4_NL": 4,
+    "MXFP4": 4,
+    "Q8_0": 4,
+}
+# AMX (ggml-cpu/amx/amx.cpp supports_op, amx/mmq.cpp get_row_size): type -> (the multiple ne[0] must be, bytes
+# its layout adds per block); 2-D matrix products with ne[1] a multiple of AMX_ROWS (TILE_N * 2) only.
+AMX_LAYOUT: Final[Mapping[str, tuple[int, int]]] = {
+    "Q4_0": (32, 0),
+    "Q4_1": (32, 0),
+    "Q8_0": (32, 4),
+    "Q4_K": (256, 4),
+    "Q5_K": (256, 4),
+    "Q6_K": (256, 0),
+    "IQ4_XS": (256, 2),
+    "F16": (16, 0),
+}
+AMX_ROWS: Final = 32
 # --override-tensor buffer names: CPU, or a GPU backend's device name with its index (CUDA0, ROCm1, Vulkan0).
 _GPU_BUFFER: Final = re.compile(r"^(CUDA|ROCm|Vulkan|SYCL|MUSA|CANN)(\d+)$")
 # common/common.h LLM_FFN_EXPS_REGEX and llm_ffn_block_regex.
@@ -413,6 +488,9 @@ class MemoryPlan:
     n_seq: int
     ubatch: int
     skipped: int = 0  # bytes of tensors llama-server does not load (multi-token-prediction layers)
+    # Bytes of host weights held in the CPU's extra buffer types (CPU_REPACK, AMX): counted once, in their classes
+    # (see the module docstring); what their copies need beyond that is category repack.
+    repacked: int = 0
     # Where each tensor went: a device, "split" (--split-mode row) or "skipped" (not loaded).
     tensor_devices: Mapping[str, str] = field(default_factory=dict)
     notes: tuple[str, ...] = field(default=())
@@ -515,6 +593,7 @@ def plan_memory(
     draft_cache_type_v: str = DEFAULTS["--spec-draft-type-v"],
     mmproj: ProjectorFacts | None = None,
     mmproj_offload: bool = True,
+    repack: bool = True,
 ) -> MemoryPlan:
     """Bytes per device and category for ``facts`` served with ``placement`` (see the module docstring).
 
@@ -526,14 +605,15 @@ def plan_memory(
     ``spec_n_max`` is ``--spec-draft-n-max``,
     ``draft`` the draft model of ``-md``, ``draft_cache_type_k/v`` the MTP context's cache types (see the
     module docstring: speculative decoding). ``mmproj`` is the multimodal projector of ``--mmproj``,
-    ``mmproj_offload`` false for ``--no-mmproj-offload``.
+    ``mmproj_offload`` false for ``--no-mmproj-offload``. ``repack`` false for ``--no-repack`` (module docstring:
+    repacked host weights).
     """
     plan = _plan_models(
         facts, placement, tensors=tensors, context_size=context_size, parallel=parallel, kv_unified=kv_unified,
         cache_type_k=cache_type_k, cache_type_v=cache_type_v, batch=batch, ubatch=ubatch, flash_attn=flash_attn,
         cache_ram_mib=cache_ram_mib, gpu_runtime_overhead=gpu_runtime_overhead, spec_types=spec_types,
         spec_n_max=spec_n_max, draft=draft, draft_cache_type_k=draft_cache_type_k,
-        draft_cache_type_v=draft_cache_type_v,
+        draft_cache_type_v=draft_cache_type_v, repack=repack,
     )  # fmt: skip
     return (
         plan if mmproj is None else _with_projector(plan, mmproj, offload=mmproj_offload and bool(placement.gpu_count))
@@ -575,13 +655,14 @@ def _plan_models(
     draft: DraftModel | None,
     draft_cache_type_k: str,
     draft_cache_type_v: str,
+    repack: bool,
 ) -> MemoryPlan:
     """The language models' part of ``plan_memory``: the main context, and a draft or MTP context."""
     plan = _plan_context(
         facts, placement, tensors=tensors, context_size=context_size, parallel=parallel, kv_unified=kv_unified,
         cache_type_k=cache_type_k, cache_type_v=cache_type_v, batch=batch, ubatch=ubatch, flash_attn=flash_attn,
         cache_ram_mib=cache_ram_mib, gpu_runtime_overhead=gpu_runtime_overhead, load_mtp=MTP_TYPE in spec_types,
-        rollback_states=spec_n_max if ROLLBACK_TYPES.intersection(spec_types) else 0,
+        rollback_states=spec_n_max if ROLLBACK_TYPES.intersection(spec_types) else 0, repack=repack,
     )  # fmt: skip
     if draft is None and MTP_TYPE not in spec_types:
         return plan
@@ -589,7 +670,8 @@ def _plan_models(
     side_context = functools.partial(
         _plan_context, context_size=plan.context_size, parallel=parallel, kv_unified=kv_unified, batch=batch,
         ubatch=ubatch, flash_attn=flash_attn, cache_ram_mib=0, gpu_runtime_overhead=0,
-        load_mtp=MTP_TYPE in spec_types, mtp_context=MTP_TYPE in spec_types, host_overhead=0,
+        load_mtp=MTP_TYPE in spec_types, mtp_context=MTP_TYPE in spec_types, host_overhead=0, repack=repack,
+        cache_flags=DRAFT_CACHE_FLAGS,
     )  # fmt: skip
     if draft is not None:
         # common_base_params_to_speculative: the main model's split, the draft's own layer count, no overrides.
@@ -627,7 +709,8 @@ def _with_side_context(plan: MemoryPlan, side: MemoryPlan, *, weights: bool, wha
         merged.append(DeviceMemory(device.name, b))
     draft_kv = sum(d.bytes[KV_K] + d.bytes[KV_V] + d.bytes[RECURRENT_STATE] for d in side.devices)
     note = f"{what}: KV cache {format_bytes(draft_kv)} ({side.kv_cells} cells x {side.kv_streams} streams)"
-    return dataclasses.replace(plan, devices=tuple(merged), notes=(*plan.notes, note))
+    repacked = plan.repacked + (side.repacked if weights else 0)
+    return dataclasses.replace(plan, devices=tuple(merged), repacked=repacked, notes=(*plan.notes, note))
 
 
 def _plan_context(
@@ -649,9 +732,11 @@ def _plan_context(
     mtp_context: bool = False,
     host_overhead: int = HOST_RUNTIME_OVERHEAD,
     rollback_states: int = 0,
+    repack: bool = True,
+    cache_flags: tuple[str, str] = CACHE_FLAGS,
 ) -> MemoryPlan:
     """One model and one llama context: the main one, or (``mtp_context``) an MTP context, whose KV cache holds
-    the multi-token-prediction layers only."""
+    the multi-token-prediction layers only. ``cache_flags`` name the flags of ``cache_type_k/v`` in messages."""
     placement.validate()
     tensors = facts.tensors if tensors is None else tuple(tensors)
     if context_size < 0 or batch < 1 or ubatch < 1:
@@ -661,6 +746,8 @@ def _plan_context(
     if cache_ram_mib < 0:
         raise PlacementError(f"--cache-ram {cache_ram_mib}: the plan needs a limit (0 disables the prompt cache)")
     type_k, type_v = _cache_type(cache_type_k, "K"), _cache_type(cache_type_v, "V")
+    if facts.is_mla:
+        _check_mla_cache_types(facts, type_k, type_v, cache_flags)
     if not flash_attn and type_v.block_size > 1:
         raise PlacementError(f"quantized V cache ({cache_type_v}) requires flash attention")
     if flash_attn:
@@ -694,6 +781,9 @@ def _plan_context(
 
     # --- weights ------------------------------------------------------------------------------------------
     rules = placement.rules()
+    # make_cpu_buft_list: with GPUs their host buffer type comes before the CPU's extra ones (no repacking).
+    repacking = repack and placement.gpu_count == 0
+    repacked = 0
     skipped = 0
     host_matrix_by_layer: dict[int, int] = {}
     tensor_devices: dict[str, str] = {}
@@ -727,16 +817,34 @@ def _plan_context(
         else:
             ledger.add(device, cls.value, t.nbytes)
             tensor_devices[t.name] = device
+        if repacking and device == HOST and (held := _extra_buffer_bytes(t, cls)) is not None:
+            repacked += t.nbytes
+            ledger.add(HOST, REPACK, held - t.nbytes)
         if device == HOST and cls in _MATRIX_CLASSES and layer is not None and len(t.shape) >= 2:
             host_matrix_by_layer[layer] = host_matrix_by_layer.get(layer, 0) + t.nbytes
         if cls is TensorClass.TOKEN_EMBD and t.name == "token_embd.weight" and facts.tied_embeddings:
             output_copy = _override(rules, t.name) or output_device
+            # TENSOR_DUPLICATED: a second tensor when the output matrix's buffer type differs from token_embd's,
+            # on another device or (a matrix product, not a row lookup) in an extra buffer of the CPU.
+            held = _extra_buffer_bytes(t, TensorClass.OUTPUT) if repacking and output_copy == HOST else None
             if output_copy != device:
                 ledger.add(output_copy, TensorClass.OUTPUT.value, t.nbytes)
+            elif held is not None:
+                ledger.add(HOST, TensorClass.OUTPUT.value, t.nbytes)
+                ledger.add(HOST, REPACK, held - t.nbytes)
+                repacked += t.nbytes
     if skipped:
         notes.append(
             f"{format_bytes(skipped)} of multi-token-prediction layers are not loaded (llama-server loads them "
             "only for MTP speculative decoding)"
+        )
+    if repacked:
+        overhead = ledger.bytes[HOST][REPACK]
+        notes.append(
+            f"{format_bytes(repacked)} of host weights are repacked for the CPU's matrix kernels (CPU_REPACK/AMX, "
+            "anonymous memory): counted once, as the mapped file pages they are read from go unused and the kernel "
+            "reclaims them"
+            + (f"; AMX's layout needs {format_bytes(overhead)} more (category repack)" if overhead else "")
         )
 
     # --- KV cache and recurrent state ---------------------------------------------------------------------
@@ -783,9 +891,10 @@ def _plan_context(
         and not rules
     )
     if pipeline_parallel:
+        _pipeline_copies(ledger, facts, devices, kv_layers, kv_cells, swa_cells, n_ubatch, flash_attn)
         notes.append(
             "pipeline parallelism is on (several GPUs, every layer offloaded, no overrides): llama.cpp keeps "
-            f"{SCHED_MAX_COPIES} copies of graph inputs, so GPU compute buffers run larger than estimated"
+            f"{SCHED_MAX_COPIES} copies of each split's graph inputs, counted in every device's compute buffer"
         )
 
     # --- runtime and prompt cache -------------------------------------------------------------------------
@@ -805,6 +914,7 @@ def _plan_context(
         n_seq=n_seq,
         ubatch=n_ubatch,
         skipped=skipped,
+        repacked=repacked,
         tensor_devices=tensor_devices,
         notes=tuple(notes),
     )
@@ -815,6 +925,40 @@ def _cache_type(name: str, which: str) -> GgmlType:
         return ggml_type(name)
     except ValueError:
         raise PlacementError(f"{which} cache type {name!r} is not a ggml type the planner knows") from None
+
+
+def _extra_buffer_bytes(t: TensorInfo, cls: TensorClass) -> int | None:
+    """Bytes a host weight takes in the CPU's AMX or CPU_REPACK buffer, None when no CPU puts it in one.
+
+    The union over the CPUs the server image runs on (module docstring, "Repacked host weights"): AMX where it
+    takes the weight (it comes first, in its own layout), else CPU_REPACK at the tensor's own size.
+    """
+    if cls not in _MATRIX_CLASSES and cls is not TensorClass.MTP:
+        return None
+    if not t.name.endswith(".weight"):
+        return None  # biases: GGML_OP_ADD
+    shape = t.shape
+    if len(shape) == 2:  # GGML_OP_MUL_MAT
+        layout = AMX_LAYOUT.get(t.type)
+        if layout is not None and shape[1] % AMX_ROWS == 0 and shape[0] % layout[0] == 0:
+            block = ggml_type(t.type)
+            return shape[1] * (shape[0] // block.block_size) * (block.type_size + layout[1])
+    elif len(shape) != 3 or cls not in (TensorClass.ROUTED_EXPERT, TensorClass.MTP) or "_exps" not in t.name:
+        return None  # 3-D: only routed experts (GGML_OP_MUL_MAT_ID) go to CPU_REPACK
+    rows = CPU_REPACK_ROWS.get(t.type)
+    return t.nbytes if rows is not None and shape[1] % rows == 0 else None
+
+
+def _check_mla_cache_types(facts: ModelFacts, type_k: GgmlType, type_v: GgmlType, flags: tuple[str, str]) -> None:
+    # llama_init_from_model (src/llama-context.cpp): an MLA model's V cache is a view of its K cache, so llama-server
+    # refuses different types; the block-size rule (_check_head_sizes) then covers key_length and value_length.
+    if type_k.name != type_v.name:
+        k_flag, v_flag = flags
+        raise PlacementError(
+            f"{k_flag} {type_k.name.lower()} with {v_flag} {type_v.name.lower()}: {facts.source or 'the model'} uses "
+            "multi-head latent attention, whose V cache is a view of the K cache, and llama-server refuses different "
+            f"K and V cache types for it; set both to the same type (e.g. {v_flag} {type_k.name.lower()})"
+        )
 
 
 def _check_head_sizes(facts: ModelFacts, type_name: str, block: int, which: str, head: Callable[[int], int]) -> None:
@@ -918,6 +1062,30 @@ def _recurrent_layer_bytes(facts: ModelFacts, n_tokens: int, n_seq: int) -> int:
     return F32_BYTES * (n_tokens * (3 * channels + 3 * facts.n_embd) + state)
 
 
+def _pipeline_copies(
+    ledger: _Ledger,
+    facts: ModelFacts,
+    devices: Sequence[str],
+    kv_layers: Sequence[int],
+    kv_cells: int,
+    swa_cells: int,
+    n_ubatch: int,
+    flash_attn: bool,
+) -> None:
+    """Pipeline parallelism (``llama_context`` constructor: several devices, every layer offloaded, layer split,
+    KV offloaded, no tensor overrides): ggml_backend_sched keeps ``SCHED_MAX_COPIES`` copies of every split's
+    inputs so that ubatches overlap. Each device and the host hold the extra copies of the KQ mask they read
+    and of one ubatch of hidden state: ``(copies - 1) x mask + copies x n_embd x n_ubatch x 4 B``, measured
+    to the MiB on two rpc-server devices (tests/e2e/test_two_devices.py)."""
+    has_swa = any(facts.is_swa[il] for il in kv_layers)
+    has_full = any(not facts.is_swa[il] for il in kv_layers)
+    mask_value = F16_BYTES if flash_attn else F32_BYTES
+    mask = mask_value * n_ubatch * ((kv_cells if has_full else 0) + (swa_cells if has_swa else 0))
+    extra = (SCHED_MAX_COPIES - 1) * mask + SCHED_MAX_COPIES * F32_BYTES * n_ubatch * facts.n_embd
+    for device in {*devices, HOST}:
+        ledger.add(device, COMPUTE, extra)
+
+
 def _estimate_compute(
     ledger: _Ledger,
     facts: ModelFacts,
@@ -956,8 +1124,13 @@ def _estimate_compute(
     if host_matrix_by_layer and (placement.gpu_count == 0 or t < OP_OFFLOAD_MIN_BATCH):
         layer_devs.add(HOST)
     attention_devs = {HOST if placement.no_kv_offload else devices[il] for il in kv_layers}
-    for device in {*layer_devs, devices[-1]}:
+    for device in layer_devs:
         ledger.add(device, COMPUTE, activations)
+    if devices[-1] not in layer_devs:
+        # A device with the output layer and no block computes the output norm and the logits only, of the rows
+        # the last block kept (one output per sequence, inp_out_ids): measured on two rpc-server devices
+        # (tests/e2e/test_two_devices.py).
+        ledger.add(devices[-1], COMPUTE, F32_BYTES * n_seq * facts.n_embd)
     for device in attention_devs:
         ledger.add(device, COMPUTE, mask + kq + (fa_f16 if device != HOST and flash_attn else 0))
     # Graph inputs are built in host memory (the KQ mask, the ubatch's token embeddings), and the logits of

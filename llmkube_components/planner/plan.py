@@ -13,18 +13,19 @@ checked; when a faster placement would fit, the plan says so, with both estimate
 
 from __future__ import annotations
 
+import functools
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Final
 
 from ..api import InferenceServiceSpec, ModelSpec, parse_quantity
 from ..api.base import format_bytes
 from ..api.service import OFFLOAD_FIELDS, InferenceResources, offload_fields
 from ..errors import Problem
-from ..flags import ALL_LAYERS, DEFAULTS, Inputs, effective, read_args
+from ..flags import ALL_LAYERS, DEFAULTS, Inputs, effective, read_args, split_shares
 from ..hardware import HardwareProfile
-from .facts import ModelFacts, ProjectorFacts, TensorClass
+from .facts import ModelFacts, ProjectorFacts
 from .memory import (
     HOST,
     KV_K,
@@ -38,7 +39,7 @@ from .memory import (
     parse_overrides,
     plan_memory,
 )
-from .throughput import KV_FILL, Throughput, decode_estimate
+from .throughput import Machine, Speed, decode_step, speed, workload
 
 # The host memory request is the plan's host total plus this margin, rounded up to whole GiB: the plan's
 # compute buffers are estimates and the C library keeps some freed memory.
@@ -67,6 +68,7 @@ class ServerSettings:
     draft_cache_type_v: str = DEFAULTS["--spec-draft-type-v"]
     draft_n_gpu_layers: int = -1  # --spec-draft-ngl; -1: every layer
     mmproj_offload: bool = True  # --mmproj-offload (default) / --no-mmproj-offload
+    repack: bool = True  # --repack (default) / --no-repack
 
 
 def settings_from_args(args: Sequence[str], gpu_count: int) -> ServerSettings:
@@ -124,6 +126,7 @@ def _settings(given: Mapping[str, Any], gpu_count: int) -> ServerSettings:
         draft_cache_type_v=values["--spec-draft-type-v"],
         draft_n_gpu_layers=_layers(values.get("--spec-draft-ngl", "-1")),
         mmproj_offload=values.get("--no-mmproj-offload") is not True,
+        repack=values.get("--no-repack") is not True,
     )
 
 
@@ -133,18 +136,39 @@ def _layers(text: str) -> int:
 
 
 @dataclass(frozen=True)
+class SpeedQuery:
+    """What the speed figures answer: decode with ``depth`` tokens in context, time to first token of ``prompt``."""
+
+    depth: int = 0
+    prompt: int = 512
+
+
+DEFAULT_QUERY: Final = SpeedQuery()
+
+
+@dataclass(frozen=True)
 class Option:
-    """One placement, with its memory plan, whether it fits and how fast it decodes."""
+    """One placement, with its memory plan, whether it fits and how fast it runs."""
 
     label: str  # how a user would say it: "all layers on the GPUs", "--n-cpu-moe 12", ...
     fields: dict[str, Any]  # the InferenceService fields that select it
     memory: MemoryPlan
     shortfalls: tuple[Shortfall, ...]
-    throughput: Throughput
+    speed: Speed
+    # What auto ranks placements by: one request's decode averaged over a conversation that fills the context
+    # (the K/V read grows linearly with depth, so the mean step is the step at half the context).
+    ranking: float
 
     @property
     def fits(self) -> bool:
         return not self.shortfalls
+
+    def summary(self) -> str:
+        s = self.speed
+        return (
+            f"{self.label}: about {s.decode_tokens_per_second:.1f} tokens/s decode at {s.depth} tokens of context, "
+            f"{self.ranking:.1f} over a full conversation, {s.prefill_tokens_per_second:.0f} tokens/s prefill"
+        )
 
 
 @dataclass(frozen=True)
@@ -157,7 +181,7 @@ class ServicePlan:
     mode: str  # auto | manual
     chosen: Option
     host_memory_request: int  # bytes, with the margin, whole GiB
-    alternatives: tuple[Option, ...] = ()
+    alternatives: tuple[Option, ...] = ()  # the other placements tried, fastest first
     advice: tuple[str, ...] = field(default=())
 
     def output(self) -> dict[str, Any]:
@@ -169,17 +193,25 @@ class ServicePlan:
             "hostMemoryRequest": f"{self.host_memory_request // GiB}Gi",
             "bytes": self.chosen.memory.totals(),
             "byCategory": {d.name: {k: v for k, v in d.bytes.items() if v} for d in self.chosen.memory.devices},
-            "decodeTokensPerSecond": round(self.chosen.throughput.decode_tokens_per_second, 1),
+            **self.chosen.speed.output(),
+            "bottleneck": self.chosen.speed.bottleneck(),
             "source": self.model_source,
             **({"estimate": self.estimate} if self.estimate else {}),
             **({"advice": list(self.advice)} if self.advice else {}),
+            **({"candidates": [_candidate(o) for o in (self.chosen, *self.alternatives)]} if self.alternatives else {}),
         }
 
     def table(self) -> str:
+        s = self.chosen.speed
+        at = ", ".join(f"{v:.1f} at {_tokens(d)}" for d, v in s.decode_by_depth.items())
         head = (
-            f"plan for {self.service} ({self.mode}): {self.chosen.label}; about "
-            f"{self.chosen.throughput.decode_tokens_per_second:.1f} tokens/s decode (estimate); host memory "
-            f"request {self.host_memory_request // GiB}Gi"
+            f"plan for {self.service} ({self.mode}): {self.chosen.label}; host memory request "
+            f"{self.host_memory_request // GiB}Gi\n"
+            f"speed (estimates): decode {s.decode_tokens_per_second:.1f} tokens/s at {_tokens(s.depth)} of context "
+            f"({at}); prefill {s.prefill_tokens_per_second:.0f} tokens/s, first token after "
+            f"{s.time_to_first_token:.2f} s for a {_tokens(s.prompt_tokens)} prompt; {s.sequences} concurrent "
+            f"requests: {s.aggregate_decode_tokens_per_second:.1f} tokens/s together, "
+            f"{s.per_request_decode_tokens_per_second:.1f} each; bottleneck {s.bottleneck()}"
         )
         lines = [head, self.chosen.memory.table()]
         if self.estimate:
@@ -188,21 +220,49 @@ class ServicePlan:
         return "\n".join(lines)
 
 
-def bytes_per_token(memory: MemoryPlan, facts: ModelFacts) -> dict[str, float]:
-    """What one decode step reads on each device: active weights and the KV cache at its average fill."""
-    active = facts.expert_used_count / facts.expert_count if facts.expert_count else 1.0
-    out: dict[str, float] = {}
-    for device in memory.devices:
-        b = device.bytes
-        read: float = sum(
-            b[c.value]
-            for c in TensorClass
-            if c.value in b and c not in (TensorClass.TOKEN_EMBD, TensorClass.ROUTED_EXPERT, TensorClass.MTP)
-        )
-        read += b[TensorClass.ROUTED_EXPERT.value] * active
-        read += (b[KV_K] + b[KV_V]) * KV_FILL
-        out[device.name] = read
-    return out
+def _tokens(n: int) -> str:
+    return f"{n // 1024}K" if n >= 1024 and n % 1024 == 0 else str(n)
+
+
+def _candidate(option: Option) -> dict[str, Any]:
+    return {
+        "placement": option.label,
+        "fits": option.fits,
+        "decodeTokensPerSecond": round(option.speed.decode_tokens_per_second, 1),
+        "conversationDecodeTokensPerSecond": round(option.ranking, 1),
+        "promptTokensPerSecond": round(option.speed.prefill_tokens_per_second, 1),
+        **({"shortfalls": [str(s) for s in option.shortfalls]} if option.shortfalls else {}),
+    }
+
+
+def machine(profile: HardwareProfile) -> Machine:
+    """The profile's figures the speed estimate reads."""
+    host_bandwidth = float(parse_quantity(profile.host_memory_bandwidth))
+    host_flops = profile.host_flops
+    gpu = profile.gpu
+    if gpu is None:
+        return Machine(0, 1.0, 1.0, 1.0, host_bandwidth, host_flops)
+    return Machine(
+        gpu.count,
+        float(parse_quantity(gpu.memory_bandwidth)),
+        gpu.flops,
+        gpu.link_bandwidth,
+        host_bandwidth,
+        host_flops,
+    )
+
+
+@dataclass(frozen=True)
+class _Trial:
+    """What evaluate needs besides the placement: the model, its companions, the hardware, the speed query."""
+
+    model: ModelSpec
+    facts: ModelFacts
+    profile: HardwareProfile
+    gpu_count: int
+    draft_facts: ModelFacts | None = None
+    mmproj: ProjectorFacts | None = None
+    query: SpeedQuery = DEFAULT_QUERY
 
 
 def evaluate(
@@ -215,12 +275,18 @@ def evaluate(
     gpu_count: int,
     draft_facts: ModelFacts | None = None,
     mmproj: ProjectorFacts | None = None,
+    query: SpeedQuery = DEFAULT_QUERY,
 ) -> Option:
-    settings = server_settings(spec, model, gpu_count, draft=draft_facts is not None)
+    return _evaluate(label, fields, spec, _Trial(model, facts, profile, gpu_count, draft_facts, mmproj, query))
+
+
+def _evaluate(label: str, fields: dict[str, Any], spec: InferenceServiceSpec, trial: _Trial) -> Option:
+    facts = trial.facts
+    settings = server_settings(spec, trial.model, trial.gpu_count, draft=trial.draft_facts is not None)
     draft = None
-    if settings.draft and draft_facts is not None:
+    if settings.draft and trial.draft_facts is not None:
         draft = DraftModel(
-            draft_facts, settings.draft_cache_type_k, settings.draft_cache_type_v, settings.draft_n_gpu_layers
+            trial.draft_facts, settings.draft_cache_type_k, settings.draft_cache_type_v, settings.draft_n_gpu_layers
         )
     memory = plan_memory(
         facts,
@@ -239,13 +305,27 @@ def evaluate(
         draft=draft,
         draft_cache_type_k=settings.draft_cache_type_k,
         draft_cache_type_v=settings.draft_cache_type_v,
-        mmproj=mmproj,
+        mmproj=trial.mmproj,
         mmproj_offload=settings.mmproj_offload,
+        repack=settings.repack,
     )
-    gpu_bw = float(parse_quantity(profile.gpu.memory_bandwidth)) if profile.gpu else 1.0
-    host_bw = float(parse_quantity(profile.host_memory_bandwidth))
-    throughput = decode_estimate(bytes_per_token(memory, facts), gpu_bw, host_bw)
-    return Option(label, fields, memory, tuple(memory.fits(profile)), throughput)
+    load = workload(
+        memory, facts, settings.cache_type_k, settings.cache_type_v, kv_on_host=settings.placement.no_kv_offload
+    )
+    hardware = machine(trial.profile)
+    context = memory.context_size
+    depth = min(trial.query.depth, context)
+    figures = speed(
+        load,
+        hardware,
+        depth=depth,
+        prompt=min(trial.query.prompt, context),
+        context=context,
+        ubatch=settings.ubatch,
+        sequences=memory.n_seq,
+    )
+    ranking = 1.0 / decode_step(load, hardware, depth=context // 2).seconds
+    return Option(label, fields, memory, tuple(memory.fits(trial.profile)), figures, ranking)
 
 
 def candidates(
@@ -256,44 +336,140 @@ def candidates(
     gpu_count: int,
     draft_facts: ModelFacts | None = None,
     mmproj: ProjectorFacts | None = None,
+    query: SpeedQuery = DEFAULT_QUERY,
 ) -> list[Option]:
-    """Placements from the fastest down, stopping at the first that fits (the auto decision's search)."""
+    """Every placement auto weighs, fastest first among those that fit, then those that do not.
+
+    The first is auto's choice when it fits. Tried, each with the GPUs balanced (``_balanced``):
+    everything on the GPUs; for a MoE model the smallest --n-cpu-moe N that fits, --cpu-moe, and each with the
+    KV cache in RAM; then fewer GPU layers (the largest --n-gpu-layers that fits, the first layers on the CPU),
+    with and without the KV cache in RAM (for a MoE model with --cpu-moe, whose experts are in RAM already).
+    """
+    trial = _Trial(model, facts, profile, gpu_count, draft_facts, mmproj, query)
     base = spec.model_copy(update=dict.fromkeys(OFFLOAD_FIELDS))
-
-    def option(label: str, **fields: Any) -> Option:
-        trial = base.model_copy(update=fields)
-        return evaluate(label, offload_fields(trial), trial, model, facts, profile, gpu_count, draft_facts, mmproj)
-
-    first = option("all layers on the GPUs" if gpu_count else "everything in system RAM (no GPU)")
-    if first.fits or not gpu_count:
-        return [first]
+    first = _balanced("all layers on the GPUs" if gpu_count else "everything in system RAM (no GPU)", base, {}, trial)
+    if not gpu_count or first.fits:
+        return [first]  # nothing is faster than every weight and cache on the GPUs
     tried = [first]
-    if facts.expert_count:
-        n_layer = facts.n_layer
-        # The smallest N whose plan fits: fitting only gets easier as N grows, so bisect. N = every layer is
-        # --cpu-moe, the next option, under its own name.
-        low, high = 1, n_layer - 1
-        best: Option | None = None
-        while low <= high:
-            mid = (low + high) // 2
-            opt = option(f"--n-cpu-moe {mid} (routed experts of the first {mid} layers in RAM)", moe_cpu_layers=mid)
-            if opt.fits:
-                best, high = opt, mid - 1
-            else:
-                low = mid + 1
-        if best is not None:
-            return [*tried, best]
-        cpu_moe = option("--cpu-moe (all routed experts in RAM)", moe_cpu_offload=True)
-        tried.append(cpu_moe)
-        if cpu_moe.fits:
-            return tried
-        both = option(
-            "--cpu-moe and --no-kv-offload (experts and KV cache in RAM)", moe_cpu_offload=True, no_kv_offload=True
+    moe = bool(facts.expert_count)
+    layer_base: dict[str, Any] = {}
+    # Tried in this order (the order ties keep, and the order the last resort is named by when nothing fits).
+    for kv in (False, True):
+        extra = {"no_kv_offload": True} if kv else {}
+        also = " and --no-kv-offload" if kv else ""
+        if kv:
+            tried.append(_balanced("--no-kv-offload (KV cache in RAM)", base, extra, trial))
+        if moe:
+            n = _smallest(functools.partial(_experts_in_ram, base, extra, also, trial), 1, facts.n_layer - 1)
+            if n is not None:
+                tried.append(n)
+            label = (
+                "--cpu-moe and --no-kv-offload (experts and KV cache in RAM)"
+                if kv
+                else "--cpu-moe (all routed experts in RAM)"
+            )
+            tried.append(_balanced(label, base, {**extra, "moe_cpu_offload": True}, trial))
+            layer_base = {"moe_cpu_offload": True}
+        partial = _largest_layers(base, {**layer_base, **extra}, also, trial)
+        if partial is not None:
+            tried.append(partial)
+    return _ranked(tried)
+
+
+def _experts_in_ram(base: InferenceServiceSpec, extra: dict[str, Any], also: str, trial: _Trial, layers: int) -> Option:
+    what = " and the KV cache" if also else ""
+    label = f"--n-cpu-moe {layers}{also} (routed experts of the first {layers} layers{what} in RAM)"
+    return _balanced(label, base, {**extra, "moe_cpu_layers": layers}, trial)
+
+
+def _ranked(tried: Sequence[Option]) -> list[Option]:
+    """Fitting options fastest first (by the conversation figure; ties keep the order tried), then the rest."""
+    unique: dict[str, Option] = {}
+    for option in tried:
+        unique.setdefault(option.label, option)
+    options = list(unique.values())
+    fitting = sorted((o for o in options if o.fits), key=lambda o: -o.ranking)
+    return fitting + [o for o in options if not o.fits]
+
+
+def _smallest(make: Callable[[int], Option], low: int, high: int) -> Option | None:
+    """The option of the smallest N in low..high that fits, fitting only getting easier as N grows (bisection)."""
+    best: Option | None = None
+    while low <= high:
+        mid = (low + high) // 2
+        opt = make(mid)
+        if opt.fits:
+            best, high = opt, mid - 1
+        else:
+            low = mid + 1
+    return best
+
+
+def _largest_layers(base: InferenceServiceSpec, extra: dict[str, Any], also: str, trial: _Trial) -> Option | None:
+    """The most GPU layers (--n-gpu-layers) that fit, below all of them; None when not even one does."""
+    # Every block of the file (multi-token-prediction ones included) and the output layer: llama.cpp's count
+    # (llama_model_base::load_tensors).
+    n_all = trial.facts.block_count + 1
+
+    def make(on_gpu: int) -> Option:
+        on_cpu = n_all - on_gpu
+        label = f"--n-gpu-layers {on_gpu}{also} (layers 0-{on_cpu - 1} on the CPU)"
+        if extra.get("moe_cpu_offload"):
+            label = f"--cpu-moe and {label}"
+        return _balanced(label, base, {**extra, "gpu_layers": on_gpu}, trial)
+
+    # Fewer layers on the GPUs only ever fit more easily: bisect on the CPU layer count.
+    found = _smallest(lambda cpu: make(n_all - cpu), 1, n_all - 1)
+    return found
+
+
+def _balanced(label: str, base: InferenceServiceSpec, fields: dict[str, Any], trial: _Trial) -> Option:
+    """The placement of ``fields``, with --tensor-split moved off an even split when that balances the GPUs.
+
+    llama.cpp splits the offloaded layers by share; when the first layers' experts are in RAM (--n-cpu-moe) or
+    the output layer and compute buffers weigh on one GPU, even shares leave one GPU fuller than the other. As
+    llama.cpp's own fitter (common/fit.cpp) does, shift whole layers from the fullest GPU until the fullest is
+    as empty as it gets, and pass the layer counts as --tensor-split.
+    """
+    spec = base.model_copy(update=fields)
+    option = _evaluate(label, offload_fields(spec), spec, trial)
+    gpus = option.memory.gpus
+    # Only where it matters: the first layers' experts are in RAM (GPU 0 is left light), or even shares do not
+    # fit. A fitting even split stays as it is (no churn in what a running stack renders).
+    if len(gpus) < 2 or not _splits_by_layer(spec, trial) or (option.fits and not fields.get("moe_cpu_layers")):
+        return option
+    counts = _layer_counts(option.memory)
+    best = option
+    for _ in range(trial.facts.n_layer):
+        totals = [g.total for g in best.memory.gpus]
+        heavy = max(range(len(totals)), key=lambda i: totals[i])
+        light = min(range(len(totals)), key=lambda i: totals[i])
+        if heavy == light or counts[heavy] <= 1:
+            break
+        trial_counts = list(counts)
+        trial_counts[heavy] -= 1
+        trial_counts[light] += 1
+        split = base.model_copy(update={**fields, "tensor_split": [float(c) for c in trial_counts]})
+        candidate = _evaluate(
+            f"{label}, --tensor-split {split_shares(trial_counts)}", offload_fields(split), split, trial
         )
-    else:
-        both = option("--no-kv-offload (KV cache in RAM)", no_kv_offload=True)
-    tried.append(both)
-    return tried
+        if max(g.total for g in candidate.memory.gpus) >= max(totals):
+            break
+        best, counts = candidate, trial_counts
+    return best
+
+
+def _splits_by_layer(spec: InferenceServiceSpec, trial: _Trial) -> bool:
+    """Layer split over several GPUs, and the Model does not fix the shares (layerSplit)."""
+    settings = server_settings(spec, trial.model, trial.gpu_count)
+    gpu = trial.model.hardware.gpu if trial.model.hardware else None
+    fixed = gpu is not None and gpu.sharding is not None and bool(gpu.sharding.layer_split)
+    return str(settings.placement.split_mode) == "layer" and not fixed
+
+
+def _layer_counts(memory: MemoryPlan) -> list[int]:
+    """Offloaded layers (the output layer included) on each GPU."""
+    return [sum(1 for d in memory.layer_devices if d == g.name) for g in memory.gpus]
 
 
 def host_request(memory: MemoryPlan) -> int:
@@ -311,23 +487,26 @@ def plan_service(
     estimate: str | None = None,
     draft_facts: ModelFacts | None = None,
     mmproj: ProjectorFacts | None = None,
+    query: SpeedQuery = DEFAULT_QUERY,
 ) -> tuple[ServicePlan | None, list[Problem], list[Problem]]:
     """The plan of one service: (plan, errors, warnings). Errors say what does not fit, with the numbers.
 
     ``draft_facts`` are the facts of the service's draft model (speculativeDecoding draftModelRef or
     draftModel), when it has one and they could be read: its weights, KV cache and compute buffers are planned
     beside the model's. ``mmproj`` are those of the Model's multimodal projector, when it has one and it could
-    be read: its weights are planned on the first GPU (or in host memory, see ``memory``)."""
+    be read: its weights are planned on the first GPU (or in host memory, see ``memory``). ``query`` is the
+    context depth and prompt length the speed figures are given for."""
+    trial = _Trial(model, facts, profile, gpu_count, draft_facts, mmproj, query)
     mode = spec.offload_mode
     try:
         if mode == "auto":
-            tried = candidates(spec, model, facts, profile, gpu_count, draft_facts, mmproj)
-            chosen = tried[-1]
-            alternatives: tuple[Option, ...] = tuple(tried[:-1])
+            tried = candidates(spec, model, facts, profile, gpu_count, draft_facts, mmproj, query)
+            chosen = tried[0] if tried[0].fits else tried[-1]
+            alternatives: tuple[Option, ...] = tuple(o for o in tried if o is not chosen)
         else:
             fields = offload_fields(spec)
             label = f"as configured ({_describe(fields)})" if fields else "as configured"
-            chosen = evaluate(label, fields, spec, model, facts, profile, gpu_count, draft_facts, mmproj)
+            chosen = _evaluate(label, fields, spec, trial)
             alternatives = ()
     except PlacementError as exc:
         return None, [Problem(path, str(exc))], []
@@ -348,27 +527,35 @@ def plan_service(
     elif explicit and not gpu_count:
         warnings.append(Problem(path, f"{_describe(explicit)} has no effect: the service runs without GPUs"))
     if not chosen.fits:
-        largest = _largest_context(spec, model, facts, profile, gpu_count, draft_facts, mmproj)
+        largest = _largest_context(spec, trial)
         message = _no_fit(chosen, profile, spec, largest)
         if mode == "manual" and gpu_count:
-            auto = candidates(spec, model, facts, profile, gpu_count, draft_facts, mmproj)[-1]
+            auto = candidates(spec, model, facts, profile, gpu_count, draft_facts, mmproj, query)[0]
             if auto.fits:
                 message += (
                     f"; offload: auto would fit with {auto.label}, about "
-                    f"{auto.throughput.decode_tokens_per_second:.1f} tokens/s (estimate)"
+                    f"{auto.speed.decode_tokens_per_second:.1f} tokens/s (estimate)"
                 )
         errors.append(Problem(path, message))
     advice: list[str] = []
-    if mode == "manual" and chosen.fits:
-        faster = _faster_fitting(spec, model, facts, profile, gpu_count, chosen, draft_facts, mmproj)
-        if faster is not None:
+    if mode == "auto" and chosen.fits:
+        advice += _compare(chosen, alternatives)
+    if mode == "manual" and chosen.fits and gpu_count:
+        best = candidates(spec, model, facts, profile, gpu_count, draft_facts, mmproj, query)[0]
+        if best.fits and best.ranking > chosen.ranking * 1.05:
             advice.append(
-                f"{chosen.label} decodes about "
-                f"{chosen.throughput.decode_tokens_per_second:.1f} tokens/s; {faster.label} would fit and decode "
-                f"about {faster.throughput.decode_tokens_per_second:.1f} tokens/s (estimates): set offload: auto, "
-                "or drop the offload fields"
+                f"{chosen.label} decodes about {chosen.ranking:.1f} tokens/s over a full conversation; "
+                f"{best.label} would fit and decode about {best.ranking:.1f} tokens/s (estimates): set offload: "
+                "auto, or drop the offload fields"
             )
             warnings.append(Problem(path, advice[-1]))
+    cpu_layers = _cpu_layers(chosen.memory)
+    if cpu_layers and chosen.fits:
+        advice.append(
+            f"layers {cpu_layers} run on the CPU: each token reads their weights from system RAM "
+            f"({chosen.speed.seconds_by_part.get(HOST, 0.0) * 1000:.1f} ms of the "
+            f"{1000 / chosen.speed.decode_tokens_per_second:.1f} ms a token takes)"
+        )
     request = host_request(chosen.memory)
     resources = spec.resources or InferenceResources()
     if mode == "manual" and resources.host_memory is not None:
@@ -385,26 +572,30 @@ def plan_service(
     return plan, errors, warnings
 
 
+def _compare(chosen: Option, alternatives: Sequence[Option]) -> list[str]:
+    """The auto choice against the next fitting placements, when there was a choice to make."""
+    others = [o for o in alternatives if o.fits][:3]
+    if not others:
+        return []
+    return [
+        f"chose {chosen.label} ({chosen.ranking:.1f} tokens/s over a full conversation, "
+        f"{chosen.speed.prefill_tokens_per_second:.0f} tokens/s prefill) over "
+        + "; ".join(f"{o.label} ({o.ranking:.1f}, {o.speed.prefill_tokens_per_second:.0f} prefill)" for o in others)
+    ]
+
+
+def _cpu_layers(memory: MemoryPlan) -> str:
+    """The block range that runs on the CPU although the server has GPUs ("" when none does)."""
+    if not memory.gpus:
+        return ""
+    blocks = [i for i, d in enumerate(memory.layer_devices[:-1]) if d == HOST]
+    if not blocks:
+        return ""
+    return f"{blocks[0]}-{blocks[-1]}" if len(blocks) > 1 else str(blocks[0])
+
+
 def _describe(fields: dict[str, Any]) -> str:
     return ", ".join(f"{k}: {v}" for k, v in fields.items()) or "no offload"
-
-
-def _faster_fitting(
-    spec: InferenceServiceSpec,
-    model: ModelSpec,
-    facts: ModelFacts,
-    profile: HardwareProfile,
-    gpus: int,
-    chosen: Option,
-    draft_facts: ModelFacts | None = None,
-    mmproj: ProjectorFacts | None = None,
-) -> Option | None:
-    if not gpus:
-        return None
-    best = candidates(spec, model, facts, profile, gpus, draft_facts, mmproj)[-1]
-    if best.fits and best.throughput.decode_tokens_per_second > chosen.throughput.decode_tokens_per_second * 1.05:
-        return best
-    return None
 
 
 def _host_parts(memory: MemoryPlan) -> str:
@@ -413,15 +604,7 @@ def _host_parts(memory: MemoryPlan) -> str:
     return ", ".join(f"{k} {format_bytes(v)}" for k, v in parts[:4])
 
 
-def _largest_context(
-    spec: InferenceServiceSpec,
-    model: ModelSpec,
-    facts: ModelFacts,
-    profile: HardwareProfile,
-    gpus: int,
-    draft_facts: ModelFacts | None = None,
-    mmproj: ProjectorFacts | None = None,
-) -> int:
+def _largest_context(spec: InferenceServiceSpec, trial: _Trial) -> int:
     """The largest contextSize (a multiple of 256) at which the service would fit, 0 when none does.
 
     Each step of the bisection is a whole auto search (a fixed placement would miss the --n-cpu-moe N that
@@ -429,12 +612,15 @@ def _largest_context(
     """
 
     def fits(ctx: int) -> bool:
-        trial = spec.model_copy(update={"context_size": ctx})
-        if trial.offload_mode == "auto":
-            return candidates(trial, model, facts, profile, gpus, draft_facts, mmproj)[-1].fits
-        return evaluate("", {}, trial, model, facts, profile, gpus, draft_facts, mmproj).fits
+        attempt = spec.model_copy(update={"context_size": ctx})
+        if attempt.offload_mode == "auto":
+            t = trial
+            return candidates(attempt, t.model, t.facts, t.profile, t.gpu_count, t.draft_facts, t.mmproj, t.query)[
+                0
+            ].fits
+        return _evaluate("", {}, attempt, trial).fits
 
-    asked = spec.context_size or facts.context_length
+    asked = spec.context_size or trial.facts.context_length
     low, high, best = 1, asked // 256, 0
     while low <= high:
         mid = (low + high) // 2

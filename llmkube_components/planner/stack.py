@@ -1,4 +1,5 @@
-"""Planning a whole stack: model facts for each model (file, else catalog), then a plan per service.
+"""Planning a whole stack: model facts for each model (file, else catalog), a plan per service, then the
+services side by side on their profiles' nodes (pool.py).
 
 Runs between resolution and the builders, on a resolved stack, with the metadata reader it is given. For
 ``offload: auto`` services the plan's decision becomes part of the effective spec (the offload fields and
@@ -21,7 +22,8 @@ from ..settings import OFFLINE_ENV
 from ..sources import ModelSource, SourceError, is_url, parse_source, sibling_url
 from .catalog import CatalogError, catalog_entries, catalog_metadata, recognise, recognise_quantization
 from .facts import ModelFacts, ModelFactsError, ProjectorFacts
-from .plan import GiB, ServicePlan, plan_service
+from .plan import DEFAULT_QUERY, GiB, ServicePlan, SpeedQuery, plan_service
+from .pool import pool_problems
 from .reader import MetadataReader
 from .types import GGUFMetadata, MetadataError
 
@@ -153,9 +155,10 @@ def draft_facts(
     return None, [warning]
 
 
-def plan_stack(stack: ResolvedStack, read: MetadataReader) -> PlannedStack:
+def plan_stack(stack: ResolvedStack, read: MetadataReader, query: SpeedQuery = DEFAULT_QUERY) -> PlannedStack:
     """The stack with a plan per service and the auto decisions applied, and the problems of those that do not
-    fit (returned, not raised, so that the caller reports them together with its own)."""
+    fit (returned, not raised, so that the caller reports them together with its own). ``query``: the context
+    depth and prompt length of the speed figures."""
     problems: list[Problem] = []
     warnings = list(stack.warnings)
     models: dict[str, ModelPlanFacts] = {}
@@ -188,6 +191,7 @@ def plan_stack(stack: ResolvedStack, read: MetadataReader) -> PlannedStack:
             known.estimate,
             draft,
             known.mmproj,
+            query,
         )
         problems += errors
         warnings += found
@@ -204,7 +208,17 @@ def plan_stack(stack: ResolvedStack, read: MetadataReader) -> PlannedStack:
             problems += found
             services[name] = dataclasses.replace(services[name], spec=spec)
     planned = dataclasses.replace(stack, services=services, warnings=tuple(warnings))
+    # The services side by side: every replica on its profile's nodes (planner/pool.py), judged on the planned
+    # specs (the auto decisions' host memory requests). A service with errors of its own leaves its pool unjudged.
+    failed = {name for name, s in services.items() if any(_within(p.path, s.path) for p in problems)}
+    errors, found = pool_problems(planned, plans, failed)
+    problems += errors
+    planned = dataclasses.replace(planned, warnings=(*planned.warnings, *found))
     return PlannedStack(planned, plans, models, tuple(problems))
+
+
+def _within(path: str, prefix: str) -> bool:
+    return path == prefix or path.startswith((f"{prefix}.", f"{prefix}["))
 
 
 def router_model_problems(

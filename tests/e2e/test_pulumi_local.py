@@ -292,9 +292,9 @@ def test_removing_a_service_deletes_its_workloads_but_never_the_shared_cache(dep
 def test_a_service_no_node_can_run_stays_pending_and_the_stack_says_why(deployed: Local) -> None:
     local = deployed
 
-    # The profile claims four GPUs; the cluster's biggest node has two.
+    # The profile claims two nodes of four GPUs; the cluster's biggest node has two.
     def add(config: dict[str, Any]) -> None:
-        config["llmkube:hardware"] = {"extends": "dual-rtx5060ti", "gpu": {"count": 4}}
+        config["llmkube:hardware"] = {"extends": "dual-rtx5060ti", "gpu": {"count": 4}, "nodes": 2}
         config["llmkube:services"]["too-big"] = {
             "modelRef": "qwen36-35b-a3b",
             "contextSize": 8192,
@@ -328,8 +328,10 @@ def test_a_service_no_node_can_run_stays_pending_and_the_stack_says_why(deployed
 def test_a_service_wanting_the_gpus_another_holds_stays_pending_and_says_whose(deployed: Local) -> None:
     local = deployed
 
-    # Both GPUs of the only node that fits are held by the first service: the second gets no room.
+    # Both GPUs of the only node that fits are held by the first service: the second gets no room. The profile
+    # claims two such nodes (the preview's pool check passes), the cluster has one.
     def add(config: dict[str, Any]) -> None:
+        config["llmkube:hardware"] = {"extends": "dual-rtx5060ti", "nodes": 2}
         config["llmkube:services"]["second"] = {
             "modelRef": "qwen36-35b-a3b",
             "contextSize": 8192,
@@ -351,7 +353,11 @@ def test_a_service_wanting_the_gpus_another_holds_stays_pending_and_says_whose(d
     assert local.outputs()["services"][SERVICE]["scheduling"] == "fits: kwok-dual-rtx5060ti"
     assert all(ready(p) for p in local.pods(SERVICE))
 
-    local.edit(lambda config: config["llmkube:services"].pop("second"))
+    def restore(config: dict[str, Any]) -> None:
+        config["llmkube:hardware"] = "dual-rtx5060ti"
+        config["llmkube:services"].pop("second")
+
+    local.edit(restore)
     local.up()
     assert local.pods("second") == []
 
