@@ -3,7 +3,7 @@
 The models, the runs and what each row means are in testkit/throughput.py (its docstring). Prints figures;
 asserts nothing. Run from the repository root, with the tools built (tools/setup-llama-server):
 
-    .venv/bin/python -m benchmarks.throughput_measure [--json out.json] [--folder DIR] [--quick]
+    .venv/bin/python -m benchmarks.throughput_measure [--json out.json] [--folder DIR] [--quick] [--weight-type Q8_0]
 
 ``--folder`` keeps the generated models (and server logs) between runs; ``--quick`` does one repetition and
 depths 0 and 1024 only.
@@ -17,8 +17,9 @@ import sys
 import tempfile
 from pathlib import Path
 
+from testkit.gguf_files import WEIGHT_TYPES
 from testkit.llama_server import find_tool
-from testkit.throughput import Measurement, format_table, measure_all
+from testkit.throughput import WEIGHT_TYPE, Measurement, format_table, measure_all
 
 
 def main() -> None:
@@ -27,6 +28,7 @@ def main() -> None:
     parser.add_argument("--folder", type=Path, help="where the models and logs go (default: a temporary folder)")
     parser.add_argument("--threads", type=int, help="threads for llama.cpp (default: the physical cores)")
     parser.add_argument("--quick", action="store_true", help="one repetition, depths 0 and 1024")
+    parser.add_argument("--weight-type", default=WEIGHT_TYPE, choices=WEIGHT_TYPES, help="of the models' matrices")
     ns = parser.parse_args()
     bench, server = find_tool("llama-bench"), find_tool("llama-server")
     if bench is None or server is None:
@@ -36,7 +38,8 @@ def main() -> None:
     depths, reps = ((0, 1024), 1) if ns.quick else ((0, 1024, 4096), 3)
     with tempfile.TemporaryDirectory(prefix="throughput-") as tmp:
         folder = ns.folder or Path(tmp)
-        result = measure_all(folder, bench=bench, server=server, threads=ns.threads, depths=depths, reps=reps)
+        result = measure_all(folder, bench=bench, server=server, threads=ns.threads, depths=depths, reps=reps,
+                             weight_type=ns.weight_type)  # fmt: skip
     machine = result["machine"]
     print(
         f"machine: {machine['cpu_model']}, {machine['cpu_cores']} physical cores ({machine['logical_cpus']} CPUs), "

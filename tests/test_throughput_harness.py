@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from testkit import throughput
 from testkit.throughput import (
     CpuSample,
     Measurement,
@@ -17,6 +18,7 @@ from testkit.throughput import (
     others_cpu,
     parse_bench_json,
     physical_cores,
+    quietest,
     server_measurement,
 )
 
@@ -133,6 +135,31 @@ def test_others_cpu_subtracts_our_own_time() -> None:
     assert others_cpu(before, CpuSample(busy=104.0, ours=13.0, wall=2.0)) == pytest.approx(0.5)
     assert others_cpu(before, CpuSample(busy=102.0, ours=13.0, wall=2.0)) == 0.0  # clock-tick rounding
     assert others_cpu(before, before) == 0.0
+
+
+@pytest.mark.parametrize(
+    ("others", "runs", "kept"),
+    [
+        ((0.05, 0.0, 0.0), 1, (0, 0.05)),  # quiet enough at once
+        ((0.9, 0.3, 0.02), 3, (2, 0.02)),  # retried until quiet
+        ((0.9, 0.3, 0.5), 3, (1, 0.3)),  # never quiet: the least disturbed run
+    ],
+)
+def test_quietest_retries_disturbed_runs(
+    monkeypatch: pytest.MonkeyPatch, others: tuple[float, ...], runs: int, kept: tuple[int, float]
+) -> None:
+    # Each run takes 1 s of wall time, none of it ours: busy time is what the others used.
+    samples = iter(s for o in others for s in (CpuSample(0.0, 0.0, 0.0), CpuSample(o, 0.0, 1.0)))
+    monkeypatch.setattr(throughput, "wait_quiet", lambda: 0.0)
+    monkeypatch.setattr(throughput, "cpu_sample", lambda pids=(): next(samples))
+    calls: list[int] = []
+
+    def measure() -> int:
+        calls.append(len(calls))
+        return calls[-1]
+
+    assert quietest(measure, attempts=3) == pytest.approx(kept)
+    assert len(calls) == runs
 
 
 def test_format_table_has_a_line_per_row() -> None:

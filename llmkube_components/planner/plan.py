@@ -1,14 +1,24 @@
-"""The plan of a service: where its weights and caches live, whether that fits, how fast it decodes.
+"""The plan of a service: where its weights and caches live, whether that fits, how fast it runs.
 
 The planner reads a service's memory flags through the flag table (extraArgs included, with the same
 precedence as the rendered command line), so that what it plans is exactly what the server will be told.
-For a service with ``offload: auto`` it tries placements from the fastest down and keeps the first that fits
-the hardware profile:
 
-    everything on the GPUs -> the smallest --n-cpu-moe N -> --cpu-moe -> --cpu-moe and --no-kv-offload
+For a service with ``offload: auto`` (``candidates``): everything on the GPUs when that fits, since nothing is
+faster. Otherwise every placement a user could choose is weighed, each with the GPUs balanced:
 
-and sets the host memory request from the plan. Explicit offload fields (``offload: manual``) are kept and
-checked; when a faster placement would fit, the plan says so, with both estimates.
+- for a MoE model, the smallest ``--n-cpu-moe N`` that fits (the first layers' routed experts in RAM) and
+  ``--cpu-moe``; each again with the KV cache in RAM (``--no-kv-offload``) and, for a dense model, the KV cache in
+  RAM alone;
+- fewer GPU layers: the largest ``--n-gpu-layers`` that fits, the first layers on the CPU (after ``--cpu-moe`` for
+  a MoE model), with and without the KV cache in RAM;
+
+and the fastest that fits is kept: the one whose single-request decode, averaged over a conversation that fills
+the context, is highest (``Option.ranking``). Balancing: after ``--n-cpu-moe N`` (or when even shares do not fit)
+whole layers move from the fullest GPU to the emptiest, as llama.cpp's own fitter does, and the layer counts
+become ``--tensor-split``. Partial offload and the split are the llmkube-only service fields ``gpuLayers`` and
+``tensorSplit``. The plan's advice compares the choice with the next fitting candidates, and says which layers
+run on the CPU and what they cost per token. Explicit offload fields (``offload: manual``) are kept and checked;
+when a faster placement would fit, the plan says so, with both estimates.
 """
 
 from __future__ import annotations

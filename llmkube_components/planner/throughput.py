@@ -1,21 +1,21 @@
 """Speed estimates of a placement: decode at a context depth, prefill and time to first token, concurrent decode.
 
-The model is a roofline per device and step, summed over the devices a step runs on one after another (layer
-split: GPU 0's layers, then GPU 1's, with the host's share, such as experts kept in RAM under --cpu-moe, in
-between), plus the cost of handing the activations from one device to the next:
+A step (one decode step of ``n`` sequences, or one prefill ubatch) costs, summed over the devices it runs on one
+after another (layer split: GPU 0's layers, then GPU 1's, with the host's share, such as experts kept in RAM
+under --cpu-moe, in between):
 
-    step seconds = sum over devices of max(bytes read there / (bandwidth x memory efficiency),
-                                           flops there / (peak FLOPS x compute efficiency))
-                 + host<->GPU transfers / (link bandwidth x link efficiency)
-                 + graph splits x SPLIT_SECONDS + STEP_SECONDS
+    per GPU:  max(bytes read / (bandwidth x GPU_MEMORY_EFFICIENCY), flops / (compute x GPU efficiency))
+    host:     max(bytes read / (bandwidth x HOST_MEMORY_EFFICIENCY), product flops / (hostCompute x CPU efficiency))
+              + attention flops over cached tokens / (hostCompute x its efficiency)
+    + host weights copied to the first GPU (prefill) / (host link x LINK_EFFICIENCY)
+    + graph operations x GPU_OP_SECONDS / HOST_OP_SECONDS + device changes x SPLIT_SECONDS + STEP/UBATCH_SECONDS
 
 - **Decode** (one token for each of ``n`` sequences at context depth ``d``) reads every dense weight once, the
   routed experts the ``n`` tokens pick (``1 - (1 - used/count)^n`` of them: each token picks ``used`` of
   ``count``, taken as independent and uniform), and each sequence's K and V rows up to ``d`` (a sliding-window
   layer up to its window), and reads and writes the recurrent state. Flops: 2 per weight element per token
   (only the picked experts), and ``2 x heads x (head_k + head_v)`` per layer per token of context for attention.
-  With one request a GPU is memory-bound; the host's matrix-vector products may be compute-bound on few cores,
-  which is what the max decides.
+  With one request a GPU is memory-bound; a CPU with few cores is compute-bound.
 - **Prefill** (a prompt of ``p`` tokens) runs in ubatches of ``--ubatch-size`` tokens: per ubatch every weight
   is read once and does ``2 x ubatch`` flops per element, so it is compute-bound. With a GPU and a ubatch of at
   least 32 tokens llama.cpp runs the matrix products of host-resident weights on the first GPU (``op offload``,
@@ -28,11 +28,13 @@ between), plus the cost of handing the activations from one device to the next:
   is in RAM (--no-kv-offload): the attention core runs where the cache is. In prefill with op offload the
   expert products move to the GPU, so those splits become link transfers instead.
 
-Every constant below says where it comes from. The efficiencies are calibrated on the published measurements in
-``benchmarks/data/published_throughput.yaml`` (GPU and hybrid rows, each with its source) and the CPU terms on
-measurements of the real llama-bench and llama-server on generated models (``benchmarks/throughput.py`` prints
-predicted vs measured; ``tests/e2e/test_throughput.py`` holds each row within 20%). An estimate: use it to compare
-placements and hardware, not as a promise.
+Calibration (``benchmarks/throughput.py --fit`` finds the values below from the data, and shows they are the ones
+in use): the CPU-side constants (HOST_* but the memory efficiency, STEP_SECONDS, UBATCH_SECONDS) on the real
+llama-bench and llama-server of the pinned tree on generated models on this project's machine
+(``benchmarks/data/this_machine.json``, worst row first: ``tests/e2e/test_throughput.py`` holds every row within
+20%); then the GPU, link, split and host-memory constants on published measurements, each with its source
+(``benchmarks/data/calibration.yaml``, every second row held out). An estimate: use it to compare placements and
+hardware, not as a promise.
 """
 
 from __future__ import annotations
@@ -48,21 +50,31 @@ from .types import row_bytes
 
 # --- Efficiencies: what fraction of a spec-sheet figure a step reaches (calibration in the module docstring) ---
 
-# GPU decode: weights streamed at close to peak bandwidth by llama.cpp's CUDA matrix-vector kernels.
-GPU_MEMORY_EFFICIENCY: Final = 0.85
+# GPU decode: weights streamed by llama.cpp's CUDA matrix-vector kernels (published rows: 3090, 4090, 5090).
+GPU_MEMORY_EFFICIENCY: Final = 0.8
 # GPU prefill: quantized matrix products (MMQ, int8 tensor cores) against the dense FP16 tensor-core figure.
 GPU_COMPUTE_EFFICIENCY: Final = 0.6
 # GPU decode steps of several sequences: llama.cpp's matrix-vector kernels (MMVQ, up to 8 tokens) run on the
 # CUDA cores with int8 dot products, not on the tensor cores the compute figure counts, so a step of a few
-# sequences turns compute-bound far below the tensor rate.
+# sequences turns compute-bound far below the tensor rate (published ubatch 1-32 rows).
 GPU_DECODE_COMPUTE_EFFICIENCY: Final = 0.12
-# Host decode: quantized matrix-vector products over DDR reach well under the channel peak (dequantisation,
-# thread synchronisation, one NUMA node).
-HOST_MEMORY_EFFICIENCY: Final = 0.8
-# Host compute, against cores x HOST_CORE_FLOPS: matrix-vector products (decode) and the batched products of
-# prefill (llamafile sgemm / repacked kernels reuse each dequantised block across the ubatch).
-HOST_DECODE_COMPUTE_EFFICIENCY: Final = 1.0
-HOST_PREFILL_COMPUTE_EFFICIENCY: Final = 1.0
+# Host memory: what many desktop cores stream of their DDR channels' peak (published CPU-only and hybrid rows).
+HOST_MEMORY_EFFICIENCY: Final = 0.95
+# The CPU's matrix products against the profile's hostCompute (peak FLOPS of its cores). A decode step (one
+# token per sequence: each weight dequantised and dotted again for every token) reaches a small fraction of the
+# peak, so few cores are compute-bound in decode; the rate grows with the columns of a product (tokens in the step,
+# or per expert) as their power HOST_BATCH_EXPONENT (measured with 1, 2, 4 and 64 tokens), up to
+# HOST_COMPUTE_EFFICIENCY for a prefill ubatch (llamafile sgemm, repacked kernels).
+HOST_DECODE_COMPUTE_EFFICIENCY: Final = 0.1
+HOST_BATCH_EXPONENT: Final = 0.5
+HOST_COMPUTE_EFFICIENCY: Final = 0.4
+# Routed experts' products (mul_mat_id) never take llamafile's sgemm (ggml-cpu.c calls it from mul_mat only), so
+# a prefill ubatch's expert products stay at the chunked dot-product rate: a lower cap.
+HOST_EXPERT_COMPUTE_EFFICIENCY: Final = 0.2
+# Flash attention's CPU kernel in decode converts and dots every cached K and V row for each query: far below the
+# peak (a prefill ubatch's queries share the rows, at HOST_COMPUTE_EFFICIENCY). The published CPU rows at depth,
+# from other builds, ran this several times faster: a build-dependent figure.
+HOST_ATTENTION_EFFICIENCY: Final = 0.0125
 # Host <-> GPU copies (pinned staging buffers over PCIe).
 LINK_EFFICIENCY: Final = 0.9
 
@@ -86,21 +98,18 @@ OPS: Final = {
 # the same size: its tiles are as wide as a dense product's, and most of them run empty with few tokens each.
 EXPERT_HALF_TOKENS: Final = 128.0
 # One operation's fixed cost on a GPU: a kernel's launch and tail at batch 1, CUDA graphs on.
-GPU_OP_SECONDS: Final = 1e-6
+GPU_OP_SECONDS: Final = 1e-06
 # One operation's fixed cost on the CPU: ggml's thread barrier after every node and the work split.
-HOST_OP_SECONDS: Final = 6e-6
+HOST_OP_SECONDS: Final = 6e-06
 
 # One change of device inside a step: a stream synchronisation, the activations' copy and the CPU threadpool's
 # wake-up.
 SPLIT_SECONDS: Final = 0.00016
 # Per step, beyond the devices' work: graph build, sampling, the server's bookkeeping.
-STEP_SECONDS: Final = 0.0002
+STEP_SECONDS: Final = 0.0001
 # Per ubatch of prefill, beyond its work.
-UBATCH_SECONDS: Final = 0.001
+UBATCH_SECONDS: Final = 0.004
 
-# Peak FLOPS of one CPU core when a profile does not give hostCompute: 2 FMA units x 8 fp32 lanes x 2 flops x
-# 3.5 GHz, a desktop core with AVX2 (Zen 4 / Raptor Lake class).
-HOST_CORE_FLOPS: Final = 112e9
 # op offload threshold: ggml-cuda.cu GGML_OP_OFFLOAD_MIN_BATCH default.
 OP_OFFLOAD_MIN_BATCH: Final = 32
 # Depth of the decode figure the plan shows beside the asked depth and the full context.
@@ -263,33 +272,54 @@ def _op_seconds(name: str) -> float:
     return HOST_OP_SECONDS if name == HOST else GPU_OP_SECONDS
 
 
-def _expert_flops(work: DeviceWork, tokens: int, load: Workload, *, grouped: bool) -> float:
-    """The flops of ``tokens`` tokens through the routed experts here, as the products cost them.
-
-    In prefill (``grouped``) each expert's matrix product runs on the tokens routed to it, ``tokens x used /
-    count`` on average: with few tokens per expert the tiles run mostly empty, at ``t / (t + EXPERT_HALF_TOKENS)``
-    of a dense product's rate. A decode step's few tokens take the matrix-vector path, which has no tiles."""
-    if not load.expert_count:
-        return 0.0
-    used = load.expert_used / load.expert_count
-    flops = 2 * tokens * work.expert_elements * used
-    if not grouped:
-        return flops
-    per_expert = max(1.0, tokens * used)
-    return flops * (1 + EXPERT_HALF_TOKENS / per_expert)
+def _host_efficiency(tokens: float, cap: float) -> float:
+    """Fraction of the CPU's peak its matrix products reach with ``tokens`` columns: each weight block is
+    dequantised once and dotted with every column, so the rate grows with the columns (HOST_BATCH_EXPONENT,
+    measured with 1, 2, 4 and 64 tokens on this machine), up to ``cap``."""
+    return min(cap, HOST_DECODE_COMPUTE_EFFICIENCY * max(1.0, tokens) ** HOST_BATCH_EXPONENT)
 
 
-def _device_seconds(name: str, nbytes: float, flops: float, machine: Machine, *, prefill: bool) -> float:
+@dataclass(frozen=True)
+class _Work:
+    """One device's part of a step: weights read, cache read, and the arithmetic by kind."""
+
+    weight_bytes: float
+    cache_bytes: float
+    dense_flops: float  # matrix products over every token of the step
+    expert_flops: float  # routed-expert products, over the tokens routed to each expert
+    attention_flops: float
+    tokens: float  # columns of the dense products
+    expert_tokens: float  # columns of one expert's product (tokens x used / count)
+
+
+def _device_seconds(name: str, machine: Machine, work: _Work, *, prefill: bool) -> float:
+    """One device's share of a step.
+
+    A GPU is a roofline: the larger of its bytes over bandwidth and its flops over compute (a prefill's grouped
+    expert products at ``t / (t + EXPERT_HALF_TOKENS)`` of a dense product's rate with ``t`` tokens per expert:
+    their tiles run mostly empty; a decode step's few tokens take the matrix-vector kernels, CUDA cores rather
+    than tensor cores: GPU_DECODE_COMPUTE_EFFICIENCY).
+
+    On the CPU the matrix products reach ``_host_efficiency`` of the peak for their column count, the larger of
+    that and the bytes over memory bandwidth; attention over cached tokens adds its own time: in decode, flash
+    attention's CPU kernel converts and dots every cached K and V row for each query, far below the peak
+    (HOST_ATTENTION_EFFICIENCY); a prefill ubatch's queries share them, like a matrix product."""
     if name == HOST:
-        compute = HOST_PREFILL_COMPUTE_EFFICIENCY if prefill else HOST_DECODE_COMPUTE_EFFICIENCY
-        return max(
-            nbytes / (machine.host_bandwidth * HOST_MEMORY_EFFICIENCY),
-            flops / (machine.host_flops * compute),
-        )
+        peak = machine.host_flops
+        products = work.dense_flops / (peak * _host_efficiency(work.tokens, HOST_COMPUTE_EFFICIENCY))
+        if work.expert_flops:
+            cap = HOST_EXPERT_COMPUTE_EFFICIENCY
+            products += work.expert_flops / (peak * _host_efficiency(work.expert_tokens, cap))
+        memory = (work.weight_bytes + work.cache_bytes) / (machine.host_bandwidth * HOST_MEMORY_EFFICIENCY)
+        attention = HOST_COMPUTE_EFFICIENCY if prefill else HOST_ATTENTION_EFFICIENCY
+        return max(memory, products) + work.attention_flops / (peak * attention)
+    expert_flops = work.expert_flops
+    if prefill and expert_flops:
+        expert_flops *= 1 + EXPERT_HALF_TOKENS / max(1.0, work.expert_tokens)
     compute = GPU_COMPUTE_EFFICIENCY if prefill else GPU_DECODE_COMPUTE_EFFICIENCY
     return max(
-        nbytes / (machine.gpu_bandwidth * GPU_MEMORY_EFFICIENCY),
-        flops / (machine.gpu_flops * compute),
+        (work.weight_bytes + work.cache_bytes) / (machine.gpu_bandwidth * GPU_MEMORY_EFFICIENCY),
+        (work.dense_flops + expert_flops + work.attention_flops) / (machine.gpu_flops * compute),
     )
 
 
@@ -301,17 +331,32 @@ def _attention(work: DeviceWork, depth: float, window: int) -> tuple[float, floa
     return nbytes, flops
 
 
+def _step_work(
+    load: Workload, work: DeviceWork, tokens: int, context: float, *, sequences: int, weights: bool = True
+) -> _Work:
+    """What ``tokens`` tokens of ``sequences`` sequences (each token seeing ``context`` cached tokens) need of one
+    device's weights and caches: each sequence's cache is read once per step, whatever its tokens."""
+    used = load.expert_used / load.expert_count if load.expert_count else 0.0
+    kv_bytes, attention = _attention(work, context, load.sliding_window)
+    return _Work(
+        weight_bytes=work.dense_bytes + work.expert_bytes * load.expert_fraction(tokens) if weights else 0.0,
+        cache_bytes=sequences * (kv_bytes + 2 * work.recurrent_bytes),
+        dense_flops=2 * tokens * work.dense_elements if weights else 0.0,
+        expert_flops=2 * tokens * work.expert_elements * used if weights else 0.0,
+        attention_flops=tokens * attention,
+        tokens=tokens,
+        expert_tokens=tokens * used,
+    )
+
+
 def decode_step(load: Workload, machine: Machine, *, sequences: int = 1, depth: int = 0) -> Step:
     """One decode step: one new token for each of ``sequences`` sequences, each ``depth`` tokens deep."""
     n = max(1, sequences)
-    experts = load.expert_fraction(n)
     parts: dict[str, float] = {}
     for name, work in load.devices.items():
-        kv_bytes, attn_flops = _attention(work, depth, load.sliding_window)
-        nbytes = work.dense_bytes + work.expert_bytes * experts + n * (kv_bytes + 2 * work.recurrent_bytes)
-        flops = 2 * n * work.dense_elements + _expert_flops(work, n, load, grouped=False) + n * attn_flops
-        if nbytes or flops or work.ops:
-            parts[name] = _device_seconds(name, nbytes, flops, machine, prefill=False) + work.ops * _op_seconds(name)
+        seconds = _device_seconds(name, machine, _step_work(load, work, n, depth, sequences=n), prefill=False)
+        if seconds or work.ops:
+            parts[name] = seconds + work.ops * _op_seconds(name)
     parts["splits"] = load.decode_splits * SPLIT_SECONDS
     parts["overhead"] = STEP_SECONDS
     return Step(sum(parts.values()), parts)
@@ -322,32 +367,33 @@ def prefill(load: Workload, machine: Machine, *, prompt: int, depth: int = 0, ub
     parts: dict[str, float] = {}
     done = 0
     first_gpu = next((name for name in load.devices if name != HOST), None)
+
+    def add(part: str, seconds: float) -> None:
+        parts[part] = parts.get(part, 0.0) + seconds
+
     while done < prompt:
         u = min(ubatch, prompt - done)
         # Attention of the ubatch: each of its tokens sees the context before it (causal), on average the middle.
         context = depth + done + u / 2
-        experts = load.expert_fraction(u)
         offload = first_gpu is not None and u >= OP_OFFLOAD_MIN_BATCH
         for name, work in load.devices.items():
-            kv_bytes, attn_flops = _attention(work, context, load.sliding_window)
-            weight_bytes = work.dense_bytes + work.expert_bytes * experts
-            weight_flops = 2 * u * work.dense_elements + _expert_flops(work, u, load, grouped=True)
-            cache_bytes = kv_bytes + 2 * work.recurrent_bytes
             if name == HOST and offload and first_gpu is not None:
-                # Host weights cross the link to the first GPU, which runs their products.
-                parts["link"] = parts.get("link", 0.0) + weight_bytes / (machine.link_bandwidth * LINK_EFFICIENCY)
-                parts[first_gpu] = parts.get(first_gpu, 0.0) + _device_seconds(
-                    first_gpu, weight_bytes, weight_flops, machine, prefill=True
+                # The host's weights cross the link to the first GPU, which runs their products; the host keeps
+                # what its caches need (attention under --no-kv-offload).
+                moved = _step_work(load, work, u, context, sequences=1)
+                add("link", moved.weight_bytes / (machine.link_bandwidth * LINK_EFFICIENCY))
+                gpu_part = _Work(
+                    moved.weight_bytes, 0.0, moved.dense_flops, moved.expert_flops, 0.0, u, moved.expert_tokens
                 )
-                weight_bytes, weight_flops = 0.0, 0.0
-            nbytes = weight_bytes + cache_bytes
-            flops = weight_flops + u * attn_flops
-            seconds = _device_seconds(name, nbytes, flops, machine, prefill=True) + work.ops * _op_seconds(name)
-            if nbytes or flops or work.ops:
-                parts[name] = parts.get(name, 0.0) + seconds
-        splits = load.prefill_splits if offload else load.decode_splits
-        parts["splits"] = parts.get("splits", 0.0) + splits * SPLIT_SECONDS
-        parts["overhead"] = parts.get("overhead", 0.0) + UBATCH_SECONDS
+                add(first_gpu, _device_seconds(first_gpu, machine, gpu_part, prefill=True))
+                step = _step_work(load, work, u, context, sequences=1, weights=False)
+            else:
+                step = _step_work(load, work, u, context, sequences=1)
+            seconds = _device_seconds(name, machine, step, prefill=True)
+            if seconds or work.ops:
+                add(name, seconds + work.ops * _op_seconds(name))
+        add("splits", (load.prefill_splits if offload else load.decode_splits) * SPLIT_SECONDS)
+        add("overhead", UBATCH_SECONDS)
         done += u
     return Step(sum(parts.values()), parts)
 
