@@ -72,6 +72,7 @@ from llmkube_components.planner.memory import (
 )
 from testkit import gguf_files
 from testkit.accuracy import COMPUTE_BUFFER, MODEL_BUFFER, TARGETS, WEIGHT_TYPE, last_load
+from testkit.accuracy import SHAPES as ACCURACY_SHAPES
 from testkit.llama_server import LlamaServer, free_port
 
 MiB = 1024 * 1024
@@ -217,34 +218,15 @@ class Shape:
 
 # Sized so that each device gets at least two blocks in every case (a device with one block frees the KQ mask
 # before its feed-forward peak, which the plan does not model), F16 weights (see testkit/accuracy.py).
+def _accuracy_dims(name: str, **changes: Any) -> dict[str, Any]:
+    """A shape of the single-device accuracy matrix (testkit/accuracy.py), with more layers or a bigger vocabulary."""
+    (shape,) = [s for s in ACCURACY_SHAPES if s.name == name]
+    return {**shape.dims, **changes}
+
+
 SHAPES: Mapping[str, Shape] = {
-    "dense": Shape(
-        gguf_files.write_dense,
-        {
-            "n_layer": 12,
-            "n_embd": 256,
-            "n_head": 4,
-            "n_head_kv": 4,
-            "head_dim": 64,
-            "n_ff": 512,
-            "vocab": 2048,
-            "n_ctx_train": 32768,
-        },
-    ),
-    "moe": Shape(
-        gguf_files.write_moe,
-        {
-            "n_layer": 8,
-            "n_embd": 128,
-            "n_head": 4,
-            "n_head_kv": 2,
-            "head_dim": 64,
-            "n_expert": 16,
-            "n_ff_exp": 64,
-            "vocab": 2048,
-            "n_ctx_train": 32768,
-        },
-    ),
+    "dense": Shape(gguf_files.write_dense, _accuracy_dims("dense-large", n_layer=12)),
+    "moe": Shape(gguf_files.write_moe, _accuracy_dims("moe", n_layer=8, vocab=2048)),
 }
 
 
