@@ -116,7 +116,8 @@ class Flag:
 
         ``aliases`` are llama.cpp's other names for the flag, ``negations`` the names that turn a switch off
         (``--no-jinja`` for ``--jinja``): when ``extraArgs`` holds any spelling, the row is left out and the user's
-        value wins. ``memory`` (MEMORY) marks the rows the planner reads: they change what the server allocates.
+        value wins. ``memory`` (MEMORY) marks the rows the planner reads: they change what the server allocates
+    (or, --threads, how fast its CPU share runs).
     ``default`` is what llama-server runs with when the command line leaves the flag out (common/common.h).
     """
 
@@ -618,7 +619,8 @@ FLAG_TABLE: tuple[Flag, ...] = (
     Flag("--cache-ram",        VALUED,   MEMORY,   prompt_cache_off,                         "-cram", default="8192"),
     # llmkube only (the operator has no such fields): threads for the CPU limit, the key file, and the endpoints
     # an exposed server hides.
-    Flag("--threads",          VALUED,   SERVING,  threads,                                  "-t"),
+    # MEMORY here as "the planner reads it": the threads bound the CPU's share of the speed estimate.
+    Flag("--threads",          VALUED,   MEMORY,   threads,                                  "-t"),
     Flag("--api-key-file",     VALUED,   SERVING,  api_key_file),
     Flag("--no-ui",            SWITCH,   SERVING,  web_ui_off,            "--no-webui", negations=("--ui", "--webui")),
     Flag("--no-slots",         SWITCH,   SERVING,  slots_off,                                negations=("--slots",)),

@@ -301,3 +301,18 @@ def test_no_repack_in_extra_args_reaches_the_plan() -> None:
     assert repacked.host["repack"] > 0 and repacked.repacked > 0
     assert memory.host["repack"] == 0 and memory.repacked == 0
     assert "--no-repack" in plain.services["s"].spec.extra_args
+
+
+def test_threads_from_the_cpu_limit_bound_the_hosts_share_of_the_speed() -> None:
+    # resources.cpu renders --threads: experts in RAM computed on 2 of the node's 16 cores decode slower than on 16.
+    def decode(cpu: str) -> float:
+        service = {"contextSize": 8192, "moeCPUOffload": True, "resources": {"cpu": cpu, "hostMemory": "40Gi"}}
+        return stack(service).plans["s"].chosen.speed.decode_tokens_per_second
+
+    assert decode("2") < decode("8") < decode("16")
+    assert (
+        decode("16")
+        == stack({"contextSize": 8192, "moeCPUOffload": True, "resources": {"hostMemory": "40Gi"}})
+        .plans["s"]
+        .chosen.speed.decode_tokens_per_second
+    )  # no limit: a thread per core

@@ -79,6 +79,7 @@ class ServerSettings:
     draft_n_gpu_layers: int = -1  # --spec-draft-ngl; -1: every layer
     mmproj_offload: bool = True  # --mmproj-offload (default) / --no-mmproj-offload
     repack: bool = True  # --repack (default) / --no-repack
+    threads: int | None = None  # --threads; unset: a thread per physical core of the node
 
 
 def settings_from_args(args: Sequence[str], gpu_count: int) -> ServerSettings:
@@ -137,6 +138,7 @@ def _settings(given: Mapping[str, Any], gpu_count: int) -> ServerSettings:
         draft_n_gpu_layers=_layers(values.get("--spec-draft-ngl", "-1")),
         mmproj_offload=values.get("--no-mmproj-offload") is not True,
         repack=values.get("--no-repack") is not True,
+        threads=int(values["--threads"]) if values.get("--threads") is not None else None,
     )
 
 
@@ -245,10 +247,13 @@ def _candidate(option: Option) -> dict[str, Any]:
     }
 
 
-def machine(profile: HardwareProfile) -> Machine:
-    """The profile's figures the speed estimate reads."""
+def machine(profile: HardwareProfile, threads: int | None = None) -> Machine:
+    """The profile's figures the speed estimate reads; with ``threads`` (--threads, from resources.cpu) below the
+    node's cores, the server's share of the CPU's compute."""
     host_bandwidth = float(parse_quantity(profile.host_memory_bandwidth))
     host_flops = profile.host_flops
+    if threads is not None:
+        host_flops *= min(threads, profile.cpu_cores) / profile.cpu_cores
     gpu = profile.gpu
     if gpu is None:
         return Machine(0, 1.0, 1.0, 1.0, host_bandwidth, host_flops)
@@ -322,7 +327,7 @@ def _evaluate(label: str, fields: dict[str, Any], spec: InferenceServiceSpec, tr
     load = workload(
         memory, facts, settings.cache_type_k, settings.cache_type_v, kv_on_host=settings.placement.no_kv_offload
     )
-    hardware = machine(trial.profile)
+    hardware = machine(trial.profile, settings.threads)
     context = memory.context_size
     depth = min(trial.query.depth, context)
     figures = speed(
