@@ -175,13 +175,6 @@ class Option:
     def fits(self) -> bool:
         return not self.shortfalls
 
-    def summary(self) -> str:
-        s = self.speed
-        return (
-            f"{self.label}: about {s.decode_tokens_per_second:.1f} tokens/s decode at {s.depth} tokens of context, "
-            f"{self.ranking:.1f} over a full conversation, {s.prefill_tokens_per_second:.0f} tokens/s prefill"
-        )
-
 
 @dataclass(frozen=True)
 class ServicePlan:
