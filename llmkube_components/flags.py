@@ -70,6 +70,7 @@ class Inputs:
     draft_path: str | None = None  # the draft model's file (speculativeDecoding), as the pod sees it
     mmproj_path: str | None = None  # the multimodal projector's file (Model mmproj), as the pod sees it
     router_preset_path: str | None = None  # the router's models preset (default ROUTER_PRESET_FILE), as the pod sees it
+    rpc_servers: tuple[str, ...] = ()  # multiNode: the workers' ggml-rpc-server addresses (host:port), rank order
 
 
 Getter = Callable[[Inputs], Any]
@@ -540,6 +541,13 @@ def metadata_overrides(given: Inputs) -> list[str] | None:
     return [",".join(entries)] if entries else None
 
 
+@reads("multiNode")
+def rpc_servers(given: Inputs) -> str | None:
+    """The workers of a multi-node group, rank order: llama.cpp puts their devices first, in this order
+    (src/llama.cpp, "add RPC servers at the front of the list"), which is the order of tensorSplit's shares."""
+    return ",".join(given.rpc_servers) if given.rpc_servers else None
+
+
 @reads("runtime")
 def mmproj_file(given: Inputs) -> str | None:
     # The router drops --mmproj from what it passes to its model instances (server-models.cpp,
@@ -561,6 +569,9 @@ FLAG_TABLE: tuple[Flag, ...] = (
     Flag("--models-max",       VALUED,   SERVING,  models_max,                               default="4"),
     Flag("--port",             VALUED,   SERVING,  serving_port),
     Flag("--host",             VALUED,   SERVING,  listen_address),
+    # Before the GPU flags: llama.cpp registers the workers' devices when it parses this (common/arg.cpp).
+    # llmkube only (multiNode); the planner reads the group from the spec, not from this flag.
+    Flag("--rpc",              VALUED,   SERVING,  rpc_servers),
     Flag("--n-gpu-layers",     VALUED,   MEMORY,   gpu_layers,                               "-ngl", "--gpu-layers"),
     Flag("--split-mode",       VALUED,   MEMORY,   split_mode,                               "-sm", default="layer"),
     Flag("--tensor-split",     VALUED,   MEMORY,   tensor_split,                             "-ts"),

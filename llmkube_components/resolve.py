@@ -22,6 +22,7 @@ from .api.base import format_bytes, name_problem, normalize_name, parse_quantity
 from .api.model import HardwareSpec
 from .api.service import (
     API_KEY_SECRET_SUFFIX,
+    DEFAULT_REPLICAS,
     DEFAULT_RUNTIME,
     LLAMACPP_RUNTIMES,
     ApiKeySpec,
@@ -67,10 +68,34 @@ class ResolvedService:
     # The node's profile as selected, before a GPU share (gpu_share_profile) narrowed ``profile`` to the share;
     # None: ``profile`` itself. The pool check (planner/pool.py) places shares onto the node's whole GPUs.
     node_profile: HardwareProfile | None = None
+    # multiNode: the hardware of ranks 1.. up to the largest group the spec allows (a member's hardwareProfile,
+    # else the service's node); empty for a single-node service.
+    workers: tuple[HardwareProfile, ...] = ()
+    # Set by the planner: the host memory each worker (ranks 1..size-1) needs, in bytes (a CPU worker holds its
+    # layers in RAM); empty before planning.
+    worker_host_memory: tuple[int, ...] = ()
 
     @property
     def path(self) -> str:
         return config_path("services", self.key)
+
+    @property
+    def group_size(self) -> int | None:
+        """The nodes of a multi-node service once known (a count, or auto decided by the planner), else None."""
+        multi = self.spec.multi_node
+        return multi.size if multi is not None and isinstance(multi.size, int) else None
+
+    @property
+    def device_count(self) -> int:
+        """Devices llama-server splits the model over: the workers' (each GPU of a worker, or its CPU when it has
+        none: ggml-rpc-server then serves the CPU backend as one device), then its own GPUs."""
+        return sum(remote_devices(p) for p in self.worker_profiles) + self.gpu_count
+
+    @property
+    def worker_profiles(self) -> tuple[HardwareProfile, ...]:
+        """The hardware of the workers the service runs with (ranks 1..size-1); none until the size is known."""
+        size = self.group_size
+        return self.workers[: size - 1] if size else ()
 
     @property
     def node(self) -> HardwareProfile:
@@ -80,6 +105,11 @@ class ResolvedService:
     @property
     def gpu_count(self) -> int:
         return (self.spec.resources.gpu if self.spec.resources else None) or 0
+
+
+def remote_devices(profile: HardwareProfile) -> int:
+    """Devices a worker on this hardware serves: every GPU, or one CPU device without GPUs (tools/rpc)."""
+    return profile.gpu_count or 1
 
 
 @dataclass(frozen=True)
@@ -160,6 +190,8 @@ def resolve_stack(config: StackConfig) -> ResolvedStack:
             )
         problems.extend(_api_key_problems(effective, config.delivery, path, key if managed else None))
         problems.extend(_runtime_problems(effective, config.delivery, path))
+        problems.extend(multi_node_problems(effective, config.delivery, path))
+        workers = _worker_profiles(effective, node_profile, path, problems)
         draft_key = _draft_model_key(effective, by_model_name, config, path, problems)
         router_keys = _router_model_keys(effective, model_key, by_model_name, config, path, problems)
         warnings.extend(_offload_warnings(effective, path))
@@ -191,6 +223,7 @@ def resolve_stack(config: StackConfig) -> ResolvedStack:
             draft=ResolvedModel(draft_key, model_names[draft_key], config.models[draft_key]) if draft_key else None,
             router_models=tuple(ResolvedModel(k, model_names[k], config.models[k]) for k in router_keys),
             node_profile=node_profile if node_profile is not profile else None,
+            workers=workers,
         )
     for key in config.api_keys:
         if key not in config.services:
@@ -220,6 +253,8 @@ def resolve_stack(config: StackConfig) -> ResolvedStack:
             models[s.draft.name] if s.draft else None,
             tuple(models[m.name] for m in s.router_models),
             s.node_profile,
+            s.workers,
+            s.worker_host_memory,
         )
         for name, s in services.items()
     }
@@ -260,6 +295,66 @@ def _runtime_problems(spec: InferenceServiceSpec, delivery: Delivery, path: str)
             )
         ]
     return []
+
+
+def multi_node_problems(spec: InferenceServiceSpec, delivery: Delivery, path: str) -> list[Problem]:
+    """What a multi-node group cannot be combined with: one llama-server holds the group's ggml-rpc-servers (each
+    serves one client at a time), so one replica; the LLMKube operator runs multiNode for vLLM only."""
+    multi = spec.multi_node
+    if multi is None:
+        return []
+    at = config_path(path, "multiNode")
+    if delivery == "operator":
+        return [
+            Problem(
+                at,
+                "delivery operator cannot serve it: the LLMKube operator's multiNode runs vLLM only (llama.cpp RPC "
+                "members are an open request upstream, LLMKube #1753); use delivery direct",
+            )
+        ]
+    out: list[Problem] = []
+    runtime = spec.runtime or DEFAULT_RUNTIME
+    if runtime != "llamacpp":
+        out.append(Problem(at, f"runtime {runtime} cannot use it; multiNode serves one model with runtime llamacpp"))
+    replicas = spec.replicas if spec.replicas is not None else DEFAULT_REPLICAS
+    if spec.autoscaling is not None or replicas > 1:
+        what = "autoscaling" if spec.autoscaling is not None else f"replicas {replicas}"
+        out.append(
+            Problem(
+                at,
+                f"{what}: a multi-node group is one replica (each worker's ggml-rpc-server serves a single "
+                "llama-server); remove it, or serve more replicas as separate services",
+            )
+        )
+    if multi.is_auto and spec.offload_mode == "manual":
+        out.append(
+            Problem(
+                config_path(at, "size"),
+                "auto needs offload auto (the planner picks the size with the placement); give a node count, or "
+                "leave the placement fields to the planner",
+            )
+        )
+    return out
+
+
+def _worker_profiles(
+    spec: InferenceServiceSpec, node: HardwareProfile, path: str, problems: list[Problem]
+) -> tuple[HardwareProfile, ...]:
+    """The hardware of ranks 1.. of a multi-node service: a member's hardwareProfile, else the service's node."""
+    multi = spec.multi_node
+    if multi is None:
+        return ()
+    out: list[HardwareProfile] = []
+    for rank in range(1, multi.largest):
+        member = multi.member(rank)
+        if member is None or member.hardware_profile is None:
+            out.append(node)
+            continue
+        index = (multi.members or []).index(member)
+        at = config_path(path, "multiNode", "members", index, "hardwareProfile")
+        profile = _collect(problems, functools.partial(resolve_profile, member.hardware_profile, at))
+        out.append(profile if profile is not None else node)
+    return tuple(out)
 
 
 def _draft_model_key(

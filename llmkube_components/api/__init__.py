@@ -11,6 +11,8 @@ from .service import (
     InferenceServiceSpec,
     MetricSpec,
     ModelCacheSpec,
+    MultiNodeMember,
+    MultiNodeSpec,
 )
 from .stack import OperatorSettings, StackConfig
 
@@ -28,6 +30,8 @@ __all__ = [
     "ModelCacheSpec",
     "ModelResources",
     "ModelSpec",
+    "MultiNodeMember",
+    "MultiNodeSpec",
     "OperatorSettings",
     "Quantity",
     "StackConfig",

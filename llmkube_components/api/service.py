@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, ClassVar, Final, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
 from .base import (
@@ -193,6 +193,143 @@ class GpuSharingSpec(ApiModel):
             )
         if self.memory_limit_gi_b is not None and mode != "shared":
             raise PydanticCustomError("llmkube_rule", "memoryLimitGiB needs mode shared, not {mode}", {"mode": mode})
+        return self
+
+
+# Multi-node groups (llama.cpp RPC): rank 0 runs llama-server, ranks 1.. run ggml-rpc-server.
+MAX_GROUP_SIZE: Final = 16  # llama.cpp's llama_max_devices(): every member brings at least one device
+DEFAULT_MAX_GROUP_SIZE: Final = 4
+DEFAULT_RPC_PORT: Final = 50052  # ggml-rpc-server's default port (tools/rpc)
+AUTO: Final = "auto"
+DEFAULT_WORKER_COMMAND: Final = ["/app/ggml-rpc-server"]
+
+
+class MultiNodeMember(ApiModel):
+    """Overrides for one member of a multi-node group, by rank."""
+
+    rank: int = Field(
+        ...,
+        ge=0,
+        le=MAX_GROUP_SIZE - 1,
+        description="The member: 0 is the node that runs llama-server, 1.. the nodes that run ggml-rpc-server.",
+    )
+    node_name: DnsSubdomain | None = Field(
+        None,
+        description="Pin the member to the node of this name (its kubernetes.io/hostname label); default: the "
+        "scheduler picks a node of the member's hardware profile, never one another member of the group runs on.",
+    )
+    hardware_profile: str | dict[str, Any] | None = Field(
+        None,
+        json_schema_extra=llmkube_only(),
+        description="llmkube only: the hardware of this member's node (a profile name, or {extends: name, ...}); "
+        "default: the service's. The planner sizes the member's share of the layers by its memory.",
+    )
+
+
+class MultiNodeSpec(ApiModel):
+    """One model served by several nodes: llama-server on one, ggml-rpc-server on the others (llama.cpp RPC)."""
+
+    size: Annotated[int, Field(ge=1, le=MAX_GROUP_SIZE)] | Literal["auto"] = Field(
+        ...,
+        description=f"Nodes in the group, counting the one that runs llama-server (1-{MAX_GROUP_SIZE}), or auto: "
+        "the planner weighs one node and every size up to maxSize (offload auto) and keeps the fastest placement "
+        "that fits.",
+    )
+    max_size: Annotated[int, Field(ge=2, le=MAX_GROUP_SIZE)] | None = Field(
+        None,
+        json_schema_extra=llmkube_only(),
+        description=f"llmkube only: with size auto, the most nodes the group may take (default "
+        f"{DEFAULT_MAX_GROUP_SIZE}).",
+    )
+    rendezvous_port: Annotated[int, Field(ge=1, le=65535)] | None = Field(
+        None,
+        description=f"Port the members meet on: each worker's ggml-rpc-server listens on it (default "
+        f"{DEFAULT_RPC_PORT}).",
+    )
+    members: Annotated[list[MultiNodeMember], Field(max_length=MAX_GROUP_SIZE)] | None = Field(
+        None, description="Per-member overrides (node, hardware), by rank; members not listed take the defaults."
+    )
+    worker_image: Image | None = Field(
+        None,
+        json_schema_extra=llmkube_only(),
+        description="llmkube only: image of the workers' ggml-rpc-server; default: the service's image. Both sides "
+        "must speak the same RPC protocol version and be built with -DGGML_RPC=ON: one image for both is safest.",
+    )
+    worker_command: Annotated[list[NonEmpty], Field(min_length=1)] | None = Field(
+        None,
+        json_schema_extra=llmkube_only(),
+        description=f"llmkube only: the workers' command; default {DEFAULT_WORKER_COMMAND} (where llama.cpp's images "
+        "keep their programs; older builds call it rpc-server). Its arguments (--host, --port, --cache) are ours.",
+    )
+    worker_cache: bool | None = Field(
+        None,
+        json_schema_extra=llmkube_only(),
+        description="llmkube only: ggml-rpc-server keeps the large tensors it receives in a local cache (-c, an "
+        "emptyDir of the worker pod), so a restarted llama-server sends their hashes instead of the weights "
+        "(default true).",
+    )
+
+    @property
+    def is_auto(self) -> bool:
+        return self.size == AUTO
+
+    @property
+    def port(self) -> int:
+        return self.rendezvous_port or DEFAULT_RPC_PORT
+
+    @property
+    def cache_on(self) -> bool:
+        return self.worker_cache is not False
+
+    @property
+    def largest(self) -> int:
+        """The most nodes the group may take: size, or maxSize with size auto."""
+        if isinstance(self.size, int):
+            return self.size
+        return self.max_size or DEFAULT_MAX_GROUP_SIZE
+
+    def member(self, rank: int) -> MultiNodeMember | None:
+        return next((m for m in self.members or () if m.rank == rank), None)
+
+    @field_validator("size", mode="before")
+    @classmethod
+    def _size_or_auto(cls, value: Any) -> Any:
+        # One message for both halves of the union (pydantic would report each alternative's failure).
+        if value == AUTO or (isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= MAX_GROUP_SIZE):
+            return value
+        raise PydanticCustomError(
+            "llmkube_rule",
+            "{value} is not a node count from 1 to {most} or auto",
+            {"value": repr(value), "most": MAX_GROUP_SIZE},
+        )
+
+    @model_validator(mode="after")
+    def _members_in_group(self) -> MultiNodeSpec:
+        if self.max_size is not None and not self.is_auto:
+            raise PydanticCustomError(
+                "llmkube_rule", "maxSize {max} needs size auto, not {size}", {"max": self.max_size, "size": self.size}
+            )
+        seen: set[int] = set()
+        for member in self.members or ():
+            if member.rank in seen:
+                raise PydanticCustomError(
+                    "llmkube_rule", "members: rank {rank} is given twice; one entry per member", {"rank": member.rank}
+                )
+            seen.add(member.rank)
+            if member.rank >= self.largest:
+                raise PydanticCustomError(
+                    "llmkube_rule",
+                    "members: rank {rank} is outside a group of at most {n} nodes (ranks 0-{last})",
+                    {"rank": member.rank, "n": self.largest, "last": self.largest - 1},
+                )
+        names = [m.node_name for m in self.members or () if m.node_name]
+        twice = sorted({n for n in names if names.count(n) > 1})
+        if twice:
+            raise PydanticCustomError(
+                "llmkube_rule",
+                "members: node {node} is given to two members; each member runs on a node of its own",
+                {"node": ", ".join(twice)},
+            )
         return self
 
 
@@ -509,12 +646,16 @@ class InferenceServiceSpec(ApiModel):
         "layer as llama.cpp does: the first layers stay on the CPU); wins over the Model's hardware.gpu.layers. "
         "offload: auto sets it when the model does not fit whole. Delivery operator passes it in extraArgs.",
     )
-    tensor_split: Annotated[list[Annotated[float, Field(ge=0)]], Field(min_length=1, max_length=8)] | None = Field(
+    tensor_split: (
+        Annotated[list[Annotated[float, Field(ge=0)]], Field(min_length=1, max_length=MAX_GROUP_SIZE)] | None
+    ) = Field(
         None,
         json_schema_extra=llmkube_only(),
         description="llmkube only: each GPU's share of the offloaded layers for this service (--tensor-split, e.g. "
         "[22, 27] layers); wins over the Model's hardware.gpu.sharding.layerSplit. offload: auto sets it to balance "
-        "the GPUs after moving experts to the CPU. Delivery operator passes it in extraArgs.",
+        "the GPUs after moving experts to the CPU. With multiNode the workers' devices come first (rank 1's, rank "
+        "2's, ...), then the server's own GPUs, as llama.cpp orders RPC devices. Delivery operator passes it in "
+        "extraArgs.",
     )
     no_warmup: bool | None = Field(None, description="Skip the warm-up run at start (--no-warmup).")
     tensor_overrides: list[str] | None = Field(
@@ -658,6 +799,13 @@ class InferenceServiceSpec(ApiModel):
         json_schema_extra=llmkube_only(),
         description="llmkube only: a hardware profile for this service (a name, or {extends: name, ...}); "
         "default: the stack's llmkube:hardware.",
+    )
+    multi_node: MultiNodeSpec | None = Field(
+        None,
+        json_schema_extra=llmkube_only(),
+        description="llmkube only (upstream's multiNode serves vLLM): serve the model from several nodes with "
+        "llama.cpp RPC: llama-server on the first, ggml-rpc-server on each other, each node's devices taking a "
+        "share of the layers by memory. Delivery direct only; one replica.",
     )
     offload: OffloadMode | None = Field(
         None,

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Final, Literal
 
 from pydantic import Field, ValidationInfo, field_validator
 from pydantic_core import PydanticCustomError
@@ -150,6 +150,58 @@ class GpuHardware(ApiModel):
         return float(parse_quantity(self.host_link_bandwidth)) if self.host_link_bandwidth else DEFAULT_LINK_BANDWIDTH
 
 
+# Ethernet links by name: bytes per second of payload in one direction (line rate / 8; framing is in the
+# efficiency the speed estimate applies).
+ETHERNET_LINKS: Final = {
+    "1GbE": 125e6,
+    "2.5GbE": 312.5e6,
+    "5GbE": 625e6,
+    "10GbE": 1.25e9,
+    "25GbE": 3.125e9,
+    "40GbE": 5e9,
+    "100GbE": 12.5e9,
+}
+EthernetLink = Literal["1GbE", "2.5GbE", "5GbE", "10GbE", "25GbE", "40GbE", "100GbE"]
+# A node without a network figure is taken to have the slowest common link: a plan never promises more speed
+# than the hardware has.
+DEFAULT_ETHERNET_LINK: Final = "1GbE"
+# TCP round trip between two pods on different nodes of one switch, through the pod network: tens of
+# microseconds on the wire and switch, the rest in two kernels' network stacks and the CNI's encapsulation.
+DEFAULT_ROUND_TRIP_MICROSECONDS: Final = 200
+
+
+class NetworkLink(ApiModel):
+    """The node's link to the other nodes, which a multi-node group's activations cross."""
+
+    link: EthernetLink | None = Field(
+        None,
+        description="The Ethernet link by name: "
+        + ", ".join(ETHERNET_LINKS)
+        + f"; default {DEFAULT_ETHERNET_LINK} unless bandwidth is given.",
+    )
+    bandwidth: PositiveQuantity | None = Field(
+        None,
+        description="Bandwidth in bytes per second, one direction, e.g. 1.25G for 10 GbE; wins over link.",
+    )
+    round_trip_microseconds: int = Field(
+        DEFAULT_ROUND_TRIP_MICROSECONDS,
+        ge=1,
+        description="TCP round trip to another node's pod in microseconds, as ping or a netperf TCP_RR test shows it "
+        f"(default {DEFAULT_ROUND_TRIP_MICROSECONDS}).",
+    )
+
+    @property
+    def bytes_per_second(self) -> float:
+        if self.bandwidth is not None:
+            return float(parse_quantity(self.bandwidth))
+        return ETHERNET_LINKS[self.link or DEFAULT_ETHERNET_LINK]
+
+    @property
+    def round_trip(self) -> float:
+        """Seconds."""
+        return self.round_trip_microseconds * 1e-6
+
+
 class Reserved(ApiModel):
     """Memory the server cannot use: set aside for everything else on the node."""
 
@@ -194,6 +246,10 @@ class HardwareProfile(ApiModel):
         "their planned memory; what does not fit is an error, autoscaling's maxReplicas beyond it a warning. "
         "Services whose hardwareProfile names the same profile as llmkube:hardware share its nodes; extends with "
         "only nodes keeps the base's name.",
+    )
+    network: NetworkLink = Field(
+        default_factory=NetworkLink,
+        description="The node's network link to the other nodes (multiNode services send activations over it).",
     )
     reserved: Reserved = Field(default_factory=Reserved, description="Memory kept back from the server.")
     node_selector: dict[str, str] = Field(
