@@ -979,6 +979,44 @@ class PersonaPlexConfig(TypedDict, total=False):
     """Load the weights in 4 bits."""
 
 
+class MultiNodeMember(TypedDict, total=False):
+    """Overrides for one member of a multi-node group, by rank."""
+
+    rank: Required[pulumi.Input[int]]
+    """The member: 0 is the node that runs llama-server, 1.. the nodes that run ggml-rpc-server."""
+
+    nodeName: NotRequired[pulumi.Input[str]]
+    """Pin the member to the node of this name (its kubernetes.io/hostname label); default: the scheduler picks a node of the member's hardware profile, never one another member of the group runs on."""
+
+    hardwareProfile: NotRequired[pulumi.Input[Any]]
+    """llmkube only: the hardware of this member's node (a profile name, or {extends: name, ...}); default: the service's. The planner sizes the member's share of the layers by its memory."""
+
+
+class MultiNodeSpec(TypedDict, total=False):
+    """One model served by several nodes: llama-server on one, ggml-rpc-server on the others (llama.cpp RPC)."""
+
+    size: Required[pulumi.Input[Any]]
+    """Nodes in the group, counting the one that runs llama-server (1-16), or auto: the planner weighs one node and every size up to maxSize (offload auto) and keeps the fastest placement that fits."""
+
+    maxSize: NotRequired[pulumi.Input[int]]
+    """llmkube only: with size auto, the most nodes the group may take (default 4)."""
+
+    rendezvousPort: NotRequired[pulumi.Input[int]]
+    """Port the members meet on: each worker's ggml-rpc-server listens on it (default 50052)."""
+
+    members: NotRequired[pulumi.Input[list[pulumi.Input[MultiNodeMember]]]]
+    """Per-member overrides (node, hardware), by rank; members not listed take the defaults."""
+
+    workerImage: NotRequired[pulumi.Input[str]]
+    """llmkube only: image of the workers' ggml-rpc-server; default: the service's image. Both sides must speak the same RPC protocol version and be built with -DGGML_RPC=ON: one image for both is safest."""
+
+    workerCommand: NotRequired[pulumi.Input[list[pulumi.Input[str]]]]
+    """llmkube only: the workers' command; default ['/app/ggml-rpc-server'] (where llama.cpp's images keep their programs; older builds call it rpc-server). Its arguments (--host, --port, --cache) are ours."""
+
+    workerCache: NotRequired[pulumi.Input[bool]]
+    """llmkube only: ggml-rpc-server keeps the large tensors it receives in a local cache (-c, an emptyDir of the worker pod), so a restarted llama-server sends their hashes instead of the weights (default true)."""
+
+
 class OffloadMode(StrEnum):
     """One of: auto, manual."""
 
@@ -1078,7 +1116,7 @@ class InferenceServiceSpec(TypedDict, total=False):
     """llmkube only: layers this service offloads to the GPUs (--n-gpu-layers N, counting the output layer as llama.cpp does: the first layers stay on the CPU); wins over the Model's hardware.gpu.layers. offload: auto sets it when the model does not fit whole. Delivery operator passes it in extraArgs."""
 
     tensorSplit: NotRequired[pulumi.Input[list[pulumi.Input[float]]]]
-    """llmkube only: each GPU's share of the offloaded layers for this service (--tensor-split, e.g. [22, 27] layers); wins over the Model's hardware.gpu.sharding.layerSplit. offload: auto sets it to balance the GPUs after moving experts to the CPU. Delivery operator passes it in extraArgs."""
+    """llmkube only: each GPU's share of the offloaded layers for this service (--tensor-split, e.g. [22, 27] layers); wins over the Model's hardware.gpu.sharding.layerSplit. offload: auto sets it to balance the GPUs after moving experts to the CPU. With multiNode the workers' devices come first (rank 1's, rank 2's, ...), then the server's own GPUs, as llama.cpp orders RPC devices. Delivery operator passes it in extraArgs."""
 
     noWarmup: NotRequired[pulumi.Input[bool]]
     """Skip the warm-up run at start (--no-warmup)."""
@@ -1211,6 +1249,9 @@ class InferenceServiceSpec(TypedDict, total=False):
 
     hardwareProfile: NotRequired[pulumi.Input[Any]]
     """llmkube only: a hardware profile for this service (a name, or {extends: name, ...}); default: the stack's llmkube:hardware."""
+
+    multiNode: NotRequired[pulumi.Input[MultiNodeSpec]]
+    """llmkube only (upstream's multiNode serves vLLM): serve the model from several nodes with llama.cpp RPC: llama-server on the first, ggml-rpc-server on each other, each node's devices taking a share of the layers by memory. Delivery direct only; one replica."""
 
     offload: NotRequired[pulumi.Input[OffloadMode]]
     """llmkube only: auto lets the planner pick the fastest placement that fits (gpuLayers, tensorSplit, moeCPULayers, moeCPUOffload, noKvOffload) and the hostMemory request; manual keeps the fields as written and checks them. Default: auto unless one of those fields or resources.hostMemory is set."""

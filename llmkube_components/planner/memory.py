@@ -323,6 +323,22 @@ class Placement:
     n_cpu_moe: int = 0  # --n-cpu-moe
     overrides: tuple[tuple[str, str], ...] = ()  # --override-tensor (regex, "CPU" | "CUDA<n>"), in order
     no_kv_offload: bool = False  # --no-kv-offload
+    # multiNode: the workers' devices, which llama.cpp puts before its own GPUs (True: a GPU, False: a worker's
+    # CPU served as a device). They count in gpu_count; ggml-rpc does not offload ops and has no CUDA runtime
+    # of its own on a CPU worker.
+    rpc_devices: tuple[bool, ...] = ()
+
+    @property
+    def local_gpus(self) -> int:
+        """The server's own GPUs (after the workers' devices)."""
+        return self.gpu_count - len(self.rpc_devices)
+
+    @property
+    def first_local(self) -> str:
+        """The server's first own GPU: where op offload and the multimodal projector go."""
+        if self.split_mode == SplitMode.NONE:
+            return gpu_name(self.main_gpu)
+        return gpu_name(len(self.rpc_devices) if self.local_gpus else 0)
 
     def rules(self) -> tuple[tuple[re.Pattern[str], str], ...]:
         """The override rules in the order llama.cpp tries them, each with its device (gpuN or host)."""
@@ -519,13 +535,19 @@ class MemoryPlan:
 
     def fits(self, profile: HardwareProfile) -> list[Shortfall]:
         """Devices whose total exceeds what the profile can give (usable memory after its reserves)."""
+        capacities = [profile.usable_gpu_memory] * profile.gpu_count
+        return self.fits_capacities(capacities, profile.usable_host_memory)
+
+    def fits_capacities(self, capacities: Sequence[int], host: int) -> list[Shortfall]:
+        """Devices whose total exceeds their usable memory: ``capacities`` per device in order, ``host`` for the
+        server's own RAM."""
         out: list[Shortfall] = []
         for i, gpu in enumerate(self.gpus):
-            usable = profile.usable_gpu_memory if i < profile.gpu_count else 0
+            usable = capacities[i] if i < len(capacities) else 0
             if gpu.total > usable:
                 out.append(Shortfall(gpu.name, gpu.total, usable))
-        if self.host.total > profile.usable_host_memory:
-            out.append(Shortfall(HOST, self.host.total, profile.usable_host_memory))
+        if self.host.total > host:
+            out.append(Shortfall(HOST, self.host.total, host))
         return out
 
     def table(self) -> str:
@@ -616,14 +638,22 @@ def plan_memory(
         draft_cache_type_v=draft_cache_type_v, repack=repack,
     )  # fmt: skip
     return (
-        plan if mmproj is None else _with_projector(plan, mmproj, offload=mmproj_offload and bool(placement.gpu_count))
+        plan
+        if mmproj is None
+        else _with_projector(
+            plan,
+            mmproj,
+            gpu_name(len(placement.rpc_devices) if placement.local_gpus else 0),
+            offload=mmproj_offload and bool(placement.gpu_count),
+        )
     )
 
 
-def _with_projector(plan: MemoryPlan, mmproj: ProjectorFacts, *, offload: bool) -> MemoryPlan:
+def _with_projector(plan: MemoryPlan, mmproj: ProjectorFacts, first: str, *, offload: bool) -> MemoryPlan:
     """The plan plus a multimodal projector's weights, on the first GPU or in host memory (clip_ctx)."""
-    # clip_ctx asks for the first GPU device (ggml_backend_init_by_type), whatever --main-gpu or the split say.
-    where = gpu_name(0) if offload else HOST
+    # clip_ctx asks for the first GPU device (ggml_backend_init_by_type), whatever --main-gpu or the split say:
+    # in ggml's registry the server's own GPUs come before the workers' (registered later, by --rpc).
+    where = first if offload else HOST
     devices = tuple(
         DeviceMemory(d.name, {**d.bytes, MMPROJ: d.bytes[MMPROJ] + mmproj.weight_bytes}) if d.name == where else d
         for d in plan.devices
@@ -898,10 +928,11 @@ def _plan_context(
         )
 
     # --- runtime and prompt cache -------------------------------------------------------------------------
-    for g in gpus:
-        ledger.add(g, RUNTIME, gpu_runtime_overhead)
+    for i, g in enumerate(gpus):
+        if i >= len(placement.rpc_devices) or placement.rpc_devices[i]:
+            ledger.add(g, RUNTIME, gpu_runtime_overhead)
     if host_overhead:
-        ledger.add(HOST, RUNTIME, host_overhead + (HOST_GPU_RUNTIME_OVERHEAD if gpus else 0))
+        ledger.add(HOST, RUNTIME, host_overhead + (HOST_GPU_RUNTIME_OVERHEAD if placement.local_gpus else 0))
     ledger.add(HOST, PROMPT_CACHE, cache_ram_mib * MiB)
 
     return MemoryPlan(
@@ -1121,7 +1152,7 @@ def _estimate_compute(
 
     layer_devs = set(devices[: facts.block_count])
     # Below the op-offload batch (or without GPUs) the CPU runs the products of the weights it holds.
-    if host_matrix_by_layer and (placement.gpu_count == 0 or t < OP_OFFLOAD_MIN_BATCH):
+    if host_matrix_by_layer and (placement.local_gpus == 0 or t < OP_OFFLOAD_MIN_BATCH):
         layer_devs.add(HOST)
     attention_devs = {HOST if placement.no_kv_offload else devices[il] for il in kv_layers}
     for device in layer_devs:
@@ -1140,6 +1171,5 @@ def _estimate_compute(
     ledger.add(HOST, COMPUTE, F32_BYTES * t * facts.n_embd + F32_BYTES * facts.vocab_size * n_seq)
     ledger.add(devices[-1], COMPUTE, F32_BYTES * facts.vocab_size * n_seq)
     # ggml-cuda op offload: host-resident matrix weights of a layer are copied to the first GPU per ubatch.
-    if placement.gpu_count and t >= OP_OFFLOAD_MIN_BATCH and host_matrix_by_layer:
-        first_gpu = gpu_name(placement.main_gpu if placement.split_mode == SplitMode.NONE else 0)
-        ledger.add(first_gpu, COMPUTE, max(host_matrix_by_layer.values()))
+    if placement.local_gpus and t >= OP_OFFLOAD_MIN_BATCH and host_matrix_by_layer:
+        ledger.add(placement.first_local, COMPUTE, max(host_matrix_by_layer.values()))

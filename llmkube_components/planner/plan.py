@@ -23,6 +23,7 @@ when a faster placement would fit, the plan says so, with both estimates.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
 from collections.abc import Callable, Mapping, Sequence
@@ -35,6 +36,7 @@ from ..api.service import OFFLOAD_FIELDS, InferenceResources, offload_fields
 from ..errors import Problem
 from ..flags import ALL_LAYERS, DEFAULTS, Inputs, effective, read_args, split_shares
 from ..hardware import HardwareProfile
+from ..resolve import remote_devices
 from .facts import ModelFacts, ProjectorFacts
 from .memory import (
     HOST,
@@ -46,15 +48,19 @@ from .memory import (
     Placement,
     PlacementError,
     Shortfall,
+    gpu_name,
     parse_overrides,
     plan_memory,
 )
-from .throughput import Machine, Speed, decode_step, speed, workload
+from .throughput import NETWORK_EFFICIENCY, Machine, RemoteDevice, Speed, decode_step, speed, workload
 
 # The host memory request is the plan's host total plus this margin, rounded up to whole GiB: the plan's
 # compute buffers are estimates and the C library keeps some freed memory.
 HOST_MARGIN = 0.10
 GiB = 2**30
+# A GPU worker's ggml-rpc-server in host memory: the CUDA runtime and libraries, the transfer buffers of a
+# tensor in flight, and ggml's CPU backend it also serves.
+WORKER_HOST_MEMORY = GiB
 
 
 @dataclass(frozen=True)
@@ -170,6 +176,7 @@ class Option:
     # What auto ranks placements by: one request's decode averaged over a conversation that fills the context
     # (the K/V read grows linearly with depth, so the mean step is the step at half the context).
     ranking: float
+    nodes: int = 1  # multiNode: the nodes of the group (1: the server's alone)
 
     @property
     def fits(self) -> bool:
@@ -188,6 +195,38 @@ class ServicePlan:
     host_memory_request: int  # bytes, with the margin, whole GiB
     alternatives: tuple[Option, ...] = ()  # the other placements tried, fastest first
     advice: tuple[str, ...] = field(default=())
+    workers: tuple[HardwareProfile, ...] = ()  # multiNode: the chosen group's ranks 1..
+
+    @property
+    def nodes(self) -> int:
+        return 1 + len(self.workers)
+
+    def device_names(self) -> dict[str, str]:
+        """What each planned device is, for a multi-node plan: a worker's GPU or CPU, or the server's GPU."""
+        out: dict[str, str] = {}
+        for rank, worker in enumerate(self.workers, start=1):
+            for index in range(remote_devices(worker)):
+                what = f"GPU {index}" if worker.gpu is not None else "CPU"
+                out[gpu_name(len(out))] = f"rank {rank} {what} ({worker.name})"
+        local = len(out)
+        for device in self.chosen.memory.gpus[local:]:
+            out[device.name] = f"rank 0 GPU {int(device.name.removeprefix('gpu')) - local}"
+        return out
+
+    def worker_host_memory(self) -> tuple[int, ...]:
+        """The host memory request of each worker: a CPU worker holds its device's buffers in RAM (with the
+        margin, whole GiB); a GPU worker's ggml-rpc-server needs WORKER_HOST_MEMORY beside the driver's."""
+        out: list[int] = []
+        device = 0
+        for worker in self.workers:
+            names = [gpu_name(device + i) for i in range(remote_devices(worker))]
+            device += len(names)
+            if worker.gpu is not None:
+                out.append(WORKER_HOST_MEMORY)
+                continue
+            held = sum(self.chosen.memory.device(n).total for n in names)
+            out.append(math.ceil(held * (1 + HOST_MARGIN) / GiB) * GiB)
+        return tuple(out)
 
     def output(self) -> dict[str, Any]:
         """The structured plan, as the InferenceService component outputs it."""
@@ -204,11 +243,13 @@ class ServicePlan:
             **({"estimate": self.estimate} if self.estimate else {}),
             **({"advice": list(self.advice)} if self.advice else {}),
             **({"candidates": [_candidate(o) for o in (self.chosen, *self.alternatives)]} if self.alternatives else {}),
+            **({"nodes": self.nodes, "devices": self.device_names()} if self.workers else {}),
         }
 
     def table(self) -> str:
         s = self.chosen.speed
         at = ", ".join(f"{v:.1f} at {_tokens(d)}" for d, v in s.decode_by_depth.items())
+        devices = "; ".join(f"{k}: {v}" for k, v in self.device_names().items()) if self.workers else ""
         head = (
             f"plan for {self.service} ({self.mode}): {self.chosen.label}; host memory request "
             f"{self.host_memory_request // GiB}Gi\n"
@@ -218,7 +259,7 @@ class ServicePlan:
             f"requests: {s.aggregate_decode_tokens_per_second:.1f} tokens/s together, "
             f"{s.per_request_decode_tokens_per_second:.1f} each; bottleneck {s.bottleneck()}"
         )
-        lines = [head, self.chosen.memory.table()]
+        lines = [head, *([f"devices: {devices}"] if devices else []), self.chosen.memory.table()]
         if self.estimate:
             lines.append(self.estimate)
         lines += list(self.advice)
@@ -260,6 +301,22 @@ def machine(profile: HardwareProfile, threads: int | None = None) -> Machine:
     )
 
 
+def remote_machine(head: HardwareProfile, workers: Sequence[HardwareProfile]) -> dict[str, RemoteDevice]:
+    """The workers' devices of a multi-node group by plan name (gpu0.. come first, rank 1's, then rank 2's, as
+    llama.cpp orders RPC devices), with their figures and the network between the server's node and theirs."""
+    out: dict[str, RemoteDevice] = {}
+    for rank, worker in enumerate(workers, start=1):
+        network = min(head.network.bytes_per_second, worker.network.bytes_per_second)
+        round_trip = max(head.network.round_trip, worker.network.round_trip)
+        if worker.gpu is not None:
+            bandwidth, flops = float(parse_quantity(worker.gpu.memory_bandwidth)), worker.gpu.flops
+        else:
+            bandwidth, flops = float(parse_quantity(worker.host_memory_bandwidth)), worker.host_flops
+        for _ in range(remote_devices(worker)):
+            out[gpu_name(len(out))] = RemoteDevice(rank, worker.gpu is not None, bandwidth, flops, network, round_trip)
+    return out
+
+
 @dataclass(frozen=True)
 class _Trial:
     """What evaluate needs besides the placement: the model, its companions, the hardware, the speed query."""
@@ -271,6 +328,30 @@ class _Trial:
     draft_facts: ModelFacts | None = None
     mmproj: ProjectorFacts | None = None
     query: SpeedQuery = DEFAULT_QUERY
+    workers: tuple[HardwareProfile, ...] = ()  # multiNode: the hardware of ranks 1.. of the group tried
+
+    @property
+    def nodes(self) -> int:
+        return 1 + len(self.workers)
+
+    @property
+    def rpc_devices(self) -> tuple[bool, ...]:
+        """Each worker device, GPU or not, in llama.cpp's order (before the server's own GPUs)."""
+        return tuple(w.gpu is not None for w in self.workers for _ in range(remote_devices(w)))
+
+    @property
+    def device_count(self) -> int:
+        return len(self.rpc_devices) + self.gpu_count
+
+    @property
+    def capacities(self) -> tuple[int, ...]:
+        """Usable memory of each device: a worker's GPUs, a CPU worker's RAM, then the server's own GPUs."""
+        remote = [
+            w.usable_gpu_memory if w.gpu is not None else w.usable_host_memory
+            for w in self.workers
+            for _ in range(remote_devices(w))
+        ]
+        return (*remote, *[self.profile.usable_gpu_memory] * self.gpu_count)
 
 
 def evaluate(
@@ -290,7 +371,10 @@ def evaluate(
 
 def _evaluate(label: str, fields: dict[str, Any], spec: InferenceServiceSpec, trial: _Trial) -> Option:
     facts = trial.facts
-    settings = server_settings(spec, trial.model, trial.gpu_count, draft=trial.draft_facts is not None)
+    settings = server_settings(spec, trial.model, trial.device_count, draft=trial.draft_facts is not None)
+    if trial.workers:
+        placement = dataclasses.replace(settings.placement, rpc_devices=trial.rpc_devices)
+        settings = dataclasses.replace(settings, placement=placement)
     draft = None
     if settings.draft and trial.draft_facts is not None:
         draft = DraftModel(
@@ -318,9 +402,16 @@ def _evaluate(label: str, fields: dict[str, Any], spec: InferenceServiceSpec, tr
         repack=settings.repack,
     )
     load = workload(
-        memory, facts, settings.cache_type_k, settings.cache_type_v, kv_on_host=settings.placement.no_kv_offload
+        memory,
+        facts,
+        settings.cache_type_k,
+        settings.cache_type_v,
+        kv_on_host=settings.placement.no_kv_offload,
+        rpc=len(trial.rpc_devices),
     )
     hardware = machine(trial.profile, settings.threads)
+    if trial.workers:
+        hardware = dataclasses.replace(hardware, remote=remote_machine(trial.profile, trial.workers))
     context = memory.context_size
     depth = min(trial.query.depth, context)
     figures = speed(
@@ -333,7 +424,8 @@ def _evaluate(label: str, fields: dict[str, Any], spec: InferenceServiceSpec, tr
         sequences=memory.n_seq,
     )
     ranking = 1.0 / decode_step(load, hardware, depth=context // 2).seconds
-    return Option(label, fields, memory, tuple(memory.fits(trial.profile)), figures, ranking)
+    shortfalls = memory.fits_capacities(trial.capacities, trial.profile.usable_host_memory)
+    return Option(label, fields, memory, tuple(shortfalls), figures, ranking, trial.nodes)
 
 
 def candidates(
@@ -345,6 +437,7 @@ def candidates(
     draft_facts: ModelFacts | None = None,
     mmproj: ProjectorFacts | None = None,
     query: SpeedQuery = DEFAULT_QUERY,
+    workers: Sequence[HardwareProfile] = (),
 ) -> list[Option]:
     """Every placement auto weighs, fastest first among those that fit, then those that do not.
 
@@ -352,11 +445,21 @@ def candidates(
     everything on the GPUs; for a MoE model the smallest --n-cpu-moe N that fits, --cpu-moe, and each with the
     KV cache in RAM; then fewer GPU layers (the largest --n-gpu-layers that fits, the first layers on the CPU),
     with and without the KV cache in RAM (for a MoE model with --cpu-moe, whose experts are in RAM already).
+    ``workers``: a multi-node group's ranks 1.., whose devices come before the server's GPUs.
     """
-    trial = _Trial(model, facts, profile, gpu_count, draft_facts, mmproj, query)
+    return _candidates(spec, _Trial(model, facts, profile, gpu_count, draft_facts, mmproj, query, tuple(workers)))
+
+
+def _candidates(spec: InferenceServiceSpec, trial: _Trial) -> list[Option]:
+    facts = trial.facts
+    devices = trial.device_count
     base = spec.model_copy(update=dict.fromkeys(OFFLOAD_FIELDS))
-    first = _balanced("all layers on the GPUs" if gpu_count else "everything in system RAM (no GPU)", base, {}, trial)
-    if not gpu_count or first.fits:
+    if trial.workers:
+        everything = f"all layers on the devices of {trial.nodes} nodes"
+    else:
+        everything = "all layers on the GPUs" if devices else "everything in system RAM (no GPU)"
+    first = _balanced(everything, base, {}, trial)
+    if not devices or first.fits:
         return [first]  # nothing is faster than every weight and cache on the GPUs
     tried = [first]
     moe = bool(facts.expert_count)
@@ -381,6 +484,8 @@ def candidates(
         partial = _largest_layers(base, {**layer_base, **extra}, also, trial)
         if partial is not None:
             tried.append(partial)
+    if trial.workers:
+        tried = [o if o is first else dataclasses.replace(o, label=f"{trial.nodes} nodes, {o.label}") for o in tried]
     return _ranked(tried)
 
 
@@ -432,26 +537,35 @@ def _largest_layers(base: InferenceServiceSpec, extra: dict[str, Any], also: str
 
 
 def _balanced(label: str, base: InferenceServiceSpec, fields: dict[str, Any], trial: _Trial) -> Option:
-    """The placement of ``fields``, with --tensor-split moved off an even split when that balances the GPUs.
+    """The placement of ``fields``, with --tensor-split moved off an even split when that balances the devices.
 
     llama.cpp splits the offloaded layers by share; when the first layers' experts are in RAM (--n-cpu-moe) or
     the output layer and compute buffers weigh on one GPU, even shares leave one GPU fuller than the other. As
     llama.cpp's own fitter (common/fit.cpp) does, shift whole layers from the fullest GPU until the fullest is
-    as empty as it gets, and pass the layer counts as --tensor-split.
+    as empty as it gets, and pass the layer counts as --tensor-split. Fullness is the share of each device's
+    usable memory, so devices of different sizes (a multi-node group's) fill alike; a group starts from layer
+    counts in proportion to the devices' usable memory, as llama.cpp splits by their free memory.
     """
     spec = base.model_copy(update=fields)
+    if trial.workers and "tensor_split" not in fields and _splits_by_layer(spec, trial):
+        counts = _proportional(_layer_counts(_evaluate(label, offload_fields(spec), spec, trial).memory), trial)
+        fields = {**fields, "tensor_split": [float(c) for c in counts]}
+        spec = base.model_copy(update=fields)
+        label = f"{label}, --tensor-split {split_shares(counts)}"
     option = _evaluate(label, offload_fields(spec), spec, trial)
     gpus = option.memory.gpus
     # Only where it matters: the first layers' experts are in RAM (GPU 0 is left light), or even shares do not
     # fit. A fitting even split stays as it is (no churn in what a running stack renders).
     if len(gpus) < 2 or not _splits_by_layer(spec, trial) or (option.fits and not fields.get("moe_cpu_layers")):
         return option
+    capacities = [max(1, c) for c in trial.capacities]
     counts = _layer_counts(option.memory)
     best = option
+    base_label = label.split(", --tensor-split ")[0]
     for _ in range(trial.facts.n_layer):
-        totals = [g.total for g in best.memory.gpus]
-        heavy = max(range(len(totals)), key=lambda i: totals[i])
-        light = min(range(len(totals)), key=lambda i: totals[i])
+        fill = [g.total / c for g, c in zip(best.memory.gpus, capacities, strict=False)]
+        heavy = max(range(len(fill)), key=lambda i: fill[i])
+        light = min(range(len(fill)), key=lambda i: fill[i])
         if heavy == light or counts[heavy] <= 1:
             break
         trial_counts = list(counts)
@@ -459,17 +573,36 @@ def _balanced(label: str, base: InferenceServiceSpec, fields: dict[str, Any], tr
         trial_counts[light] += 1
         split = base.model_copy(update={**fields, "tensor_split": [float(c) for c in trial_counts]})
         candidate = _evaluate(
-            f"{label}, --tensor-split {split_shares(trial_counts)}", offload_fields(split), split, trial
+            f"{base_label}, --tensor-split {split_shares(trial_counts)}", offload_fields(split), split, trial
         )
-        if max(g.total for g in candidate.memory.gpus) >= max(totals):
+        fuller = max(g.total / c for g, c in zip(candidate.memory.gpus, capacities, strict=False))
+        if fuller >= max(fill):
             break
         best, counts = candidate, trial_counts
     return best
 
 
+def _proportional(counts: Sequence[int], trial: _Trial) -> list[int]:
+    """The offloaded layers (``sum(counts)``) shared out in proportion to the devices' usable memory (largest
+    remainders), every device keeping at least one layer while there are enough."""
+    total = sum(counts)
+    capacities = list(trial.capacities)
+    whole = sum(capacities) or 1
+    exact = [total * c / whole for c in capacities]
+    out = [int(x) for x in exact]
+    for i in sorted(range(len(exact)), key=lambda i: out[i] - exact[i])[: total - sum(out)]:
+        out[i] += 1
+    for i, n in enumerate(out):
+        if n == 0 and total >= len(out):
+            donor = max(range(len(out)), key=lambda j: out[j])
+            out[donor] -= 1
+            out[i] = 1
+    return out
+
+
 def _splits_by_layer(spec: InferenceServiceSpec, trial: _Trial) -> bool:
     """Layer split over several GPUs, and the Model does not fix the shares (layerSplit)."""
-    settings = server_settings(spec, trial.model, trial.gpu_count)
+    settings = server_settings(spec, trial.model, trial.device_count)
     gpu = trial.model.hardware.gpu if trial.model.hardware else None
     fixed = gpu is not None and gpu.sharding is not None and bool(gpu.sharding.layer_split)
     return str(settings.placement.split_mode) == "layer" and not fixed
@@ -484,6 +617,22 @@ def host_request(memory: MemoryPlan) -> int:
     return math.ceil(memory.host.total * (1 + HOST_MARGIN) / GiB) * GiB
 
 
+def group_sizes(spec: InferenceServiceSpec, node: HardwareProfile, workers: Sequence[HardwareProfile]) -> list[int]:
+    """The node counts a service may run on: 1 without multiNode, its size, or with size auto every count up to
+    maxSize for which each profile has the nodes (its ``nodes``: the server's node and the workers' together)."""
+    multi = spec.multi_node
+    if multi is None:
+        return [1]
+    if isinstance(multi.size, int):
+        return [multi.size]
+    sizes = []
+    for n in range(1, multi.largest + 1):
+        members = [node, *workers[: n - 1]]
+        if all(sum(1 for m in members if m.name == p.name) <= p.nodes for p in members):
+            sizes.append(n)
+    return sizes
+
+
 def plan_service(
     key: str,
     spec: InferenceServiceSpec,
@@ -496,6 +645,7 @@ def plan_service(
     draft_facts: ModelFacts | None = None,
     mmproj: ProjectorFacts | None = None,
     query: SpeedQuery = DEFAULT_QUERY,
+    workers: Sequence[HardwareProfile] = (),
 ) -> tuple[ServicePlan | None, list[Problem], list[Problem]]:
     """The plan of one service: (plan, errors, warnings). Errors say what does not fit, with the numbers.
 
@@ -503,14 +653,21 @@ def plan_service(
     draftModel), when it has one and they could be read: its weights, KV cache and compute buffers are planned
     beside the model's. ``mmproj`` are those of the Model's multimodal projector, when it has one and it could
     be read: its weights are planned on the first GPU (or in host memory, see ``memory``). ``query`` is the
-    context depth and prompt length the speed figures are given for."""
-    trial = _Trial(model, facts, profile, gpu_count, draft_facts, mmproj, query)
+    context depth and prompt length the speed figures are given for. ``workers``: with multiNode, the hardware
+    of ranks 1.. up to the largest group allowed (``group_sizes`` picks the node counts tried)."""
+    sizes = group_sizes(spec, profile, workers)
+    trials = [
+        _Trial(model, facts, profile, gpu_count, draft_facts, mmproj, query, tuple(workers[: n - 1])) for n in sizes
+    ]
+    trial = trials[-1]
     mode = spec.offload_mode
     try:
         if mode == "auto":
-            tried = candidates(spec, model, facts, profile, gpu_count, draft_facts, mmproj, query)
+            # Fastest first over every group size, fewer nodes first among equals (the order tried).
+            tried = _ranked([o for t in trials for o in _candidates(spec, t)])
             chosen = tried[0] if tried[0].fits else tried[-1]
             alternatives: tuple[Option, ...] = tuple(o for o in tried if o is not chosen)
+            trial = trials[sizes.index(chosen.nodes)]
         else:
             fields = offload_fields(spec)
             label = f"as configured ({_describe(fields)})" if fields else "as configured"
@@ -529,16 +686,32 @@ def plan_service(
                 "without RoPE scaling (extraArgs --rope-scaling yarn --rope-scale N) quality falls off past it",
             )
         )
+    multi = spec.multi_node
+    if multi is not None and multi.is_auto and len(sizes) < multi.largest:
+        short = sorted({p.name for p in (profile, *workers[: multi.largest - 1])})
+        warnings.append(
+            Problem(
+                f"{path}.multiNode.size",
+                f"auto tried at most {sizes[-1]} of the {multi.largest} nodes maxSize allows: the stack counts "
+                f"{', '.join(f'{_count_nodes(_nodes_of(name, profile, workers))} of {name}' for name in short)} "
+                "(hardware nodes); give the profiles their nodes (nodes: N) to let the group grow",
+            )
+        )
     explicit = offload_fields(spec)
     if explicit and not facts.expert_count and ({"moeCPUOffload", "moeCPULayers"} & set(explicit)):
         warnings.append(Problem(path, f"{_describe(explicit)} has no effect: the model has no routed experts to move"))
-    elif explicit and not gpu_count:
+    elif explicit and not trial.device_count:
         warnings.append(Problem(path, f"{_describe(explicit)} has no effect: the service runs without GPUs"))
     if not chosen.fits:
         largest = _largest_context(spec, trial)
-        message = _no_fit(chosen, profile, spec, largest)
-        if mode == "manual" and gpu_count:
-            auto = candidates(spec, model, facts, profile, gpu_count, draft_facts, mmproj, query)[0]
+        if len(sizes) > 1 or trial.workers:
+            closest = [_closest(_candidates(spec, t)) if mode == "auto" else chosen for t in trials]
+            message = _no_group_fit(closest, spec)
+            message += f"; {_context_hint(largest)}" if largest >= 256 else ""
+        else:
+            message = _no_fit(chosen, profile, spec, largest)
+        if mode == "manual" and trial.device_count:
+            auto = _candidates(spec, trial)[0]
             if auto.fits:
                 message += (
                     f"; offload: auto would fit with {auto.label}, about "
@@ -548,8 +721,8 @@ def plan_service(
     advice: list[str] = []
     if mode == "auto" and chosen.fits:
         advice += _compare(chosen, alternatives)
-    if mode == "manual" and chosen.fits and gpu_count:
-        best = candidates(spec, model, facts, profile, gpu_count, draft_facts, mmproj, query)[0]
+    if mode == "manual" and chosen.fits and trial.device_count:
+        best = _candidates(spec, trial)[0]
         if best.fits and best.ranking > chosen.ranking * 1.05:
             advice.append(
                 f"{chosen.label} decodes about {chosen.ranking:.1f} tokens/s over a full conversation; "
@@ -576,8 +749,57 @@ def plan_service(
                     f"the plan needs ({_host_parts(chosen.memory)}); ask for at least {request // GiB}Gi",
                 )
             )
-    plan = ServicePlan(key, source, estimate, mode, chosen, request, alternatives, tuple(advice))
+    if trial.workers and chosen.fits:
+        advice += _network_advice(chosen, trial)
+    plan = ServicePlan(key, source, estimate, mode, chosen, request, alternatives, tuple(advice), trial.workers)
     return plan, errors, warnings
+
+
+def _network_advice(chosen: Option, trial: _Trial) -> list[str]:
+    """What the network between the nodes costs: per token, and the weights sent to the workers at each start."""
+    remote = remote_machine(trial.profile, trial.workers)
+    sent = sum(chosen.memory.device(name).weights for name in remote)
+    slowest = min(r.network_bandwidth for r in remote.values())
+    network = chosen.speed.seconds_by_part.get("network", 0.0)
+    return [
+        f"the network between the {trial.nodes} nodes takes {network * 1000:.1f} ms of the "
+        f"{1000 / chosen.speed.decode_tokens_per_second:.1f} ms a token takes (a round trip and the hidden state "
+        f"each time a token's layers move to another node); at every start llama-server sends the workers "
+        f"{format_bytes(sent)} of weights, about {sent / (slowest * NETWORK_EFFICIENCY):.0f} s over the slowest "
+        "link (multiNode.workerCache keeps them on the workers for a restarted llama-server)"
+    ]
+
+
+def _no_group_fit(options: Sequence[Option], spec: InferenceServiceSpec) -> str:
+    """Why no allowed node count fits: each count's closest placement and what it lacks."""
+    counts = ", ".join(str(o.nodes) for o in options)
+    parts = [
+        f"{_count_nodes(o.nodes)} with {o.label.removeprefix(f'{o.nodes} nodes, ')}: "
+        + "; ".join(str(s) for s in o.shortfalls)
+        for o in options
+    ]
+    more = spec.multi_node.largest if spec.multi_node is not None else 1
+    return (
+        f"fits no allowed number of nodes ({counts}): " + " | ".join(parts) + f"; allow more nodes (multiNode "
+        f"size or maxSize, now at most {more}, and the profiles' nodes), or pick a smaller quantization"
+    )
+
+
+def _nodes_of(name: str, profile: HardwareProfile, workers: Sequence[HardwareProfile]) -> int:
+    return next(p.nodes for p in (profile, *workers) if p.name == name)
+
+
+def _closest(options: Sequence[Option]) -> Option:
+    """The placement that misses by the least memory."""
+    return min(options, key=lambda o: sum(s.missing for s in o.shortfalls))
+
+
+def _count_nodes(n: int) -> str:
+    return f"{n} node" if n == 1 else f"{n} nodes"
+
+
+def _context_hint(largest_context: int) -> str:
+    return f"reduce contextSize to at most {largest_context}"
 
 
 def _compare(chosen: Option, alternatives: Sequence[Option]) -> list[str]:
@@ -622,10 +844,7 @@ def _largest_context(spec: InferenceServiceSpec, trial: _Trial) -> int:
     def fits(ctx: int) -> bool:
         attempt = spec.model_copy(update={"context_size": ctx})
         if attempt.offload_mode == "auto":
-            t = trial
-            return candidates(attempt, t.model, t.facts, t.profile, t.gpu_count, t.draft_facts, t.mmproj, t.query)[
-                0
-            ].fits
+            return _candidates(attempt, trial)[0].fits
         return _evaluate("", {}, attempt, trial).fits
 
     asked = spec.context_size or trial.facts.context_length
@@ -650,7 +869,7 @@ def _no_fit(option: Option, profile: HardwareProfile, spec: InferenceServiceSpec
     )
     hints = []
     if largest_context >= 256:
-        hints.append(f"reduce contextSize to at most {largest_context}")
+        hints.append(_context_hint(largest_context))
     # Hints only where they would matter: the KV cache is a real part of what is missing, the prompt cache
     # sits on a host that runs short.
     missing = sum(s.missing for s in option.shortfalls)

@@ -71,6 +71,8 @@ class Replica:
     shares: tuple[Share, ...]  # parts of GPUs held with other shares of its kind, one per GPU share
     share_kind: ShareKind | None  # shares pack only with shares of the same kind (time-sliced or MIG)
     host: int  # bytes of RAM
+    # multiNode: the group's members never share a node (required pod anti-affinity): the service's key
+    group: str | None = None
 
 
 @dataclass(frozen=True)
@@ -81,6 +83,7 @@ class Demand:
     replica: Replica
     running: int  # replicas, or autoscaling.minReplicas; 0 when suspended
     most: int  # autoscaling.maxReplicas, else ``running``
+    role: str = ""  # a multi-node member: which one, e.g. " rank 1 (ggml-rpc-server)"
 
     def replicas(self, count: int) -> list[Replica]:
         return [self.replica] * count
@@ -112,11 +115,12 @@ class _Gpu:
 class _Node:
     gpus: list[_Gpu]
     host: int  # bytes of RAM left
+    groups: set[str] = dataclasses.field(default_factory=set)  # multi-node groups with a member here
 
 
 def _place(replica: Replica, node: _Node, gpu_memory: int) -> bool:
     """Put the replica on the node when it fits there (True), else leave the node as it was."""
-    if replica.host > node.host:
+    if replica.host > node.host or (replica.group is not None and replica.group in node.groups):
         return False
     gpus = [dataclasses.replace(gpu) for gpu in node.gpus]
     free = [gpu for gpu in gpus if gpu.holder is None]
@@ -136,6 +140,8 @@ def _place(replica: Replica, node: _Node, gpu_memory: int) -> bool:
         target.slices += share.slices
     node.gpus = gpus
     node.host -= replica.host
+    if replica.group is not None:
+        node.groups.add(replica.group)
     return True
 
 
@@ -224,6 +230,8 @@ def pools(stack: ResolvedStack, plans: Mapping[str, ServicePlan]) -> tuple[list[
     for service in stack.services.values():
         if service.spec.hardware_profile is not None:
             declared.append((config_path(service.path, "hardwareProfile"), service.node, service.spec.hardware_profile))
+        for rank, worker in _member_profiles(service):
+            declared.append((_member_path(service, rank), worker, _member_selection(service, rank)))
     problems: list[Problem] = []
     conflicting: set[str] = set()  # names given two kinds of node or two counts: judged once that is fixed
     firsts: dict[str, tuple[str, HardwareProfile, str | Mapping[str, Any]]] = {}
@@ -257,8 +265,18 @@ def pools(stack: ResolvedStack, plans: Mapping[str, ServicePlan]) -> tuple[list[
     by_name: dict[str, list[Demand]] = {}
     for service in stack.services.values():
         running, most = replica_counts(service)
-        demand = Demand(service, replica_of(service, plans.get(service.name)), running, most)
+        replica = replica_of(service, plans.get(service.name))
+        group = service.key if service.worker_profiles else None
+        role = " rank 0 (llama-server)" if group else ""
+        demand = Demand(service, dataclasses.replace(replica, group=group), running, most, role)
         by_name.setdefault(service.node.name, []).append(demand)
+        memory = service.worker_host_memory
+        for rank, worker in enumerate(service.worker_profiles, start=1):
+            host = min(memory[rank - 1] if rank <= len(memory) else 0, worker.usable_host_memory)
+            member = Replica(f"{service.key} rank {rank}", worker.gpu_count, (), None, host, group)
+            by_name.setdefault(worker.name, []).append(
+                Demand(service, member, running, running, f" rank {rank} (ggml-rpc-server)")
+            )
     out: list[Pool] = []
     for name, demands in by_name.items():
         if name in conflicting:
@@ -372,7 +390,37 @@ def _replica_text(replica: Replica) -> str:
 
 def _demand_text(demand: Demand) -> str:
     why = " (autoscaling.minReplicas)" if demand.service.spec.autoscaling is not None else ""
-    return f"{demand.service.key} {_count(demand.running, 'replica')}{why} x ({_replica_text(demand.replica)})"
+    return (
+        f"{demand.service.key}{demand.role} {_count(demand.running, 'replica')}{why} x "
+        f"({_replica_text(demand.replica)})"
+    )
+
+
+def _member_profiles(service: ResolvedService) -> list[tuple[int, HardwareProfile]]:
+    """The workers of a multi-node service whose hardware a member names (hardwareProfile), by rank."""
+    multi = service.spec.multi_node
+    if multi is None:
+        return []
+    return [
+        (rank, worker)
+        for rank, worker in enumerate(service.worker_profiles, start=1)
+        if (member := multi.member(rank)) is not None and member.hardware_profile is not None
+    ]
+
+
+def _member_index(service: ResolvedService, rank: int) -> int:
+    members = service.spec.multi_node.members if service.spec.multi_node is not None else None
+    return next(i for i, m in enumerate(members or ()) if m.rank == rank)
+
+
+def _member_path(service: ResolvedService, rank: int) -> str:
+    return config_path(service.path, "multiNode", "members", _member_index(service, rank), "hardwareProfile")
+
+
+def _member_selection(service: ResolvedService, rank: int) -> str | Mapping[str, Any]:
+    member = service.spec.multi_node.member(rank) if service.spec.multi_node is not None else None
+    assert member is not None and member.hardware_profile is not None
+    return member.hardware_profile
 
 
 def _nodes_setting(pool: Pool, count: int) -> str:

@@ -192,6 +192,7 @@ def plan_stack(stack: ResolvedStack, read: MetadataReader, query: SpeedQuery = D
             draft,
             known.mmproj,
             query,
+            service.workers,
         )
         problems += errors
         warnings += found
@@ -203,6 +204,14 @@ def plan_stack(stack: ResolvedStack, read: MetadataReader, query: SpeedQuery = D
         else:
             # Recorded so the argument builder knows a plan stands behind these settings (--fit off).
             services[name] = dataclasses.replace(service, spec=service.spec.model_copy(update={"offload": "manual"}))
+        if service.spec.multi_node is not None:
+            # The group as planned: size auto becomes the node count chosen, and the workers' memory requests.
+            multi = service.spec.multi_node.model_copy(update={"size": plan.nodes})
+            services[name] = dataclasses.replace(
+                services[name],
+                spec=services[name].spec.model_copy(update={"multi_node": multi}),
+                worker_host_memory=plan.worker_host_memory(),
+            )
         if service.router_models:
             found, spec = router_model_problems(services[name], models)
             problems += found

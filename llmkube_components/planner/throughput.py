@@ -77,6 +77,11 @@ HOST_EXPERT_COMPUTE_EFFICIENCY: Final = 0.2
 HOST_ATTENTION_EFFICIENCY: Final = 0.0125
 # Host <-> GPU copies (pinned staging buffers over PCIe).
 LINK_EFFICIENCY: Final = 0.9
+# TCP payload over Ethernet at 1500 bytes MTU: 1448 of every 1538 bytes on the wire (headers, preamble, gap),
+# 94%; a little less in practice.
+NETWORK_EFFICIENCY: Final = 0.9
+# Activations cross between nodes as f32 rows of n_embd per token (the hidden state at a layer boundary).
+ACTIVATION_BYTES: Final = 4
 
 # --- Fixed costs ---
 
@@ -117,6 +122,18 @@ SHORT_DEPTH: Final = 1024
 
 
 @dataclass(frozen=True)
+class RemoteDevice:
+    """A worker's device in a multi-node group (llama.cpp RPC): its own figures, and the network to it."""
+
+    rank: int  # the worker's rank in the group (devices of one rank share a ggml-rpc-server)
+    gpu: bool  # False: the worker's CPU, served as a device
+    bandwidth: float  # memory bandwidth of the GPU, or of the worker's RAM
+    flops: float  # the GPU's tensor FLOPS, or the worker's cores'
+    network_bandwidth: float  # bytes/s one direction between the server's node and the worker's: the slower end
+    round_trip: float  # seconds, TCP, between the two nodes: the slower end
+
+
+@dataclass(frozen=True)
 class Machine:
     """The figures of a hardware profile the estimate reads, in bytes/s and FLOPS (per GPU where it says)."""
 
@@ -126,6 +143,7 @@ class Machine:
     link_bandwidth: float  # host <-> one GPU, one direction
     host_bandwidth: float
     host_flops: float  # every core the server's threads use
+    remote: Mapping[str, RemoteDevice] = field(default_factory=dict)  # multiNode: the workers' devices by name
 
 
 @dataclass
@@ -154,6 +172,10 @@ class Workload:
     sliding_window: int
     decode_splits: int  # device changes in one decode step
     prefill_splits: int  # device changes in one prefill ubatch with op offload (experts run on the GPU)
+    # The devices one step's graph runs on, in order (a device per layer part): where the network is crossed.
+    decode_path: tuple[str, ...] = ()
+    prefill_path: tuple[str, ...] = ()
+    n_embd: int = 0
 
     def expert_fraction(self, tokens: int) -> float:
         """Share of a layer's routed experts that ``tokens`` tokens read (uniform, independent routing)."""
@@ -163,9 +185,10 @@ class Workload:
 
 
 def workload(
-    memory: MemoryPlan, facts: ModelFacts, cache_type_k: str, cache_type_v: str, *, kv_on_host: bool
+    memory: MemoryPlan, facts: ModelFacts, cache_type_k: str, cache_type_v: str, *, kv_on_host: bool, rpc: int = 0
 ) -> Workload:
-    """Where each weight, cache row and attention product of the plan sits (``kv_on_host``: --no-kv-offload)."""
+    """Where each weight, cache row and attention product of the plan sits (``kv_on_host``: --no-kv-offload;
+    ``rpc``: the first devices are that many workers' devices of a multi-node group, which offload no ops)."""
     devices: dict[str, DeviceWork] = {d.name: DeviceWork() for d in memory.devices}
     gpus = [d.name for d in memory.gpus]
     host_expert_layers: set[int] = set()
@@ -205,14 +228,17 @@ def workload(
         for il in facts.recurrent_layers:
             devices[HOST if kv_on_host else memory.layer_devices[il]].recurrent_bytes += per_layer
     _count_ops(devices, memory, facts, host_expert_layers, kv_on_host)
-    decode_splits, prefill_splits = _splits(memory, facts, host_expert_layers, kv_on_host)
+    decode_path, prefill_path = _paths(memory, facts, host_expert_layers, kv_on_host, rpc)
     return Workload(
         devices,
         facts.expert_used_count,
         facts.expert_count,
         facts.sliding_window,
-        decode_splits,
-        prefill_splits,
+        _changes(decode_path),
+        _changes(prefill_path),
+        tuple(decode_path),
+        tuple(prefill_path),
+        facts.n_embd,
     )
 
 
@@ -239,23 +265,44 @@ def _count_ops(
     devices[memory.layer_devices[-1]].ops += OPS["output"]
 
 
-def _splits(memory: MemoryPlan, facts: ModelFacts, host_experts: set[int], kv_on_host: bool) -> tuple[int, int]:
-    """Device changes along one step's graph: (decode, prefill with op offload)."""
+def _paths(
+    memory: MemoryPlan, facts: ModelFacts, host_experts: set[int], kv_on_host: bool, rpc: int
+) -> tuple[list[str], list[str]]:
+    """The devices along one step's graph, a device per layer part: (decode, prefill with op offload)."""
     if not memory.gpus:
-        return 0, 0
+        return [], []
     decode: list[str] = [HOST]  # token embeddings are looked up on the CPU
     prefill: list[str] = [HOST]
+    # op offload: a CPU layer's and CPU experts' matrix products run on the server's first own GPU (ggml-rpc
+    # offloads none: without an own GPU the CPU runs them).
+    first_local = memory.gpus[rpc].name if rpc < len(memory.gpus) else HOST
     for il in range(facts.n_layer):
         main = memory.layer_devices[il]
         cache = HOST if kv_on_host and (facts.has_attention_kv[il] or facts.is_recurrent[il]) else main
         experts = HOST if il in host_experts else main
         decode += [main, cache, main, experts, main]
-        # op offload: a CPU layer's and CPU experts' matrix products run on the first GPU.
-        offloaded = memory.gpus[0].name if main == HOST else main
+        offloaded = first_local if main == HOST else main
         prefill += [offloaded, cache, offloaded]
     decode.append(memory.layer_devices[-1])
     prefill.append(memory.layer_devices[-1])
-    return _changes(decode), _changes(prefill)
+    return decode, prefill
+
+
+def network_seconds(path: Sequence[str], machine: Machine, tokens: int, n_embd: int) -> float:
+    """The network a step crosses: every visit to a worker (a run of the path on one rank's devices) is a round
+    trip (ggml-rpc queues the inputs' copy and the graph without waiting, then waits for the outputs) and the
+    hidden state of ``tokens`` tokens sent there and back through the server's node (copies between two workers
+    go through it: ggml-rpc copies device to device only within one ggml-rpc-server)."""
+    seconds = 0.0
+    previous: int | None = None
+    for name in path:
+        remote = machine.remote.get(name)
+        rank = remote.rank if remote is not None else None
+        if remote is not None and rank != previous:
+            state = tokens * n_embd * ACTIVATION_BYTES
+            seconds += remote.round_trip + 2 * state / (remote.network_bandwidth * NETWORK_EFFICIENCY)
+        previous = rank
+    return seconds
 
 
 def _changes(path: Sequence[str]) -> int:
@@ -268,8 +315,9 @@ class Step:
     by_part: Mapping[str, float]  # gpu0.., host, link, splits, overhead
 
 
-def _op_seconds(name: str) -> float:
-    return HOST_OP_SECONDS if name == HOST else GPU_OP_SECONDS
+def _op_seconds(name: str, machine: Machine) -> float:
+    remote = machine.remote.get(name)
+    return HOST_OP_SECONDS if name == HOST or (remote is not None and not remote.gpu) else GPU_OP_SECONDS
 
 
 def _host_efficiency(tokens: float, cap: float) -> float:
@@ -304,22 +352,27 @@ def _device_seconds(name: str, machine: Machine, work: _Work, *, prefill: bool) 
     that and the bytes over memory bandwidth; attention over cached tokens adds its own time: in decode, flash
     attention's CPU kernel converts and dots every cached K and V row for each query, far below the peak
     (HOST_ATTENTION_EFFICIENCY); a prefill ubatch's queries share them, like a matrix product."""
-    if name == HOST:
-        peak = machine.host_flops
+    remote = machine.remote.get(name)
+    if name == HOST or (remote is not None and not remote.gpu):
+        peak = machine.host_flops if remote is None else remote.flops
+        bandwidth = machine.host_bandwidth if remote is None else remote.bandwidth
         products = work.dense_flops / (peak * _host_efficiency(work.tokens, HOST_COMPUTE_EFFICIENCY))
         if work.expert_flops:
             cap = HOST_EXPERT_COMPUTE_EFFICIENCY
             products += work.expert_flops / (peak * _host_efficiency(work.expert_tokens, cap))
-        memory = (work.weight_bytes + work.cache_bytes) / (machine.host_bandwidth * HOST_MEMORY_EFFICIENCY)
+        memory = (work.weight_bytes + work.cache_bytes) / (bandwidth * HOST_MEMORY_EFFICIENCY)
         attention = HOST_COMPUTE_EFFICIENCY if prefill else HOST_ATTENTION_EFFICIENCY
         return max(memory, products) + work.attention_flops / (peak * attention)
     expert_flops = work.expert_flops
     if prefill and expert_flops:
         expert_flops *= 1 + EXPERT_HALF_TOKENS / max(1.0, work.expert_tokens)
     compute = GPU_COMPUTE_EFFICIENCY if prefill else GPU_DECODE_COMPUTE_EFFICIENCY
+    bandwidth, flops = (
+        (machine.gpu_bandwidth, machine.gpu_flops) if remote is None else (remote.bandwidth, remote.flops)
+    )
     return max(
-        (work.weight_bytes + work.cache_bytes) / (machine.gpu_bandwidth * GPU_MEMORY_EFFICIENCY),
-        (work.dense_flops + expert_flops + work.attention_flops) / (machine.gpu_flops * compute),
+        (work.weight_bytes + work.cache_bytes) / (bandwidth * GPU_MEMORY_EFFICIENCY),
+        (work.dense_flops + expert_flops + work.attention_flops) / (flops * compute),
     )
 
 
@@ -356,8 +409,10 @@ def decode_step(load: Workload, machine: Machine, *, sequences: int = 1, depth: 
     for name, work in load.devices.items():
         seconds = _device_seconds(name, machine, _step_work(load, work, n, depth, sequences=n), prefill=False)
         if seconds or work.ops:
-            parts[name] = seconds + work.ops * _op_seconds(name)
+            parts[name] = seconds + work.ops * _op_seconds(name, machine)
     parts["splits"] = load.decode_splits * SPLIT_SECONDS
+    if machine.remote:
+        parts["network"] = network_seconds(load.decode_path, machine, n, load.n_embd)
     parts["overhead"] = STEP_SECONDS
     return Step(sum(parts.values()), parts)
 
@@ -366,7 +421,7 @@ def prefill(load: Workload, machine: Machine, *, prompt: int, depth: int = 0, ub
     """Processing a prompt of ``prompt`` tokens after ``depth`` tokens already in context, in ubatches."""
     parts: dict[str, float] = {}
     done = 0
-    first_gpu = next((name for name in load.devices if name != HOST), None)
+    first_gpu = next((name for name in load.devices if name != HOST and name not in machine.remote), None)
 
     def add(part: str, seconds: float) -> None:
         parts[part] = parts.get(part, 0.0) + seconds
@@ -391,8 +446,10 @@ def prefill(load: Workload, machine: Machine, *, prompt: int, depth: int = 0, ub
                 step = _step_work(load, work, u, context, sequences=1)
             seconds = _device_seconds(name, machine, step, prefill=True)
             if seconds or work.ops:
-                add(name, seconds + work.ops * _op_seconds(name))
+                add(name, seconds + work.ops * _op_seconds(name, machine))
         add("splits", (load.prefill_splits if offload else load.decode_splits) * SPLIT_SECONDS)
+        if machine.remote:
+            add("network", network_seconds(load.prefill_path if offload else load.decode_path, machine, u, load.n_embd))
         add("overhead", UBATCH_SECONDS)
         done += u
     return Step(sum(parts.values()), parts)
