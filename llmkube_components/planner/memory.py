@@ -31,7 +31,8 @@ Repacked host weights (``--repack``, on by default; ``--no-repack``: ``common_pa
   then CPU_REPACK), then plain CPU; ``select_weight_buft`` (``src/llama-model-loader.cpp``) takes the first
   whose device supports the weight's operation. With GPUs the host buffer type always wins, and with mmap
   ``create_tensor`` turns it back into plain (mapped) CPU ("avoid using a host buffer when using mmap"), so a
-  server with GPUs repacks nothing, ``--cpu-moe`` experts included. Without GPUs a weight goes to an extra
+  server with GPUs repacks nothing, ``--cpu-moe`` experts included (a worker's device of a multi-node group has
+  no host buffer type: it does not count). Without GPUs a weight goes to an extra
   buffer when its operation and type qualify:
   - CPU_REPACK (``ggml/src/ggml-cpu/repack.cpp``, ``extra_buffer_type::supports_op`` and
     ``ggml_repack_get_optimal_repack_type``): 2-D weights of matrix products (``GGML_OP_MUL_MAT``) and 3-D
@@ -811,8 +812,9 @@ def _plan_context(
 
     # --- weights ------------------------------------------------------------------------------------------
     rules = placement.rules()
-    # make_cpu_buft_list: with GPUs their host buffer type comes before the CPU's extra ones (no repacking).
-    repacking = repack and placement.gpu_count == 0
+    # make_cpu_buft_list: with GPUs their host buffer type comes before the CPU's extra ones (no repacking). A
+    # multi-node group's RPC devices have none, so a server without GPUs of its own repacks.
+    repacking = repack and placement.local_gpus == 0
     repacked = 0
     skipped = 0
     host_matrix_by_layer: dict[int, int] = {}

@@ -28,6 +28,14 @@ under --cpu-moe, in between):
   is in RAM (--no-kv-offload): the attention core runs where the cache is. In prefill with op offload the
   expert products move to the GPU, so those splits become link transfers instead.
 
+- **Network** (multiNode, llama.cpp RPC): a worker's devices come first, each with its own node's figures (a GPU,
+  or a CPU worker's RAM and cores). Every visit of a step to a worker (a run of the graph on one rank's devices)
+  costs a round trip and the hidden state of the step's tokens (``n_embd`` f32 values each) sent there and back
+  over the slower end's link (``network_seconds``): ggml-rpc queues the inputs' copy and the graph without
+  waiting (``send_async``) and waits for the outputs, and copies between two workers go through the server's
+  node. A decode step sends a few KB: the round trips count; a prefill ubatch sends ``ubatch x n_embd x 4``
+  bytes: the bandwidth counts. ggml-rpc offloads no ops, so op offload goes to the server's own first GPU.
+
 Calibration (``benchmarks/throughput.py --fit`` finds the values below from the data, and shows they are the ones
 in use): the CPU-side constants (HOST_* but the memory efficiency, STEP_SECONDS, UBATCH_SECONDS) on the real
 llama-bench and llama-server of the pinned tree on generated models on this project's machine
