@@ -388,21 +388,24 @@ def service_problems(service: ResolvedService) -> list[Problem]:
                 problems.append(Problem(config_path(service.path, field), problem))
     gpu = service.model.spec.hardware.gpu if service.model.spec.hardware else None
     sharding = gpu.sharding if gpu else None
-    inputs = Inputs(service.spec, service.model.spec, "", service.gpu_count)
+    inputs = Inputs(service.spec, service.model.spec, "", service.device_count)
     if sharding is not None and sharding.layer_split and split_mode(inputs) not in (None, "none"):
         path = config_path(service.model.path, "hardware", "gpu", "sharding", "layerSplit")
-        problems += layer_split_problems(sharding.layer_split, service.gpu_count, path)
+        problems += layer_split_problems(sharding.layer_split, service.device_count, path)
     problems += tensor_split_problems(service)
     return problems
 
 
 def tensor_split_problems(service: ResolvedService) -> list[Problem]:
-    """A service's tensorSplit: one share per GPU of a layer or row split, not all zero."""
+    """A service's tensorSplit: one share per GPU of a layer or row split (with multiNode, per device: the
+    workers' first), not all zero."""
     shares = service.spec.tensor_split
+    devices = service.device_count
+    what = f"{devices} GPUs" if devices == service.gpu_count else f"{devices} devices (its workers' and its own GPUs)"
     if not shares:
         return []
     path = config_path(service.path, "tensorSplit")
-    inputs = Inputs(service.spec, service.model.spec, "", service.gpu_count)
+    inputs = Inputs(service.spec, service.model.spec, "", service.device_count)
     if split_mode(inputs) in (None, "none"):
         return [
             Problem(
@@ -411,12 +414,12 @@ def tensor_split_problems(service: ResolvedService) -> list[Problem]:
                 "split; leave tensorSplit unset",
             )
         ]
-    if len(shares) != service.gpu_count:
+    if len(shares) != devices:
         return [
             Problem(
                 path,
-                f"{shares} has {len(shares)} entries, but the service runs on {service.gpu_count} GPUs; give one "
-                "share per GPU (a layer count such as 22, or a proportion)",
+                f"{shares} has {len(shares)} entries, but the service runs on {what}; give one share per "
+                f"{'GPU' if devices == service.gpu_count else 'device'} (a layer count such as 22, or a proportion)",
             )
         ]
     if not any(shares):

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any, NotRequired, Required, Self, TypedDict, T
 
 import pulumi
 
-from . import inputs, pipeline
+from . import inputs, pipeline, workloads
 from .api.service import DEFAULT_API_KEY_SECRET_KEY
 from .errors import ConfigError, Problem, raise_if_any
 from .register import register, resource_names
@@ -599,9 +599,21 @@ class InferenceService(_Component):
                 # A Deployment no node can run never becomes available, nor its Service's endpoints ready:
                 # Pulumi would wait out its timeout and fail the update. The rest is still awaited.
                 manifests = _annotated(manifests, SKIP_AWAIT, ("Deployment", "Service"))
-            # The policy first: a pod that starts before it would run unfiltered for a while.
+            # A multi-node service's workers are named by their rank (<name>-rpc-<rank>-deployment, ...), apart
+            # from the server's objects: a group that grows or shrinks never renames another member's objects.
+            own: list[dict[str, Any]] = []
+            workers: dict[int, list[dict[str, Any]]] = {}
+            for manifest in manifests:
+                rank = workloads.worker_rank(manifest)
+                (own if rank is None else workers.setdefault(rank, [])).append(manifest)
+            wait = _rollout_wait(built.rollout_minutes)
+            # The policies first: a pod that starts before them would run unfiltered for a while.
             resources = _register_all(name, policy, child, carry)
-            resources += _register_all(name, manifests, child, carry, _rollout_wait(built.rollout_minutes))
+            if built.worker_network_policy is not None:
+                resources += _register_all(f"{name}-rpc", [built.worker_network_policy], child, carry)
+            resources += _register_all(name, own, child, carry, wait)
+            for rank, objects in workers.items():
+                resources += _register_all(f"{name}-rpc-{rank}", objects, child, carry, wait)
         if built.plan is not None:
             pulumi.log.info(built.plan.table(), resource=self)
         return _ready(resources, service_outputs(built, placed), carry)

@@ -20,14 +20,17 @@ def build_args(
     draft_path: str | None = None,
     mmproj_path: str | None = None,
     router_preset_path: str | None = None,
+    rpc_servers: tuple[str, ...] = (),
 ) -> list[str]:
     """llama-server's arguments: the table's flags in order, then extraArgs, then --metrics once.
 
-    ``spec`` and ``model`` are the effective specs, ``gpu_count`` the GPUs the pod gets; ``draft_path`` and
-    ``mmproj_path`` are where the pod finds the draft model and the multimodal projector, when there are any;
-    ``router_preset_path`` where runtime llamacpp-router finds its models preset (default flags.ROUTER_PRESET_FILE).
+    ``spec`` and ``model`` are the effective specs, ``gpu_count`` the GPUs the pod gets (with multiNode, every
+    device the server splits the model over: its workers' and its own); ``draft_path`` and ``mmproj_path`` are
+    where the pod finds the draft model and the multimodal projector, when there are any; ``router_preset_path``
+    where runtime llamacpp-router finds its models preset (default flags.ROUTER_PRESET_FILE); ``rpc_servers`` the
+    addresses of a multi-node service's workers (host:port), in rank order.
     """
-    given = Inputs(spec, model, model_path, gpu_count, draft_path, mmproj_path, router_preset_path)
+    given = Inputs(spec, model, model_path, gpu_count, draft_path, mmproj_path, router_preset_path, rpc_servers)
     extra = extra_args(spec)
     user_flags = flags_in(extra)
     args: list[str] = []

@@ -64,6 +64,8 @@ class ServiceBuild:
     warnings: tuple[Problem, ...] = ()
     # the PriorityClasses its pods name (cluster-scoped, shared; a Platform registers its services' once)
     priority_classes: tuple[Manifest, ...] = ()
+    # multiNode (delivery direct): who may reach the workers' ggml-rpc-server (the service's llama-server only)
+    worker_network_policy: Manifest | None = None
 
     @property
     def api_key_secret(self) -> dict[str, str] | None:
@@ -182,6 +184,7 @@ def _service(service: ResolvedService, planned: PlannedStack) -> ServiceBuild:
     if stack.delivery == "direct":
         errors, warnings = workloads.workload_problems(service, cache_mode=stack.config.model_cache.mode)
         raise_if_any(errors)
+        warnings += workloads.multi_node_warnings(service, stack.config.network_policy)
     if stack.delivery == "operator":
         # The controller renders its own arguments; the workloads built here only judge the pod (node check,
         # the namespace's Pod Security level).
@@ -213,6 +216,7 @@ def _service(service: ResolvedService, planned: PlannedStack) -> ServiceBuild:
         rollout_minutes=rollout,
         warnings=tuple(warnings),
         priority_classes=tuple(workloads.priority_classes([workloads.priority_level(service, stack.delivery)])),
+        worker_network_policy=workloads.worker_network_policy(service, stack.config.network_policy),
     )
 
 

@@ -34,7 +34,7 @@ from .api.validation import problems_from_validation_error
 from .errors import ConfigError, Problem, config_path
 from .flags import ROUTER_RUNTIME
 from .hardware import HardwareProfile, resolve_profile
-from .hardware.profile import VENDOR_DEFAULTS
+from .hardware.profile import VENDOR_DEFAULTS, is_published_image
 from .sources import SourceError, on_node, parse_source
 
 T = TypeVar("T")
@@ -191,6 +191,7 @@ def resolve_stack(config: StackConfig) -> ResolvedStack:
         problems.extend(_api_key_problems(effective, config.delivery, path, key if managed else None))
         problems.extend(_runtime_problems(effective, config.delivery, path))
         problems.extend(multi_node_problems(effective, config.delivery, path))
+        warnings.extend(multi_node_image_warnings(effective, path))
         workers = _worker_profiles(effective, node_profile, path, problems)
         draft_key = _draft_model_key(effective, by_model_name, config, path, problems)
         router_keys = _router_model_keys(effective, model_key, by_model_name, config, path, problems)
@@ -334,6 +335,30 @@ def multi_node_problems(spec: InferenceServiceSpec, delivery: Delivery, path: st
                 "leave the placement fields to the planner",
             )
         )
+    return out
+
+
+def multi_node_image_warnings(spec: InferenceServiceSpec, path: str) -> list[Problem]:
+    """llama.cpp's published images cannot serve a group: built without -DGGML_RPC, their llama-server refuses
+    --rpc ("RPC not supported in this build") and none carries ggml-rpc-server."""
+    multi = spec.multi_node
+    if multi is None or (isinstance(multi.size, int) and multi.size < 2):
+        return []
+    out = []
+    for field, image in (("image", spec.image), ("multiNode.workerImage", multi.worker_image or spec.image)):
+        if image and is_published_image(image):
+            out.append(
+                Problem(
+                    config_path(path, *field.split(".")),
+                    f"{image} is one of llama.cpp's published images, built without -DGGML_RPC=ON: "
+                    + (
+                        "its llama-server refuses --rpc"
+                        if field == "image"
+                        else "it has no ggml-rpc-server for the workers"
+                    )
+                    + "; build one image with -DGGML_RPC=ON for both ends (README: Several nodes)",
+                )
+            )
     return out
 
 

@@ -38,6 +38,8 @@ HEAD = ["--model", MODEL_FILE, "--port", "8080", "--host", "0.0.0.0"]
 ROUTER_HEAD = ["--models-preset", "/etc/llmkube/router/models.ini", "--models-max", "1", "--port", "8080", "--host",
                "0.0.0.0"]  # fmt: skip
 MMPROJ = ["--mmproj", "/models/mmproj-F16.gguf"]  # a Model with mmproj (test_draft_and_projector_need_their_paths)
+# multiNode's workers, rank order (test_rpc_servers_come_before_the_gpu_flags)
+RPC = ["--rpc", "chat-rpc-1.llmkube.svc:50052,chat-rpc-2.llmkube.svc:50052"]
 
 
 def service(**fields: Any) -> InferenceServiceSpec:
@@ -217,6 +219,7 @@ def test_zero_is_refused_by_the_api_and_guarded_by_the_builder(alias: str, attri
 def test_every_row_of_the_table_has_a_test_row() -> None:
     expected_lists = [expected for _, expected in FIELD_ROWS] + [expected for _, _, expected in GPU_ROWS]
     tested = {arg for expected in expected_lists for arg in expected} | set(HEAD) | set(ROUTER_HEAD) | set(MMPROJ)
+    tested |= set(RPC)
     rendered = [row for row in FLAG_TABLE if row.value is not from_extra_args_only]
     assert [row.flag for row in rendered if row.flag not in tested] == []
 
@@ -312,6 +315,23 @@ def test_router_preset() -> None:
         "\n[qwen]\nmodel = /models/0123/qwen-00001-of-00002.gguf\n"
         "\n[gemma]\nmodel = /models/4567/gemma.gguf\nmmproj = /models/4567/mmproj-F16.gguf\n"
     )
+
+
+@pytest.mark.parametrize(
+    ("servers", "gpus", "expected"),
+    [
+        # The workers' devices come first in llama.cpp's list, so --rpc comes before the GPU flags, which count
+        # them (the pod's own GPUs and the workers' devices).
+        (("chat-rpc-1.llmkube.svc:50052", "chat-rpc-2.llmkube.svc:50052"), 4,
+         [*RPC, "--n-gpu-layers", "99", "--split-mode", "layer", "--tensor-split", "1,1,1,1"]),
+        (("w:50052",), 1, ["--rpc", "w:50052", "--n-gpu-layers", "99"]),
+        ((), 0, []),
+    ],
+    ids=str,
+)  # fmt: skip
+def test_rpc_servers_come_before_the_gpu_flags(servers: tuple[str, ...], gpus: int, expected: list[str]) -> None:
+    out = build_args(service(), model(), MODEL_FILE, gpus, rpc_servers=servers)
+    assert middle(out) == expected
 
 
 def test_draft_and_projector_need_their_paths() -> None:

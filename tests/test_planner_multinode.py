@@ -188,7 +188,7 @@ def test_size_auto_takes_the_fastest_group_that_fits() -> None:
 def test_size_auto_stops_at_the_nodes_the_stack_counts_and_says_so() -> None:
     loaded = stack({"multiNode": {"size": "auto"}}, hardware="rtx4090")
     assert loaded.plans["s"].nodes == 1
-    (warning,) = [str(w) for w in loaded.warnings if "multiNode" in w.path]
+    (warning,) = [str(w) for w in loaded.warnings if w.path.endswith("multiNode.size")]
     assert warning == (
         "llmkube:services.s.multiNode.size: auto tried at most 1 of the 4 nodes maxSize allows: the stack counts "
         "1 node of rtx4090 (hardware nodes); give the profiles their nodes (nodes: N) to let the group grow"
@@ -270,6 +270,26 @@ def test_what_a_group_cannot_be(service: dict[str, Any], stack_keys: dict[str, A
             }
         )
     assert expected in str(info.value).splitlines()
+
+
+@pytest.mark.parametrize(
+    ("service", "paths"),
+    [
+        ({"multiNode": {"size": 2}}, ["services.s.image", "services.s.multiNode.workerImage"]),
+        ({"multiNode": {"size": 2, "workerImage": "registry.example/llama.cpp:rpc-b7000"}}, ["services.s.image"]),
+        ({"multiNode": {"size": 2}, "image": "registry.example/llama.cpp:rpc-b7000"}, []),
+        ({"multiNode": {"size": 1}}, []),
+    ],
+)
+def test_llama_cpps_published_images_are_named_as_lacking_rpc(service: dict[str, Any], paths: list[str]) -> None:
+    warnings = [w for w in stack(service).warnings if "-DGGML_RPC=ON" in w.message]
+    assert [w.path for w in warnings] == paths
+    if paths:
+        assert str(warnings[0]) == (
+            "llmkube:services.s.image: ghcr.io/ggml-org/llama.cpp:server-cuda is one of llama.cpp's published "
+            "images, built without -DGGML_RPC=ON: its llama-server refuses --rpc; build one image with "
+            "-DGGML_RPC=ON for both ends (README: Several nodes)"
+        ) or paths == ["services.s.image"]
 
 
 def test_a_single_node_service_plans_as_before() -> None:

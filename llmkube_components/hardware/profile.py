@@ -66,6 +66,17 @@ def is_cpu_server_image(image: str) -> bool:
     return bool(colon) and "/" not in tag and repository in _LLAMACPP_REPOSITORIES and bool(_CPU_SERVER_TAG.match(tag))
 
 
+# llama.cpp's published images of any build and backend: server, server-cuda13-b9445, full-vulkan, light, ...
+_PUBLISHED_TAG = re.compile(r"^(server|full|light)(-[a-z0-9]+)?(-b\d+)?$")
+
+
+def is_published_image(image: str) -> bool:
+    """True for an image llama.cpp publishes (built from its .devops Dockerfiles, which leave -DGGML_RPC off:
+    no ggml-rpc-server in them, and their llama-server rejects --rpc)."""
+    repository, colon, tag = image.split("@", 1)[0].rpartition(":")
+    return bool(colon) and "/" not in tag and repository in _LLAMACPP_REPOSITORIES and bool(_PUBLISHED_TAG.match(tag))
+
+
 _NON_LABEL_CHARS = re.compile(r"[^A-Za-z0-9\-_. ]")
 
 

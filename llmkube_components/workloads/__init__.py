@@ -1,15 +1,22 @@
 """The llama.cpp workloads of a service (delivery direct): where its model lives (``storage``), what Pod
-Security its pods meet (``podsecurity``), and the objects themselves (``objects``)."""
+Security its pods meet (``podsecurity``), the objects themselves (``objects``), and a multi-node service's
+workers (``multinode``)."""
 
 from .labels import (
     LABEL_APP,
+    LABEL_GROUP,
     LABEL_MODEL,
+    LABEL_RANK,
     LABEL_RUNTIME,
     LABEL_SERVICE,
     RUNTIME,
     common_labels,
     selector_labels,
     service_labels,
+    worker_labels,
+    worker_name,
+    worker_selector_labels,
+    workers_selector_labels,
 )
 from .lifecycle import (
     EVICTION_PROTECTION_ANNOTATIONS,
@@ -20,7 +27,8 @@ from .lifecycle import (
     priority_classes,
     priority_level,
 )
-from .network import download_ports, gateway_peer, network_policy
+from .multinode import is_group, rpc_servers, worker_manifests, worker_rank
+from .network import download_ports, gateway_peer, multi_node_warnings, network_policy, worker_network_policy
 from .objects import (
     CONTAINER_NAME,
     HEALTH_PATH,
@@ -86,7 +94,9 @@ __all__ = [
     "HEALTH_PATH",
     "HOST_MODEL_DIR",
     "LABEL_APP",
+    "LABEL_GROUP",
     "LABEL_MODEL",
+    "LABEL_RANK",
     "LABEL_RUNTIME",
     "LABEL_SERVICE",
     "MODELS_DIR",
@@ -117,10 +127,12 @@ __all__ = [
     "has_gpus",
     "hpa",
     "http_route",
+    "is_group",
     "is_shared_cache",
     "model_dir",
     "model_path",
     "model_storage",
+    "multi_node_warnings",
     "namespace_manifests",
     "namespace_pod_security",
     "network_policy",
@@ -139,6 +151,7 @@ __all__ = [
     "rollout_timeout_minutes",
     "routed_models",
     "router_config_map",
+    "rpc_servers",
     "selector_labels",
     "server_args_for",
     "server_port",
@@ -150,5 +163,12 @@ __all__ = [
     "shared_cache_pvc",
     "tolerations",
     "weakenings",
+    "worker_labels",
+    "worker_manifests",
+    "worker_name",
+    "worker_network_policy",
+    "worker_rank",
+    "worker_selector_labels",
+    "workers_selector_labels",
     "workload_problems",
 ]

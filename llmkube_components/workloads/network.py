@@ -4,6 +4,10 @@ A NetworkPolicy selects pods, not containers: the egress the model downloader ne
 its URLs) is open to the whole pod while it runs and after. A pod with nothing to download (a pvc:// or node
 source) gets no egress at all. The kubelet's probes come from the node and are not filtered by the common
 CNIs (Calico, Cilium, kube-router).
+
+A multi-node service's workers run ggml-rpc-server, which has no authentication: their own policy
+(worker_network_policy) admits the service's llama-server pods on the RPC port and nothing else, and lets the
+workers connect nowhere; llama-server's policy lets it reach them (and DNS, to find them).
 """
 
 from __future__ import annotations
@@ -12,8 +16,11 @@ from typing import Any, Final
 from urllib.parse import urlsplit
 
 from ..api.stack import NetworkPolicySettings
+from ..errors import Problem, config_path
 from ..meta import object_meta
 from ..resolve import ResolvedService
+from . import multinode
+from .labels import workers_selector_labels
 from .objects import selector_labels, server_port, service_labels
 from .storage import downloads
 
@@ -22,6 +29,8 @@ Manifest = dict[str, Any]
 DNS_PORT: Final = 53
 # An s3:// source goes to AWS's endpoint over https unless its Secret names another (egressPorts opens that port).
 DEFAULT_PORTS: Final = {"https": 443, "http": 80, "s3": 443}
+# The workers' NetworkPolicy of a multi-node service: <service>-rpc-workers.
+WORKER_POLICY_SUFFIX: Final = "-rpc-workers"
 
 
 def download_ports(service: ResolvedService, settings: NetworkPolicySettings | None = None) -> list[int]:
@@ -75,9 +84,15 @@ def network_policy(service: ResolvedService, settings: NetworkPolicySettings) ->
         ingress = [{"from": peers, "ports": port}] if peers else []
     egress: list[Manifest] = []
     ports = download_ports(service, settings)
+    workers = multinode.is_group(service)
+    if ports or workers:
+        egress.append({"ports": [{"protocol": proto, "port": DNS_PORT} for proto in ("UDP", "TCP")]})
     if ports:
-        dns = [{"protocol": proto, "port": DNS_PORT} for proto in ("UDP", "TCP")]
-        egress = [{"ports": dns}, {"ports": [{"protocol": "TCP", "port": p} for p in ports]}]
+        egress.append({"ports": [{"protocol": "TCP", "port": p} for p in ports]})
+    if workers:
+        egress.append(
+            {"to": [{"podSelector": {"matchLabels": workers_selector_labels(service)}}], "ports": _rpc(service)}
+        )
     return {
         "apiVersion": "networking.k8s.io/v1",
         "kind": "NetworkPolicy",
@@ -89,3 +104,41 @@ def network_policy(service: ResolvedService, settings: NetworkPolicySettings) ->
             "egress": egress,
         },
     }
+
+
+def _rpc(service: ResolvedService) -> list[Manifest]:
+    return [{"protocol": "TCP", "port": multinode.rpc_port(service)}]
+
+
+def worker_network_policy(service: ResolvedService, settings: NetworkPolicySettings) -> Manifest | None:
+    """The NetworkPolicy ``<service>-rpc-workers`` of a multi-node service's workers: the RPC port open to the
+    service's llama-server pods only, and no egress at all (ggml-rpc-server only answers). None for a single-node
+    service, or when the stack turns policies off."""
+    if not settings.enabled or not multinode.is_group(service):
+        return None
+    return {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "NetworkPolicy",
+        "metadata": object_meta(service.name + WORKER_POLICY_SUFFIX, service.namespace, service_labels(service)),
+        "spec": {
+            "podSelector": {"matchLabels": workers_selector_labels(service)},
+            "policyTypes": ["Ingress", "Egress"],
+            "ingress": [{"from": [{"podSelector": {"matchLabels": selector_labels(service)}}], "ports": _rpc(service)}],
+            "egress": [],
+        },
+    }
+
+
+def multi_node_warnings(service: ResolvedService, settings: NetworkPolicySettings) -> list[Problem]:
+    """A multi-node service without NetworkPolicies: nothing keeps other pods off its workers' port."""
+    if settings.enabled or not multinode.is_group(service):
+        return []
+    return [
+        Problem(
+            config_path(service.path, "multiNode"),
+            f"its workers' ggml-rpc-server has no authentication, and with networkPolicy.enabled false any pod "
+            f"that reaches port {multinode.rpc_port(service)} of a worker can read and overwrite the model's "
+            "tensors there and run computations on the worker's devices; turn NetworkPolicies on where the CNI "
+            "enforces them, or keep untrusted pods out of the cluster",
+        )
+    ]

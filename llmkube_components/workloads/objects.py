@@ -2,8 +2,8 @@
 
 With delivery ``direct`` Pulumi registers what these functions return: the model cache PVC, the llama-server
 Deployment (with the init containers that fetch the model), its Service and, with autoscaling, its
-HorizontalPodAutoscaler. Everything here is a plain dict, built without Pulumi or network, and the same input
-always gives byte-identical output.
+HorizontalPodAutoscaler; a multi-node service's workers (multinode) join them. Everything here is a plain dict,
+built without Pulumi or network, and the same input always gives byte-identical output.
 
 The layout follows the operator (v0.9.19, internal/controller) so that both deliveries can share one cache:
 a model lives in ``/models/<first 16 hex of sha256(spec.source)>/`` on a PVC named ``llmkube-model-cache``
@@ -15,11 +15,9 @@ difference is stated next to the code that makes it.
 from __future__ import annotations
 
 import hashlib
-import math
 from collections.abc import Iterable, Mapping
 from typing import Any, Final
 
-from ..api.base import parse_quantity
 from ..api.core import tolerates
 from ..api.model import GPUSpec
 from ..api.service import (
@@ -50,12 +48,12 @@ from ..flags import (
 from ..flags import speculative_problems as speculative_no_op_warnings
 from ..hardware import gpu_resource_name
 from ..llamacpp import build_args
-from ..meta import object_meta, recommended_labels, restricted_container_security_context, sorted_by_key
+from ..meta import object_meta, recommended_labels, sorted_by_key
 from ..resolve import ResolvedService, ResolvedStack, cache_kind
-from . import lifecycle, overrides, routing
+from . import lifecycle, multinode, overrides, routing
 from .labels import common_labels, selector_labels, service_labels
-from .overrides import deep_merge
-from .podsecurity import namespace_pod_security, pod_security_context
+from .overrides import memory_limit_for, pod_security_context_of, server_security_context
+from .podsecurity import namespace_pod_security
 from .storage import DOWNLOADER_IMAGE, ModelStorage, model_storage
 
 Manifest = dict[str, Any]
@@ -159,22 +157,6 @@ def tolerations(service: ResolvedService) -> list[Manifest]:
     return [{"key": key, "operator": "Exists", "effect": "NoSchedule"}, *own]
 
 
-# A server without a memory limit of its own gets its request plus this headroom as the limit: the request
-# (hostMemory, the plan's host memory with its own 10% margin) counts weights, KV cache, compute buffers and the
-# prompt cache; the headroom is for what no plan counts (allocator slack, the GPU runtime's pinned host
-# buffers, thread stacks). A runaway is OOM-killed in its own cgroup instead of taking the node.
-MEMORY_LIMIT_HEADROOM: Final = 0.10
-MEMORY_LIMIT_HEADROOM_MIN: Final = 2 * 2**30
-
-
-def memory_limit_for(request: str) -> str:
-    """The memory limit for a request without one: request + max(10%, 2 GiB), in whole Gi or Mi."""
-    asked = int(parse_quantity(request))
-    limit = asked + max(math.ceil(asked * MEMORY_LIMIT_HEADROOM), MEMORY_LIMIT_HEADROOM_MIN)
-    mib = math.ceil(limit / 2**20)
-    return f"{mib // 1024}Gi" if mib % 1024 == 0 else f"{mib}Mi"
-
-
 def container_resources(service: ResolvedService) -> Manifest:
     """Requests and limits of the llama-server container.
 
@@ -222,16 +204,18 @@ def _probe(port: str, timing: Mapping[str, int]) -> Manifest:
 
 def server_args_for(service: ResolvedService, storage: ModelStorage | None = None) -> list[str]:
     """The llama-server arguments of a service, with the paths of its cache layout (the model, a draft model,
-    a multimodal projector)."""
+    a multimodal projector). A multi-node service's arguments name its workers (--rpc) and split the model over their
+    devices and its own GPUs (device_count, which is its own GPUs alone without workers)."""
     storage = storage or model_storage(service)
     return build_args(
         service.spec,
         service.model.spec,
         storage.model_path,
-        service.gpu_count,
+        service.device_count,
         draft_path=storage.draft_path,
         mmproj_path=storage.mmproj_path,
         router_preset_path=ROUTER_PRESET_FILE if is_router(service.spec) else None,
+        rpc_servers=multinode.rpc_servers(service),
     )
 
 
@@ -271,19 +255,6 @@ def server_env(service: ResolvedService) -> list[Manifest]:
     """The environment llmkube gives the server container itself, before the spec's env (none at present: the
     server is configured by its arguments); a spec env entry may not take over one of these names."""
     return []
-
-
-def server_security_context(service: ResolvedService) -> Manifest:
-    """The server container's securityContext: the spec's merged over our restricted defaults."""
-    # llama-server writes no file (tests/e2e/test_llama_server.py runs it on a read-only root): nothing in the
-    # image can be changed by a compromised server.
-    ours = restricted_container_security_context(read_only_root_filesystem=True)
-    return sorted_by_key(deep_merge(ours, service.spec.security_context))
-
-
-def pod_security_context_of(service: ResolvedService) -> Manifest:
-    """The pod's securityContext: the spec's podSecurityContext merged over our restricted defaults."""
-    return sorted_by_key(deep_merge(pod_security_context(), service.spec.pod_security_context))
 
 
 def _own_volumes(service: ResolvedService, storage: ModelStorage) -> tuple[list[Manifest], list[Manifest]]:
@@ -374,15 +345,19 @@ def deployment(
         "containers": [container],
         "volumes": [*volumes, *(spec.extra_volumes or [])],
     }
-    if storage.init_containers:
-        pod["initContainers"] = storage.init_containers
-    if spec.node_selector:
-        pod["nodeSelector"] = sorted_by_key(spec.node_selector)
+    # A multi-node service's pod waits for its workers last, once the model is in place.
+    init_containers = [*storage.init_containers, *multinode.head_init_containers(service, downloader_image)]
+    if init_containers:
+        pod["initContainers"] = init_containers
+    node_selector = multinode.member_node_selector(service, 0, spec.node_selector)
+    if node_selector:
+        pod["nodeSelector"] = node_selector
     pod_tolerations = tolerations(service)
     if pod_tolerations:
         pod["tolerations"] = pod_tolerations
-    if spec.affinity:
-        pod["affinity"] = spec.affinity
+    affinity = multinode.member_affinity(service, spec.affinity)
+    if affinity:
+        pod["affinity"] = affinity
     if spec.topology_spread_constraints:
         pod["topologySpreadConstraints"] = _topology_spread(service)
     if spec.runtime_class_name:
@@ -399,7 +374,9 @@ def deployment(
     # User pod labels merge in, but ours win on a conflict: the selector must keep matching the pods, and the
     # operator resolves the same conflict the same way (mergePodLabels). User annotations win over ours (the
     # eviction protection's), as the operator's do.
-    template_meta: Manifest = {"labels": sorted_by_key({**(spec.pod_labels or {}), **labels})}
+    template_meta: Manifest = {
+        "labels": sorted_by_key({**(spec.pod_labels or {}), **labels, **multinode.head_pod_labels(service)})
+    }
     annotations = {**lifecycle.eviction_annotations(service), **(spec.pod_annotations or {})}
     preset = router_preset_text(service, storage)
     if preset is not None:
@@ -411,6 +388,10 @@ def deployment(
         # A rolling update starts the new pod before stopping the old one, and the new pod cannot get the GPUs
         # the old one holds: the rollout would wait forever. Recreate frees them first.
         strategy: Manifest = {"type": "Recreate"}
+    elif multinode.is_group(service):
+        # Each worker serves one llama-server at a time: a new pod started beside the old one would wait on
+        # workers the old one holds, never become ready, and the rollout would never stop the old one.
+        strategy = {"type": "Recreate"}
     else:
         # The API server's defaults, written out: applying them makes them ours, so that a later switch to
         # Recreate (GPUs added) removes them; a leftover rollingUpdate block makes Recreate invalid.
@@ -454,6 +435,7 @@ def workload_problems(
     warnings += speculative_no_op_warnings(service.spec, service.path)
     warnings += router_models_max_warnings(service.spec, service.path)
     warnings += bind_address_problems(service.spec, service.path)
+    errors += multinode.group_problems(service)
     return errors + weak_errors, warnings
 
 
@@ -574,8 +556,9 @@ def service_workloads(
     service: ResolvedService, *, cache: CacheSettings = DEFAULT_CACHE, downloader_image: str = DOWNLOADER_IMAGE
 ) -> list[Manifest]:
     """A service's objects in apply order: its own cache PVC (perService mode), its API key's Secret (a key
-    Pulumi holds), its models preset's ConfigMap (runtime llamacpp-router), Deployment, Service, and those the
-    spec asks for: HPA, PodDisruptionBudget, HTTPRoute (endpoint.gateway), Pyrra ServiceLevelObjective (slo).
+    Pulumi holds), its models preset's ConfigMap (runtime llamacpp-router), Deployment, Service, each worker's
+    Service and Deployment (multiNode), and those the spec asks for: HPA, PodDisruptionBudget, HTTPRoute
+    (endpoint.gateway), Pyrra ServiceLevelObjective (slo).
 
     The shared cache PVC is not among them (see shared_cache_pvc): it belongs to the namespace. ``cache`` is
     the stack's modelCache: its mode, and the size and storage class of a per-service PVC.
@@ -603,6 +586,8 @@ def service_workloads(
         manifests.append(preset)
     manifests.append(deployment(service, cache_mode=cache.mode, downloader_image=downloader_image))
     manifests.append(service_manifest(service))
+    # After llama-server's own (the first Deployment of the list is the server's).
+    manifests += multinode.worker_manifests(service)
     for extra in (
         hpa(service),
         lifecycle.pod_disruption_budget(service),

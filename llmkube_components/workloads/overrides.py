@@ -9,16 +9,23 @@
   over (it would break the model's staging or the API key, or, for env, be silently overridden by Kubernetes'
   last-wins rule), and a mount must name a volume the pod has.
 - command, args and each of probeOverrides' probes replace ours.
+- resources.memory is the memory limit; without it the limit is the request plus headroom (memory_limit_for).
+
+The merged securityContexts and the memory rule apply to every container llmkube runs for a service: the
+llama-server container, and a multi-node service's ggml-rpc-server workers (multinode).
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Mapping
-from typing import Any
+from typing import Any, Final
 
+from ..api.base import parse_quantity
 from ..errors import Problem, config_path
+from ..meta import restricted_container_security_context, sorted_by_key
 from ..resolve import ResolvedService
-from .podsecurity import weakenings
+from .podsecurity import pod_security_context, weakenings
 
 Manifest = dict[str, Any]
 
@@ -32,6 +39,41 @@ def deep_merge(base: Mapping[str, Any], over: Mapping[str, Any] | None) -> dict[
         else:
             out[key] = value
     return out
+
+
+def server_security_context(service: ResolvedService) -> Manifest:
+    """The server container's securityContext: the spec's merged over our restricted defaults."""
+    # llama-server writes no file (tests/e2e/test_llama_server.py runs it on a read-only root): nothing in the
+    # image can be changed by a compromised server.
+    ours = restricted_container_security_context(read_only_root_filesystem=True)
+    return sorted_by_key(deep_merge(ours, service.spec.security_context))
+
+
+def pod_security_context_of(service: ResolvedService) -> Manifest:
+    """The pod's securityContext: the spec's podSecurityContext merged over our restricted defaults."""
+    return sorted_by_key(deep_merge(pod_security_context(), service.spec.pod_security_context))
+
+
+# A server without a memory limit of its own gets its request plus this headroom as the limit: the request
+# (hostMemory, the plan's host memory with its own 10% margin) counts weights, KV cache, compute buffers and the
+# prompt cache; the headroom is for what no plan counts (allocator slack, the GPU runtime's pinned host
+# buffers, thread stacks). A runaway is OOM-killed in its own cgroup instead of taking the node. A multi-node
+# service's workers get the same headroom over the host memory the planner gives them.
+MEMORY_LIMIT_HEADROOM: Final = 0.10
+MEMORY_LIMIT_HEADROOM_MIN: Final = 2 * 2**30
+
+
+def memory_limit_for(request: str) -> str:
+    """The memory limit for a request without one: request + max(10%, 2 GiB), in whole Gi or Mi."""
+    asked = int(parse_quantity(request))
+    limit = asked + max(math.ceil(asked * MEMORY_LIMIT_HEADROOM), MEMORY_LIMIT_HEADROOM_MIN)
+    return mebibytes(limit)
+
+
+def mebibytes(size: int) -> str:
+    """A byte count as a memory quantity in whole Gi or Mi, rounded up to the next MiB."""
+    mib = math.ceil(size / 2**20)
+    return f"{mib // 1024}Gi" if mib % 1024 == 0 else f"{mib}Mi"
 
 
 def env_problems(service: ResolvedService, ours: Iterable[Mapping[str, Any]]) -> list[Problem]:
