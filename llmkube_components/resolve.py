@@ -345,15 +345,15 @@ def multi_node_image_warnings(spec: InferenceServiceSpec, path: str) -> list[Pro
     if multi is None or (isinstance(multi.size, int) and multi.size < 2):
         return []
     out = []
-    for field, image in (("image", spec.image), ("multiNode.workerImage", multi.worker_image or spec.image)):
+    for key, image in (("image", spec.image), ("multiNode.workerImage", multi.worker_image or spec.image)):
         if image and is_published_image(image):
             out.append(
                 Problem(
-                    config_path(path, *field.split(".")),
+                    config_path(path, *key.split(".")),
                     f"{image} is one of llama.cpp's published images, built without -DGGML_RPC=ON: "
                     + (
                         "its llama-server refuses --rpc"
-                        if field == "image"
+                        if key == "image"
                         else "it has no ggml-rpc-server for the workers"
                     )
                     + "; build one image with -DGGML_RPC=ON for both ends (README: Several nodes)",
