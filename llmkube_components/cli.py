@@ -13,9 +13,11 @@ from typing import Any
 import yaml
 
 from . import review, workloads
+from .api.service import DEFAULT_MAX_GROUP_SIZE
 from .docs import update_readme
 from .errors import CONFIG_NAMESPACE, ConfigError
 from .hardware import builtin_profiles
+from .hardware.profile import ETHERNET_LINKS
 from .pipeline import load
 from .settings import Settings
 
@@ -75,7 +77,7 @@ def _count(text: str) -> int:
 def _positive(text: str) -> int:
     value = int(text)
     if value < 1:
-        raise argparse.ArgumentTypeError(f"{value} is not a positive token count")
+        raise argparse.ArgumentTypeError(f"{value} is not a positive count")
     return value
 
 
@@ -114,9 +116,20 @@ def cmd_plan(args: argparse.Namespace, settings: Settings) -> int:
         ):
             if value is not None:
                 service[key] = value
+        hardware: Any = args.profile
+        if args.nodes is not None:
+            # A group of nodes of the profile: the stack counts them (the pool), the service may span them.
+            largest = args.nodes if args.nodes != "auto" else (args.max_nodes or DEFAULT_MAX_GROUP_SIZE)
+            hardware = {"extends": args.profile, "nodes": largest}
+            service["multiNode"] = {"size": args.nodes, **({"maxSize": args.max_nodes} if args.max_nodes else {})}
+        if args.link is not None:
+            hardware = {
+                **(hardware if isinstance(hardware, dict) else {"extends": hardware}),
+                "network": {"link": args.link},
+            }
         # A file on this machine is only read here, never mounted into a pod: no hostPath to consent to.
         raw = {
-            "hardware": args.profile,
+            "hardware": hardware,
             "allowHostPath": local,
             "models": {"model": model},
             "services": {"plan": service},
@@ -163,6 +176,12 @@ def cmd_plan(args: argparse.Namespace, settings: Settings) -> int:
     for warning in stack.warnings:
         print(f"warning: {warning}", file=sys.stderr)
     return 0
+
+
+def _group_size(text: str) -> int | str:
+    if text == "auto":
+        return text
+    return _positive(text)
 
 
 def _failed(base: dict[str, Any], error: ConfigError) -> dict[str, Any]:
@@ -229,6 +248,16 @@ def main(argv: list[str] | None = None) -> int:
     plan.add_argument(
         "--prompt", type=_positive, default=512, help="prompt length for prefill speed and time to first token (512)"
     )
+    plan.add_argument(
+        "--nodes",
+        type=_group_size,
+        help="serve the model from N nodes of the profile with llama.cpp RPC (multiNode size), or auto: every count "
+        "up to --max-nodes",
+    )
+    plan.add_argument(
+        "--max-nodes", type=_positive, help=f"with --nodes auto, the most nodes (default {DEFAULT_MAX_GROUP_SIZE})"
+    )
+    plan.add_argument("--link", choices=list(ETHERNET_LINKS), help="the nodes' network link (default 1GbE)")
     output = plan.add_mutually_exclusive_group()
     output.add_argument("--json", action="store_true", help="print the plans as JSON (the input of --compare)")
     output.add_argument("--markdown", action="store_true", help="print the plans as a Markdown table")

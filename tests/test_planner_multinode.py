@@ -299,3 +299,19 @@ def test_a_single_node_service_plans_as_before() -> None:
     assert one.chosen.memory == plain.chosen.memory
     assert one.workers == () and "nodes" not in one.output()
     assert HOST in plain.chosen.memory.totals()
+
+
+def test_the_plan_command_plans_a_group(capsys: pytest.CaptureFixture[str]) -> None:
+    from llmkube_components import cli
+
+    args = ["plan", "--profile", "rtx4090", "--model", "Qwen3.5-27B", "--quantization", "Q8_0", "--context", "32768"]
+    assert cli.main([*args, "--nodes", "auto", "--max-nodes", "3", "--link", "10GbE", "--json"]) == 0
+    import json
+
+    plan = json.loads(capsys.readouterr().out)["plan"]
+    assert plan["nodes"] == 2 and plan["devices"] == {"gpu0": "rank 1 GPU 0 (rtx4090+custom)", "gpu1": "rank 0 GPU 0"}
+    args_text = " ".join(plan["serverArgs"])
+    assert "--rpc plan-rpc-1.llmkube.svc:50052 --n-gpu-layers 99 " in args_text
+    assert "--tensor-split 33,33" in args_text
+    assert cli.main([*args, "--nodes", "2"]) == 0
+    assert "devices: gpu0: rank 1 GPU 0 (rtx4090); gpu1: rank 0 GPU 0" in capsys.readouterr().out
