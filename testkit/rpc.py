@@ -400,3 +400,80 @@ def format_table(rows: Iterable[DeviceRow]) -> str:
             f"{100 * DEVICE_TARGETS[r.quantity]:.0f}% {mark}"
         )
     return "\n".join(lines)
+
+
+# --- workers as their Deployments run them (tests/e2e/test_multi_node.py) -----------------------------------------
+
+# ggml-rpc.cpp: a weight tensor larger than this goes to a worker as its hash first; a worker with --cache that has
+# the hash's file (saved when the tensor first came whole) loads it from there instead of receiving it.
+RPC_HASH_THRESHOLD = 10 * MiB
+# The worker's log (stderr; the [..] lines only with GGML_RPC_DEBUG set, except "saved to"):
+#   [set_tensor] buffer: 0x..., data: 0x..., offset: 0, size: 11010048        a tensor (or a part) that came whole
+#   [set_tensor] saved to '/cache/rpc/5b4e...'                                 ... and went to the cache (--cache)
+#   [set_tensor_hash] buffer: 0x..., data: 0x..., offset: 0, size: 11010048, hash: 5b4e...   one found in the cache
+SET_TENSOR = re.compile(r"\[set_tensor\] buffer: \S+, data: \S+, offset: \d+, size: (\d+)")
+SAVED_TO_CACHE = re.compile(r"\[set_tensor\] saved to '([^']+)'")
+HASH_HIT = re.compile(r"\[set_tensor_hash\] buffer: \S+, data: \S+, offset: \d+, size: (\d+), hash: ([0-9a-f]+)")
+
+
+def localize_worker(args: Sequence[str], port: int) -> list[str]:
+    """A worker's rendered args with --host and --port pointed at loopback; each must be there exactly once."""
+    out = list(args)
+    for flag, value in (("--host", LOOPBACK), ("--port", str(port))):
+        positions = [i for i, arg in enumerate(out) if arg == flag]
+        assert len(positions) == 1, f"{flag} appears {len(positions)} times in {args}"
+        out[positions[0] + 1] = value
+    return out
+
+
+@dataclass(frozen=True)
+class Uploads:
+    """What one worker received in a stretch of its log (GGML_RPC_DEBUG): bytes that came whole, and tensors
+    that came as a hash the worker's cache had."""
+
+    sent_bytes: int
+    saved: tuple[str, ...]  # cache files written
+    hash_hits: tuple[int, ...]  # sizes of the tensors found in the cache
+
+    @classmethod
+    def of(cls, log: str) -> Uploads:
+        return cls(
+            sum(int(size) for size in SET_TENSOR.findall(log)),
+            tuple(SAVED_TO_CACHE.findall(log)),
+            tuple(int(size) for size, _ in HASH_HIT.findall(log)),
+        )
+
+
+class RenderedRpcWorkers(RpcWorkers):
+    """ggml-rpc-server processes started as their Deployments run them: each container's rendered args with
+    only --host and --port changed (loopback, a free port) and the container's environment (the caller points
+    its paths, e.g. LLAMA_CACHE, into a temporary folder) on top of this process's."""
+
+    def __init__(
+        self,
+        binary: str | os.PathLike[str],
+        containers: Sequence[tuple[Sequence[str], Mapping[str, str]]],
+        folder: Path,
+        *,
+        timeout: float = 20,
+    ):
+        super().__init__(binary, len(containers), folder, timeout=timeout)
+        self.containers = [(list(args), dict(env)) for args, env in containers]
+        self.args: list[list[str]] = []  # what each worker runs
+
+    def __enter__(self) -> RenderedRpcWorkers:
+        super().__enter__()
+        return self
+
+    def _start(self, i: int) -> None:
+        port = free_port()
+        rendered, env = self.containers[i]
+        args = localize_worker(rendered, port)
+        with open(self.log_path(i), "wb") as log:
+            proc = subprocess.Popen(
+                [str(self.binary), *args], stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                env={**os.environ, **env}, start_new_session=True,
+            )  # fmt: skip
+        self.ports.append(port)
+        self.procs.append(proc)
+        self.args.append(args)
