@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from llmkube_components.api import parse_quantity
 from llmkube_components.errors import ConfigError
 from llmkube_components.planner.memory import Placement
 from llmkube_components.planner.plan import GiB, settings_from_args
@@ -316,3 +317,24 @@ def test_threads_from_the_cpu_limit_bound_the_hosts_share_of_the_speed() -> None
         .plans["s"]
         .chosen.speed.decode_tokens_per_second
     )  # no limit: a thread per core
+
+
+@pytest.mark.parametrize("context", [8192, 16384, 32768])
+def test_the_memory_request_never_exceeds_the_nodes_usable_memory(context: int) -> None:
+    # Qwen3.5-27B Q4_K_M on cpu-only (28 GiB usable) holds 25-26.5 GiB: the margin and the whole GiB used to ask
+    # 28-30Gi, which no node of the profile can give (the pod would stay Pending).
+    from llmkube_components.hardware import resolve_profile
+    from tests.stacks import load_stack
+
+    usable = resolve_profile("cpu-only", "hardware").usable_host_memory
+    loaded = load_stack(
+        {
+            "hardware": "cpu-only",
+            "models": {"m": {"source": "https://h/Qwen3.5-27B-Q4_K_M.gguf"}},
+            "services": {"s": {"modelRef": "m", "contextSize": context}},
+        }
+    )
+    plan = loaded.plans["s"]
+    assert plan.chosen.memory.host.total <= plan.host_memory_request <= usable
+    request = loaded.services["s"].spec.resources.host_memory
+    assert parse_quantity(request) == plan.host_memory_request

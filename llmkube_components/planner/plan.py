@@ -58,6 +58,7 @@ from .throughput import NETWORK_EFFICIENCY, Machine, RemoteDevice, Speed, decode
 # compute buffers are estimates and the C library keeps some freed memory.
 HOST_MARGIN = 0.10
 GiB = 2**30
+MiB = 2**20
 # A GPU worker's ggml-rpc-server in host memory: the CUDA runtime and libraries, the transfer buffers of a
 # tensor in flight, and ggml's CPU backend it also serves.
 WORKER_HOST_MEMORY = GiB
@@ -225,7 +226,7 @@ class ServicePlan:
                 out.append(WORKER_HOST_MEMORY)
                 continue
             held = sum(self.chosen.memory.device(n).total for n in names)
-            out.append(math.ceil(held * (1 + HOST_MARGIN) / GiB) * GiB)
+            out.append(host_request(held, worker.usable_host_memory))
         return tuple(out)
 
     def output(self) -> dict[str, Any]:
@@ -234,7 +235,7 @@ class ServicePlan:
             "mode": self.mode,
             "placement": self.chosen.label,
             "fields": self.chosen.fields,
-            "hostMemoryRequest": f"{self.host_memory_request // GiB}Gi",
+            "hostMemoryRequest": request_quantity(self.host_memory_request),
             "bytes": self.chosen.memory.totals(),
             "byCategory": {d.name: {k: v for k, v in d.bytes.items() if v} for d in self.chosen.memory.devices},
             **self.chosen.speed.output(),
@@ -252,7 +253,7 @@ class ServicePlan:
         devices = "; ".join(f"{k}: {v}" for k, v in self.device_names().items()) if self.workers else ""
         head = (
             f"plan for {self.service} ({self.mode}): {self.chosen.label}; host memory request "
-            f"{self.host_memory_request // GiB}Gi\n"
+            f"{request_quantity(self.host_memory_request)}\n"
             f"speed (estimates): decode {s.decode_tokens_per_second:.1f} tokens/s at {_tokens(s.depth)} of context "
             f"({at}); prefill {s.prefill_tokens_per_second:.0f} tokens/s, first token after "
             f"{s.time_to_first_token:.2f} s for a {_tokens(s.prompt_tokens)} prompt; {s.sequences} concurrent "
@@ -613,8 +614,19 @@ def _layer_counts(memory: MemoryPlan) -> list[int]:
     return [sum(1 for d in memory.layer_devices if d == g.name) for g in memory.gpus]
 
 
-def host_request(memory: MemoryPlan) -> int:
-    return math.ceil(memory.host.total * (1 + HOST_MARGIN) / GiB) * GiB
+def host_request(held: int, usable: int) -> int:
+    """The memory request for ``held`` bytes of RAM: with HOST_MARGIN, whole GiB, but never more than the node's
+    ``usable`` memory when the plan fits it (a request above the node's allocatable memory is never scheduled);
+    then the usable memory in whole MiB, and at least what is held."""
+    want = math.ceil(held * (1 + HOST_MARGIN) / GiB) * GiB
+    if want <= usable or held > usable:
+        return want
+    return max(usable // MiB * MiB, math.ceil(held / MiB) * MiB)
+
+
+def request_quantity(n: int) -> str:
+    """A memory request as a quantity: whole GiB where it is, else MiB."""
+    return f"{n // GiB}Gi" if n % GiB == 0 else f"{math.ceil(n / MiB)}Mi"
 
 
 def group_sizes(spec: InferenceServiceSpec, node: HardwareProfile, workers: Sequence[HardwareProfile]) -> list[int]:
@@ -737,7 +749,7 @@ def plan_service(
             f"({chosen.speed.seconds_by_part.get(HOST, 0.0) * 1000:.1f} ms of the "
             f"{1000 / chosen.speed.decode_tokens_per_second:.1f} ms a token takes)"
         )
-    request = host_request(chosen.memory)
+    request = host_request(chosen.memory.host.total, profile.usable_host_memory)
     resources = spec.resources or InferenceResources()
     if mode == "manual" and resources.host_memory is not None:
         given = int(parse_quantity(resources.host_memory))
@@ -746,7 +758,7 @@ def plan_service(
                 Problem(
                     f"{path}.resources.hostMemory",
                     f"{resources.host_memory} is below the {format_bytes(chosen.memory.host.total)} of system RAM "
-                    f"the plan needs ({_host_parts(chosen.memory)}); ask for at least {request // GiB}Gi",
+                    f"the plan needs ({_host_parts(chosen.memory)}); ask for at least {request_quantity(request)}",
                 )
             )
     if trial.workers and chosen.fits:

@@ -22,7 +22,7 @@ from ..settings import OFFLINE_ENV
 from ..sources import ModelSource, SourceError, is_url, parse_source, sibling_url
 from .catalog import CatalogError, catalog_entries, catalog_metadata, recognise, recognise_quantization
 from .facts import ModelFacts, ModelFactsError, ProjectorFacts
-from .plan import DEFAULT_QUERY, GiB, ServicePlan, SpeedQuery, plan_service
+from .plan import DEFAULT_QUERY, ServicePlan, SpeedQuery, plan_service, request_quantity
 from .pool import pool_problems
 from .reader import MetadataReader
 from .types import GGUFMetadata, MetadataError
@@ -282,7 +282,7 @@ def router_model_problems(
         if auto and plan is not None and plan.host_memory_request > request:
             request = plan.host_memory_request
             spec = spec.model_copy(
-                update={"resources": resources.model_copy(update={"host_memory": f"{request // GiB}Gi"})}
+                update={"resources": resources.model_copy(update={"host_memory": request_quantity(request)})}
             )
     return problems, spec
 
@@ -292,7 +292,7 @@ def _apply(service: ResolvedService, plan: ServicePlan, problems: list[Problem])
     # Every offload field is the plan's: one the user also set under offload: auto must not survive beside it.
     fields = {name: plan.chosen.fields.get(alias) for name, alias in OFFLOAD_ALIASES.items()}
     resources = service.spec.resources or InferenceResources()
-    request = f"{plan.host_memory_request // GiB}Gi"
+    request = request_quantity(plan.host_memory_request)
     if resources.memory is not None and plan.host_memory_request > int(parse_quantity(resources.memory)):
         problems.append(
             Problem(
