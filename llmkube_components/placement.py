@@ -16,6 +16,7 @@ from .errors import Problem
 from .meta import PART_OF
 from .resolve import ResolvedService, ResolvedStack
 from .workloads import LABEL_SERVICE
+from .workloads.labels import worker_name
 
 NODE_READ_TIMEOUT = 5.0
 
@@ -117,7 +118,9 @@ def cluster_view(stack: ResolvedStack, reader: cluster.ClusterReader, notes: Not
     except cluster.ClusterUnavailable as exc:
         notes.infos.append(f"room on the nodes not checked: {exc.message}")
         return ClusterView(nodes, None)
+    # A multi-node service's workers are its pods too (their Deployments are named <service>-rpc-<rank>).
     ours = {s.name for s in stack.services.values()}
+    ours |= {worker_name(s, r) for s in stack.services.values() for r in range(1, (s.group_size or 1))}
 
     def owner_of(pod: cluster.Pod) -> str | None:
         # This stack's own pods, by the labels both deliveries' Deployments select on.
@@ -142,22 +145,40 @@ def scheduling(
     every replica (the HPA's minReplicas with autoscaling).
     """
     try:
-        deployment = next(m for m in manifests if m["kind"] == "Deployment")
+        # llama-server's Deployment first, then a multi-node group's workers (service_workloads' order): each
+        # member on a node no earlier member has (their required anti-affinity).
+        deployments = [m for m in manifests if m["kind"] == "Deployment"]
         hpa = next((m for m in manifests if m["kind"] == "HorizontalPodAutoscaler"), None)
-        replicas = hpa["spec"]["minReplicas"] if hpa else deployment["spec"].get("replicas", 1)
-        pod = deployment["spec"]["template"]["spec"]
-        why = cluster.why_unschedulable(pod, view.nodes)
+        replicas = hpa["spec"]["minReplicas"] if hpa else deployments[0]["spec"].get("replicas", 1)
+        group = len(deployments) > 1
         fits: list[str] = []
-        if why is None and view.room is not None:
-            label = f"{service.namespace}/{service.name} (this stack)"
-            fits, why = view.room.place(pod, replicas, service.name, label)
-        elif why is None:
-            fits = [node.name for node in view.nodes if cluster.why_unschedulable(pod, [node]) is None]
+        why: str | None = None
+        members: list[str] = []  # a group's nodes, one per member in rank order
+        for rank, deployment in enumerate(deployments):
+            pod = deployment["spec"]["template"]["spec"]
+            name = deployment["metadata"]["name"]
+            why = cluster.why_unschedulable(pod, view.nodes)
+            if why is None and view.room is not None:
+                label = f"{service.namespace}/{name} (this stack)"
+                fits, why = view.room.place(pod, replicas, name, label, exclude=members)
+            elif why is None:
+                nodes = [n for n in view.nodes if n.name not in members]
+                fits = [node.name for node in nodes if cluster.why_unschedulable(pod, [node]) is None]
+                if not fits:
+                    taken = "; ".join(f"{m}: runs another member of its group" for m in members)
+                    why = f"no node is left for it: {taken}"
+            if why is not None:
+                if group:
+                    why = f"{'llama-server' if rank == 0 else f'its rank {rank} worker {name}'}: {why}"
+                break
+            members.extend(fits[:1])  # none with replicas 0
     except Exception as exc:  # a check must never fail the preview
         notes.infos.append(f"nodes not checked for {service.name}: {type(exc).__name__}: {exc}")
         return None
     if replicas == 0:
         return Scheduling("no pods (replicas: 0)", pending=False)
+    if why is None and group:
+        return Scheduling("fits: " + ", ".join(f"{n} (rank {r})" for r, n in enumerate(members)), pending=False)
     if why is None:
         return Scheduling(f"fits: {', '.join(fits)}", pending=False)
     message = f"its pod will stay Pending, {why}; deployed without waiting for it (an autoscaler may add a node)"

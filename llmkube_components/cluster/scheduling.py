@@ -7,7 +7,7 @@ Pure: nodes and pods come in as data (``client.ClusterReader`` reads them), answ
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 
 from ..api.base import parse_quantity
@@ -295,19 +295,27 @@ class Room:
         return Node(node.name, node.labels, node.taints, free, node.unschedulable)
 
     def place(
-        self, pod_spec: dict, replicas: int, owner: str, label: str | None = None
+        self, pod_spec: dict, replicas: int, owner: str, label: str | None = None, exclude: Collection[str] = ()
     ) -> tuple[list[str], str | None]:
         """Give ``replicas`` pods of service ``owner`` room, after its own running pods made way: (the nodes
-        they got, None), or ([], why not). ``label`` names its reservations in messages (default: ``owner``)."""
+        they got, None), or ([], why not). ``label`` names its reservations in messages (default: ``owner``);
+        ``exclude``: nodes the pod may not share (another member of its multi-node group runs there)."""
         label = label or owner
         for pod in self.own.pop(owner, []):
             self._give_back(pod.node, pod.requests, f"{pod.namespace}/{pod.name}")
         requests = pod_requests(pod_spec)
         taken: list[str] = []
         for _ in range(replicas):
-            node = next((n for n in self.nodes if not _node_failures(pod_spec, requests, self._free(n))), None)
+            node = next(
+                (
+                    n
+                    for n in self.nodes
+                    if n.name not in exclude and not _node_failures(pod_spec, requests, self._free(n))
+                ),
+                None,
+            )
             if node is None:
-                why = self._why_not(pod_spec, requests)
+                why = self._why_not(pod_spec, requests, exclude)
                 for name in taken:  # what does not all fit takes nothing
                     self._give_back(name, requests, label)
                 return [], why
@@ -315,9 +323,12 @@ class Room:
             taken.append(node.name)
         return sorted(set(taken)), None
 
-    def _why_not(self, pod_spec: dict, requests: dict[str, int]) -> str:
+    def _why_not(self, pod_spec: dict, requests: dict[str, int], exclude: Collection[str] = ()) -> str:
         clauses = []
         for node in self.nodes:
+            if node.name in exclude:
+                clauses.append(f"{node.name}: runs another member of its group")
+                continue
             reasons = _node_failures(pod_spec, requests, self._free(node), left="free")
             users = sorted(set(self.users[node.name]))
             clauses.append(f"{node.name}: {', '.join(reasons)}" + (f" (in use by {', '.join(users)})" if users else ""))
