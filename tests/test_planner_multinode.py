@@ -13,7 +13,7 @@ from llmkube_components.errors import ConfigError
 from llmkube_components.hardware import resolve_profile
 from llmkube_components.planner.memory import HOST, Placement, gpu_name, plan_memory
 from llmkube_components.planner.plan import WORKER_HOST_MEMORY, machine, remote_machine
-from llmkube_components.planner.throughput import network_seconds
+from llmkube_components.planner.throughput import RPC_STEP_SECONDS, network_seconds
 from tests.stacks import load_stack
 from tests.test_planner_memory import moe
 
@@ -129,7 +129,8 @@ def test_every_visit_to_a_worker_is_a_round_trip_and_the_hidden_state_both_ways(
     remote = remote_machine(head, [worker("10GbE")])  # gpu0: rank 1
     m = dataclasses.replace(machine(head), remote=remote)
     one = 200e-6 + 2 * 4096 * 4 / (1.25e9 * 0.9)
-    assert network_seconds(path, m, tokens=1, n_embd=4096) == pytest.approx(visits * one)
+    fixed = RPC_STEP_SECONDS if visits else 0.0
+    assert network_seconds(path, m, tokens=1, n_embd=4096) == pytest.approx(visits * one + fixed)
 
 
 def test_two_workers_in_a_row_are_two_visits() -> None:
@@ -137,9 +138,8 @@ def test_two_workers_in_a_row_are_two_visits() -> None:
     remote = remote_machine(head, [worker("10GbE"), worker("10GbE")])
     assert [r.rank for r in remote.values()] == [1, 2]
     m = dataclasses.replace(machine(head), remote=remote)
-    assert network_seconds(["host", "gpu0", "gpu1", "gpu2"], m, 1, 4096) == pytest.approx(
-        2 * network_seconds(["host", "gpu0", "gpu2"], m, 1, 4096)
-    )
+    one = network_seconds(["host", "gpu0", "gpu2"], m, 1, 4096) - RPC_STEP_SECONDS
+    assert network_seconds(["host", "gpu0", "gpu1", "gpu2"], m, 1, 4096) == pytest.approx(2 * one + RPC_STEP_SECONDS)
 
 
 def test_the_link_is_the_slower_end_and_a_slower_link_is_slower() -> None:

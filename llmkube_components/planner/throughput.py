@@ -33,8 +33,9 @@ under --cpu-moe, in between):
   costs a round trip and the hidden state of the step's tokens (``n_embd`` f32 values each) sent there and back
   over the slower end's link (``network_seconds``): ggml-rpc queues the inputs' copy and the graph without
   waiting (``send_async``) and waits for the outputs, and copies between two workers go through the server's
-  node. A decode step sends a few KB: the round trips count; a prefill ubatch sends ``ubatch x n_embd x 4``
-  bytes: the bandwidth counts. ggml-rpc offloads no ops, so op offload goes to the server's own first GPU.
+  node; and a step that runs on any worker costs RPC_STEP_SECONDS more (measured on loopback). A decode step
+  sends a few KB: the round trips count; a prefill ubatch sends ``ubatch x n_embd x 4`` bytes: the bandwidth
+  counts. ggml-rpc offloads no ops, so op offload goes to the server's own first GPU.
 
 Calibration (``benchmarks/throughput.py --fit`` finds the values below from the data, and shows they are the ones
 in use): the CPU-side constants (HOST_* but the memory efficiency, STEP_SECONDS, UBATCH_SECONDS) on the real
@@ -90,6 +91,12 @@ LINK_EFFICIENCY: Final = 0.9
 NETWORK_EFFICIENCY: Final = 0.9
 # Activations cross between nodes as f32 rows of n_embd per token (the hidden state at a layer boundary).
 ACTIVATION_BYTES: Final = 4
+# A step that runs on any worker, beyond its visits' round trips: the RPC client's dispatch and the worker's graph
+# recompute. Measured with llama-bench tg128 on this project's machine, workers on loopback (-t 1 everywhere):
+# the 12-layer dense test model ran 545 us a token locally, 1020-1195 on one worker, 1076-1222 on two (a second
+# visit costs about a loopback round trip, 95 us measured); the 8-layer MoE one 150, 525-790 and 760. A slower
+# core than a desktop's: an upper figure.
+RPC_STEP_SECONDS: Final = 4e-4
 
 # --- Fixed costs ---
 
@@ -310,7 +317,7 @@ def network_seconds(path: Sequence[str], machine: Machine, tokens: int, n_embd: 
             state = tokens * n_embd * ACTIVATION_BYTES
             seconds += remote.round_trip + 2 * state / (remote.network_bandwidth * NETWORK_EFFICIENCY)
         previous = rank
-    return seconds
+    return seconds + (RPC_STEP_SECONDS if seconds else 0.0)
 
 
 def _changes(path: Sequence[str]) -> int:
