@@ -39,6 +39,7 @@ HF = {"source": "hf://Qwen/Qwen2.5-0.5B-Instruct-GGUF/q.gguf", "catalog": "Llama
 HEAD_SELECTOR = {"app": "chat", "inference.llmkube.dev/service": "chat"}
 NVIDIA_TOLERATION = {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}
 HOSTNAME = "kubernetes.io/hostname"
+REQUIRED = "requiredDuringSchedulingIgnoredDuringExecution"
 # Where the pipeline plans a group: the planner's pool check wants a node of the service's profile per member.
 CLUSTER = {"extends": "dual-rtx5060ti", "nodes": 4}
 GROUP = "inference.llmkube.dev/group"
@@ -217,13 +218,25 @@ def test_the_groups_anti_affinity_joins_the_users_affinity() -> None:
         "podAntiAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [away]},
     }
     got = pod(head(resolved(THREE, affinity=affinity)))["affinity"]
-    assert got["nodeAffinity"] == node
+    # The user's term, with the node rank 2 is pinned to excluded (member_affinity).
+    terms = got["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]["nodeSelectorTerms"]
+    assert terms == [
+        {
+            "matchExpressions": [
+                {"key": "zone", "operator": "In", "values": ["lab"]},
+                {"key": HOSTNAME, "operator": "NotIn", "values": ["gpu-b"]},
+            ]
+        }
+    ]
     assert got["podAntiAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"] == [
         away,
         {"labelSelector": {"matchLabels": {GROUP: "chat"}}, "topologyKey": HOSTNAME},
     ]
-    # A worker takes none of llama-server's affinity: only the group's.
-    assert "nodeAffinity" not in pod(worker(resolved(THREE, affinity=affinity), 1))["affinity"]
+    # A worker takes none of llama-server's affinity: only the group's (the pinned rank 2's node kept free).
+    worker_node = pod(worker(resolved(THREE, affinity=affinity), 1))["affinity"]["nodeAffinity"]
+    assert worker_node[REQUIRED]["nodeSelectorTerms"] == [
+        {"matchExpressions": [{"key": HOSTNAME, "operator": "NotIn", "values": ["gpu-b"]}]}
+    ]
 
 
 @pytest.mark.parametrize(
@@ -329,7 +342,9 @@ def test_what_a_worker_takes_from_the_service(fields: dict[str, Any], rank: int,
 
 def test_a_protected_services_workers_are_protected_too() -> None:
     template = worker(resolved(THREE, evictionProtection=True), 1)["spec"]["template"]
-    assert template["metadata"]["annotations"] == dict(workloads.EVICTION_PROTECTION_ANNOTATIONS)
+    annotations = dict(template["metadata"]["annotations"])
+    assert annotations.pop("inference.llmkube.dev/group-layout") == "0=*,1=*,2=gpu-b,3=*"
+    assert annotations == dict(workloads.EVICTION_PROTECTION_ANNOTATIONS)
 
 
 @pytest.mark.parametrize(
@@ -654,3 +669,24 @@ def test_the_program_registers_each_worker_under_its_rank() -> None:
             kubernetes_validate.validate(obj, K8S_VERSION, strict=True)
 
     run(config, check)
+
+
+def test_unpinned_members_keep_off_the_nodes_pinned_to_others_and_a_pin_replaces_every_member() -> None:
+    # Rank 2 is pinned to gpu-b: the others may not take it when the pods are placed anew (the scheduler would
+    # not move them off it for rank 2), and the pinned member has no such rule.
+    service = resolved(THREE)
+    away = [{"key": HOSTNAME, "operator": "NotIn", "values": ["gpu-b"]}]
+    for spec in (pod(head(service)), pod(worker(service, 1)), pod(worker(service, 3))):
+        terms = spec["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]["nodeSelectorTerms"]
+        assert terms == [{"matchExpressions": away}]
+    assert "nodeAffinity" not in pod(worker(service, 2))["affinity"]
+    # Every member's template names the layout: moving a pin changes them all, so all are replaced together.
+    layouts = {
+        d["spec"]["template"]["metadata"]["annotations"]["inference.llmkube.dev/group-layout"]
+        for d in (head(service), *(worker(service, r) for r in (1, 2, 3)))
+    }
+    assert layouts == {"0=*,1=*,2=gpu-b,3=*"}
+    moved = resolved({**THREE, "members": [{"rank": 1, "nodeName": "gpu-b"}]})
+    assert head(moved)["spec"]["template"]["metadata"]["annotations"]["inference.llmkube.dev/group-layout"] == (
+        "0=*,1=gpu-b,2=*,3=*"
+    )

@@ -61,6 +61,7 @@ from .storage import DOWNLOADER_IMAGE, INIT_CONTAINER_RESOURCES
 Manifest = dict[str, Any]
 
 HOSTNAME_LABEL: Final = "kubernetes.io/hostname"
+LAYOUT_ANNOTATION: Final = "inference.llmkube.dev/group-layout"
 WORKER_CONTAINER: Final = "ggml-rpc-server"
 RPC_PORT_NAME: Final = "rpc"
 WAIT_CONTAINER: Final = "wait-for-rpc-workers"
@@ -183,16 +184,50 @@ def group_anti_affinity(service: ResolvedService) -> Manifest:
 _REQUIRED: Final = "requiredDuringSchedulingIgnoredDuringExecution"
 
 
-def member_affinity(service: ResolvedService, given: Mapping[str, Any] | None) -> Manifest | None:
+def _pinned_elsewhere(service: ResolvedService, rank: int) -> list[str]:
+    """The nodes other members of the group are pinned to (multiNode.members[].nodeName)."""
+    return sorted({node for r in range(0, _size(service)) if r != rank and (node := _pinned_node(service, r))})
+
+
+def _size(service: ResolvedService) -> int:
+    return len(worker_ranks(service)) + 1
+
+
+def member_affinity(service: ResolvedService, given: Mapping[str, Any] | None, rank: int = 0) -> Manifest | None:
     """A member's affinity: ``given`` (llama-server's: the spec's) with the group's anti-affinity term added to its
-    required pod anti-affinity terms, everything else kept; ``given`` as it is for a single-node service."""
+    required pod anti-affinity terms, everything else kept; ``given`` as it is for a single-node service.
+
+    An unpinned member also keeps off the nodes other members are pinned to (a required node affinity, NotIn):
+    otherwise, when the pods are placed anew, it may take the node a pinned member needs, which then waits
+    forever (the scheduler does not move running pods)."""
     if not is_group(service):
         return dict(given) if given is not None else None
     affinity: Manifest = copy.deepcopy(dict(given or {}))
     anti: Manifest = dict(affinity.get("podAntiAffinity") or {})
     anti[_REQUIRED] = [*(anti.get(_REQUIRED) or []), group_anti_affinity(service)]
     affinity["podAntiAffinity"] = sorted_by_key(anti)
+    others = _pinned_elsewhere(service, rank)
+    if others and _pinned_node(service, rank) is None:
+        away = {"key": HOSTNAME_LABEL, "operator": "NotIn", "values": others}
+        node: Manifest = dict(affinity.get("nodeAffinity") or {})
+        required: Manifest = dict(node.get(_REQUIRED) or {})
+        # The terms are ORed: the exclusion goes into each of them (or is the one term).
+        terms = [dict(t) for t in required.get("nodeSelectorTerms") or [{}]]
+        for term in terms:
+            term["matchExpressions"] = [*(term.get("matchExpressions") or []), away]
+        required["nodeSelectorTerms"] = [sorted_by_key(t) for t in terms]
+        node[_REQUIRED] = sorted_by_key(required)
+        affinity["nodeAffinity"] = sorted_by_key(node)
     return sorted_by_key(affinity)
+
+
+def layout_annotation(service: ResolvedService) -> dict[str, str]:
+    """What every member's pod template carries: the group's size and pins, so that a change of either replaces
+    every member's pod together (a member moved onto another's node could not be scheduled while that one runs)."""
+    if not is_group(service):
+        return {}
+    layout = ",".join(f"{r}={_pinned_node(service, r) or '*'}" for r in range(_size(service)))
+    return {LAYOUT_ANNOTATION: layout}
 
 
 def head_pod_labels(service: ResolvedService) -> dict[str, str]:
@@ -294,7 +329,7 @@ def worker_deployment(service: ResolvedService, rank: int) -> Manifest:
         "automountServiceAccountToken": False,
         "securityContext": pod_security_context_of(service),
         "containers": [container],
-        "affinity": {"podAntiAffinity": {_REQUIRED: [group_anti_affinity(service)]}},
+        "affinity": member_affinity(service, None, rank),
     }
     if volumes:
         pod["volumes"] = volumes
@@ -314,7 +349,7 @@ def worker_deployment(service: ResolvedService, rank: int) -> Manifest:
         pod["imagePullSecrets"] = [s.wire() for s in spec.image_pull_secrets]
 
     template_meta: Manifest = {"labels": labels}
-    annotations = lifecycle.eviction_annotations(service)
+    annotations = {**lifecycle.eviction_annotations(service), **layout_annotation(service)}
     if annotations:
         template_meta["annotations"] = sorted_by_key(annotations)
     deployment_spec: Manifest = {

@@ -377,7 +377,11 @@ def deployment(
     template_meta: Manifest = {
         "labels": sorted_by_key({**(spec.pod_labels or {}), **labels, **multinode.head_pod_labels(service)})
     }
-    annotations = {**lifecycle.eviction_annotations(service), **(spec.pod_annotations or {})}
+    annotations = {
+        **lifecycle.eviction_annotations(service),
+        **multinode.layout_annotation(service),
+        **(spec.pod_annotations or {}),
+    }
     preset = router_preset_text(service, storage)
     if preset is not None:
         annotations[ROUTER_PRESET_ANNOTATION] = hashlib.sha256(preset.encode()).hexdigest()
