@@ -54,10 +54,97 @@ def spec_problems(stack: ResolvedStack) -> list[Problem]:
         problems += model_problems(model)
         problems += host_path_problems(model, stack.config.allow_host_path)
     problems += prefetch_problems(stack)
+    problems += observability_problems(stack)
     for service in stack.services.values():
         problems += service_problems(service)
         problems += delivery_problems(service, stack.delivery)
     return sorted(set(problems))
+
+
+def observability_problems(stack: ResolvedStack) -> list[Problem]:
+    """What llmkube:observability asks that cannot work: two ways of scraping at once (every series twice), pod
+    annotations or KEDA in delivery operator (the controller makes the pods and its own HPA), KEDA without a
+    Prometheus to ask, scale to zero without KEDA or with only cpu/memory to wake on, bad monitor labels."""
+    settings = stack.config.observability
+    problems: list[Problem] = []
+    chosen = [
+        name
+        for name, on in (
+            ("podMonitor", settings.pod_monitor),
+            ("serviceMonitor", settings.service_monitor),
+            ("scrapeAnnotations", settings.scrape_annotations),
+        )
+        if on
+    ]
+    for name in chosen[1:]:
+        problems.append(
+            Problem(
+                config_path("observability", name),
+                f"true together with {chosen[0]}: choose one way of scraping (both would scrape every pod and "
+                "store every series twice)",
+            )
+        )
+    operator = stack.delivery == "operator"
+    if operator and settings.scrape_annotations:
+        problems.append(
+            Problem(
+                config_path("observability", "scrapeAnnotations"),
+                "true, but with delivery operator the controller makes the pods and no annotation of ours reaches "
+                "them; use podMonitor or serviceMonitor",
+            )
+        )
+    if operator and settings.autoscaler == "keda":
+        problems.append(
+            Problem(
+                config_path("observability", "autoscaler"),
+                "'keda', but with delivery operator the controller makes each service's HPA, which a "
+                "ScaledObject's would fight; use prometheusAdapter (or hpa) with delivery operator",
+            )
+        )
+    if settings.prometheus_service_account is not None and not (operator and stack.config.operator.install):
+        problems.append(
+            Problem(
+                config_path("observability", "prometheusServiceAccount"),
+                "set, but it is only for the controller's metrics, which a stack has with delivery operator and "
+                "operator.install true",
+            )
+        )
+    for key, value in (settings.monitor_labels or {}).items():
+        why = label_problem(key, value)
+        if why is not None:
+            problems.append(Problem(config_path("observability", "monitorLabels", key), why))
+    scaled = [s for s in stack.services.values() if s.spec.autoscaling is not None]
+    if settings.autoscaler == "keda" and settings.prometheus_url is None and scaled:
+        names = ", ".join(s.key for s in scaled)
+        problems.append(
+            Problem(
+                config_path("observability", "prometheusUrl"),
+                f"unset, but autoscaler 'keda' asks Prometheus for the metrics of {names}: give the URL KEDA "
+                "reaches it at, e.g. http://prometheus-operated.monitoring.svc:9090",
+            )
+        )
+    for service in scaled:
+        autoscaling = service.spec.autoscaling
+        if autoscaling is None or autoscaling.min_replicas != 0:
+            continue
+        path = config_path(service.path, "autoscaling", "minReplicas")
+        if settings.autoscaler != "keda":
+            problems.append(
+                Problem(
+                    path,
+                    f"0 (scale to zero) needs observability.autoscaler 'keda' (an HPA keeps at least one pod), not "
+                    f"{settings.autoscaler!r}; or 1-10",
+                )
+            )
+        elif autoscaling.metrics and all(m.type == "Resource" for m in autoscaling.metrics):
+            problems.append(
+                Problem(
+                    path,
+                    "0, but every metric is a Resource (cpu, memory), which KEDA cannot scale up from zero: "
+                    "add a Pods metric, or 1-10",
+                )
+            )
+    return problems
 
 
 def namespace_problems(config: StackConfig) -> list[Problem]:

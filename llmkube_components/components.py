@@ -818,6 +818,9 @@ class Platform(_Component):
         foundation += [_register_one(f"{name}-model-cache", m, _child(self, keep_after), carry) for m in cache]
 
         after = pulumi.ResourceOptions.merge(child, pulumi.ResourceOptions(depends_on=foundation))
+        # llmkube:observability: the monitors (their CRDs are the Prometheus Operator's), prometheus-adapter's
+        # rules and the dashboard, once the namespaces they go into exist.
+        monitoring = _register_all(f"{name}-monitoring", list(built.monitoring), after, carry)
         self.models = {
             m: Model.from_build(f"{name}-{m}", b, after, carry, self._paths + b.model.path)
             for m, b in built.models.items()
@@ -839,7 +842,12 @@ class Platform(_Component):
             service.service.key: service_outputs(service, placed.get(service_name))
             for service_name, service in built.services.items()
         }
-        children: list[Any] = [*foundation, *self.models.values(), *self.inference_services.values()]
+        children: list[Any] = [
+            *foundation,
+            *monitoring,
+            *self.models.values(),
+            *self.inference_services.values(),
+        ]
         outputs = {"services": services, "namespace": stack.namespace, "delivery": stack.delivery}
         # Ready once every child component's own outputs are (so its workloads are registered too).
         ready = [c._outputs for c in children if isinstance(c, _Component)]

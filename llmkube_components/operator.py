@@ -55,6 +55,7 @@ SELECTOR_LABELS: Final[dict[str, str]] = {"control-plane": COMPONENT, "app.kuber
 # serves /metrics over HTTPS (--metrics-secure defaults to true) with a self-signed certificate.
 HEALTH_PORT: Final = 8081
 METRICS_PORT: Final = 8443
+METRICS_PORT_NAME: Final = "https"  # the metrics Service's port (a ServiceMonitor names it)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -267,7 +268,9 @@ def operator_manifests(settings: OperatorSettings, *, instance: str = APP_NAME) 
             "metadata": object_meta(METRICS_SERVICE, ns, labels),
             "spec": {
                 "selector": dict(SELECTOR_LABELS),
-                "ports": [{"name": "https", "port": METRICS_PORT, "protocol": "TCP", "targetPort": "metrics"}],
+                "ports": [
+                    {"name": METRICS_PORT_NAME, "port": METRICS_PORT, "protocol": "TCP", "targetPort": "metrics"}
+                ],
             },
         },
     ]

@@ -96,6 +96,9 @@ class StackBuild:
     services: dict[str, ServiceBuild]  # by Kubernetes name
     # the PriorityClasses the services' pods name, each once (cluster-scoped: adopted and kept on delete)
     priority_classes: tuple[Manifest, ...] = ()
+    # llmkube:observability: the monitors, prometheus-adapter's rules and the Grafana dashboard (after the
+    # namespace and the operator); none when it is off
+    monitoring: tuple[Manifest, ...] = ()
 
     @property
     def stack(self) -> ResolvedStack:
@@ -154,6 +157,43 @@ def build(planned: PlannedStack) -> StackBuild:
         priority_classes=tuple(
             workloads.priority_classes(workloads.priority_level(s, stack.delivery) for s in stack.services.values())
         ),
+        monitoring=tuple(monitoring(planned, install_operator=operator and stack.config.operator.install)),
+    )
+
+
+def monitoring(planned: PlannedStack, *, install_operator: bool) -> list[Manifest]:
+    """The stack's llmkube:observability objects: its namespace's monitor and prometheus-adapter's rules, the
+    controller's monitor and its scraper's binding (an operator the stack installs), and the Grafana dashboard."""
+    stack = planned.stack
+    settings = stack.config.observability
+    services = list(stack.services.values())
+    out = workloads.stack_monitoring(stack.namespace, workloads.PORT_NAME, services, settings)
+    if install_operator and (settings.pod_monitor or settings.service_monitor):
+        out.append(
+            workloads.controller_service_monitor(
+                stack.config.operator.namespace,
+                operator_install.SELECTOR_LABELS,
+                operator_install.METRICS_PORT_NAME,
+                settings,
+            )
+        )
+        binding = workloads.controller_metrics_binding(operator_install.METRICS_READER_ROLE, settings)
+        if binding is not None:
+            out.append(binding)
+    if settings.dashboard:
+        rows = [_dashboard_service(s, planned.plans.get(s.name)) for s in services]
+        out.append(workloads.dashboard_config_map(stack.namespace, rows, settings))
+    return out
+
+
+def _dashboard_service(service: ResolvedService, plan: ServicePlan | None) -> workloads.DashboardService:
+    """A service's row of the dashboard: one slot's context (the whole context when the slots share one cache)
+    and the planner's decode estimate, when it planned the service."""
+    if plan is None:
+        return workloads.DashboardService(service.name, None, None)
+    memory = plan.chosen.memory
+    return workloads.DashboardService(
+        service.name, memory.context_size // max(memory.kv_streams, 1), plan.chosen.speed.decode_tokens_per_second
     )
 
 
@@ -176,7 +216,9 @@ def _model(model: ResolvedModel, stack: ResolvedStack) -> ModelBuild:
 
 def _service(service: ResolvedService, planned: PlannedStack) -> ServiceBuild:
     stack = planned.stack
-    built = workloads.service_workloads(service, cache=stack.config.model_cache)
+    built = workloads.service_workloads(
+        service, cache=stack.config.model_cache, observability=stack.config.observability
+    )
     resource = None
     server_args = None
     rollout = None

@@ -241,6 +241,7 @@ def resolve_stack(config: StackConfig) -> ResolvedStack:
     warnings.extend(_metal_only_warnings(config))
     warnings.extend(_integrity_warnings(config))
     warnings.extend(_refresh_warnings(config))
+    warnings.extend(_observability_warnings(config))
     # Services point at the final models (with the hardware the profiles filled in).
     services = {
         name: ResolvedService(
@@ -590,6 +591,46 @@ def _merge_tolerations(first: list[Toleration], second: list[Toleration]) -> lis
         if t not in merged:
             merged.append(t)
     return merged
+
+
+def _observability_warnings(config: StackConfig) -> list[Problem]:
+    """What llmkube:observability renders that will not do what it says on its own: an autoscaler fed from
+    Prometheus while nothing here has the pods scraped, an autoscaler with nothing to scale, and scale to zero
+    on series that only running pods export."""
+    settings = config.observability
+    out: list[Problem] = []
+    scaled = {key: s for key, s in config.services.items() if s.autoscaling is not None}
+    if settings.autoscaler != "hpa" and not scaled:
+        out.append(
+            Problem(
+                config_path("observability", "autoscaler"),
+                f"{settings.autoscaler!r}, but no service has autoscaling: nothing is rendered for it",
+            )
+        )
+    scraped = settings.pod_monitor or settings.service_monitor or settings.scrape_annotations
+    if settings.autoscaler != "hpa" and scaled and not scraped:
+        out.append(
+            Problem(
+                config_path("observability", "autoscaler"),
+                f"{settings.autoscaler!r} reads the llamacpp:* series from Prometheus, but nothing here has the pods "
+                "scraped: set podMonitor, serviceMonitor or scrapeAnnotations, or make sure your Prometheus "
+                "scrapes them with the service and namespace labels",
+            )
+        )
+    for key, service in scaled.items():
+        autoscaling = service.autoscaling
+        if autoscaling is None or autoscaling.min_replicas != 0 or settings.autoscaler != "keda":
+            continue
+        out.append(
+            Problem(
+                config_path("services", key, "autoscaling", "minReplicas"),
+                "0: at zero replicas no llama-server exports llamacpp:* series, so KEDA's triggers read 0 and "
+                "nothing wakes the service; requests fail until it is scaled up by hand (kubectl scale) or by "
+                "another of your ScaledObject's triggers that sees demand outside the pods (a gateway's request "
+                "rate)",
+            )
+        )
+    return out
 
 
 def _integrity_warnings(config: StackConfig) -> list[Problem]:

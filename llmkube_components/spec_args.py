@@ -123,6 +123,67 @@ class NetworkPolicySettings(TypedDict, total=False):
     """Further TCP ports the model downloaders may connect to, e.g. 9000 for a MinIO endpoint (an s3:// source's AWS_ENDPOINT_URL, which lives in its Secret); the sources' own ports are open already (443 for https://, hf:// and s3:// on AWS, 80 for http://)."""
 
 
+class Autoscaler(StrEnum):
+    """One of: hpa, prometheusAdapter, keda."""
+
+    HPA = "hpa"
+    PROMETHEUS_ADAPTER = "prometheusAdapter"
+    KEDA = "keda"
+
+
+class ServiceAccountRef(TypedDict, total=False):
+    """A ServiceAccount, by namespace and name."""
+
+    namespace: Required[pulumi.Input[str]]
+    """Its namespace."""
+
+    name: Required[pulumi.Input[str]]
+    """Its name."""
+
+
+class ObservabilitySettings(TypedDict, total=False):
+    """Metrics scraped, a Grafana dashboard, and what makes the autoscaler's llamacpp:* metrics available."""
+
+    podMonitor: NotRequired[pulumi.Input[bool]]
+    """Render a Prometheus Operator PodMonitor (monitoring.coreos.com/v1) for the llama-server pods' /metrics, with the labels service, namespace, model and runtime on every series."""
+
+    serviceMonitor: NotRequired[pulumi.Input[bool]]
+    """Render a ServiceMonitor instead, through the services' Services (same labels)."""
+
+    scrapeAnnotations: NotRequired[pulumi.Input[bool]]
+    """Annotate the llama-server pods prometheus.io/scrape, port and path, for a Prometheus without the Prometheus Operator (delivery direct; its scrape job must set service from the pod label inference.llmkube.dev/service)."""
+
+    scrapeInterval: NotRequired[pulumi.Input[str]]
+    """Scrape interval (default 30s)."""
+
+    monitorLabels: NotRequired[pulumi.Input[dict[str, pulumi.Input[str]]]]
+    """Labels of the PodMonitor or ServiceMonitor that your Prometheus selects monitors by, e.g. {release: kube-prometheus-stack}."""
+
+    dashboard: NotRequired[pulumi.Input[bool]]
+    """Render a Grafana dashboard: a ConfigMap labelled grafana_dashboard, which Grafana's dashboard sidecar loads, with a row per service."""
+
+    dashboardNamespace: NotRequired[pulumi.Input[str]]
+    """Namespace of the dashboard's ConfigMap (default: the stack's namespace)."""
+
+    dashboardFolder: NotRequired[pulumi.Input[str]]
+    """Grafana folder of the dashboard (the grafana_folder annotation)."""
+
+    autoscaler: NotRequired[pulumi.Input[Autoscaler]]
+    """What serves the autoscaling metrics: hpa (the HPA alone; your custom-metrics adapter serves them), prometheusAdapter (adds prometheus-adapter rules for them), keda (a KEDA ScaledObject with Prometheus triggers instead of the HPA; allows minReplicas 0)."""
+
+    adapterNamespace: NotRequired[pulumi.Input[str]]
+    """Namespace of the prometheus-adapter rules ConfigMap (default: the stack's namespace)."""
+
+    adapterConfigMap: NotRequired[pulumi.Input[str]]
+    """Name of the prometheus-adapter rules ConfigMap (default llmkube-prometheus-adapter-rules): point the adapter at it (Helm chart value rules.existing)."""
+
+    prometheusUrl: NotRequired[pulumi.Input[str]]
+    """The Prometheus that KEDA queries (autoscaler keda), e.g. http://prometheus-operated.monitoring.svc:9090."""
+
+    prometheusServiceAccount: NotRequired[pulumi.Input[ServiceAccountRef]]
+    """Delivery operator: the ServiceAccount your Prometheus scrapes with; bound to the controller's metrics-reader role, which its HTTPS /metrics asks for."""
+
+
 class LocalObjectReference(TypedDict, total=False):
     """A reference to an object of the same namespace (core/v1 LocalObjectReference)."""
 
@@ -1298,6 +1359,9 @@ class PlatformArgs(TypedDict, total=False):
 
     networkPolicy: NotRequired[pulumi.Input[NetworkPolicySettings]]
     """Network policies of the services."""
+
+    observability: NotRequired[pulumi.Input[ObservabilitySettings]]
+    """Metrics scraping, a Grafana dashboard, and the autoscaler's metrics (all off by default)."""
 
     models: NotRequired[pulumi.Input[dict[str, pulumi.Input[ModelSpec]]]]
     """Models by name."""

@@ -377,11 +377,19 @@ class MetricSpec(ApiModel):
 class AutoscalingSpec(ApiModel):
     """Horizontal pod autoscaling."""
 
-    min_replicas: int | None = Field(
+    # 0 (scale to zero) is llmkube's: KEDA's ScaledObject takes it (observability.autoscaler keda, checked in
+    # checks.py); an HPA does not, and upstream's CRD keeps its minimum of 1.
+    min_replicas: (
+        Annotated[
+            int,
+            Field(ge=0, le=10),
+            crd_schema({"type": "integer", "format": "int32", "minimum": 1, "maximum": 10}),
+        ]
+        | None
+    ) = Field(
         None,
-        ge=1,
-        le=10,
         json_schema_extra=crd_default(DEFAULT_MIN_REPLICAS),
+        # The CRD's words: its schema takes 1-10; 0 is told at llmkube:observability.autoscaler.
         description=f"Fewest replicas (1-10, default {DEFAULT_MIN_REPLICAS}).",
     )
     max_replicas: int = Field(..., ge=1, le=100, description="Most replicas (1-100).")

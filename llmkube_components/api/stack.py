@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Final, Literal
 
 from pydantic import Field
 
-from .base import IMAGE_PATTERN, ApiModel, DnsLabel, DnsSubdomain, PositiveQuantity, Quantity
+from .base import IMAGE_PATTERN, ApiModel, DnsLabel, DnsSubdomain, PositiveQuantity, Quantity, pattern
 from .model import ModelSpec
 from .service import InferenceServiceSpec
 
@@ -153,6 +153,102 @@ class NetworkPolicySettings(ApiModel):
     )
 
 
+# How the HorizontalPodAutoscaler's llamacpp:* metrics reach it (observability.autoscaler): hpa renders the HPA
+# alone (a custom-metrics adapter of the user's serves the series); prometheusAdapter adds prometheus-adapter's
+# rules for them; keda renders a KEDA ScaledObject with Prometheus triggers instead of the HPA (KEDA makes its
+# own), which is what allows minReplicas 0.
+Autoscaler = Literal["hpa", "prometheusAdapter", "keda"]
+DEFAULT_AUTOSCALER: Final = "hpa"
+DEFAULT_SCRAPE_INTERVAL: Final = "30s"
+# The Grafana dashboard sidecar's convention (kube-prometheus-stack's sidecar.dashboards.label and labelValue).
+DASHBOARD_LABEL: Final = "grafana_dashboard"
+DASHBOARD_LABEL_VALUE: Final = "1"
+# Where a dashboard sidecar with folderAnnotation set puts the dashboard.
+DASHBOARD_FOLDER_ANNOTATION: Final = "grafana_folder"
+DEFAULT_ADAPTER_CONFIGMAP: Final = "llmkube-prometheus-adapter-rules"
+PROMETHEUS_DURATION_PATTERN = pattern(
+    r"^(0|(([0-9]+)y)?(([0-9]+)w)?(([0-9]+)d)?(([0-9]+)h)?(([0-9]+)m)?(([0-9]+)s)?(([0-9]+)ms)?)$",
+    "a Prometheus duration such as 30s, 1m or 1m30s",
+)
+URL_PATTERN = pattern(r"^https?://[^\s/]+(/\S*)?$", "an http:// or https:// URL")
+
+
+class ServiceAccountRef(ApiModel):
+    """A ServiceAccount, by namespace and name."""
+
+    namespace: DnsLabel = Field(..., description="Its namespace.")
+    name: DnsSubdomain = Field(..., description="Its name.")
+
+
+class ObservabilitySettings(ApiModel):
+    """Metrics scraped, a Grafana dashboard, and what makes the autoscaler's llamacpp:* metrics available."""
+
+    pod_monitor: bool = Field(
+        False,
+        description="Render a Prometheus Operator PodMonitor (monitoring.coreos.com/v1) for the llama-server "
+        "pods' /metrics, with the labels service, namespace, model and runtime on every series.",
+    )
+    service_monitor: bool = Field(
+        False,
+        description="Render a ServiceMonitor instead, through the services' Services (same labels).",
+    )
+    scrape_annotations: bool = Field(
+        False,
+        description="Annotate the llama-server pods prometheus.io/scrape, port and path, for a Prometheus without "
+        "the Prometheus Operator (delivery direct; its scrape job must set service from the pod label "
+        "inference.llmkube.dev/service).",
+    )
+    scrape_interval: Annotated[str, Field(pattern=PROMETHEUS_DURATION_PATTERN)] = Field(
+        DEFAULT_SCRAPE_INTERVAL, description=f"Scrape interval (default {DEFAULT_SCRAPE_INTERVAL})."
+    )
+    monitor_labels: dict[str, str] | None = Field(
+        None,
+        description="Labels of the PodMonitor or ServiceMonitor that your Prometheus selects monitors by, e.g. "
+        "{release: kube-prometheus-stack}.",
+    )
+    dashboard: bool = Field(
+        False,
+        description=f"Render a Grafana dashboard: a ConfigMap labelled {DASHBOARD_LABEL}, which Grafana's "
+        "dashboard sidecar loads, with a row per service.",
+    )
+    dashboard_namespace: DnsLabel | None = Field(
+        None, description="Namespace of the dashboard's ConfigMap (default: the stack's namespace)."
+    )
+    dashboard_folder: str | None = Field(
+        None, description=f"Grafana folder of the dashboard (the {DASHBOARD_FOLDER_ANNOTATION} annotation)."
+    )
+    autoscaler: Autoscaler = Field(
+        DEFAULT_AUTOSCALER,
+        description="What serves the autoscaling metrics: hpa (the HPA alone; your custom-metrics adapter serves "
+        "them), prometheusAdapter (adds prometheus-adapter rules for them), keda (a KEDA ScaledObject with "
+        "Prometheus triggers instead of the HPA; allows minReplicas 0).",
+    )
+    adapter_namespace: DnsLabel | None = Field(
+        None,
+        description="Namespace of the prometheus-adapter rules ConfigMap (default: the stack's namespace).",
+    )
+    adapter_config_map: DnsSubdomain = Field(
+        DEFAULT_ADAPTER_CONFIGMAP,
+        description=f"Name of the prometheus-adapter rules ConfigMap (default {DEFAULT_ADAPTER_CONFIGMAP}): "
+        "point the adapter at it (Helm chart value rules.existing).",
+    )
+    prometheus_url: Annotated[str, Field(pattern=URL_PATTERN)] | None = Field(
+        None,
+        description="The Prometheus that KEDA queries (autoscaler keda), e.g. "
+        "http://prometheus-operated.monitoring.svc:9090.",
+    )
+    prometheus_service_account: ServiceAccountRef | None = Field(
+        None,
+        description="Delivery operator: the ServiceAccount your Prometheus scrapes with; bound to the "
+        "controller's metrics-reader role, which its HTTPS /metrics asks for.",
+    )
+
+    @property
+    def scraped(self) -> bool:
+        """Whether the stack renders anything that has the pods scraped."""
+        return self.pod_monitor or self.service_monitor or self.scrape_annotations
+
+
 class StackConfig(ApiModel):
     """Everything a stack file sets under llmkube:."""
 
@@ -192,6 +288,10 @@ class StackConfig(ApiModel):
     )
     network_policy: NetworkPolicySettings = Field(
         default_factory=NetworkPolicySettings, description="Network policies of the services."
+    )
+    observability: ObservabilitySettings = Field(
+        default_factory=ObservabilitySettings,
+        description="Metrics scraping, a Grafana dashboard, and the autoscaler's metrics (all off by default).",
     )
     models: dict[str, ModelSpec] = Field(default_factory=dict, description="Models by name.")
     services: dict[str, InferenceServiceSpec] = Field(default_factory=dict, description="Inference services by name.")

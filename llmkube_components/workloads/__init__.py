@@ -2,6 +2,7 @@
 Security its pods meet (``podsecurity``), the objects themselves (``objects``), and a multi-node service's
 workers (``multinode``)."""
 
+from .dashboard import DashboardService, dashboard, dashboard_config_map
 from .labels import (
     LABEL_APP,
     LABEL_GROUP,
@@ -58,6 +59,14 @@ from .objects import (
     tolerations,
     workload_problems,
 )
+from .observability import (
+    controller_metrics_binding,
+    controller_service_monitor,
+    pod_monitor,
+    scaled_object,
+    service_monitor,
+    stack_monitoring,
+)
 from .overrides import deep_merge
 from .podsecurity import (
     POD_GID,
@@ -107,6 +116,7 @@ __all__ = [
     "PVC_SOURCE_DIR",
     "RUNTIME",
     "SHARED_CACHE_ANNOTATION",
+    "DashboardService",
     "Download",
     "ModelStorage",
     "api_key_secret",
@@ -115,6 +125,10 @@ __all__ = [
     "client_config",
     "common_labels",
     "container_resources",
+    "controller_metrics_binding",
+    "controller_service_monitor",
+    "dashboard",
+    "dashboard_config_map",
     "deep_merge",
     "deployment",
     "download_ports",
@@ -138,6 +152,7 @@ __all__ = [
     "network_policy",
     "openai_base_url",
     "pod_disruption_budget",
+    "pod_monitor",
     "pod_priority_class_name",
     "pod_security_context",
     "pod_security_level",
@@ -152,15 +167,18 @@ __all__ = [
     "routed_models",
     "router_config_map",
     "rpc_servers",
+    "scaled_object",
     "selector_labels",
     "server_args_for",
     "server_port",
     "service_labels",
     "service_level_objective",
     "service_manifest",
+    "service_monitor",
     "service_workloads",
     "shared_cache_manifests",
     "shared_cache_pvc",
+    "stack_monitoring",
     "tolerations",
     "weakenings",
     "worker_labels",

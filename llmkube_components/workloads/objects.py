@@ -21,15 +21,19 @@ from typing import Any, Final
 from ..api.core import tolerates
 from ..api.model import GPUSpec
 from ..api.service import (
-    DEFAULT_AUTOSCALING_METRIC,
-    DEFAULT_AUTOSCALING_TARGET,
     DEFAULT_ENDPOINT_TYPE,
-    DEFAULT_MIN_REPLICAS,
     DEFAULT_REPLICAS,
     InferenceResources,
     MetricSpec,
 )
-from ..api.stack import PER_SERVICE_CACHE_SUFFIX, SHARED_CACHE_PVC_NAME, CacheMode, CacheSettings, Delivery
+from ..api.stack import (
+    PER_SERVICE_CACHE_SUFFIX,
+    SHARED_CACHE_PVC_NAME,
+    CacheMode,
+    CacheSettings,
+    Delivery,
+    ObservabilitySettings,
+)
 from ..errors import Problem
 from ..flags import (
     API_KEY_DIR,
@@ -51,6 +55,7 @@ from ..llamacpp import build_args
 from ..meta import object_meta, recommended_labels, sorted_by_key
 from ..resolve import ResolvedService, ResolvedStack, cache_kind
 from . import lifecycle, multinode, overrides, routing
+from . import observability as observability_objects
 from .labels import common_labels, selector_labels, service_labels
 from .overrides import memory_limit_for, pod_security_context_of, server_security_context
 from .podsecurity import namespace_pod_security
@@ -81,6 +86,7 @@ LIVENESS_PROBE: Final = {"periodSeconds": 15, "timeoutSeconds": 5, "failureThres
 READINESS_PROBE: Final = {"periodSeconds": 10, "timeoutSeconds": 5, "failureThreshold": 3}
 
 DEFAULT_CACHE: Final = CacheSettings()
+DEFAULT_OBSERVABILITY: Final = ObservabilitySettings()
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -310,9 +316,13 @@ def _topology_spread(service: ResolvedService) -> list[Manifest]:
 
 
 def deployment(
-    service: ResolvedService, *, cache_mode: CacheMode = "shared", downloader_image: str = DOWNLOADER_IMAGE
+    service: ResolvedService,
+    *,
+    cache_mode: CacheMode = "shared",
+    downloader_image: str = DOWNLOADER_IMAGE,
+    observability: ObservabilitySettings = DEFAULT_OBSERVABILITY,
 ) -> Manifest:
-    """The llama-server Deployment."""
+    """The llama-server Deployment (with the scrape annotations when observability.scrapeAnnotations asks)."""
     spec = service.spec
     storage = model_storage(service, cache_mode=cache_mode, downloader_image=downloader_image)
     labels = service_labels(service)
@@ -380,6 +390,7 @@ def deployment(
     annotations = {
         **lifecycle.eviction_annotations(service),
         **multinode.layout_annotation(service),
+        **observability_objects.annotations_for(observability, server_port(service)),
         **(spec.pod_annotations or {}),
     }
     preset = router_preset_text(service, storage)
@@ -493,25 +504,29 @@ def hpa(service: ResolvedService) -> Manifest | None:
     """The HorizontalPodAutoscaler (autoscaling/v2) of a service, or None without autoscaling or while suspended
     (an HPA would scale the suspended Deployment back up to minReplicas)."""
     autoscaling = service.spec.autoscaling
-    if autoscaling is None or service.spec.suspend:
+    metrics = observability_objects.autoscaling_metrics(service)
+    if autoscaling is None or not metrics:
         return None
-    # The models take their LLMKube (camelCase) names only.
-    default = MetricSpec.model_validate(
-        {"type": "Pods", "name": DEFAULT_AUTOSCALING_METRIC, "targetAverageValue": DEFAULT_AUTOSCALING_TARGET}
-    )
-    metrics = autoscaling.metrics or [default]
-    min_replicas = autoscaling.min_replicas if autoscaling.min_replicas is not None else DEFAULT_MIN_REPLICAS
     return {
         "apiVersion": "autoscaling/v2",
         "kind": "HorizontalPodAutoscaler",
         "metadata": object_meta(service.name, service.namespace, service_labels(service)),
         "spec": {
             "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": service.name},
-            "minReplicas": min_replicas,
+            "minReplicas": observability_objects.min_replicas(service),
             "maxReplicas": autoscaling.max_replicas,
             "metrics": [_metric(m) for m in metrics],
         },
     }
+
+
+def autoscaler(
+    service: ResolvedService, observability: ObservabilitySettings = DEFAULT_OBSERVABILITY
+) -> Manifest | None:
+    """What scales a service: its HPA, or (observability.autoscaler keda) the KEDA ScaledObject that makes one."""
+    if observability.autoscaler == "keda":
+        return observability_objects.scaled_object(service, observability)
+    return hpa(service)
 
 
 def _pvc(
@@ -557,12 +572,17 @@ def is_shared_cache(manifest: Mapping[str, Any]) -> bool:
 
 
 def service_workloads(
-    service: ResolvedService, *, cache: CacheSettings = DEFAULT_CACHE, downloader_image: str = DOWNLOADER_IMAGE
+    service: ResolvedService,
+    *,
+    cache: CacheSettings = DEFAULT_CACHE,
+    downloader_image: str = DOWNLOADER_IMAGE,
+    observability: ObservabilitySettings = DEFAULT_OBSERVABILITY,
 ) -> list[Manifest]:
     """A service's objects in apply order: its own cache PVC (perService mode), its API key's Secret (a key
     Pulumi holds), its models preset's ConfigMap (runtime llamacpp-router), Deployment, Service, each worker's
-    Service and Deployment (multiNode), and those the spec asks for: HPA, PodDisruptionBudget, HTTPRoute
-    (endpoint.gateway), Pyrra ServiceLevelObjective (slo).
+    Service and Deployment (multiNode), and those the spec asks for: HPA (or KEDA's ScaledObject with
+    observability.autoscaler keda), PodDisruptionBudget, HTTPRoute (endpoint.gateway), Pyrra
+    ServiceLevelObjective (slo).
 
     The shared cache PVC is not among them (see shared_cache_pvc): it belongs to the namespace. ``cache`` is
     the stack's modelCache: its mode, and the size and storage class of a per-service PVC.
@@ -588,12 +608,14 @@ def service_workloads(
     )
     if preset is not None:
         manifests.append(preset)
-    manifests.append(deployment(service, cache_mode=cache.mode, downloader_image=downloader_image))
+    manifests.append(
+        deployment(service, cache_mode=cache.mode, downloader_image=downloader_image, observability=observability)
+    )
     manifests.append(service_manifest(service))
     # After llama-server's own (the first Deployment of the list is the server's).
     manifests += multinode.worker_manifests(service)
     for extra in (
-        hpa(service),
+        autoscaler(service, observability),
         lifecycle.pod_disruption_budget(service),
         routing.http_route(service),
         routing.service_level_objective(service),
