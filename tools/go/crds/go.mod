@@ -4,4 +4,8 @@ module llmkube.local/tools/crds
 
 go 1.26
 
-require sigs.k8s.io/gateway-api v1.6.3
+require (
+	github.com/kedacore/keda/v2 v2.21.0
+	github.com/prometheus-operator/prometheus-operator v0.85.0
+	sigs.k8s.io/gateway-api v1.6.3
+)
