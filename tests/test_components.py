@@ -517,3 +517,39 @@ def test_a_standalone_service_waits_for_its_download_too() -> None:
 
     timeouts = registered_options({}, user_program)["chat-deployment"].custom_timeouts
     assert timeouts is not None and timeouts.create is not None and int(timeouts.create.removesuffix("m")) > 60
+
+
+def test_observability_objects_are_registered_under_the_platform() -> None:
+    """llmkube:observability's objects reach the engine: the PodMonitor as a custom resource, the dashboard
+    ConfigMap, and the KEDA ScaledObject in place of the HPA."""
+    config = {
+        **with_delivery("dev", "direct"),
+        "llmkube:observability": {
+            "podMonitor": True,
+            "dashboard": True,
+            "autoscaler": "keda",
+            "prometheusUrl": "http://prometheus.monitoring.svc:9090",
+        },
+    }
+    services = dict(config["llmkube:services"])
+    first = sorted(services)[0]
+    services[first] = {**services[first], "autoscaling": {"maxReplicas": 2}}
+    config["llmkube:services"] = services
+
+    def check(platform: Any, mocks: RecordingMocks) -> None:
+        kinds = by_kind(mocks)
+        assert kinds["PodMonitor"] == 1
+        assert kinds["ScaledObject"] == 1
+        assert kinds["HorizontalPodAutoscaler"] == 0
+        monitor = next(r for r in mocks.resources if r.kind == "PodMonitor")
+        assert monitor.type == "kubernetes:monitoring.coreos.com/v1:PodMonitor"
+        dashboards = [
+            r
+            for r in mocks.resources
+            if r.kind == "ConfigMap" and "grafana_dashboard" in r.inputs["metadata"]["labels"]
+        ]
+        assert len(dashboards) == 1
+        scaled = next(r for r in mocks.resources if r.kind == "ScaledObject")
+        assert scaled.inputs["spec"]["scaleTargetRef"]["name"] == first
+
+    run(config, check)
