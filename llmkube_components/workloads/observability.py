@@ -91,16 +91,15 @@ def _selector() -> Manifest:
     return {"matchExpressions": [{"key": LABEL_SERVICE, "operator": "Exists"}]}
 
 
-def pod_monitor(namespace: str, port_name: str, settings: ObservabilitySettings) -> Manifest:
-    """The PodMonitor of a namespace's llama-server pods: their ``port_name`` port's /metrics."""
+def _monitor(kind: str, endpoints: str, namespace: str, port_name: str, settings: ObservabilitySettings) -> Manifest:
     return {
         "apiVersion": MONITORING_API,
-        "kind": "PodMonitor",
+        "kind": kind,
         "metadata": _monitor_meta(monitor_name(namespace), namespace, settings),
         "spec": {
             "selector": _selector(),
             "namespaceSelector": {"matchNames": [namespace]},
-            "podMetricsEndpoints": [
+            endpoints: [
                 {
                     "port": port_name,
                     "path": METRICS_PATH,
@@ -110,27 +109,16 @@ def pod_monitor(namespace: str, port_name: str, settings: ObservabilitySettings)
             ],
         },
     }
+
+
+def pod_monitor(namespace: str, port_name: str, settings: ObservabilitySettings) -> Manifest:
+    """The PodMonitor of a namespace's llama-server pods: their ``port_name`` port's /metrics."""
+    return _monitor("PodMonitor", "podMetricsEndpoints", namespace, port_name, settings)
 
 
 def service_monitor(namespace: str, port_name: str, settings: ObservabilitySettings) -> Manifest:
     """The ServiceMonitor of a namespace's llama-server Services: each endpoint pod's /metrics."""
-    return {
-        "apiVersion": MONITORING_API,
-        "kind": "ServiceMonitor",
-        "metadata": _monitor_meta(monitor_name(namespace), namespace, settings),
-        "spec": {
-            "selector": _selector(),
-            "namespaceSelector": {"matchNames": [namespace]},
-            "endpoints": [
-                {
-                    "port": port_name,
-                    "path": METRICS_PATH,
-                    "interval": settings.scrape_interval,
-                    "relabelings": _relabelings(INFERENCE_JOB),
-                }
-            ],
-        },
-    }
+    return _monitor("ServiceMonitor", "endpoints", namespace, port_name, settings)
 
 
 def scrape_annotations(port: int) -> dict[str, str]:
