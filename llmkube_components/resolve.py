@@ -607,6 +607,18 @@ def _observability_warnings(config: StackConfig) -> list[Problem]:
                 f"{settings.autoscaler!r}, but no service has autoscaling: nothing is rendered for it",
             )
         )
+    custom = sorted(key for key, s in scaled.items() if _custom_metric_names(s))
+    if settings.autoscaler == "hpa" and custom:
+        out.append(
+            Problem(
+                config_path("observability", "autoscaler"),
+                f"'hpa', and the HPAs of {', '.join(custom)} follow custom metrics "
+                f"({', '.join(sorted({n for k in custom for n in _custom_metric_names(scaled[k])}))}), which the "
+                "HPA gets only from a custom-metrics adapter that serves them from Prometheus: without one it never "
+                "scales. Set prometheusAdapter (rules for prometheus-adapter) or keda, unless your cluster's "
+                "adapter serves them already",
+            )
+        )
     scraped = settings.pod_monitor or settings.service_monitor or settings.scrape_annotations
     if settings.autoscaler != "hpa" and scaled and not scraped:
         out.append(
@@ -631,6 +643,13 @@ def _observability_warnings(config: StackConfig) -> list[Problem]:
             )
         )
     return out
+
+
+def _custom_metric_names(spec: InferenceServiceSpec) -> list[str]:
+    """The Pods (custom) metrics a service's HPA would follow: the operator's default when none are given."""
+    if spec.autoscaling is None or spec.suspend:
+        return []
+    return [m.name for m in spec.autoscaling.effective_metrics() if m.type == "Pods"]
 
 
 def _integrity_warnings(config: StackConfig) -> list[Problem]:

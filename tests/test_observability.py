@@ -287,6 +287,15 @@ def test_an_autoscaler_with_nothing_to_scale_or_nothing_scraped_warns() -> None:
     )
 
 
+def test_an_hpa_on_a_custom_metric_without_an_adapter_warns_and_a_resource_metric_does_not() -> None:
+    warnings = warnings_of(raw_stack({}, autoscaling={"maxReplicas": 2}))
+    assert "follow custom metrics (llamacpp:requests_processing)" in warnings["observability.autoscaler"]
+    assert "never scales" in warnings["observability.autoscaler"]
+    cpu = {"maxReplicas": 2, "metrics": [{"type": "Resource", "name": "cpu", "targetAverageUtilization": 80}]}
+    assert "observability.autoscaler" not in warnings_of(raw_stack({}, autoscaling=cpu))
+    assert "observability.autoscaler" not in warnings_of(raw_stack({}))
+
+
 # --- KEDA -----------------------------------------------------------------------------------------------------------
 
 

@@ -399,6 +399,14 @@ class AutoscalingSpec(ApiModel):
         f"{DEFAULT_AUTOSCALING_TARGET} per pod.",
     )
 
+    def effective_metrics(self) -> list[MetricSpec]:
+        """The metrics the autoscaler follows: the given ones, else the operator's default."""
+        if self.metrics:
+            return list(self.metrics)
+        # The models take their LLMKube (camelCase) names only.
+        default = {"type": "Pods", "name": DEFAULT_AUTOSCALING_METRIC, "targetAverageValue": DEFAULT_AUTOSCALING_TARGET}
+        return [MetricSpec.model_validate(default)]
+
     @model_validator(mode="after")
     def _min_le_max(self) -> AutoscalingSpec:
         if self.min_replicas is not None and self.min_replicas > self.max_replicas:

@@ -27,7 +27,7 @@ from typing import Any, Final
 import yaml
 
 from ..api.base import parse_quantity
-from ..api.service import DEFAULT_AUTOSCALING_METRIC, DEFAULT_AUTOSCALING_TARGET, DEFAULT_MIN_REPLICAS, MetricSpec
+from ..api.service import DEFAULT_MIN_REPLICAS, MetricSpec
 from ..api.stack import ObservabilitySettings
 from ..meta import object_meta, recommended_labels, sorted_by_key
 from ..resolve import ResolvedService
@@ -184,13 +184,7 @@ def autoscaling_metrics(service: ResolvedService) -> list[MetricSpec]:
     autoscaling = service.spec.autoscaling
     if autoscaling is None or service.spec.suspend:
         return []
-    if autoscaling.metrics:
-        return list(autoscaling.metrics)
-    # The models take their LLMKube (camelCase) names only.
-    default = MetricSpec.model_validate(
-        {"type": "Pods", "name": DEFAULT_AUTOSCALING_METRIC, "targetAverageValue": DEFAULT_AUTOSCALING_TARGET}
-    )
-    return [default]
+    return autoscaling.effective_metrics()
 
 
 def min_replicas(service: ResolvedService) -> int:
