@@ -113,6 +113,20 @@ def observability_problems(stack: ResolvedStack) -> list[Problem]:
         why = label_problem(key, value)
         if why is not None:
             problems.append(Problem(config_path("observability", "monitorLabels", key), why))
+    for key in sorted(settings.wake_queries or {}):
+        service = next((s for s in stack.services.values() if s.key == key), None)
+        path = config_path("observability", "wakeQueries", key)
+        if settings.autoscaler != "keda":
+            problems.append(
+                Problem(
+                    path, f"set, but wake queries are KEDA triggers: autoscaler is {settings.autoscaler!r}, not 'keda'"
+                )
+            )
+        elif service is None:
+            names = ", ".join(sorted(s.key for s in stack.services.values())) or "none"
+            problems.append(Problem(path, f"{key!r} names no service; services are: {names}"))
+        elif service.spec.autoscaling is None:
+            problems.append(Problem(path, f"set, but services.{key} has no autoscaling, so no ScaledObject to wake"))
     scaled = [s for s in stack.services.values() if s.spec.autoscaling is not None]
     if settings.autoscaler == "keda" and settings.prometheus_url is None and scaled:
         names = ", ".join(s.key for s in scaled)

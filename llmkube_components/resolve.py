@@ -633,13 +633,15 @@ def _observability_warnings(config: StackConfig) -> list[Problem]:
         autoscaling = service.autoscaling
         if autoscaling is None or autoscaling.min_replicas != 0 or settings.autoscaler != "keda":
             continue
+        if key in (settings.wake_queries or {}):
+            continue
         out.append(
             Problem(
                 config_path("services", key, "autoscaling", "minReplicas"),
                 "0: at zero replicas no llama-server exports llamacpp:* series, so KEDA's triggers read 0 and "
                 "nothing wakes the service; requests fail until it is scaled up by hand (kubectl scale) or by "
-                "another of your ScaledObject's triggers that sees demand outside the pods (a gateway's request "
-                "rate)",
+                f"observability.wakeQueries.{key}, a query that sees demand outside the pods (its gateway route's "
+                "request rate)",
             )
         )
     return out

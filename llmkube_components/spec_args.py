@@ -180,6 +180,9 @@ class ObservabilitySettings(TypedDict, total=False):
     prometheusUrl: NotRequired[pulumi.Input[str]]
     """The Prometheus that KEDA queries (autoscaler keda), e.g. http://prometheus-operated.monitoring.svc:9090."""
 
+    wakeQueries: NotRequired[pulumi.Input[dict[str, pulumi.Input[str]]]]
+    """Autoscaler keda with minReplicas 0: a PromQL query per service (by its key under services) that sees demand while no pod runs, e.g. its gateway route's request rate; above 0 it wakes the service (a KEDA trigger that only activates, never scales beyond minReplicas 1)."""
+
     prometheusServiceAccount: NotRequired[pulumi.Input[ServiceAccountRef]]
     """Delivery operator: the ServiceAccount your Prometheus scrapes with; bound to the controller's metrics-reader role, which its HTTPS /metrics asks for."""
 

@@ -394,6 +394,33 @@ def test_scale_to_zero_with_keda_warns_that_the_pods_own_series_cannot_wake_it()
     assert "nothing wakes the service" in warnings["services.chat.autoscaling.minReplicas"]
 
 
+def test_a_wake_query_adds_a_trigger_that_only_activates_and_quiets_the_warning() -> None:
+    wake = 'sum(rate(envoy_cluster_upstream_rq_total{envoy_cluster_name=~".*chat.*"}[1m]))'
+    raw = raw_stack(
+        {"podMonitor": True, "autoscaler": "keda", "prometheusUrl": KEDA_URL, "wakeQueries": {"chat": wake}},
+        autoscaling={"minReplicas": 0, "maxReplicas": 2},
+    )
+    built = build(raw)
+    scaled = next(m for m in built.services["chat"].workloads if m["kind"] == "ScaledObject")
+    pods, woken = scaled["spec"]["triggers"]
+    assert pods["metadata"]["query"].startswith("sum(llamacpp:requests_processing{")
+    assert woken["name"] == "wake"
+    assert woken["metadata"]["query"] == wake
+    assert woken["metadata"]["activationThreshold"] == "0"
+    assert float(woken["metadata"]["threshold"]) >= 1e6
+    assert "services.chat.autoscaling.minReplicas" not in {w.path for w in built.stack.warnings}
+
+
+def test_wake_queries_name_a_scaled_service_under_keda() -> None:
+    problems = problems_of(raw_stack({"wakeQueries": {"chat": "up"}}, autoscaling={"maxReplicas": 2}))
+    assert "not 'keda'" in problems["observability.wakeQueries.chat"]
+    keda = {"podMonitor": True, "autoscaler": "keda", "prometheusUrl": KEDA_URL}
+    problems = problems_of(raw_stack({**keda, "wakeQueries": {"chta": "up"}}, autoscaling={"maxReplicas": 2}))
+    assert "'chta' names no service; services are: chat" in problems["observability.wakeQueries.chta"]
+    problems = problems_of(raw_stack({**keda, "wakeQueries": {"chat": "up"}}))
+    assert "no autoscaling" in problems["observability.wakeQueries.chat"]
+
+
 def test_min_replicas_zero_stays_out_of_the_crd() -> None:
     from llmkube_components import crds
 

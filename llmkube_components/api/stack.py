@@ -237,6 +237,12 @@ class ObservabilitySettings(ApiModel):
         description="The Prometheus that KEDA queries (autoscaler keda), e.g. "
         "http://prometheus-operated.monitoring.svc:9090.",
     )
+    wake_queries: dict[str, Annotated[str, Field(min_length=1)]] | None = Field(
+        None,
+        description="Autoscaler keda with minReplicas 0: a PromQL query per service (by its key under services) "
+        "that sees demand while no pod runs, e.g. its gateway route's request rate; above 0 it wakes the service "
+        "(a KEDA trigger that only activates, never scales beyond minReplicas 1).",
+    )
     prometheus_service_account: ServiceAccountRef | None = Field(
         None,
         description="Delivery operator: the ServiceAccount your Prometheus scrapes with; bound to the "

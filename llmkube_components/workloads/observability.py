@@ -57,6 +57,8 @@ KEDA_POLLING_SECONDS: Final = 30
 # How long KEDA waits after the last activity before scaling to zero (its default is 300 s): a model that takes
 # minutes to load should not be dropped between two requests of one conversation.
 KEDA_COOLDOWN_SECONDS: Final = 600
+# A wake trigger's scaling target: far above any request rate, so that it asks for one replica and no more.
+WAKE_THRESHOLD: Final = "1000000"
 
 
 def _pod_label(label: str) -> str:
@@ -264,6 +266,22 @@ def keda_trigger(service: ResolvedService, metric: MetricSpec, prometheus_url: s
     }
 
 
+def wake_trigger(query: str, prometheus_url: str) -> Manifest:
+    """A trigger that wakes a service from zero when ``query`` is above 0 and never scales it further: KEDA
+    activates on activationThreshold, and a threshold no query reaches keeps its replica wish at one."""
+    return {
+        "type": "prometheus",
+        "name": "wake",
+        "metricType": "AverageValue",
+        "metadata": {
+            "serverAddress": prometheus_url,
+            "query": query,
+            "threshold": WAKE_THRESHOLD,
+            "activationThreshold": "0",
+        },
+    }
+
+
 def scaled_object(service: ResolvedService, settings: ObservabilitySettings) -> Manifest | None:
     """The KEDA ScaledObject that scales a service's Deployment (observability.autoscaler keda), or None without
     autoscaling or while suspended. checks.py makes sure prometheusUrl is set when it is needed."""
@@ -282,7 +300,8 @@ def scaled_object(service: ResolvedService, settings: ObservabilitySettings) -> 
             "maxReplicaCount": autoscaling.max_replicas,
             "pollingInterval": KEDA_POLLING_SECONDS,
             "cooldownPeriod": KEDA_COOLDOWN_SECONDS,
-            "triggers": [keda_trigger(service, m, url) for m in metrics],
+            "triggers": [keda_trigger(service, m, url) for m in metrics]
+            + ([wake_trigger(wake, url)] if (wake := (settings.wake_queries or {}).get(service.key)) else []),
         },
     }
 
