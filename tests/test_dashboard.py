@@ -260,7 +260,7 @@ def test_the_planners_estimate_is_a_dashed_line_only_when_given() -> None:
     }
     assert defaults["custom"]["thresholdsStyle"] == {"mode": "dashed"}
     assert defaults["unit"] == "suffix: tokens/s"
-    assert with_line["description"].endswith("The dashed line is the planner's decode estimate, 20.0 tokens/s.")
+    assert "the planner's decode estimate for one request, 20.0 tokens/s" in with_line["description"]
     without = panel(model, "embed", "Tokens per second")["fieldConfig"]["defaults"]
     assert "thresholds" not in without and "thresholdsStyle" not in without["custom"]
     assert "estimate" not in panel(model, "embed", "Tokens per second")["description"]

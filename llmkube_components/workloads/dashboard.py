@@ -186,7 +186,10 @@ def tokens_panel(namespace: str, service: DashboardService) -> timeseries.Panel:
     )
     estimate = service.generation_estimate
     if estimate is not None:
-        description += f" The dashed line is the planner's decode estimate, {estimate:.1f} tokens/s."
+        description += (
+            f" The dashed line is the planner's decode estimate for one request, {estimate:.1f} tokens/s: the "
+            "generated line sums every slot and pod, so it passes the line when requests run side by side."
+        )
     panel = _panel(
         "Tokens per second",
         description,
