@@ -78,13 +78,16 @@ def stack_config() -> dict[str, Any]:
 
 @pytest.fixture(scope="module")
 def deployed(tmp_path_factory: pytest.TempPathFactory, cluster: dict[str, str]) -> Iterator[ClusterStack]:
-    crds = crd_folder()
-    kubectl(cluster, "create", "-f", str(crds))
+    # Only the Gateway API's: the folder also holds the Prometheus Operator's and KEDA's CRDs, which
+    # test_local_cluster_observability.py installs and deletes itself.
+    crds = sorted(crd_folder().glob("*.gateway.networking.k8s.io.yaml"))
+    files = [arg for crd in crds for arg in ("-f", str(crd))]
+    kubectl(cluster, "create", *files)
     project = copy_project(tmp_path_factory.mktemp("parity"))
     (project / "stacks" / f"Pulumi.{STACK}.yaml").write_text(yaml.safe_dump(stack_config(), sort_keys=False))
     stack = ClusterStack(project, cluster, STACK)
     try:
-        for crd in crds.glob("*.yaml"):
+        for crd in crds:
             kubectl(cluster, "wait", "--for=condition=Established", f"crd/{crd.stem}", "--timeout=60s")
         stack.pulumi("stack", "init")
         stack.pulumi("config", "set", "kubernetes:kubeconfig", cluster["KUBECONFIG"])
@@ -94,7 +97,7 @@ def deployed(tmp_path_factory: pytest.TempPathFactory, cluster: dict[str, str]) 
         pulumi_cli(project, "destroy", "--yes", "--stack", STACK, check=False)
         kubectl(cluster, "delete", "priorityclass", "llmkube-high", "--ignore-not-found", check=False)
         kubectl(cluster, "delete", "namespace", NAMESPACE, "--ignore-not-found", "--timeout=120s", check=False)
-        kubectl(cluster, "delete", "-f", str(crds), "--ignore-not-found", "--timeout=120s", check=False)
+        kubectl(cluster, "delete", *files, "--ignore-not-found", "--timeout=120s", check=False)
 
 
 def test_the_api_server_holds_what_the_parity_fields_render(deployed: ClusterStack) -> None:
@@ -141,5 +144,12 @@ def test_the_pod_carries_the_fields_and_is_scheduled(deployed: ClusterStack) -> 
 
 def test_destroy_keeps_the_priority_class_only(deployed: ClusterStack) -> None:
     deployed.pulumi("destroy", "--yes")
-    assert kubectl(deployed.cluster, "get", "deployment,pdb,httproute,job", "-n", NAMESPACE, "-o", "name") == ""
+    assert kubectl(deployed.cluster, "get", "deployment,pdb,httproute", "-n", NAMESPACE, "-o", "name") == ""
+    # The prefetch Job is registered with skipAwait, which skips the wait for its deletion too: destroy returns
+    # while the API server still finishes it (foreground deletion), so it has to go, not be gone already.
+    wait_until(
+        "the prefetch Job to be deleted",
+        lambda: kubectl(deployed.cluster, "get", "job", "-n", NAMESPACE, "-o", "name") == "",
+        timeout=60,
+    )
     assert get(deployed.cluster, "priorityclass", "llmkube-high")["value"] == 100000
