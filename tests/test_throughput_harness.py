@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -172,3 +173,23 @@ def test_format_table_has_a_line_per_row() -> None:
 
 def test_physical_cores_is_at_most_the_cpus() -> None:
     assert 1 <= physical_cores() <= len(os.sched_getaffinity(0))
+
+
+def test_a_machine_is_like_the_calibration_one_by_model_cores_and_kind_features() -> None:
+    data = json.loads(throughput.CALIBRATED_MACHINE.read_text())["machine"]
+    base = throughput.MachineFacts(
+        cpu_cores=data["cpuCores"],
+        logical_cpus=data["cpuCores"],
+        host_memory_bandwidth=1e10,
+        copy_bandwidth=1e10,
+        bandwidth_array_bytes=1 << 20,
+        load_average=(0.0, 0.0, 0.0),
+        others_cpu=0.0,
+        cpu_model=data["cpuModel"],
+        cpu_features=tuple(data["cpuFeatures"]),
+    )
+    assert throughput.like_calibrated(base)
+    # One model name covers Xeons of several generations: one with AMX ran the rows 22-42% faster.
+    assert not throughput.like_calibrated(replace(base, cpu_features=("amx_tile",)))
+    assert not throughput.like_calibrated(replace(base, cpu_cores=base.cpu_cores + 2))
+    assert not throughput.like_calibrated(replace(base, cpu_model="AMD EPYC 9R14"))

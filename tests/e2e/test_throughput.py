@@ -17,7 +17,9 @@ On a CPU of another kind (another model or core count) the CPU-side constants we
 test holds what the planner promises everywhere instead: an estimate is never optimistic, no row's prediction
 more than 20% above what was measured. A faster kind then reads low: on an AMD EPYC 2-core VM with AVX-512 (CI,
 December 2026) the rows ran 1.7 to 6.8 times the estimates, the most at depth (its flash attention over cached
-tokens). Fitting that kind is `benchmarks/throughput_measure.py` there, then `--fit`.
+tokens); on a 2-core Intel Xeon VM with AMX, whose model name is the calibration machine's, 22-42% faster (the kind
+is told by the CPU model, the core count and testkit.throughput.KIND_FEATURES). Fitting a kind is
+`benchmarks/throughput_measure.py` there, then `--fit`.
 Missing tools: a failure in CI, a skip elsewhere.
 """
 
