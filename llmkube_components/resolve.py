@@ -608,6 +608,14 @@ def _observability_warnings(config: StackConfig) -> list[Problem]:
             )
         )
     custom = sorted(key for key, s in scaled.items() if _custom_metric_names(s))
+    if settings.autoscaler == "prometheusAdapter" and scaled and not custom:
+        out.append(
+            Problem(
+                config_path("observability", "autoscaler"),
+                "'prometheusAdapter', but every service's autoscaling follows Resource metrics (cpu, memory), which "
+                "metrics-server serves: no adapter rules are rendered",
+            )
+        )
     if settings.autoscaler == "hpa" and custom:
         out.append(
             Problem(

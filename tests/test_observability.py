@@ -296,6 +296,13 @@ def test_an_hpa_on_a_custom_metric_without_an_adapter_warns_and_a_resource_metri
     assert "observability.autoscaler" not in warnings_of(raw_stack({}))
 
 
+def test_prometheus_adapter_with_only_resource_metrics_warns_that_no_rules_are_rendered() -> None:
+    cpu = {"maxReplicas": 2, "metrics": [{"type": "Resource", "name": "cpu", "targetAverageUtilization": 80}]}
+    raw = raw_stack({"podMonitor": True, "autoscaler": "prometheusAdapter"}, autoscaling=cpu)
+    assert "no adapter rules are rendered" in warnings_of(raw)["observability.autoscaler"]
+    assert [m["kind"] for m in build(raw).monitoring] == ["PodMonitor"]
+
+
 # --- KEDA -----------------------------------------------------------------------------------------------------------
 
 
