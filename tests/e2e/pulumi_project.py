@@ -12,6 +12,9 @@ import shutil
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
+
+import yaml
 
 from tests.e2e.required import required
 from tests.pulumi_program import ROOT
@@ -67,3 +70,29 @@ class ClusterStack:
 
     def pulumi(self, *args: str) -> str:
         return pulumi_cli(self.project, *args, "--stack", self.name).stdout
+
+
+class ReconfiguredStack:
+    """A stack of a project copy on the local cluster whose ``llmkube:`` config each case replaces: ``up(config)``
+    writes it into the stack file (the rest, kubeconfig and encryption salt, stays) and deploys it."""
+
+    def __init__(self, project: Path, cluster: dict[str, str], name: str, env: dict[str, str]) -> None:
+        self.project = project
+        self.cluster = cluster
+        self.name = name
+        self.env = env
+        self.stack_file = project / "stacks" / f"Pulumi.{name}.yaml"
+
+    def pulumi(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        return pulumi_cli(self.project, *args, "--stack", self.name, check=check, env=self.env)
+
+    def configure(self, config: dict[str, Any]) -> None:
+        """The stack file's llmkube config becomes ``config``."""
+        document = yaml.safe_load(self.stack_file.read_text()) if self.stack_file.exists() else {}
+        kept = {k: v for k, v in (document.get("config") or {}).items() if not k.startswith("llmkube:")}
+        document["config"] = {**kept, **{f"llmkube:{k}": v for k, v in config.items()}}
+        self.stack_file.write_text(yaml.safe_dump(document, sort_keys=False))
+
+    def up(self, config: dict[str, Any]) -> None:
+        self.configure(config)
+        self.pulumi("up", "--yes")

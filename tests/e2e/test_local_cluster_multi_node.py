@@ -36,12 +36,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
 from llmkube_components.pipeline import StackBuild, platform
 from llmkube_components.settings import Settings
 from tests.e2e.cluster import TOOLS, cluster_tools, get, kubectl, ready, unschedulable_reason, wait_until
-from tests.e2e.pulumi_project import copy_project, pulumi_cli
+from tests.e2e.pulumi_project import ReconfiguredStack, copy_project
 
 pytestmark = pytest.mark.e2e
 
@@ -178,27 +177,11 @@ def second_node(cluster: dict[str, str]) -> Iterator[str]:
         wait_until("the second node to be gone", lambda: gone(cluster, "node", SECOND), timeout=120)
 
 
-class GroupStack:
+class GroupStack(ReconfiguredStack):
     """A copy of the Pulumi project with the stack ``multi-node`` pointed at the tests' cluster."""
 
     def __init__(self, project: Path, cluster: dict[str, str]) -> None:
-        self.project = project
-        self.cluster = cluster
-        self.stack_file = project / "stacks" / f"Pulumi.{STACK}.yaml"
-
-    def pulumi(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-        return pulumi_cli(self.project, *args, "--stack", STACK, check=check, env=ENV)
-
-    def configure(self, config: dict[str, Any]) -> None:
-        """The stack file's llmkube config becomes ``config``; the rest (kubeconfig, encryption salt) stays."""
-        document = yaml.safe_load(self.stack_file.read_text()) if self.stack_file.exists() else {}
-        kept = {k: v for k, v in (document.get("config") or {}).items() if not k.startswith("llmkube:")}
-        document["config"] = {**kept, **{f"llmkube:{k}": v for k, v in config.items()}}
-        self.stack_file.write_text(yaml.safe_dump(document, sort_keys=False))
-
-    def up(self, config: dict[str, Any]) -> None:
-        self.configure(config)
-        self.pulumi("up", "--yes")
+        super().__init__(project, cluster, STACK, ENV)
 
     def destroy(self) -> None:
         """Deletes what the stack made but the kept namespace and cache claim, and waits for the pods to go, so that

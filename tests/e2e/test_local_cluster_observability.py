@@ -38,7 +38,7 @@ import yaml
 from llmkube_components.pipeline import StackBuild, platform
 from llmkube_components.settings import Settings
 from tests.e2e.cluster import cluster_tools, get, kubectl, ready, wait_until
-from tests.e2e.pulumi_project import copy_project, pulumi_cli
+from tests.e2e.pulumi_project import ReconfiguredStack, copy_project
 from tests.e2e.required import required
 from tests.pulumi_program import ROOT
 
@@ -214,27 +214,11 @@ def namespace(cluster: dict[str, str]) -> Iterator[str]:
     wait_until("the cache claim's volume to be deleted", lambda: not volumes_left(), timeout=120)
 
 
-class ObservedStack:
+class ObservedStack(ReconfiguredStack):
     """A copy of the Pulumi project with the stack ``observability`` pointed at the tests' cluster."""
 
     def __init__(self, project: Path, cluster: dict[str, str]) -> None:
-        self.project = project
-        self.cluster = cluster
-        self.stack_file = project / "stacks" / f"Pulumi.{STACK}.yaml"
-
-    def pulumi(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-        return pulumi_cli(self.project, *args, "--stack", STACK, check=check, env=ENV)
-
-    def configure(self, config: dict[str, Any]) -> None:
-        """The stack file's llmkube config becomes ``config``; the rest (kubeconfig, encryption salt) stays."""
-        document = yaml.safe_load(self.stack_file.read_text()) if self.stack_file.exists() else {}
-        kept = {k: v for k, v in (document.get("config") or {}).items() if not k.startswith("llmkube:")}
-        document["config"] = {**kept, **{f"llmkube:{k}": v for k, v in config.items()}}
-        self.stack_file.write_text(yaml.safe_dump(document, sort_keys=False))
-
-    def up(self, config: dict[str, Any]) -> None:
-        self.configure(config)
-        self.pulumi("up", "--yes")
+        super().__init__(project, cluster, STACK, ENV)
 
     def destroy(self) -> None:
         """Deletes what the stack made but the kept namespace and cache claim, and waits for the pods to go, so that
