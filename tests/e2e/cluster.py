@@ -85,6 +85,11 @@ def get(env: dict[str, str], *args: str) -> dict[str, Any]:
 T = TypeVar("T")
 
 
+def gone(env: dict[str, str], *args: str) -> bool:
+    """Whether ``kubectl get ARGS`` finds nothing."""
+    return not kubectl(env, "get", *args, "--ignore-not-found", "-o", "name", check=False).strip()
+
+
 def wait_until(what: str, predicate: Callable[[], T], timeout: float = 90.0) -> T:
     deadline = time.monotonic() + timeout
     last = None
@@ -94,6 +99,22 @@ def wait_until(what: str, predicate: Callable[[], T], timeout: float = 90.0) -> 
             return last
         time.sleep(0.5)
     raise AssertionError(f"timed out after {timeout}s waiting for {what} (last: {last!r})")
+
+
+def delete_namespace(cluster: dict[str, str], namespace: str) -> None:
+    """Delete a namespace with all it holds, and wait until it and its claims' volumes are gone (a kept cache claim
+    included): the cluster is shared, and test_pulumi_local.py compares what it holds before and after its stack."""
+    kubectl(cluster, "delete", "namespace", namespace, "--ignore-not-found", "--timeout=180s", check=False)
+    wait_until("the namespace to be gone", lambda: gone(cluster, "namespace", namespace), timeout=180)
+
+    def volumes_left() -> list[str]:
+        return [
+            v["metadata"]["name"]
+            for v in get(cluster, "persistentvolumes")["items"]
+            if (v["spec"].get("claimRef") or {}).get("namespace") == namespace
+        ]
+
+    wait_until("the claims' volumes to be deleted", lambda: not volumes_left(), timeout=120)
 
 
 def ready(obj: dict[str, Any]) -> bool:

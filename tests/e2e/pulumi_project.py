@@ -7,15 +7,18 @@ pulumi_cli(project, "up", "--stack", "dev", "--yes")
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import subprocess
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from tests.e2e.cluster import gone, wait_until
 from tests.e2e.required import required
 from tests.pulumi_program import ROOT
 
@@ -76,11 +79,16 @@ class ReconfiguredStack:
     """A stack of a project copy on the local cluster whose ``llmkube:`` config each case replaces: ``up(config)``
     writes it into the stack file (the rest, kubeconfig and encryption salt, stays) and deploys it."""
 
-    def __init__(self, project: Path, cluster: dict[str, str], name: str, env: dict[str, str]) -> None:
+    def __init__(
+        self, project: Path, cluster: dict[str, str], name: str, env: dict[str, str], *, namespace: str, pods: str
+    ) -> None:
+        """``pods``: the label selector of the stack's pods in ``namespace``, which destroy waits to go."""
         self.project = project
         self.cluster = cluster
         self.name = name
         self.env = env
+        self.namespace = namespace
+        self.pods = pods
         self.stack_file = project / "stacks" / f"Pulumi.{name}.yaml"
 
     def pulumi(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
@@ -96,3 +104,35 @@ class ReconfiguredStack:
     def up(self, config: dict[str, Any]) -> None:
         self.configure(config)
         self.pulumi("up", "--yes")
+
+    def destroy(self) -> None:
+        """Deletes what the stack made but the kept namespace and cache claim, and waits for its pods to go, so that
+        the next case starts with the nodes free."""
+        self.pulumi("destroy", "--yes", check=False)
+        wait_until(
+            "the stack's pods to be gone",
+            lambda: gone(self.cluster, "pods", "-n", self.namespace, "-l", self.pods),
+            timeout=120,
+        )
+
+
+@contextlib.contextmanager
+def initialised_stack(
+    project: Path,
+    cluster: dict[str, str],
+    name: str,
+    env: dict[str, str],
+    config: dict[str, Any],
+    *,
+    namespace: str,
+    pods: str,
+) -> Iterator[ReconfiguredStack]:
+    """A ReconfiguredStack with ``config``, initialised against the cluster; destroyed when the block ends."""
+    state = ReconfiguredStack(project, cluster, name, env, namespace=namespace, pods=pods)
+    state.configure(config)
+    try:
+        state.pulumi("stack", "init")
+        state.pulumi("config", "set", "kubernetes:kubeconfig", cluster["KUBECONFIG"])
+        yield state
+    finally:
+        state.destroy()

@@ -32,15 +32,24 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from functools import partial
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 from llmkube_components.pipeline import StackBuild, platform
 from llmkube_components.settings import Settings
-from tests.e2e.cluster import TOOLS, cluster_tools, get, kubectl, ready, unschedulable_reason, wait_until
-from tests.e2e.pulumi_project import ReconfiguredStack, copy_project
+from tests.e2e.cluster import (
+    TOOLS,
+    cluster_tools,
+    delete_namespace,
+    get,
+    gone,
+    kubectl,
+    ready,
+    unschedulable_reason,
+    wait_until,
+)
+from tests.e2e.pulumi_project import ReconfiguredStack, copy_project, initialised_stack
 
 pytestmark = pytest.mark.e2e
 
@@ -118,10 +127,6 @@ def selected(selector: dict[str, str], pods: dict[int, dict[str, Any]]) -> list[
     ]
 
 
-def gone(env: dict[str, str], *args: str) -> bool:
-    return not kubectl(env, "get", *args, "--ignore-not-found", "-o", "name", check=False).strip()
-
-
 # --- fixtures -------------------------------------------------------------------------------------------------
 
 
@@ -130,17 +135,7 @@ def namespace(cluster: dict[str, str]) -> Iterator[str]:
     """The module's namespace, deleted at the end with all it holds, the cache claim's volume included: the cluster
     is shared, and test_pulumi_local.py compares what the cluster holds before and after its stack."""
     yield NAMESPACE
-    kubectl(cluster, "delete", "namespace", NAMESPACE, "--ignore-not-found", "--timeout=180s", check=False)
-    wait_until("the namespace to be gone", lambda: gone(cluster, "namespace", NAMESPACE), timeout=180)
-
-    def volumes_left() -> list[str]:
-        return [
-            v["metadata"]["name"]
-            for v in get(cluster, "persistentvolumes")["items"]
-            if (v["spec"].get("claimRef") or {}).get("namespace") == NAMESPACE
-        ]
-
-    wait_until("the cache claim's volume to be deleted", lambda: not volumes_left(), timeout=120)
+    delete_namespace(cluster, NAMESPACE)
 
 
 @pytest.fixture(scope="module")
@@ -177,40 +172,19 @@ def second_node(cluster: dict[str, str]) -> Iterator[str]:
         wait_until("the second node to be gone", lambda: gone(cluster, "node", SECOND), timeout=120)
 
 
-class GroupStack(ReconfiguredStack):
-    """A copy of the Pulumi project with the stack ``multi-node`` pointed at the tests' cluster."""
-
-    def __init__(self, project: Path, cluster: dict[str, str]) -> None:
-        super().__init__(project, cluster, STACK, ENV)
-
-    def destroy(self) -> None:
-        """Deletes what the stack made but the kept namespace and cache claim, and waits for the pods to go, so that
-        the next case starts with the nodes free."""
-        self.pulumi("destroy", "--yes", check=False)
-        wait_until(
-            "the group's pods to be gone",
-            lambda: gone(self.cluster, "pods", "-n", NAMESPACE, "-l", f"{GROUP}={SERVICE}"),
-            timeout=120,
-        )
-
-
 @pytest.fixture(scope="module")
 def stack(
     tmp_path_factory: pytest.TempPathFactory, cluster: dict[str, str], namespace: str, second_node: str
-) -> Iterator[GroupStack]:
+) -> Iterator[ReconfiguredStack]:
     """The stack, initialised; destroyed at the end of the module before the second node and the namespace go."""
-    state = GroupStack(copy_project(tmp_path_factory.mktemp("multi-node")), cluster)
-    state.configure(stack_config(None))
-    try:
-        state.pulumi("stack", "init")
-        state.pulumi("config", "set", "kubernetes:kubeconfig", cluster["KUBECONFIG"])
+    project = copy_project(tmp_path_factory.mktemp("multi-node"))
+    pods = f"{GROUP}={SERVICE}"
+    with initialised_stack(project, cluster, STACK, ENV, stack_config(None), namespace=NAMESPACE, pods=pods) as state:
         yield state
-    finally:
-        state.destroy()
 
 
 @pytest.fixture
-def group(stack: GroupStack) -> Iterator[GroupStack]:
+def group(stack: ReconfiguredStack) -> Iterator[ReconfiguredStack]:
     """The stack, for one case: whatever a test deploys is destroyed after it, however it ends."""
     try:
         yield stack
@@ -250,7 +224,7 @@ def applied(cluster: dict[str, str], namespace: str) -> Iterator[list[dict[str, 
     ],
 )
 def test_the_scheduler_places_the_group_on_distinct_gpu_nodes_as_pinned(
-    group: GroupStack,
+    group: ReconfiguredStack,
     members: list[dict[str, Any]] | None,
     expected: dict[int, str] | None,
 ) -> None:

@@ -37,8 +37,8 @@ import yaml
 
 from llmkube_components.pipeline import StackBuild, platform
 from llmkube_components.settings import Settings
-from tests.e2e.cluster import cluster_tools, get, kubectl, ready, wait_until
-from tests.e2e.pulumi_project import ReconfiguredStack, copy_project
+from tests.e2e.cluster import cluster_tools, delete_namespace, get, kubectl, ready
+from tests.e2e.pulumi_project import ReconfiguredStack, copy_project, initialised_stack
 from tests.e2e.required import required
 from tests.pulumi_program import ROOT
 
@@ -176,10 +176,6 @@ def names(env: dict[str, str], kinds: str) -> set[str]:
     return set(kubectl(env, "get", kinds, "-n", NAMESPACE, "-o", "name", "--ignore-not-found").split())
 
 
-def gone(env: dict[str, str], *args: str) -> bool:
-    return not kubectl(env, "get", *args, "--ignore-not-found", "-o", "name", check=False).strip()
-
-
 # --- fixtures -------------------------------------------------------------------------------------------------
 
 
@@ -201,53 +197,22 @@ def crds(cluster: dict[str, str]) -> Iterator[tuple[str, ...]]:
 def namespace(cluster: dict[str, str]) -> Iterator[str]:
     """The module's namespace, deleted at the end with all it holds, the kept cache claim's volume included."""
     yield NAMESPACE
-    kubectl(cluster, "delete", "namespace", NAMESPACE, "--ignore-not-found", "--timeout=180s", check=False)
-    wait_until("the namespace to be gone", lambda: gone(cluster, "namespace", NAMESPACE), timeout=180)
-
-    def volumes_left() -> list[str]:
-        return [
-            v["metadata"]["name"]
-            for v in get(cluster, "persistentvolumes")["items"]
-            if (v["spec"].get("claimRef") or {}).get("namespace") == NAMESPACE
-        ]
-
-    wait_until("the cache claim's volume to be deleted", lambda: not volumes_left(), timeout=120)
-
-
-class ObservedStack(ReconfiguredStack):
-    """A copy of the Pulumi project with the stack ``observability`` pointed at the tests' cluster."""
-
-    def __init__(self, project: Path, cluster: dict[str, str]) -> None:
-        super().__init__(project, cluster, STACK, ENV)
-
-    def destroy(self) -> None:
-        """Deletes what the stack made but the kept namespace and cache claim, and waits for the pods to go, so that
-        the next case starts with the node free."""
-        self.pulumi("destroy", "--yes", check=False)
-        wait_until(
-            "the service's pods to be gone",
-            lambda: gone(self.cluster, "pods", "-n", NAMESPACE, "-l", f"{SERVICE_LABEL}={SERVICE}"),
-            timeout=120,
-        )
+    delete_namespace(cluster, NAMESPACE)
 
 
 @pytest.fixture(scope="module")
 def stack(
     tmp_path_factory: pytest.TempPathFactory, cluster: dict[str, str], crds: tuple[str, ...], namespace: str
-) -> Iterator[ObservedStack]:
+) -> Iterator[ReconfiguredStack]:
     """The stack, initialised; destroyed at the end of the module, before the namespace and the CRDs go."""
-    state = ObservedStack(copy_project(tmp_path_factory.mktemp("observability")), cluster)
-    state.configure(stack_config(None))
-    try:
-        state.pulumi("stack", "init")
-        state.pulumi("config", "set", "kubernetes:kubeconfig", cluster["KUBECONFIG"])
+    project = copy_project(tmp_path_factory.mktemp("observability"))
+    pods = f"{SERVICE_LABEL}={SERVICE}"
+    with initialised_stack(project, cluster, STACK, ENV, stack_config(None), namespace=NAMESPACE, pods=pods) as state:
         yield state
-    finally:
-        state.destroy()
 
 
 @pytest.fixture
-def observed(stack: ObservedStack) -> Iterator[ObservedStack]:
+def observed(stack: ReconfiguredStack) -> Iterator[ReconfiguredStack]:
     """The stack, for one case: whatever a test deploys is destroyed after it, however it ends."""
     try:
         yield stack
@@ -258,7 +223,7 @@ def observed(stack: ObservedStack) -> Iterator[ObservedStack]:
 # --- PodMonitor, dashboard, prometheus-adapter ------------------------------------------------------------------------
 
 
-def test_the_api_server_takes_the_pod_monitor_dashboard_and_adapter_rules(observed: ObservedStack) -> None:
+def test_the_api_server_takes_the_pod_monitor_dashboard_and_adapter_rules(observed: ReconfiguredStack) -> None:
     env = observed.cluster
     observed.up(stack_config(PROMETHEUS_ADAPTER))
     pod = server_pod(env)
@@ -321,7 +286,7 @@ def test_the_api_server_takes_the_pod_monitor_dashboard_and_adapter_rules(observ
 # --- ServiceMonitor and KEDA -----------------------------------------------------------------------------------------
 
 
-def test_keda_scales_to_zero_in_place_of_the_hpa_and_the_service_monitor_is_taken(observed: ObservedStack) -> None:
+def test_keda_scales_to_zero_in_place_of_the_hpa_and_the_service_monitor_is_taken(observed: ReconfiguredStack) -> None:
     env = observed.cluster
     observed.up(stack_config(KEDA, min_replicas=0))
     pod = server_pod(env)
