@@ -627,8 +627,7 @@ def _observability_warnings(config: StackConfig) -> list[Problem]:
                 "adapter serves them already",
             )
         )
-    scraped = settings.pod_monitor or settings.service_monitor or settings.scrape_annotations
-    if settings.autoscaler != "hpa" and scaled and not scraped:
+    if settings.autoscaler != "hpa" and scaled and not settings.scraped:
         out.append(
             Problem(
                 config_path("observability", "autoscaler"),
