@@ -656,9 +656,7 @@ def _observability_warnings(config: StackConfig) -> list[Problem]:
 
 def _custom_metric_names(spec: InferenceServiceSpec) -> list[str]:
     """The Pods (custom) metrics a service's HPA would follow: the operator's default when none are given."""
-    if spec.autoscaling is None or spec.suspend:
-        return []
-    return [m.name for m in spec.autoscaling.effective_metrics() if m.type == "Pods"]
+    return [m.name for m in spec.autoscaling_metrics() if m.type == "Pods"]
 
 
 def _integrity_warnings(config: StackConfig) -> list[Problem]:

@@ -860,6 +860,13 @@ class InferenceServiceSpec(ApiModel):
         "Delivery direct only.",
     )
 
+    def autoscaling_metrics(self) -> list[MetricSpec]:
+        """The metrics the autoscaler follows (the operator's default when none are given); [] without autoscaling
+        or while suspended (nothing scales a suspended service)."""
+        if self.autoscaling is None or self.suspend:
+            return []
+        return self.autoscaling.effective_metrics()
+
     @property
     def exposed(self) -> bool:
         """Whether the Service reaches the server from outside the cluster (NodePort, LoadBalancer)."""

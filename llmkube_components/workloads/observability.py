@@ -183,10 +183,7 @@ def controller_metrics_binding(reader_role: str, settings: ObservabilitySettings
 def autoscaling_metrics(service: ResolvedService) -> list[MetricSpec]:
     """The metrics a service's autoscaler follows (the operator's default when none are given); [] without
     autoscaling or while suspended."""
-    autoscaling = service.spec.autoscaling
-    if autoscaling is None or service.spec.suspend:
-        return []
-    return autoscaling.effective_metrics()
+    return service.spec.autoscaling_metrics()
 
 
 def min_replicas(service: ResolvedService) -> int:
